@@ -1,0 +1,140 @@
+//! The firedrill home directory (`--home`, env `FIREDRILL_HOME`): config,
+//! inventory, kernel registry and caches, and the typed config file.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::kernel::{HostConfig, HostStartError, KernelHost, Registry};
+use crate::secret::EnvSecrets;
+use crate::target::{Inventory, InventoryError, Targets};
+
+/// `firedrill.toml`. Unknown keys are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    /// The kernel host and the limits of every invocation.
+    pub kernel: HostConfig,
+}
+
+/// The home directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    #[error(
+        "cannot create or read the firedrill home {path}: {source}; pass --home DIR or set FIREDRILL_HOME to a writable directory"
+    )]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Config { path: String, message: String },
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Engine(#[from] HostStartError),
+}
+
+/// An opened home directory.
+#[derive(Debug, Clone)]
+pub struct Home {
+    dir: PathBuf,
+    config: Config,
+}
+
+/// The default home: `$HOME/.firedrill`, or `./.firedrill` without `$HOME`.
+pub fn default_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".firedrill")
+}
+
+impl Home {
+    /// Open (creating if needed) the home at `dir` and read its config.
+    pub fn open(dir: &Path) -> Result<Self, HomeError> {
+        let io = |source| HomeError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let config_path = dir.join("firedrill.toml");
+        let config = match std::fs::read_to_string(&config_path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| HomeError::Config {
+                path: config_path.display().to_string(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(e) => return Err(io(e)),
+        };
+        Ok(Home {
+            dir: dir.to_path_buf(),
+            config,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn registry(&self) -> Registry {
+        Registry::new(self.dir.join("kernels"))
+    }
+
+    pub fn inventory_path(&self) -> PathBuf {
+        self.dir.join("inventory.yaml")
+    }
+
+    pub fn inventory(&self) -> Result<Inventory, HomeError> {
+        Ok(Inventory::load(&self.inventory_path())?)
+    }
+
+    /// Start a kernel host configured from this home.
+    pub fn kernel_host(&self) -> Result<KernelHost, HomeError> {
+        let mut config = self.config.kernel.clone();
+        if config.cache_dir.is_none() {
+            config.cache_dir = Some(self.dir.join("cache").join("kernels"));
+        }
+        let targets = Targets::new(self.inventory()?);
+        Ok(KernelHost::new(config, targets, Arc::new(EnvSecrets))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_rejects_unknown_keys_with_their_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("firedrill.toml"),
+            "[kernel.limits]\nmemory = 5\n",
+        )
+        .expect("write");
+        let err = Home::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown field `memory`") && err.contains("memory-bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn config_sets_limits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("firedrill.toml"),
+            "[kernel]\nmax-concurrent-invocations = 8\n[kernel.limits]\nmemory-bytes = 1048576\n",
+        )
+        .expect("write");
+        let home = Home::open(dir.path()).expect("opens");
+        assert_eq!(home.config().kernel.limits.memory_bytes, 1 << 20);
+        assert_eq!(home.config().kernel.max_concurrent_invocations, 8);
+    }
+}

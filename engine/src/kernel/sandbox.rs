@@ -1,0 +1,490 @@
+//! The store data of one kernel sandbox: its limits, grants and capability
+//! checks, and the host functions the kernel imports.
+//!
+//! Nothing is ambient: a sandbox can only reach the targets in `granted`, only
+//! with calls its manifest declares, and only within `limits`. Every call is
+//! recorded, refused ones included.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use firedrill_sdk::capability::{Refusal, check_target};
+use firedrill_sdk::manifest::{Capabilities, Effect, Mode};
+use serde::Serialize;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::firedrill::kernel::{host, types as wit};
+use super::limits::{KernelLimits, Limit};
+use crate::secret::SecretProvider;
+use crate::target::{ExecError, ExecLimits, Targets};
+
+/// Bytes of a command's stdout/stderr kept in the call record (the kernel
+/// itself gets up to `exec-output-bytes`).
+pub const RECORD_EXCERPT_BYTES: usize = 4096;
+
+/// What a host call was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum CallKind {
+    Exec {
+        target: String,
+        command: String,
+    },
+    Http {
+        target: String,
+        method: String,
+        url: String,
+    },
+    Secret {
+        name: String,
+    },
+}
+
+/// How a host call ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum CallOutcome {
+    /// Performed (or simulated, see `HostCall::simulated`).
+    Ok {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        stdout: String,
+        stderr: String,
+        truncated: bool,
+    },
+    /// Refused by the capability check; nothing was attempted.
+    Denied { reason: String },
+    /// Attempted and failed.
+    Failed { reason: String },
+    /// Attempted and timed out.
+    Timeout { reason: String },
+}
+
+/// One host call, as recorded for the run view and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostCall {
+    /// Position among this invocation's recorded calls, from 0.
+    pub index: u32,
+    #[serde(flatten)]
+    pub call: CallKind,
+    /// Declared effect; `None` when the call was refused before matching.
+    pub effect: Option<Effect>,
+    /// True when a `change` call was recorded as planned instead of performed.
+    pub simulated: bool,
+    #[serde(flatten)]
+    pub outcome: CallOutcome,
+    pub started_at_ms: u64,
+    pub duration_ms: u64,
+}
+
+impl HostCall {
+    pub fn is_denied(&self) -> bool {
+        matches!(self.outcome, CallOutcome::Denied { .. })
+    }
+}
+
+/// A line the kernel logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    pub level: &'static str,
+    pub message: String,
+}
+
+/// Which export is running: `describe` must not touch the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Describe,
+    Run,
+}
+
+/// A kernel called the host from `describe`, which must be pure.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("kernel called host.{0} from describe(); describe must be pure (no host calls)")]
+pub struct ImpureDescribe(pub &'static str);
+
+/// Store data for one invocation.
+pub(crate) struct Sandbox {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: Arc<KernelLimits>,
+    phase: Phase,
+    mode: Mode,
+    granted: Vec<String>,
+    capabilities: Arc<Capabilities>,
+    targets: Targets,
+    secrets: Arc<dyn SecretProvider>,
+    calls: u64,
+    log_bytes: u64,
+    pub(crate) cpu_ticks: u64,
+    pub(crate) cpu_budget_ticks: u64,
+    pub(crate) records: Vec<HostCall>,
+    pub(crate) logs: Vec<LogLine>,
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+/// Everything a sandbox needs that is not per-call.
+#[derive(Clone)]
+pub(crate) struct SandboxSetup {
+    pub limits: Arc<KernelLimits>,
+    pub capabilities: Arc<Capabilities>,
+    pub targets: Targets,
+    pub secrets: Arc<dyn SecretProvider>,
+    pub cpu_budget_ticks: u64,
+}
+
+impl Sandbox {
+    pub(crate) fn new(setup: SandboxSetup, phase: Phase, mode: Mode, granted: Vec<String>) -> Self {
+        // stdout and stderr share the log budget; a pipe one byte larger than
+        // the budget lets us tell "exactly full" from "overflowed".
+        let pipe_cap = usize::try_from(setup.limits.log_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        let stdout = MemoryOutputPipe::new(pipe_cap);
+        let stderr = MemoryOutputPipe::new(pipe_cap);
+        // No preopened directories, no environment, no arguments, no stdin,
+        // no sockets. Clocks and randomness are allowed.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        Sandbox {
+            wasi,
+            table: ResourceTable::new(),
+            limits: setup.limits,
+            phase,
+            mode,
+            granted,
+            capabilities: setup.capabilities,
+            targets: setup.targets,
+            secrets: setup.secrets,
+            calls: 0,
+            log_bytes: 0,
+            cpu_ticks: 0,
+            cpu_budget_ticks: setup.cpu_budget_ticks,
+            records: Vec::new(),
+            logs: Vec::new(),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Bytes written to stdout and stderr so far.
+    pub(crate) fn captured_bytes(&self) -> u64 {
+        (self.stdout.contents().len() + self.stderr.contents().len()) as u64
+    }
+
+    /// Count a host call; trap when the kernel is impure or over its budget.
+    fn enter(&mut self, function: &'static str) -> wasmtime::Result<()> {
+        if self.phase == Phase::Describe {
+            return Err(wasmtime::Error::new(ImpureDescribe(function)));
+        }
+        self.calls += 1;
+        if self.calls > self.limits.host_calls {
+            return Err(wasmtime::Error::new(self.limits.exceeded(Limit::HostCalls)));
+        }
+        Ok(())
+    }
+
+    fn record(
+        &mut self,
+        call: CallKind,
+        effect: Option<Effect>,
+        simulated: bool,
+        outcome: CallOutcome,
+        started: (u64, Instant),
+    ) {
+        let index = u32::try_from(self.records.len()).unwrap_or(u32::MAX);
+        self.records.push(HostCall {
+            index,
+            call,
+            effect,
+            simulated,
+            outcome,
+            started_at_ms: started.0,
+            duration_ms: u64::try_from(started.1.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+
+    fn deny(
+        &mut self,
+        call: CallKind,
+        refusal: Refusal,
+        started: (u64, Instant),
+    ) -> wit::HostError {
+        let reason = refusal.to_string();
+        tracing::warn!(?call, %reason, "host call denied");
+        self.record(
+            call,
+            None,
+            false,
+            CallOutcome::Denied {
+                reason: reason.clone(),
+            },
+            started,
+        );
+        wit::HostError::Denied(reason)
+    }
+
+    /// Whether a call with `effect` is recorded as planned instead of performed.
+    fn simulate(&self, effect: Effect) -> bool {
+        effect == Effect::Change && self.mode == Mode::DryRun
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn now() -> (u64, Instant) {
+    (unix_ms(), Instant::now())
+}
+
+fn excerpt(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(RECORD_EXCERPT_BYTES)]).into_owned()
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for Sandbox {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.limits.memory_bytes {
+            return Err(wasmtime::Error::new(self.limits.exceeded(Limit::Memory)));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; 1M entries is far beyond any real
+        // kernel and keeps a table bomb from eating host memory.
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl wit::Host for Sandbox {}
+
+impl host::Host for Sandbox {
+    async fn log(&mut self, level: wit::LogLevel, message: String) -> wasmtime::Result<()> {
+        self.enter("log")?;
+        self.log_bytes += message.len() as u64;
+        if self.log_bytes + self.captured_bytes() > self.limits.log_bytes {
+            return Err(wasmtime::Error::new(self.limits.exceeded(Limit::Log)));
+        }
+        let level = match level {
+            wit::LogLevel::Trace => "trace",
+            wit::LogLevel::Debug => "debug",
+            wit::LogLevel::Info => "info",
+            wit::LogLevel::Warn => "warn",
+            wit::LogLevel::Error => "error",
+        };
+        self.logs.push(LogLine { level, message });
+        Ok(())
+    }
+
+    async fn exec(
+        &mut self,
+        target: String,
+        command: String,
+    ) -> wasmtime::Result<Result<wit::ExecResult, wit::HostError>> {
+        self.enter("exec")?;
+        let started = now();
+        if let Err(refusal) = check_target(&self.granted, &target) {
+            let call = CallKind::Exec { target, command };
+            return Ok(Err(self.deny(call, refusal, started)));
+        }
+        let matched = match self.capabilities.match_exec(&command) {
+            Ok(m) => m,
+            Err(refusal) => {
+                let call = CallKind::Exec { target, command };
+                return Ok(Err(self.deny(call, refusal, started)));
+            }
+        };
+        let effect = matched.effect();
+        let call = CallKind::Exec {
+            target: target.clone(),
+            command: matched.command.clone(),
+        };
+        if self.simulate(effect) {
+            let outcome = CallOutcome::Ok {
+                exit_code: None,
+                status: None,
+                stdout: String::new(),
+                stderr: String::new(),
+                truncated: false,
+            };
+            self.record(call, Some(effect), true, outcome, started);
+            return Ok(Ok(wit::ExecResult {
+                exit_code: 0,
+                stdout: String::new(),
+                stderr: String::new(),
+                truncated: false,
+                simulated: true,
+            }));
+        }
+        let limits = ExecLimits {
+            timeout: self.limits.exec_timeout(),
+            output_bytes: usize::try_from(self.limits.exec_output_bytes).unwrap_or(usize::MAX),
+        };
+        let result = self.targets.exec(&target, &matched.command, limits).await;
+        let (outcome, answer) = match result {
+            Ok(out) => (
+                CallOutcome::Ok {
+                    exit_code: Some(out.exit_code),
+                    status: None,
+                    stdout: excerpt(&out.stdout),
+                    stderr: excerpt(&out.stderr),
+                    truncated: out.truncated,
+                },
+                Ok(wit::ExecResult {
+                    exit_code: out.exit_code,
+                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                    truncated: out.truncated,
+                    simulated: false,
+                }),
+            ),
+            Err(e @ ExecError::Timeout(_)) => (
+                CallOutcome::Timeout {
+                    reason: e.to_string(),
+                },
+                Err(wit::HostError::Timeout(e.to_string())),
+            ),
+            Err(e) => (
+                CallOutcome::Failed {
+                    reason: e.to_string(),
+                },
+                Err(wit::HostError::Failed(e.to_string())),
+            ),
+        };
+        self.record(call, Some(effect), false, outcome, started);
+        Ok(answer)
+    }
+
+    async fn http(
+        &mut self,
+        request: wit::HttpRequest,
+    ) -> wasmtime::Result<Result<wit::HttpResponse, wit::HostError>> {
+        self.enter("http")?;
+        let started = now();
+        let call = CallKind::Http {
+            target: request.target.clone(),
+            method: request.method.clone(),
+            url: request.url.clone(),
+        };
+        if let Err(refusal) = check_target(&self.granted, &request.target) {
+            return Ok(Err(self.deny(call, refusal, started)));
+        }
+        let cap = match self.capabilities.match_http(&request.method, &request.url) {
+            Ok(c) => c,
+            Err(refusal) => return Ok(Err(self.deny(call, refusal, started))),
+        };
+        if self.simulate(cap.effect) {
+            let outcome = CallOutcome::Ok {
+                exit_code: None,
+                status: None,
+                stdout: String::new(),
+                stderr: String::new(),
+                truncated: false,
+            };
+            self.record(call, Some(cap.effect), true, outcome, started);
+            return Ok(Ok(wit::HttpResponse {
+                status: 0,
+                headers: Vec::new(),
+                body: Vec::new(),
+                truncated: false,
+                simulated: true,
+            }));
+        }
+        // The inventory has no HTTP endpoints yet, so no granted target can
+        // be reached over HTTP; say so instead of pretending.
+        let reason = format!(
+            "target {:?} has no HTTP transport in the inventory; HTTP endpoints are not supported by this version of firedrill",
+            request.target
+        );
+        self.record(
+            call,
+            Some(cap.effect),
+            false,
+            CallOutcome::Failed {
+                reason: reason.clone(),
+            },
+            started,
+        );
+        Ok(Err(wit::HostError::Failed(reason)))
+    }
+
+    async fn secret(&mut self, name: String) -> wasmtime::Result<Result<String, wit::HostError>> {
+        self.enter("secret")?;
+        let started = now();
+        let call = CallKind::Secret { name: name.clone() };
+        if let Err(refusal) = self.capabilities.check_secret(&name) {
+            return Ok(Err(self.deny(call, refusal, started)));
+        }
+        let (outcome, answer) = match self.secrets.get(&name) {
+            Some(value) => (
+                CallOutcome::Ok {
+                    exit_code: None,
+                    status: None,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    truncated: false,
+                },
+                Ok(value.expose().to_string()),
+            ),
+            None => {
+                let reason = format!(
+                    "secret {name:?} is not set; provide it to the engine (see README, Secrets)"
+                );
+                (
+                    CallOutcome::Failed {
+                        reason: reason.clone(),
+                    },
+                    Err(wit::HostError::Failed(reason)),
+                )
+            }
+        };
+        self.record(call, None, false, outcome, started);
+        Ok(answer)
+    }
+
+    async fn sleep(&mut self, ms: u64) -> wasmtime::Result<()> {
+        self.enter("sleep")?;
+        // Bounded by the invocation's wall clock, which keeps running.
+        tokio::time::sleep(Duration::from_millis(ms.min(self.limits.wall_clock_ms))).await;
+        Ok(())
+    }
+
+    async fn now(&mut self) -> wasmtime::Result<u64> {
+        self.enter("now")?;
+        Ok(unix_ms())
+    }
+}

@@ -1,0 +1,14 @@
+//! firedrill: runbook engine whose steps are sandboxed WebAssembly recovery kernels.
+//!
+//! See ARCHITECTURE.md for the map. Modules own their data:
+//! [`kernel`] (wasm host, limits, capabilities, registry), [`target`]
+//! (inventory and executors), [`secret`], [`home`] (the home directory and its
+//! config) and [`cli`] (the command line; `main.rs` only calls it).
+
+pub mod cli;
+pub mod home;
+pub mod kernel;
+pub mod secret;
+pub mod target;
+
+pub use firedrill_sdk::manifest::{Effect, Manifest, Mode};
