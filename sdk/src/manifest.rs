@@ -31,7 +31,7 @@ impl Mode {
 
 impl std::fmt::Display for Mode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -57,7 +57,7 @@ impl Effect {
 
 impl std::fmt::Display for Effect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -228,7 +228,8 @@ mod tests {
 
     #[test]
     fn each_rule_is_enforced() {
-        let cases: Vec<(fn(&mut Manifest), &str)> = vec![
+        type Case = (fn(&mut Manifest), &'static str);
+        let cases: Vec<Case> = vec![
             (|m| m.name = "Restart".into(), "kernel name"),
             (|m| m.name = String::new(), "kernel name"),
             (|m| m.name = "a".repeat(65), "kernel name"),

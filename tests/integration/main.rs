@@ -1,0 +1,6 @@
+//! Integration tests: real components built from source, a real wasmtime host,
+//! real commands on the local target.
+
+mod examples;
+mod hostile;
+mod registry;

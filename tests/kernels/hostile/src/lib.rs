@@ -1,0 +1,127 @@
+//! A kernel built to misbehave, one behaviour per input, for the host's tests.
+//! It implements the raw WIT bindings (not the SDK's `Kernel` trait) so that it
+//! can return output the SDK would never produce.
+
+#![allow(clippy::all)]
+
+use firedrill_sdk::guest::bindings::firedrill::kernel::{host, types::*};
+use firedrill_sdk::guest::bindings::{Guest, export_guest};
+
+struct Hostile;
+
+fn manifest() -> Manifest {
+    let exec = |pattern: &str, effect| ExecCapability {
+        pattern: pattern.into(),
+        effect,
+    };
+    Manifest {
+        name: "hostile".into(),
+        version: "0.1.0".into(),
+        description: "Misbehaves on request".into(),
+        input_schema: r#"{"type":"object","required":["behaviour"],"properties":{"behaviour":{"type":"string"},"path":{"type":"string"}}}"#.into(),
+        output_schema: r#"{"type":"object","required":["ok"],"properties":{"ok":{"type":"boolean"}}}"#.into(),
+        idempotent: false,
+        capabilities: Capabilities {
+            exec: vec![
+                exec("echo ...", Effect::Observe),
+                exec("sleep *", Effect::Observe),
+                exec("touch *", Effect::Change),
+            ],
+            http: vec![],
+            secrets: vec![],
+        },
+    }
+}
+
+fn target(inv: &Invocation) -> String {
+    inv.targets.first().cloned().unwrap_or_default()
+}
+
+fn run(inv: Invocation) -> Result<String, KernelError> {
+    let input: serde_json::Value =
+        serde_json::from_str(&inv.input).map_err(|e| KernelError::InvalidInput(e.to_string()))?;
+    let path = input["path"].as_str().unwrap_or("/nonexistent").to_string();
+    let ok = |extra: serde_json::Value| {
+        let mut v = serde_json::json!({"ok": true});
+        if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        Ok(v.to_string())
+    };
+    match input["behaviour"].as_str().unwrap_or("") {
+        "ok" => {
+            host::log(LogLevel::Info, "behaving");
+            let r = host::exec(&target(&inv), "echo hello")
+                .map_err(|e| KernelError::Failed(format!("{e:?}")))?;
+            ok(serde_json::json!({"echo": r.stdout}))
+        }
+        "loop" => {
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        "memory-bomb" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "output-flood" => ok(serde_json::json!({"data": "x".repeat(2 << 20)})),
+        "log-flood" => loop {
+            host::log(LogLevel::Info, &"y".repeat(1024));
+        },
+        "stdout-flood" => loop {
+            println!("{}", "z".repeat(1024));
+        },
+        "host-call-flood" => loop {
+            std::hint::black_box(host::now());
+        },
+        "undeclared-command" => match host::exec(&target(&inv), "rm -rf /") {
+            Err(HostError::Denied(m)) => Err(KernelError::Failed(format!("denied: {m}"))),
+            other => ok(serde_json::json!({"unexpected": format!("{other:?}")})),
+        },
+        "injection" => {
+            let r = host::exec(&target(&inv), &format!("echo hi; touch {path}"))
+                .map_err(|e| KernelError::Failed(format!("{e:?}")))?;
+            ok(serde_json::json!({"stdout": r.stdout}))
+        }
+        "ungranted-target" => match host::exec("someone-elses-host", "echo hi") {
+            Err(HostError::Denied(m)) => Err(KernelError::Failed(format!("denied: {m}"))),
+            other => ok(serde_json::json!({"unexpected": format!("{other:?}")})),
+        },
+        "change" => {
+            let r = host::exec(&target(&inv), &format!("touch {path}"))
+                .map_err(|e| KernelError::Failed(format!("{e:?}")))?;
+            ok(serde_json::json!({"simulated": r.simulated, "exit_code": r.exit_code}))
+        }
+        "malformed-output" => Ok("{not json".into()),
+        "schema-violating-output" => Ok(r#"{"ok": "yes"}"#.into()),
+        "panic" => panic!("hostile kernel panicked on purpose"),
+        "sleep-forever" => {
+            host::sleep(u64::MAX);
+            ok(serde_json::json!({}))
+        }
+        "slow-exec" => {
+            let r = host::exec(&target(&inv), "sleep 30");
+            ok(serde_json::json!({"unexpected": format!("{r:?}")}))
+        }
+        "retryable" => Err(KernelError::Retryable("try again".into())),
+        other => Err(KernelError::InvalidInput(format!(
+            "unknown behaviour {other:?}"
+        ))),
+    }
+}
+
+impl Guest for Hostile {
+    fn describe() -> Manifest {
+        manifest()
+    }
+
+    fn run(inv: Invocation) -> Result<String, KernelError> {
+        run(inv)
+    }
+}
+
+export_guest!(Hostile with_types_in firedrill_sdk::guest::bindings);
