@@ -64,6 +64,19 @@ pub enum CallOutcome {
     Timeout { reason: String },
 }
 
+impl CallOutcome {
+    /// Success with nothing to show (a simulated change, a secret read).
+    pub fn done() -> Self {
+        CallOutcome::Ok {
+            exit_code: None,
+            status: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+        }
+    }
+}
+
 /// One host call, as recorded for the run view and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostCall {
@@ -334,13 +347,7 @@ impl host::Host for Sandbox {
             command: matched.command.clone(),
         };
         if self.simulate(effect) {
-            let outcome = CallOutcome::Ok {
-                exit_code: None,
-                status: None,
-                stdout: String::new(),
-                stderr: String::new(),
-                truncated: false,
-            };
+            let outcome = CallOutcome::done();
             self.record(call, Some(effect), true, outcome, started);
             return Ok(Ok(wit::ExecResult {
                 exit_code: 0,
@@ -408,13 +415,7 @@ impl host::Host for Sandbox {
             Err(refusal) => return Ok(Err(self.deny(call, refusal, started))),
         };
         if self.simulate(cap.effect) {
-            let outcome = CallOutcome::Ok {
-                exit_code: None,
-                status: None,
-                stdout: String::new(),
-                stderr: String::new(),
-                truncated: false,
-            };
+            let outcome = CallOutcome::done();
             self.record(call, Some(cap.effect), true, outcome, started);
             return Ok(Ok(wit::HttpResponse {
                 status: 0,
@@ -450,16 +451,7 @@ impl host::Host for Sandbox {
             return Ok(Err(self.deny(call, refusal, started)));
         }
         let (outcome, answer) = match self.secrets.get(&name) {
-            Some(value) => (
-                CallOutcome::Ok {
-                    exit_code: None,
-                    status: None,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                    truncated: false,
-                },
-                Ok(value.expose().to_string()),
-            ),
+            Some(value) => (CallOutcome::done(), Ok(value.expose().to_string())),
             None => {
                 let reason = format!(
                     "secret {name:?} is not set; provide it to the engine (see README, Secrets)"
