@@ -1,6 +1,7 @@
 //! The firedrill home directory (`--home`, env `FIREDRILL_HOME`): config,
 //! inventory, kernel registry and caches, and the typed config file.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -59,7 +60,12 @@ impl Home {
             path: dir.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        // Private: the home holds compiled code that the engine executes.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
         let config_path = dir.join("firedrill.toml");
         let config = match std::fs::read_to_string(&config_path) {
             Ok(text) => toml::from_str(&text).map_err(|e| HomeError::Config {

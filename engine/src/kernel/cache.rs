@@ -56,15 +56,17 @@ impl ComponentCache {
             ));
         };
         let path = Self::path(dir, engine, digest);
-        if path.exists() {
-            // SAFETY: `deserialize_file` trusts its input to be a compiled
-            // artifact. The file at this path was written by `store` below
-            // from `Component::serialize` with an engine whose compatibility
-            // hash is part of the file name, into the engine's private cache
+        // Read into memory rather than mmap the file: a file changed in place
+        // under a live mapping would crash the process (SIGBUS).
+        if let Ok(compiled) = std::fs::read(&path) {
+            // SAFETY: `deserialize` trusts its input to be a compiled artifact.
+            // The file at this path was written by `store` below from
+            // `Component::serialize` with an engine whose compatibility hash
+            // is part of the file name, into the engine's private cache
             // directory; wasmtime additionally checks the header and refuses
             // artifacts from another version or configuration.
             #[allow(unsafe_code)]
-            match unsafe { Component::deserialize_file(engine, &path) } {
+            match unsafe { Component::deserialize(engine, &compiled) } {
                 Ok(component) => return Ok((component, CacheOutcome::Hit)),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled-component cache entry");
