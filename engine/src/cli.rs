@@ -1,15 +1,24 @@
 //! The command line: parses arguments, calls the library, prints results.
 //!
-//! Exit code 0 only on success; errors are printed with their causes.
+//! Exit codes: 0 success; 1 the action ran and failed (a failed run, a broken
+//! audit chain); 2 the request was refused before anything ran (invalid
+//! runbook or inputs, bad arguments).
 
-use std::path::PathBuf;
+mod render;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use crate::Mode;
+use crate::audit::{Actor, Verifier};
+use crate::executor::{PublishError, RunError, RunRequest, RunbookSource, Service};
 use crate::home::{self, Home};
 use crate::kernel::{KernelHost, LoadedKernel, Published};
+use crate::runbook::Runbook;
+use crate::store::{AuditFilter, RunFilter, RunStatus};
 
 /// firedrill: runbooks of sandboxed recovery kernels, dry-run by default.
 #[derive(Debug, Parser)]
@@ -18,6 +27,9 @@ pub struct Cli {
     /// Home directory: store, kernel registry, caches, config, inventory.
     #[arg(long, global = true, env = "FIREDRILL_HOME")]
     pub home: Option<PathBuf>,
+    /// Who is acting, for the audit log (`alice` or `kind:id`); default: the OS user.
+    #[arg(long, global = true, env = "FIREDRILL_ACTOR")]
+    pub actor: Option<String>,
     /// Log filter for diagnostics on stderr (e.g. `info`, `firedrill=debug`).
     #[arg(long, global = true, env = "FIREDRILL_LOG", default_value = "warn")]
     pub log: String,
@@ -27,9 +39,52 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a runbook: a dry-run (the plan) unless --live.
+    Run {
+        /// A runbook file, or a published `name[@version]`.
+        runbook: String,
+        /// Perform changes for real. Without it, changes are only planned.
+        #[arg(long)]
+        live: bool,
+        /// Runbook input `key=value` (repeatable).
+        #[arg(long = "input", short = 'i', value_parser = parse_input)]
+        inputs: Vec<(String, String)>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate, publish, list and show runbooks.
+    #[command(subcommand)]
+    Runbook(RunbookCommand),
     /// Inspect, publish and list recovery kernels.
     #[command(subcommand)]
     Kernel(KernelCommand),
+    /// List and show runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Query and verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunbookCommand {
+    /// Check a runbook file; lists every problem with file:line:column.
+    Validate {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate and store a runbook version (immutable).
+    Publish { file: PathBuf },
+    /// List published runbook versions.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a published runbook's source (`name` or `name@version`).
+    Show { runbook: String },
+    /// Print the JSON Schema of the runbook format (for editors).
+    Schema,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,7 +92,6 @@ pub enum KernelCommand {
     /// Load a component and print its manifest, digest and the limits it runs under.
     Inspect {
         file: PathBuf,
-        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -52,6 +106,62 @@ pub enum KernelCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Runs, newest first.
+    List {
+        #[arg(long)]
+        runbook: Option<String>,
+        /// running, succeeded, failed, interrupted
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: steps, host calls, outputs, and its audit trail.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Audit records, oldest first (the newest `--limit`).
+    List {
+        #[arg(long)]
+        run: Option<String>,
+        /// `alice` or `kind:id`
+        #[arg(long)]
+        actor: Option<String>,
+        /// e.g. run.started, host.call, capability.denied
+        #[arg(long)]
+        action: Option<String>,
+        /// RFC 3339 time, e.g. 2026-11-23T00:00:00Z
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-walk the hash chain; names the first bad record (exit 1).
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_input(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{text:?} is not key=value"))
 }
 
 /// Parse the process arguments and run; returns the process exit code.
@@ -86,23 +196,246 @@ fn init_tracing(filter: &str) {
         .try_init();
 }
 
+/// Refused before anything ran.
+const EXIT_INVALID: u8 = 2;
+
 /// Run one parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let home = Home::open(&cli.home.unwrap_or_else(home::default_dir))?;
+    let actor = match &cli.actor {
+        Some(a) => Actor::parse(a).map_err(|e| anyhow::anyhow!("--actor: {e}"))?,
+        None => Actor::os_user(),
+    };
     match cli.command {
-        Command::Kernel(cmd) => kernel(&home, cmd).await,
+        Command::Run {
+            runbook,
+            live,
+            inputs,
+            json,
+        } => run_runbook(&home, actor, &runbook, live, inputs, json).await,
+        Command::Runbook(cmd) => runbook(&home, &actor, cmd).await,
+        Command::Kernel(cmd) => kernel(&home, &actor, cmd).await,
+        Command::Runs(cmd) => runs(&home, cmd).await,
+        Command::Audit(cmd) => audit(&home, cmd).await,
     }
 }
 
-fn read_component(file: &PathBuf) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(file).with_context(|| format!("cannot read kernel component {}", file.display()))
+fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
-async fn kernel(home: &Home, cmd: KernelCommand) -> anyhow::Result<ExitCode> {
+/// `name@version` or `name`.
+fn split_reference(text: &str) -> anyhow::Result<(String, Option<i64>)> {
+    match text.split_once('@') {
+        Some((name, v)) => Ok((
+            name.to_string(),
+            Some(
+                v.parse()
+                    .with_context(|| format!("runbook version {v:?} is not an integer"))?,
+            ),
+        )),
+        None => Ok((text.to_string(), None)),
+    }
+}
+
+async fn run_runbook(
+    home: &Home,
+    actor: Actor,
+    runbook: &str,
+    live: bool,
+    inputs: Vec<(String, String)>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let path = Path::new(runbook);
+    let source = if path.exists() || runbook.ends_with(".yaml") || runbook.ends_with(".yml") {
+        RunbookSource::File {
+            path: runbook.to_string(),
+            text: read_text(path, "runbook")?,
+        }
+    } else {
+        let (name, version) = split_reference(runbook)?;
+        RunbookSource::Published { name, version }
+    };
+    let service = home.service().await?;
+    let request = RunRequest {
+        source,
+        mode: if live { Mode::Live } else { Mode::DryRun },
+        actor,
+        inputs,
+    };
+    let id = match service.run(request).await {
+        Ok(id) => id,
+        Err(e @ (RunError::Invalid(_) | RunError::Inputs { .. } | RunError::NotFound(_))) => {
+            eprintln!("error: {e}\nnothing was run.");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    show_run(&service, &id, json, false).await
+}
+
+async fn show_run(
+    service: &Service,
+    id: &str,
+    json: bool,
+    with_audit: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = service.store();
+    let run = store
+        .run(id)
+        .await?
+        .with_context(|| format!("no run {id}; list runs with `firedrill runs list`"))?;
+    let steps = store.steps(id).await?;
+    let calls = store.host_calls(id).await?;
+    let trail = if with_audit {
+        store
+            .audit(&AuditFilter {
+                run_id: Some(id.to_string()),
+                limit: 10_000,
+                ..AuditFilter::default()
+            })
+            .await?
+    } else {
+        Vec::new()
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&render::run_json(
+                &run,
+                &steps,
+                &calls,
+                with_audit.then_some(&trail)
+            ))?
+        );
+    } else {
+        print!("{}", render::run_text(&run, &steps, &calls));
+        if with_audit {
+            print!("{}", render::audit_text(&trail));
+        }
+    }
+    Ok(if run.status == RunStatus::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn runbook(home: &Home, actor: &Actor, cmd: RunbookCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        RunbookCommand::Validate { file, json } => {
+            let text = read_text(&file, "runbook")?;
+            let service = home.service().await?;
+            match service.validate(&file.display().to_string(), &text).await {
+                Ok(valid) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"valid": true, "name": valid.runbook.name, "version": valid.runbook.version, "digest": valid.digest})
+                        );
+                    } else {
+                        println!(
+                            "{}: valid ({}@{}, {} steps, digest {})",
+                            file.display(),
+                            valid.runbook.name,
+                            valid.runbook.version,
+                            valid.runbook.steps.len() + valid.runbook.on_failure.len(),
+                            valid.digest
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problems) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"valid": false, "problems": problems.problems})
+                        );
+                    } else {
+                        eprintln!("{problems}");
+                    }
+                    Ok(ExitCode::from(EXIT_INVALID))
+                }
+            }
+        }
+        RunbookCommand::Publish { file } => {
+            let text = read_text(&file, "runbook")?;
+            let service = home.service().await?;
+            match service
+                .publish_runbook(&file.display().to_string(), &text, actor)
+                .await
+            {
+                Ok((row, true)) => {
+                    println!(
+                        "published runbook {}@{} ({})",
+                        row.name, row.version, row.digest
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok((row, false)) => {
+                    println!(
+                        "runbook {}@{} is already published with this exact content",
+                        row.name, row.version
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ (PublishError::Invalid(_) | PublishError::Conflict { .. })) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(EXIT_INVALID))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        RunbookCommand::List { json } => {
+            let rows = home.store().await?.runbooks().await?;
+            if json {
+                let list: Vec<_> = rows
+                    .iter()
+                    .map(|r| serde_json::json!({"name": r.name, "version": r.version, "digest": r.digest, "published_at": r.published_at, "published_by": r.published_by}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if rows.is_empty() {
+                println!(
+                    "no runbooks published; publish one with `firedrill runbook publish FILE`"
+                );
+            } else {
+                println!(
+                    "{:<32} {:>7}  {:<24} DIGEST",
+                    "NAME", "VERSION", "PUBLISHED BY"
+                );
+                for r in rows {
+                    println!(
+                        "{:<32} {:>7}  {:<24} {}",
+                        r.name, r.version, r.published_by, r.digest
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunbookCommand::Show { runbook } => {
+            let (name, version) = split_reference(&runbook)?;
+            let row = home
+                .store()
+                .await?
+                .runbook(&name, version)
+                .await?
+                .with_context(|| format!("runbook {runbook} is not published"))?;
+            print!("{}", row.source);
+            Ok(ExitCode::SUCCESS)
+        }
+        RunbookCommand::Schema => {
+            println!("{}", serde_json::to_string_pretty(&Runbook::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn kernel(home: &Home, actor: &Actor, cmd: KernelCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         KernelCommand::Inspect { file, json } => {
             let host = home.kernel_host()?;
-            let bytes = read_component(&file)?;
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("cannot read kernel component {}", file.display()))?;
             let kernel = host
                 .load(&bytes)
                 .await
@@ -113,15 +446,16 @@ async fn kernel(home: &Home, cmd: KernelCommand) -> anyhow::Result<ExitCode> {
                     serde_json::to_string_pretty(&inspect_json(&host, &kernel))?
                 );
             } else {
-                print!("{}", inspect_text(&host, &kernel));
+                print!("{}", render::inspect_text(&host, &kernel));
             }
         }
         KernelCommand::Publish { file, json } => {
-            let host = home.kernel_host()?;
-            let bytes = read_component(&file)?;
-            let (published, _) = home
+            let service = home.service().await?;
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("cannot read kernel component {}", file.display()))?;
+            let (published, _) = service
                 .registry()
-                .publish(&host, &bytes)
+                .publish(service.host(), &bytes, actor)
                 .await
                 .with_context(|| format!("cannot publish {}", file.display()))?;
             let (entry, new) = match published {
@@ -146,7 +480,7 @@ async fn kernel(home: &Home, cmd: KernelCommand) -> anyhow::Result<ExitCode> {
             }
         }
         KernelCommand::List { json } => {
-            let entries = home.registry().list()?;
+            let entries = home.store().await?.kernels().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
             } else if entries.is_empty() {
@@ -154,14 +488,122 @@ async fn kernel(home: &Home, cmd: KernelCommand) -> anyhow::Result<ExitCode> {
                     "no kernels published; publish one with `firedrill kernel publish FILE.wasm`"
                 );
             } else {
-                println!("{:<24} {:<10} DIGEST", "NAME", "VERSION");
+                println!(
+                    "{:<24} {:<10} {:<24} DIGEST",
+                    "NAME", "VERSION", "PUBLISHED BY"
+                );
                 for e in entries {
-                    println!("{:<24} {:<10} {}", e.name, e.version, e.digest);
+                    println!(
+                        "{:<24} {:<10} {:<24} {}",
+                        e.name, e.version, e.published_by, e.digest
+                    );
                 }
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn runs(home: &Home, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        RunsCommand::List {
+            runbook,
+            status,
+            limit,
+            json,
+        } => {
+            let status = status
+                .map(|s| {
+                    RunStatus::parse(&s).with_context(|| {
+                        format!("--status {s:?}: use running, succeeded, failed or interrupted")
+                    })
+                })
+                .transpose()?;
+            let rows = home
+                .store()
+                .await?
+                .runs(&RunFilter {
+                    runbook,
+                    status,
+                    limit,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", render::runs_text(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RunsCommand::Show { id, json } => {
+            let service = home.service().await?;
+            show_run(&service, &id, json, true).await
+        }
+    }
+}
+
+async fn audit(home: &Home, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    let store = home.store().await?;
+    match cmd {
+        AuditCommand::List {
+            run,
+            actor,
+            action,
+            since,
+            limit,
+            json,
+        } => {
+            let records = store
+                .audit(&AuditFilter {
+                    run_id: run,
+                    actor,
+                    action,
+                    since,
+                    limit,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else {
+                print!("{}", render::audit_text(&records));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify { json } => {
+            const PAGE: i64 = 10_000;
+            let mut verifier = Verifier::default();
+            let mut after = 0;
+            'pages: loop {
+                let page = store.audit_page(after, PAGE).await?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                for r in &page {
+                    if !verifier.push(r) {
+                        break 'pages;
+                    }
+                }
+            }
+            let v = verifier.finish();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if let Some(bad) = &v.first_bad {
+                println!(
+                    "audit chain BROKEN at record {}: {}\n{} records checked; the chain is intact up to record {}.",
+                    bad.seq, bad.problem, v.records, v.head_seq
+                );
+            } else {
+                println!(
+                    "audit chain OK: {} records, head seq {} hash {}",
+                    v.records, v.head_seq, v.head_hash
+                );
+            }
+            Ok(if v.first_bad.is_some() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
 }
 
 fn inspect_json(host: &KernelHost, kernel: &LoadedKernel) -> serde_json::Value {
@@ -173,53 +615,4 @@ fn inspect_json(host: &KernelHost, kernel: &LoadedKernel) -> serde_json::Value {
         "manifest": kernel.manifest,
         "limits": host.config().limits,
     })
-}
-
-fn inspect_text(host: &KernelHost, kernel: &LoadedKernel) -> String {
-    use std::fmt::Write as _;
-    let m = &kernel.manifest;
-    let l = &host.config().limits;
-    let mut s = String::new();
-    let _ = writeln!(s, "{}", m.reference());
-    let _ = writeln!(s, "  description  {}", m.description);
-    let _ = writeln!(s, "  digest       {}", kernel.digest);
-    let _ = writeln!(s, "  size         {} bytes", kernel.size_bytes);
-    let _ = writeln!(
-        s,
-        "  idempotent   {}",
-        if m.idempotent { "yes" } else { "no" }
-    );
-    let _ = writeln!(s, "  capabilities");
-    if m.capabilities.exec.is_empty()
-        && m.capabilities.http.is_empty()
-        && m.capabilities.secrets.is_empty()
-    {
-        let _ = writeln!(s, "    (none: this kernel cannot touch anything)");
-    }
-    for c in &m.capabilities.exec {
-        let _ = writeln!(s, "    exec  {:<8} {}", c.effect, c.pattern);
-    }
-    for c in &m.capabilities.http {
-        let _ = writeln!(
-            s,
-            "    http  {:<8} {} {}",
-            c.effect, c.method, c.url_pattern
-        );
-    }
-    for name in &m.capabilities.secrets {
-        let _ = writeln!(s, "    secret         {name}");
-    }
-    let pretty = |v: &serde_json::Value| {
-        serde_json::to_string_pretty(v)
-            .unwrap_or_default()
-            .replace('\n', "\n    ")
-    };
-    let _ = writeln!(s, "  input schema\n    {}", pretty(&m.input_schema));
-    let _ = writeln!(s, "  output schema\n    {}", pretty(&m.output_schema));
-    let _ = writeln!(
-        s,
-        "  limits       memory {} B, cpu {} ms, wall clock {} ms, output {} B, log {} B, host calls {}",
-        l.memory_bytes, l.cpu_ms, l.wall_clock_ms, l.output_bytes, l.log_bytes, l.host_calls
-    );
-    s
 }

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::executor::Service;
 use crate::kernel::{HostConfig, HostStartError, KernelHost, Registry};
 use crate::secret::EnvSecrets;
+use crate::store::{SqliteStore, Store, StoreConfig, StoreError};
 use crate::target::{Inventory, InventoryError, Targets};
 
 /// `firedrill.toml`. Unknown keys are refused.
@@ -17,6 +19,8 @@ use crate::target::{Inventory, InventoryError, Targets};
 pub struct Config {
     /// The kernel host and the limits of every invocation.
     pub kernel: HostConfig,
+    /// The embedded store.
+    pub store: StoreConfig,
 }
 
 /// The home directory could not be used.
@@ -36,6 +40,8 @@ pub enum HomeError {
     Inventory(#[from] InventoryError),
     #[error(transparent)]
     Engine(#[from] HostStartError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// An opened home directory.
@@ -89,8 +95,23 @@ impl Home {
         &self.config
     }
 
-    pub fn registry(&self) -> Registry {
-        Registry::new(self.dir.join("kernels"))
+    /// The store file.
+    pub fn database_path(&self) -> PathBuf {
+        self.dir.join("firedrill.db")
+    }
+
+    /// Open the embedded store.
+    pub async fn store(&self) -> Result<Arc<dyn Store>, HomeError> {
+        Ok(Arc::new(
+            SqliteStore::open(&self.database_path(), &self.config.store).await?,
+        ))
+    }
+
+    /// Everything the engine needs: store, kernel host, registry.
+    pub async fn service(&self) -> Result<Service, HomeError> {
+        let store = self.store().await?;
+        let registry = Registry::new(self.dir.join("kernels"), store.clone());
+        Ok(Service::new(store, Arc::new(self.kernel_host()?), registry))
     }
 
     pub fn inventory_path(&self) -> PathBuf {

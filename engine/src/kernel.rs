@@ -14,5 +14,7 @@ pub use host::{
     LoadedKernel, digest_of,
 };
 pub use limits::{KernelLimits, Limit, LimitExceeded};
-pub use registry::{Published, Registry, RegistryEntry, RegistryError};
-pub use sandbox::{CallKind, CallOutcome, HostCall, ImpureDescribe, LogLine, RECORD_EXCERPT_BYTES};
+pub use registry::{Published, Registry, RegistryError};
+pub use sandbox::{
+    CallKind, CallObserver, CallOutcome, HostCall, ImpureDescribe, LogLine, RECORD_EXCERPT_BYTES,
+};

@@ -5,10 +5,14 @@
 //! (inventory and executors), [`secret`], [`home`] (the home directory and its
 //! config) and [`cli`] (the command line; `main.rs` only calls it).
 
+pub mod audit;
 pub mod cli;
+pub mod executor;
 pub mod home;
 pub mod kernel;
+pub mod runbook;
 pub mod secret;
+pub mod store;
 pub mod target;
 
 pub use firedrill_sdk::manifest::{Effect, Manifest, Mode};

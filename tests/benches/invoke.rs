@@ -27,6 +27,7 @@ fn invoke(c: &mut Criterion) {
         actor: "user:bench".into(),
         targets: vec!["local".into()],
         input: serde_json::json!({}),
+        observer: None,
     };
     // Sanity: the benchmark measures successful invocations only.
     let report = rt.block_on(host.invoke(&kernel, request.clone()));

@@ -53,6 +53,7 @@ impl Demo {
                     actor: "user:test".into(),
                     targets: vec!["web-1".into()],
                     input,
+                    observer: None,
                 },
             )
             .await

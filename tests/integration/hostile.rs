@@ -23,6 +23,7 @@ fn request(behaviour: &str, mode: Mode, extra: serde_json::Value) -> InvokeReque
         actor: "user:test".into(),
         targets: vec!["local".into()],
         input,
+        observer: None,
     }
 }
 

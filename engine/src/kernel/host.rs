@@ -20,7 +20,9 @@ use super::bindings::firedrill::kernel::types as wit;
 use super::bindings::{Kernel as KernelWorld, KernelPre};
 use super::cache::{CacheOutcome, ComponentCache};
 use super::limits::{KernelLimits, Limit, LimitExceeded};
-use super::sandbox::{HostCall, ImpureDescribe, LogLine, Phase, Sandbox, SandboxSetup};
+use super::sandbox::{
+    CallObserver, HostCall, ImpureDescribe, LogLine, Phase, Sandbox, SandboxSetup,
+};
 use crate::secret::SecretProvider;
 use crate::target::Targets;
 
@@ -124,7 +126,7 @@ impl LoadedKernel {
 }
 
 /// One call of a kernel's `run`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct InvokeRequest {
     pub run_id: String,
     pub step_id: String,
@@ -134,6 +136,8 @@ pub struct InvokeRequest {
     /// The targets the step grants; nothing else is reachable.
     pub targets: Vec<String>,
     pub input: serde_json::Value,
+    /// Told about each host call as it happens.
+    pub observer: Option<Arc<dyn CallObserver>>,
 }
 
 /// Why an invocation did not produce output.
@@ -159,6 +163,18 @@ pub enum InvokeError {
     /// The kernel returned output that is not JSON or not valid for its output schema.
     #[error("kernel returned invalid output: {0}")]
     BadOutput(String),
+}
+
+impl std::fmt::Debug for InvokeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvokeRequest")
+            .field("run_id", &self.run_id)
+            .field("step_id", &self.step_id)
+            .field("mode", &self.mode)
+            .field("actor", &self.actor)
+            .field("targets", &self.targets)
+            .finish_non_exhaustive()
+    }
 }
 
 impl InvokeError {
@@ -431,6 +447,7 @@ impl KernelHost {
             Phase::Describe,
             Mode::DryRun,
             Vec::new(),
+            None,
         );
         let mut store = self.store(sandbox);
         let call = async {
@@ -511,6 +528,7 @@ impl KernelHost {
             Phase::Run,
             request.mode,
             request.targets.clone(),
+            request.observer.clone(),
         );
         let mut store = self.store(sandbox);
         let invocation = wit::Invocation {

@@ -1,34 +1,25 @@
 //! The kernel registry: components stored content-addressed under `name@version`.
 //!
-//! Layout under `<home>/kernels`: `blobs/<sha256 hex>.wasm` holds the bytes;
-//! `index/<name>/<version>.json` says which digest that version is. A version
-//! is immutable: publishing different bytes under an existing version is refused.
+//! The bytes live under `<home>/kernels/blobs/<sha256 hex>.wasm`; which digest
+//! a `name@version` is lives in the store (`kernels` table), written in the
+//! same transaction as its `kernel.published` audit record. A version is
+//! immutable: publishing different bytes under an existing version is refused.
 
-use std::io::Write;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use super::host::{KernelHost, LoadError, LoadedKernel, digest_of};
 use std::sync::Arc;
 
-/// One published version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct RegistryEntry {
-    pub name: String,
-    pub version: String,
-    pub digest: String,
-    pub size_bytes: u64,
-    pub published_at_ms: u64,
-}
+use super::host::{KernelHost, LoadError, LoadedKernel, digest_of};
+use crate::audit::{Actor, NewEvent, now_rfc3339};
+use crate::store::{Applied, Batch, KernelRow, Store, StoreError, Write};
 
 /// What publishing did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Published {
-    New(RegistryEntry),
+    New(KernelRow),
     /// The same bytes were already published under this version.
-    AlreadyPresent(RegistryEntry),
+    AlreadyPresent(KernelRow),
 }
 
 /// A registry operation failed.
@@ -70,8 +61,8 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("registry index entry {path} is not valid JSON: {reason}")]
-    Index { path: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
@@ -81,15 +72,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     }
 }
 
-/// A registry rooted at a directory.
+/// The kernel registry: blobs on disk, index in the store.
 #[derive(Debug, Clone)]
 pub struct Registry {
     dir: PathBuf,
+    store: Arc<dyn Store>,
 }
 
 impl Registry {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Registry { dir: dir.into() }
+    pub fn new(dir: impl Into<PathBuf>, store: Arc<dyn Store>) -> Self {
+        Registry {
+            dir: dir.into(),
+            store,
+        }
     }
 
     fn blob_path(&self, digest: &str) -> PathBuf {
@@ -97,75 +92,65 @@ impl Registry {
         self.dir.join("blobs").join(format!("{hex}.wasm"))
     }
 
-    fn index_path(&self, name: &str, version: &str) -> PathBuf {
-        self.dir
-            .join("index")
-            .join(name)
-            .join(format!("{version}.json"))
-    }
-
     /// Validate `bytes` as a kernel and store it under the name@version its
-    /// manifest declares.
+    /// manifest declares, audited as `actor`.
     pub async fn publish(
         &self,
         host: &KernelHost,
         bytes: &[u8],
+        actor: &Actor,
     ) -> Result<(Published, Arc<LoadedKernel>), RegistryError> {
         let kernel = host.load(bytes).await?;
-        let (name, version) = (&kernel.manifest.name, &kernel.manifest.version);
-        if let Some(existing) = self.entry(name, version)? {
-            if existing.digest == kernel.digest {
-                return Ok((Published::AlreadyPresent(existing), kernel));
-            }
-            return Err(RegistryError::VersionConflict {
-                reference: kernel.reference(),
-                existing: existing.digest,
-                new: kernel.digest.clone(),
-            });
-        }
         let blob = self.blob_path(&kernel.digest);
+        // Content-addressed: writing the same bytes twice is harmless, and a
+        // blob without an index row is never used.
         if !blob.exists() {
-            write_atomic(&blob, bytes, false)?;
+            write_atomic(&blob, bytes)?;
         }
-        let entry = RegistryEntry {
-            name: name.clone(),
-            version: version.clone(),
+        let row = KernelRow {
+            name: kernel.manifest.name.clone(),
+            version: kernel.manifest.version.clone(),
             digest: kernel.digest.clone(),
-            size_bytes: bytes.len() as u64,
-            published_at_ms: super::sandbox::unix_ms(),
+            size_bytes: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+            manifest: serde_json::to_value(&kernel.manifest).unwrap_or_default(),
+            published_at: now_rfc3339(),
+            published_by: actor.to_string(),
         };
-        let index = self.index_path(name, version);
-        let json = serde_json::to_vec_pretty(&entry).map_err(|e| RegistryError::Index {
-            path: index.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        // No clobber: of two concurrent publishers of one version, one wins
-        // and the other sees the conflict (or the same digest) on retry.
-        match write_atomic(&index, &json, true) {
-            Ok(()) => Ok((Published::New(entry), kernel)),
-            Err(RegistryError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::AlreadyExists =>
-            {
-                Box::pin(self.publish(host, bytes)).await
+        let event = NewEvent::new(
+            actor,
+            "kernel.published",
+            format!("kernel:{}", kernel.reference()),
+        )
+        .details(serde_json::json!({
+            "digest": kernel.digest,
+            "size_bytes": bytes.len(),
+            "idempotent": kernel.manifest.idempotent,
+            "capabilities": kernel.manifest.capabilities,
+        }));
+        let applied = self
+            .store
+            .apply(
+                Batch::new()
+                    .write(Write::PublishKernel(row.clone()))
+                    .event(event),
+            )
+            .await?;
+        match applied {
+            Applied::Done => Ok((Published::New(row), kernel)),
+            Applied::AlreadyPresent => {
+                let existing = self
+                    .store
+                    .kernel(&row.name, &row.version)
+                    .await?
+                    .unwrap_or(row);
+                Ok((Published::AlreadyPresent(existing), kernel))
             }
-            Err(e) => Err(e),
+            Applied::Conflict { existing_digest } => Err(RegistryError::VersionConflict {
+                reference: kernel.reference(),
+                existing: existing_digest,
+                new: kernel.digest.clone(),
+            }),
         }
-    }
-
-    /// The index entry of `name@version`, if published.
-    pub fn entry(&self, name: &str, version: &str) -> Result<Option<RegistryEntry>, RegistryError> {
-        let path = self.index_path(name, version);
-        let text = match std::fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&path)(e)),
-        };
-        serde_json::from_slice(&text)
-            .map(Some)
-            .map_err(|e| RegistryError::Index {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })
     }
 
     /// Load a published kernel, checking that the stored bytes still have
@@ -177,11 +162,13 @@ impl Registry {
         version: &str,
     ) -> Result<Arc<LoadedKernel>, RegistryError> {
         let reference = format!("{name}@{version}");
-        let entry = self
-            .entry(name, version)?
-            .ok_or_else(|| RegistryError::NotFound {
-                reference: reference.clone(),
-            })?;
+        let entry =
+            self.store
+                .kernel(name, version)
+                .await?
+                .ok_or_else(|| RegistryError::NotFound {
+                    reference: reference.clone(),
+                })?;
         let blob = self.blob_path(&entry.digest);
         let bytes = std::fs::read(&blob).map_err(io(&blob))?;
         let found = digest_of(&bytes);
@@ -203,55 +190,18 @@ impl Registry {
         Ok(kernel)
     }
 
-    /// Every published version, sorted by name then semantic version.
-    pub fn list(&self) -> Result<Vec<RegistryEntry>, RegistryError> {
-        let index = self.dir.join("index");
-        let mut out = Vec::new();
-        let names = match std::fs::read_dir(&index) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(io(&index)(e)),
-        };
-        for name in names {
-            let name = name.map_err(io(&index))?;
-            for file in std::fs::read_dir(name.path()).map_err(io(&name.path()))? {
-                let path = file.map_err(io(&index))?.path();
-                if path.extension().is_some_and(|e| e == "json") {
-                    let text = std::fs::read(&path).map_err(io(&path))?;
-                    out.push(serde_json::from_slice::<RegistryEntry>(&text).map_err(|e| {
-                        RegistryError::Index {
-                            path: path.display().to_string(),
-                            reason: e.to_string(),
-                        }
-                    })?);
-                }
-            }
-        }
-        out.sort_by(|a, b| {
-            a.name.cmp(&b.name).then_with(|| {
-                match (
-                    semver::Version::parse(&a.version),
-                    semver::Version::parse(&b.version),
-                ) {
-                    (Ok(x), Ok(y)) => x.cmp(&y),
-                    _ => a.version.cmp(&b.version),
-                }
-            })
-        });
-        Ok(out)
+    /// Every published version.
+    pub async fn list(&self) -> Result<Vec<KernelRow>, RegistryError> {
+        Ok(self.store.kernels().await?)
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8], no_clobber: bool) -> Result<(), RegistryError> {
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RegistryError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
     tmp.write_all(bytes).map_err(io(path))?;
     tmp.as_file().sync_all().map_err(io(path))?;
-    if no_clobber {
-        tmp.persist_noclobber(path).map_err(|e| io(path)(e.error))?;
-    } else {
-        tmp.persist(path).map_err(|e| io(path)(e.error))?;
-    }
+    tmp.persist(path).map_err(|e| io(path)(e.error))?;
     Ok(())
 }

@@ -107,6 +107,13 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// Told about each host call as soon as it is recorded (the executor
+/// persists it, with its audit event, before the kernel continues).
+#[async_trait::async_trait]
+pub trait CallObserver: Send + Sync {
+    async fn host_call(&self, call: &HostCall);
+}
+
 /// Which export is running: `describe` must not touch the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -138,6 +145,7 @@ pub(crate) struct Sandbox {
     pub(crate) logs: Vec<LogLine>,
     pub(crate) stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
+    observer: Option<std::sync::Arc<dyn CallObserver>>,
 }
 
 /// Everything a sandbox needs that is not per-call.
@@ -151,7 +159,13 @@ pub(crate) struct SandboxSetup {
 }
 
 impl Sandbox {
-    pub(crate) fn new(setup: SandboxSetup, phase: Phase, mode: Mode, granted: Vec<String>) -> Self {
+    pub(crate) fn new(
+        setup: SandboxSetup,
+        phase: Phase,
+        mode: Mode,
+        granted: Vec<String>,
+        observer: Option<std::sync::Arc<dyn CallObserver>>,
+    ) -> Self {
         // stdout and stderr share the log budget; a pipe one byte larger than
         // the budget lets us tell "exactly full" from "overflowed".
         let pipe_cap = usize::try_from(setup.limits.log_bytes)
@@ -187,6 +201,14 @@ impl Sandbox {
             logs: Vec::new(),
             stdout,
             stderr,
+            observer,
+        }
+    }
+
+    /// Tell the observer about the call recorded last.
+    async fn emit(&mut self) {
+        if let (Some(observer), Some(call)) = (&self.observer, self.records.last()) {
+            observer.host_call(call).await;
         }
     }
 
@@ -227,7 +249,7 @@ impl Sandbox {
         });
     }
 
-    fn deny(
+    async fn deny(
         &mut self,
         call: CallKind,
         refusal: Refusal,
@@ -244,6 +266,7 @@ impl Sandbox {
             },
             started,
         );
+        self.emit().await;
         wit::HostError::Denied(reason)
     }
 
@@ -332,13 +355,13 @@ impl host::Host for Sandbox {
         let started = now();
         if let Err(refusal) = check_target(&self.granted, &target) {
             let call = CallKind::Exec { target, command };
-            return Ok(Err(self.deny(call, refusal, started)));
+            return Ok(Err(self.deny(call, refusal, started).await));
         }
         let matched = match self.capabilities.match_exec(&command) {
             Ok(m) => m,
             Err(refusal) => {
                 let call = CallKind::Exec { target, command };
-                return Ok(Err(self.deny(call, refusal, started)));
+                return Ok(Err(self.deny(call, refusal, started).await));
             }
         };
         let effect = matched.effect();
@@ -349,6 +372,7 @@ impl host::Host for Sandbox {
         if self.simulate(effect) {
             let outcome = CallOutcome::done();
             self.record(call, Some(effect), true, outcome, started);
+            self.emit().await;
             return Ok(Ok(wit::ExecResult {
                 exit_code: 0,
                 stdout: String::new(),
@@ -393,6 +417,7 @@ impl host::Host for Sandbox {
             ),
         };
         self.record(call, Some(effect), false, outcome, started);
+        self.emit().await;
         Ok(answer)
     }
 
@@ -408,15 +433,16 @@ impl host::Host for Sandbox {
             url: request.url.clone(),
         };
         if let Err(refusal) = check_target(&self.granted, &request.target) {
-            return Ok(Err(self.deny(call, refusal, started)));
+            return Ok(Err(self.deny(call, refusal, started).await));
         }
         let cap = match self.capabilities.match_http(&request.method, &request.url) {
             Ok(c) => c,
-            Err(refusal) => return Ok(Err(self.deny(call, refusal, started))),
+            Err(refusal) => return Ok(Err(self.deny(call, refusal, started).await)),
         };
         if self.simulate(cap.effect) {
             let outcome = CallOutcome::done();
             self.record(call, Some(cap.effect), true, outcome, started);
+            self.emit().await;
             return Ok(Ok(wit::HttpResponse {
                 status: 0,
                 headers: Vec::new(),
@@ -440,6 +466,7 @@ impl host::Host for Sandbox {
             },
             started,
         );
+        self.emit().await;
         Ok(Err(wit::HostError::Failed(reason)))
     }
 
@@ -448,7 +475,7 @@ impl host::Host for Sandbox {
         let started = now();
         let call = CallKind::Secret { name: name.clone() };
         if let Err(refusal) = self.capabilities.check_secret(&name) {
-            return Ok(Err(self.deny(call, refusal, started)));
+            return Ok(Err(self.deny(call, refusal, started).await));
         }
         let (outcome, answer) = match self.secrets.get(&name) {
             Some(value) => (CallOutcome::done(), Ok(value.expose().to_string())),
@@ -465,6 +492,7 @@ impl host::Host for Sandbox {
             }
         };
         self.record(call, None, false, outcome, started);
+        self.emit().await;
         Ok(answer)
     }
 

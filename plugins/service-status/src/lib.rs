@@ -9,6 +9,9 @@ use kernel_systemd::{IS_ACTIVE_PATTERN, unit_state};
 pub struct Input {
     /// The systemd unit, e.g. `nginx` or `nginx.service`.
     pub unit: String,
+    /// When set, fail unless the unit's activity matches (use it to verify).
+    #[serde(default)]
+    pub expect_active: Option<bool>,
 }
 
 /// The unit's state.
@@ -47,8 +50,18 @@ impl Kernel for ServiceStatus {
         let target = ctx.single_target()?;
         let state = unit_state(ctx, target, &input.unit)?;
         ctx.info(&format!("{} on {target} is {state}", input.unit));
+        let active = state == "active";
+        if let Some(expected) = input.expect_active
+            && expected != active
+        {
+            return Err(KernelError::Failed(format!(
+                "{} on {target} is {state}; expected it {}",
+                input.unit,
+                if expected { "active" } else { "not active" }
+            )));
+        }
         Ok(Output {
-            active: state == "active",
+            active,
             unit: input.unit,
             state,
             target: target.to_string(),
@@ -100,6 +113,39 @@ mod tests {
             .expect("runs");
         assert_eq!(out["active"], json!(false));
         assert_eq!(out["state"], json!("failed"));
+    }
+
+    #[test]
+    fn expectation_mismatch_fails() {
+        let mut host = MockHost::for_kernel::<ServiceStatus>();
+        host.on_exec(
+            "systemctl is-active -- *",
+            ExecResult {
+                exit_code: 3,
+                stdout: "inactive\n".into(),
+                ..ExecResult::default()
+            },
+        );
+        let err = host
+            .run::<ServiceStatus>(
+                Mode::Live,
+                &["web-1"],
+                json!({"unit": "nginx", "expect_active": true}),
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("nginx on web-1 is inactive; expected it active"),
+            "{err}"
+        );
+        let out = host
+            .run::<ServiceStatus>(
+                Mode::Live,
+                &["web-1"],
+                json!({"unit": "nginx", "expect_active": false}),
+            )
+            .expect("matches");
+        assert_eq!(out["active"], json!(false));
     }
 
     #[test]

@@ -1,0 +1,449 @@
+//! The audit log: who did what, when, with which code, in a hash chain.
+//!
+//! Every record carries `prev_hash` and `hash = SHA-256(prev_hash ||
+//! canonical bytes of the record)`. The store appends records in the same
+//! transaction as the state change they describe; [`verify`] re-walks the
+//! chain and names the first record that was modified, deleted, inserted or
+//! reordered.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What kind of principal acted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActorKind {
+    /// A person (CLI: the OS user, or `--actor`).
+    User,
+    /// An API token.
+    Token,
+    /// An alerting system (Alertmanager, PagerDuty...).
+    AlertSource,
+    /// The engine itself (drills).
+    Scheduler,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::User => "user",
+            ActorKind::Token => "token",
+            ActorKind::AlertSource => "alert-source",
+            ActorKind::Scheduler => "scheduler",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "user" => ActorKind::User,
+            "token" => ActorKind::Token,
+            "alert-source" => ActorKind::AlertSource,
+            "scheduler" => ActorKind::Scheduler,
+            _ => return None,
+        })
+    }
+}
+
+/// Who acted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Actor {
+    pub kind: ActorKind,
+    pub id: String,
+}
+
+impl Actor {
+    pub fn user(id: impl Into<String>) -> Self {
+        Actor {
+            kind: ActorKind::User,
+            id: id.into(),
+        }
+    }
+
+    /// The OS user running this process (`$USER`, else the passwd name of
+    /// the uid, else `uid-N`).
+    pub fn os_user() -> Self {
+        let uid = nix::unistd::getuid();
+        let name = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| {
+                nix::unistd::User::from_uid(uid)
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name)
+            })
+            .unwrap_or_else(|| format!("uid-{uid}"));
+        Actor::user(name)
+    }
+
+    /// Parse `kind:id` (`user:alice`); a bare name is a user.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (kind, id) = match text.split_once(':') {
+            Some((k, id)) => (
+                ActorKind::parse(k).ok_or_else(|| {
+                    format!("actor kind {k:?} is not one of user, token, alert-source, scheduler")
+                })?,
+                id,
+            ),
+            None => (ActorKind::User, text),
+        };
+        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+            return Err(format!(
+                "actor id {id:?} must be 1 to 128 printable characters"
+            ));
+        }
+        Ok(Actor {
+            kind,
+            id: id.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind.as_str(), self.id)
+    }
+}
+
+/// A record to append (the store assigns `seq`, time and hashes).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewEvent {
+    pub actor: Actor,
+    /// `run.started`, `step.finished`, `host.call`, `capability.denied`, ...
+    pub action: &'static str,
+    /// What was acted on: `run:ID`, `runbook:NAME@V`, `kernel:NAME@V`, ...
+    pub subject: String,
+    /// `ok`, `failed`, `denied`, `skipped`, ...
+    pub outcome: String,
+    /// Redacted details.
+    pub details: serde_json::Value,
+    /// The run this record belongs to, for `audit list --run`.
+    pub run_id: Option<String>,
+}
+
+impl NewEvent {
+    pub fn new(actor: &Actor, action: &'static str, subject: impl Into<String>) -> Self {
+        NewEvent {
+            actor: actor.clone(),
+            action,
+            subject: subject.into(),
+            outcome: "ok".into(),
+            details: serde_json::json!({}),
+            run_id: None,
+        }
+    }
+
+    pub fn outcome(mut self, outcome: impl Into<String>) -> Self {
+        self.outcome = outcome.into();
+        self
+    }
+
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn run(mut self, run_id: &str) -> Self {
+        self.run_id = Some(run_id.to_string());
+        self
+    }
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: i64,
+    /// UTC, RFC 3339 with milliseconds.
+    pub time: String,
+    pub actor_kind: String,
+    pub actor_id: String,
+    pub action: String,
+    pub subject: String,
+    pub outcome: String,
+    /// JSON text exactly as hashed.
+    pub details: String,
+    pub run_id: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The canonical bytes of a record: a JSON array of its fields in a fixed
+/// order (`details` as stored text), so that any change to any field changes
+/// the hash.
+fn canonical(r: &AuditRecord) -> Vec<u8> {
+    serde_json::to_vec(&(
+        r.seq,
+        &r.time,
+        &r.actor_kind,
+        &r.actor_id,
+        &r.action,
+        &r.subject,
+        &r.outcome,
+        &r.details,
+        &r.run_id,
+    ))
+    .unwrap_or_default()
+}
+
+/// `SHA-256(prev_hash || canonical(record))`, hex.
+pub fn record_hash(r: &AuditRecord) -> String {
+    let mut h = Sha256::new();
+    h.update(r.prev_hash.as_bytes());
+    h.update(canonical(r));
+    hex::encode(h.finalize())
+}
+
+/// Current UTC time, RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+impl AuditRecord {
+    /// Seal `event` as record `seq` after `prev_hash`.
+    pub fn seal(event: &NewEvent, seq: i64, prev_hash: &str) -> Self {
+        let mut r = AuditRecord {
+            seq,
+            time: now_rfc3339(),
+            actor_kind: event.actor.kind.as_str().to_string(),
+            actor_id: event.actor.id.clone(),
+            action: event.action.to_string(),
+            subject: event.subject.clone(),
+            outcome: event.outcome.clone(),
+            details: event.details.to_string(),
+            run_id: event.run_id.clone(),
+            prev_hash: prev_hash.to_string(),
+            hash: String::new(),
+        };
+        r.hash = record_hash(&r);
+        r
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    pub records: u64,
+    /// Seq and hash of the last good record (anchor it elsewhere to detect a
+    /// rewrite of the whole chain).
+    pub head_seq: i64,
+    pub head_hash: String,
+    pub first_bad: Option<BadRecord>,
+}
+
+/// The first record that breaks the chain, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadRecord {
+    pub seq: i64,
+    pub problem: String,
+}
+
+/// Checks the chain one record at a time (records in `seq` order).
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    expected_seq: i64,
+    prev_hash: String,
+    count: u64,
+    bad: Option<BadRecord>,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier {
+            expected_seq: 1,
+            prev_hash: GENESIS_HASH.to_string(),
+            count: 0,
+            bad: None,
+        }
+    }
+}
+
+impl Verifier {
+    /// Check the next record; false once a bad record has been found.
+    pub fn push(&mut self, r: &AuditRecord) -> bool {
+        if self.bad.is_some() {
+            return false;
+        }
+        self.count += 1;
+        let expected = self.expected_seq;
+        let problem = if r.seq != expected {
+            Some(if r.seq > expected {
+                format!(
+                    "expected seq {expected} but found {}: records {expected}..{} were deleted",
+                    r.seq,
+                    r.seq - 1
+                )
+            } else {
+                format!(
+                    "seq {} appears again or out of order (expected {expected})",
+                    r.seq
+                )
+            })
+        } else if r.prev_hash != self.prev_hash {
+            Some(
+                "prev_hash does not match the previous record's hash: a record was inserted, deleted or reordered before this one"
+                    .to_string(),
+            )
+        } else if record_hash(r) != r.hash {
+            Some("contents do not match the record's hash: the record was modified".to_string())
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => {
+                self.bad = Some(BadRecord {
+                    seq: r.seq,
+                    problem,
+                });
+                false
+            }
+            None => {
+                self.prev_hash = r.hash.clone();
+                self.expected_seq += 1;
+                true
+            }
+        }
+    }
+
+    pub fn finish(self) -> Verification {
+        Verification {
+            records: self.count,
+            head_seq: self.expected_seq - 1,
+            head_hash: self.prev_hash,
+            first_bad: self.bad,
+        }
+    }
+}
+
+/// Walk `records` (in `seq` order) and check the chain.
+pub fn verify<I: IntoIterator<Item = AuditRecord>>(records: I) -> Verification {
+    let mut v = Verifier::default();
+    for r in records {
+        if !v.push(&r) {
+            break;
+        }
+    }
+    v.finish()
+}
+
+/// Replace every occurrence of each secret value in `text` with `[redacted]`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .fold(text.to_string(), |t, s| t.replace(s.as_str(), "[redacted]"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: i64) -> Vec<AuditRecord> {
+        let actor = Actor::user("alice");
+        let mut prev = GENESIS_HASH.to_string();
+        (1..=n)
+            .map(|seq| {
+                let r = AuditRecord::seal(
+                    &NewEvent::new(&actor, "run.started", format!("run:{seq}"))
+                        .details(serde_json::json!({"i": seq})),
+                    seq,
+                    &prev,
+                );
+                prev = r.hash.clone();
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let v = verify(chain(5));
+        assert_eq!(v.first_bad, None);
+        assert_eq!((v.records, v.head_seq), (5, 5));
+        assert_eq!(verify(Vec::new()).head_hash, GENESIS_HASH);
+    }
+
+    #[test]
+    fn each_kind_of_tampering_names_the_first_bad_record() {
+        // (what, tamper, first bad seq, words in the problem)
+        type Tamper = fn(&mut Vec<AuditRecord>);
+        let cases: Vec<(&str, Tamper, i64, &str)> = vec![
+            (
+                "modified",
+                |c| c[2].outcome = "denied".into(),
+                3,
+                "modified",
+            ),
+            (
+                "modified details",
+                |c| c[1].details = "{\"i\":99}".into(),
+                2,
+                "modified",
+            ),
+            ("deleted", |c| drop(c.remove(2)), 4, "deleted"),
+            (
+                "deleted last-but-one then renumbered",
+                |c| {
+                    c.remove(2);
+                    for r in c.iter_mut().skip(2) {
+                        r.seq -= 1;
+                    }
+                },
+                3,
+                "prev_hash",
+            ),
+            (
+                "inserted",
+                |c| {
+                    let mut fake = c[1].clone();
+                    fake.seq = 3;
+                    c.insert(2, fake);
+                    for r in c.iter_mut().skip(3) {
+                        r.seq += 1;
+                    }
+                },
+                3,
+                "prev_hash",
+            ),
+            (
+                "reordered",
+                |c| {
+                    c.swap(1, 2);
+                    c[1].seq = 2;
+                    c[2].seq = 3;
+                },
+                2,
+                "prev_hash",
+            ),
+        ];
+        for (what, tamper, seq, words) in cases {
+            let mut c = chain(6);
+            tamper(&mut c);
+            let bad = verify(c)
+                .first_bad
+                .unwrap_or_else(|| panic!("{what}: not detected"));
+            assert_eq!(bad.seq, seq, "{what}: {}", bad.problem);
+            assert!(bad.problem.contains(words), "{what}: {}", bad.problem);
+        }
+    }
+
+    #[test]
+    fn actors_parse() {
+        assert_eq!(Actor::parse("alice").expect("ok").to_string(), "user:alice");
+        assert_eq!(
+            Actor::parse("scheduler:drill").expect("ok").kind,
+            ActorKind::Scheduler
+        );
+        assert!(Actor::parse("robot:x").is_err());
+        assert!(Actor::parse("user:").is_err());
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact("pw=hunter2;", &["hunter2".into()]), "pw=[redacted];");
+    }
+}

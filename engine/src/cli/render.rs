@@ -1,0 +1,321 @@
+//! Human and JSON views of kernels, runs and audit records.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::audit::AuditRecord;
+use crate::executor::planned_changes;
+use crate::kernel::{KernelHost, LoadedKernel};
+use crate::store::{HostCallRow, RunRow, RunStatus, StepRow};
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Seconds between two RFC 3339 times, if both parse.
+fn elapsed(start: &str, end: Option<&str>) -> Option<f64> {
+    let s = humantime::parse_rfc3339(start).ok()?;
+    let e = humantime::parse_rfc3339(end?).ok()?;
+    e.duration_since(s).ok().map(|d| d.as_secs_f64())
+}
+
+/// One host call as a line: effect, target, what, result.
+fn call_line(call: &Value, live: bool) -> String {
+    let effect = str_of(call, "effect");
+    let what = match str_of(call, "kind") {
+        "exec" => str_of(call, "command").to_string(),
+        "http" => format!("{} {}", str_of(call, "method"), str_of(call, "url")),
+        "secret" => format!("secret {}", str_of(call, "name")),
+        other => other.to_string(),
+    };
+    let target = call.get("target").and_then(Value::as_str).unwrap_or("-");
+    let simulated = call.get("simulated") == Some(&Value::Bool(true));
+    let result = match str_of(call, "outcome") {
+        "ok" if simulated => "not performed (dry-run)".to_string(),
+        "ok" => match call.get("exit_code").and_then(Value::as_i64) {
+            Some(code) => {
+                let out = str_of(call, "stdout").trim();
+                let first = out.lines().next().unwrap_or("");
+                if first.is_empty() {
+                    format!("exit {code}")
+                } else {
+                    format!("exit {code}: {first}")
+                }
+            }
+            None => "ok".into(),
+        },
+        other => format!("{}: {}", other.to_uppercase(), str_of(call, "reason")),
+    };
+    let marker = match (effect, simulated, live) {
+        ("change", true, _) => ">> PLANNED CHANGE",
+        ("change", false, true) => ">> CHANGED",
+        ("", _, _) => "   denied",
+        _ => "   observe",
+    };
+    format!("      {marker:<17} {target:<12} {what}  -> {result}\n")
+}
+
+/// The run view: step by step, changes highlighted, elapsed time.
+pub fn run_text(run: &RunRow, steps: &[StepRow], calls: &[HostCallRow]) -> String {
+    let live = run.mode == "live";
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} {}@{}{}  run {}  by {}",
+        if live { "LIVE RUN" } else { "DRY-RUN" },
+        run.runbook,
+        run.runbook_version,
+        if run.draft {
+            " (draft: not published)"
+        } else {
+            ""
+        },
+        run.id,
+        run.actor
+    );
+    for step in steps {
+        let marker = match step.status.as_str() {
+            "succeeded" => "ok     ",
+            "failed" => "FAILED ",
+            "skipped" => "skipped",
+            _ => "running",
+        };
+        let targets = step
+            .targets
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let _ = write!(s, "  {marker} {:<16} {}", step.step_id, step.kernel);
+        if !targets.is_empty() {
+            let _ = write!(s, " on {targets}");
+        }
+        if let Some(ms) = step.duration_ms {
+            let _ = write!(s, "  {ms} ms");
+        }
+        if step.attempts > 1 {
+            let _ = write!(s, "  ({} attempts)", step.attempts);
+        }
+        if step.phase == "on_failure" {
+            let _ = write!(s, "  [on_failure]");
+        }
+        s.push('\n');
+        if step.status == "skipped" {
+            let _ = writeln!(s, "      skipped: its `when` condition was false");
+        }
+        for c in calls.iter().filter(|c| c.step_id == step.step_id) {
+            s.push_str(&call_line(&c.call, live));
+        }
+        if let Some(error) = &step.error {
+            let _ = writeln!(s, "      error: {error}");
+        }
+    }
+    let planned = planned_changes(calls).len();
+    let elapsed = elapsed(&run.started_at, run.finished_at.as_deref())
+        .map(|e| format!(" in {e:.2} s"))
+        .unwrap_or_default();
+    match run.status {
+        RunStatus::Succeeded => {
+            let _ = writeln!(
+                s,
+                "{} succeeded{elapsed}",
+                if live { "run" } else { "dry-run" }
+            );
+        }
+        RunStatus::Failed => {
+            let _ = writeln!(
+                s,
+                "{} FAILED{elapsed}: {}",
+                if live { "run" } else { "dry-run" },
+                run.error.as_deref().unwrap_or("")
+            );
+        }
+        RunStatus::Running => {
+            let _ = writeln!(s, "still running (or the engine stopped while it ran)");
+        }
+        RunStatus::Interrupted => {
+            let _ = writeln!(s, "INTERRUPTED: {}", run.error.as_deref().unwrap_or(""));
+        }
+    }
+    if !live {
+        let _ = writeln!(
+            s,
+            "plan: {planned} change{} would be made; nothing was changed. Review it, then run again with --live.",
+            if planned == 1 { "" } else { "s" }
+        );
+    }
+    s
+}
+
+/// The run as stable JSON for scripts.
+pub fn run_json(
+    run: &RunRow,
+    steps: &[StepRow],
+    calls: &[HostCallRow],
+    audit: Option<&Vec<AuditRecord>>,
+) -> Value {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|st| {
+            let host_calls: Vec<&Value> = calls
+                .iter()
+                .filter(|c| c.step_id == st.step_id)
+                .map(|c| &c.call)
+                .collect();
+            json!({
+                "id": st.step_id,
+                "phase": st.phase,
+                "kernel": st.kernel,
+                "kernel_digest": st.kernel_digest,
+                "status": st.status,
+                "attempts": st.attempts,
+                "targets": st.targets,
+                "input": st.input,
+                "output": st.output,
+                "error": st.error,
+                "logs": st.logs,
+                "duration_ms": st.duration_ms,
+                "host_calls": host_calls,
+            })
+        })
+        .collect();
+    let planned: Vec<&Value> = planned_changes(calls)
+        .into_iter()
+        .map(|c| &c.call)
+        .collect();
+    let mut out = json!({
+        "run_id": run.id,
+        "runbook": run.runbook,
+        "runbook_version": run.runbook_version,
+        "runbook_digest": run.runbook_digest,
+        "draft": run.draft,
+        "mode": run.mode,
+        "actor": run.actor,
+        "status": run.status,
+        "error": run.error,
+        "inputs": run.inputs,
+        "kernels": run.kernels,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "steps": steps,
+        "planned_changes": planned,
+    });
+    if let (Some(audit), Some(o)) = (audit, out.as_object_mut()) {
+        o.insert("audit".into(), json!(audit));
+    }
+    out
+}
+
+pub fn runs_text(rows: &[RunRow]) -> String {
+    if rows.is_empty() {
+        return "no runs\n".into();
+    }
+    let mut s = format!(
+        "{:<36}  {:<24} {:<8} {:<12} {:<20} STARTED\n",
+        "RUN", "RUNBOOK", "MODE", "STATUS", "ACTOR"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{:<36}  {:<24} {:<8} {:<12} {:<20} {}",
+            r.id,
+            format!(
+                "{}@{}{}",
+                r.runbook,
+                r.runbook_version,
+                if r.draft { "*" } else { "" }
+            ),
+            r.mode,
+            r.status.as_str(),
+            r.actor,
+            r.started_at
+        );
+    }
+    s
+}
+
+pub fn audit_text(records: &[AuditRecord]) -> String {
+    let mut s = String::new();
+    if records.is_empty() {
+        return "no audit records\n".into();
+    }
+    let _ = writeln!(s, "audit trail:");
+    for r in records {
+        let details: Value = serde_json::from_str(&r.details).unwrap_or(Value::Null);
+        let what = match r.action.as_str() {
+            "host.call" | "capability.denied" => format!(
+                "{} {}{}",
+                str_of(&details, "effect"),
+                str_of(&details, "command"),
+                str_of(&details, "url")
+            ),
+            "step.started" => str_of(&details, "kernel").to_string(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "  #{:<6} {}  {:<20} {:<18} {:<26} {:<10} {}",
+            r.seq,
+            r.time,
+            format!("{}:{}", r.actor_kind, r.actor_id),
+            r.action,
+            r.subject,
+            r.outcome,
+            what.trim()
+        );
+    }
+    s
+}
+
+pub fn inspect_text(host: &KernelHost, kernel: &LoadedKernel) -> String {
+    let m = &kernel.manifest;
+    let l = &host.config().limits;
+    let mut s = String::new();
+    let _ = writeln!(s, "{}", m.reference());
+    let _ = writeln!(s, "  description  {}", m.description);
+    let _ = writeln!(s, "  digest       {}", kernel.digest);
+    let _ = writeln!(s, "  size         {} bytes", kernel.size_bytes);
+    let _ = writeln!(
+        s,
+        "  idempotent   {}",
+        if m.idempotent { "yes" } else { "no" }
+    );
+    let _ = writeln!(s, "  capabilities");
+    if m.capabilities.exec.is_empty()
+        && m.capabilities.http.is_empty()
+        && m.capabilities.secrets.is_empty()
+    {
+        let _ = writeln!(s, "    (none: this kernel cannot touch anything)");
+    }
+    for c in &m.capabilities.exec {
+        let _ = writeln!(s, "    exec  {:<8} {}", c.effect, c.pattern);
+    }
+    for c in &m.capabilities.http {
+        let _ = writeln!(
+            s,
+            "    http  {:<8} {} {}",
+            c.effect, c.method, c.url_pattern
+        );
+    }
+    for name in &m.capabilities.secrets {
+        let _ = writeln!(s, "    secret         {name}");
+    }
+    let pretty = |v: &Value| {
+        serde_json::to_string_pretty(v)
+            .unwrap_or_default()
+            .replace('\n', "\n    ")
+    };
+    let _ = writeln!(s, "  input schema\n    {}", pretty(&m.input_schema));
+    let _ = writeln!(s, "  output schema\n    {}", pretty(&m.output_schema));
+    let _ = writeln!(
+        s,
+        "  limits       memory {} B, cpu {} ms, wall clock {} ms, output {} B, log {} B, host calls {}",
+        l.memory_bytes, l.cpu_ms, l.wall_clock_ms, l.output_bytes, l.log_bytes, l.host_calls
+    );
+    s
+}

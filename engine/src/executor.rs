@@ -1,0 +1,755 @@
+//! The run service: the one path through which every run starts (CLI today;
+//! API, alerts and drills later), and the step state machine that executes it.
+//!
+//! A run is validated completely before anything is written. Then every
+//! transition (run started, step started/skipped/retried/finished, each host
+//! call, run finished) is persisted with its audit record in one batch as it
+//! happens, so a crash leaves a truthful record of what was done.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::audit::{Actor, NewEvent, now_rfc3339};
+use crate::kernel::{
+    CallObserver, HostCall, InvokeError, InvokeReport, InvokeRequest, KernelHost, LoadedKernel,
+    Registry, RegistryError,
+};
+use crate::runbook::{
+    KernelCatalog, Problems, Runbook, Step, Templates, ValidRunbook, parse_runbook, validate,
+};
+use crate::store::{
+    Applied, Batch, HostCallRow, RunRow, RunStatus, RunbookRow, StepRow, Store, StoreError, Write,
+};
+use crate::{Effect, Mode};
+
+/// Longest backoff between retries, whatever the policy asks.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Where a runbook comes from.
+#[derive(Debug, Clone)]
+pub enum RunbookSource {
+    /// A published version; `None` is the latest.
+    Published { name: String, version: Option<i64> },
+    /// A file: run as a draft unless that exact content is published.
+    File { path: String, text: String },
+}
+
+/// Everything needed to start a run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub source: RunbookSource,
+    pub mode: Mode,
+    pub actor: Actor,
+    /// `--input k=v` pairs; typed by the runbook's inputs schema.
+    pub inputs: Vec<(String, String)>,
+}
+
+/// A run could not start. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Invalid(Problems),
+    #[error(
+        "runbook {0} is not published; publish it with `firedrill runbook publish FILE` or run the file directly"
+    )]
+    NotFound(String),
+    #[error("the run's inputs are not valid for {runbook}:\n  {}", problems.join("\n  "))]
+    Inputs {
+        runbook: String,
+        problems: Vec<String>,
+    },
+    #[error("stored runbook {0} cannot be read: {1}")]
+    Stored(String, String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Publishing a runbook failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{0}")]
+    Invalid(Problems),
+    #[error(
+        "runbook {reference} is already published with different content (digest {existing}); runbook versions are immutable: bump `version` and publish again"
+    )]
+    Conflict { reference: String, existing: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The engine's services, shared by every front end.
+#[derive(Debug, Clone)]
+pub struct Service {
+    store: Arc<dyn Store>,
+    host: Arc<KernelHost>,
+    registry: Registry,
+    templates: Arc<Templates>,
+}
+
+/// Parse `k=v` input values, typing each by the schema's declared type.
+pub fn typed_inputs(schema: &Value, pairs: &[(String, String)]) -> Value {
+    let mut map = serde_json::Map::new();
+    for (k, v) in pairs {
+        let declared = schema
+            .pointer(&format!("/properties/{k}/type"))
+            .and_then(Value::as_str);
+        let value = match declared {
+            Some("string") | None => Value::String(v.clone()),
+            Some(_) => serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.clone())),
+        };
+        map.insert(k.clone(), value);
+    }
+    Value::Object(map)
+}
+
+/// Shared state of one executing run.
+struct RunCtx<'a> {
+    id: String,
+    valid: &'a ValidRunbook,
+    mode: Mode,
+    actor: Actor,
+    /// Template context: inputs, steps (outputs so far), run.
+    vars: Value,
+}
+
+/// How a step ended.
+enum StepEnd {
+    Succeeded,
+    Skipped,
+    Failed(String),
+}
+
+/// Persists each host call with its audit record as it happens.
+struct CallRecorder {
+    store: Arc<dyn Store>,
+    actor: Actor,
+    run_id: String,
+    step_id: String,
+    attempt: i64,
+}
+
+#[async_trait::async_trait]
+impl CallObserver for CallRecorder {
+    async fn host_call(&self, call: &HostCall) {
+        let record = serde_json::to_value(call).unwrap_or_default();
+        let denied = call.is_denied();
+        let mut details = json!({"step": self.step_id, "attempt": self.attempt});
+        if let (Some(d), Some(r)) = (details.as_object_mut(), record.as_object()) {
+            // stdout/stderr stay in the run's host-call records, not the audit log.
+            for (k, v) in r {
+                if k != "stdout" && k != "stderr" {
+                    d.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let target = record.get("target").and_then(Value::as_str).unwrap_or("-");
+        let outcome = record
+            .get("outcome")
+            .and_then(Value::as_str)
+            .unwrap_or("ok");
+        let event = NewEvent::new(
+            &self.actor,
+            if denied {
+                "capability.denied"
+            } else {
+                "host.call"
+            },
+            format!("target:{target}"),
+        )
+        .outcome(if call.simulated { "simulated" } else { outcome })
+        .details(details)
+        .run(&self.run_id);
+        let batch = Batch::new()
+            .write(Write::InsertHostCall(HostCallRow::new(
+                &self.run_id,
+                &self.step_id,
+                self.attempt,
+                call,
+            )))
+            .event(event);
+        if let Err(e) = self.store.apply(batch).await {
+            // The step's final record still carries every call; say loudly
+            // that the incremental record failed.
+            tracing::error!(run_id = %self.run_id, step = %self.step_id, error = %e, "cannot persist host call");
+        }
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Service {
+    pub fn new(store: Arc<dyn Store>, host: Arc<KernelHost>, registry: Registry) -> Self {
+        Service {
+            store,
+            host,
+            registry,
+            templates: Arc::new(Templates::default()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn host(&self) -> &Arc<KernelHost> {
+        &self.host
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Resolve every kernel `runbook` names (or why it cannot be used).
+    async fn catalog(&self, runbook: &Runbook) -> KernelCatalog {
+        let mut catalog = KernelCatalog::new();
+        for step in runbook.all_steps() {
+            let Ok(r) = step.kernel_ref() else { continue };
+            if catalog.contains_key(&r) {
+                continue;
+            }
+            let resolved = self
+                .registry
+                .resolve(&self.host, &r.name, &r.version)
+                .await
+                .map_err(|e: RegistryError| e.to_string());
+            catalog.insert(r, resolved);
+        }
+        catalog
+    }
+
+    /// Validate runbook `text` completely (kernels resolved from the registry).
+    pub async fn validate(&self, file: &str, text: &str) -> Result<ValidRunbook, Problems> {
+        let parsed = parse_runbook(file, text)?;
+        let catalog = self.catalog(&parsed).await;
+        validate(file, text, &catalog, &self.templates)
+    }
+
+    /// Validate and publish a runbook version, audited as `actor`.
+    pub async fn publish_runbook(
+        &self,
+        file: &str,
+        text: &str,
+        actor: &Actor,
+    ) -> Result<(RunbookRow, bool), PublishError> {
+        let valid = self
+            .validate(file, text)
+            .await
+            .map_err(PublishError::Invalid)?;
+        let rb = &valid.runbook;
+        let row = RunbookRow {
+            name: rb.name.clone(),
+            version: i64::from(rb.version),
+            digest: valid.digest.clone(),
+            source: valid.source.clone(),
+            published_at: now_rfc3339(),
+            published_by: actor.to_string(),
+        };
+        let reference = format!("{}@{}", rb.name, rb.version);
+        let kernels: BTreeMap<String, String> = valid
+            .kernels
+            .iter()
+            .map(|(r, k)| (r.to_string(), k.digest.clone()))
+            .collect();
+        let event = NewEvent::new(actor, "runbook.published", format!("runbook:{reference}"))
+            .details(json!({"digest": valid.digest, "kernels": kernels}));
+        match self
+            .store
+            .apply(
+                Batch::new()
+                    .write(Write::PublishRunbook(row.clone()))
+                    .event(event),
+            )
+            .await?
+        {
+            Applied::Done => Ok((row, true)),
+            Applied::AlreadyPresent => Ok((row, false)),
+            Applied::Conflict { existing_digest } => Err(PublishError::Conflict {
+                reference,
+                existing: existing_digest,
+            }),
+        }
+    }
+
+    /// Start a run and execute it to the end. Returns the run id; the run's
+    /// record in the store is the result. This is the one path for every
+    /// front end.
+    pub async fn run(&self, request: RunRequest) -> Result<String, RunError> {
+        let (file, text, published) = match &request.source {
+            RunbookSource::Published { name, version } => {
+                let row = self.store.runbook(name, *version).await?.ok_or_else(|| {
+                    RunError::NotFound(match version {
+                        Some(v) => format!("{name}@{v}"),
+                        None => name.clone(),
+                    })
+                })?;
+                (format!("{}@{}", row.name, row.version), row.source, true)
+            }
+            RunbookSource::File { path, text } => (path.clone(), text.clone(), false),
+        };
+        let valid = self
+            .validate(&file, &text)
+            .await
+            .map_err(RunError::Invalid)?;
+        let rb = &valid.runbook;
+        // A file whose exact content is published is that published version.
+        let draft = !published
+            && self
+                .store
+                .runbook(&rb.name, Some(i64::from(rb.version)))
+                .await?
+                .is_none_or(|row| row.digest != valid.digest);
+        let inputs = typed_inputs(&rb.inputs, &request.inputs);
+        let problems: Vec<String> = valid
+            .inputs_schema
+            .iter_errors(&inputs)
+            .map(|e| {
+                let at = e.instance_path().as_str().to_string();
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{at}: {e}")
+                }
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(RunError::Inputs {
+                runbook: format!("{}@{}", rb.name, rb.version),
+                problems,
+            });
+        }
+        self.execute(&valid, draft, request.mode, request.actor, inputs)
+            .await
+    }
+
+    async fn execute(
+        &self,
+        valid: &ValidRunbook,
+        draft: bool,
+        mode: Mode,
+        actor: Actor,
+        inputs: Value,
+    ) -> Result<String, RunError> {
+        let rb = &valid.runbook;
+        let id = uuid::Uuid::now_v7().to_string();
+        let kernels: BTreeMap<String, String> = valid
+            .kernels
+            .iter()
+            .map(|(r, k)| (r.to_string(), k.digest.clone()))
+            .collect();
+        let run = RunRow {
+            id: id.clone(),
+            runbook: rb.name.clone(),
+            runbook_version: i64::from(rb.version),
+            runbook_digest: valid.digest.clone(),
+            draft,
+            mode: mode.as_str().to_string(),
+            actor: actor.to_string(),
+            status: RunStatus::Running,
+            inputs: inputs.clone(),
+            kernels: json!(kernels),
+            error: None,
+            started_at: now_rfc3339(),
+            finished_at: None,
+        };
+        let subject = format!("runbook:{}@{}", rb.name, rb.version);
+        self.store
+            .apply(
+                Batch::new().write(Write::InsertRun(run)).event(
+                    NewEvent::new(&actor, "run.started", subject.clone())
+                        .details(json!({
+                            "mode": mode.as_str(),
+                            "runbook_digest": valid.digest,
+                            "draft": draft,
+                            "kernels": kernels,
+                            "inputs": inputs,
+                        }))
+                        .run(&id),
+                ),
+            )
+            .await?;
+        tracing::info!(run_id = %id, runbook = %rb.name, mode = %mode, "run started");
+        let started = Instant::now();
+        let mut ctx = RunCtx {
+            id: id.clone(),
+            valid,
+            mode,
+            actor: actor.clone(),
+            vars: json!({
+                "inputs": inputs,
+                "steps": {},
+                "run": {"id": id, "mode": mode.as_str(), "actor": actor.to_string()},
+            }),
+        };
+        let mut failure: Option<(String, String)> = None;
+        for (position, step) in rb.steps.iter().enumerate() {
+            match self.step(&mut ctx, position, "main", step).await? {
+                StepEnd::Failed(error) => {
+                    failure = Some((step.id.clone(), error));
+                    break;
+                }
+                StepEnd::Succeeded | StepEnd::Skipped => {}
+            }
+        }
+        if let Some((failed_step, error)) = &failure {
+            if let Some(vars) = ctx.vars.as_object_mut() {
+                vars.insert(
+                    "failed".into(),
+                    json!({"step": failed_step, "error": error}),
+                );
+            }
+            for (i, step) in rb.on_failure.iter().enumerate() {
+                // on_failure steps are best effort: each runs even if one fails.
+                let _ = self
+                    .step(&mut ctx, rb.steps.len() + i, "on_failure", step)
+                    .await?;
+            }
+        }
+        let (status, error) = match failure {
+            Some((step, error)) => (
+                RunStatus::Failed,
+                Some(format!("step `{step}` failed: {error}")),
+            ),
+            None => (RunStatus::Succeeded, None),
+        };
+        self.store
+            .apply(
+                Batch::new()
+                    .write(Write::FinishRun {
+                        id: id.clone(),
+                        status,
+                        error: error.clone(),
+                        finished_at: now_rfc3339(),
+                    })
+                    .event(
+                        NewEvent::new(&actor, "run.finished", subject)
+                            .outcome(status.as_str())
+                            .details(json!({"duration_ms": ms(started.elapsed()), "error": error}))
+                            .run(&id),
+                    ),
+            )
+            .await?;
+        tracing::info!(run_id = %id, status = status.as_str(), "run finished");
+        Ok(id)
+    }
+
+    fn step_row(ctx: &RunCtx<'_>, position: usize, phase: &str, step: &Step) -> StepRow {
+        StepRow {
+            run_id: ctx.id.clone(),
+            step_id: step.id.clone(),
+            position: i64::try_from(position).unwrap_or(i64::MAX),
+            phase: phase.to_string(),
+            kernel: step.kernel.clone(),
+            kernel_digest: ctx.valid.kernel(step).map(|k| k.digest.clone()),
+            status: "running".into(),
+            attempts: 0,
+            targets: json!([]),
+            input: None,
+            output: None,
+            error: None,
+            logs: json!([]),
+            started_at: Some(now_rfc3339()),
+            finished_at: None,
+            duration_ms: None,
+        }
+    }
+
+    /// Render targets and input, refusing an empty target set and unknown targets.
+    fn prepare(
+        &self,
+        step: &Step,
+        kernel: &LoadedKernel,
+        vars: &minijinja::Value,
+    ) -> Result<(Vec<String>, Value), String> {
+        let mut targets = Vec::new();
+        for t in &step.targets {
+            match self
+                .templates
+                .render_value(t, vars)
+                .map_err(|e| format!("targets: {e}"))?
+            {
+                Value::String(s) if !s.trim().is_empty() => targets.push(s.trim().to_string()),
+                Value::Array(items) => {
+                    for item in items {
+                        match item {
+                            Value::String(s) if !s.trim().is_empty() => {
+                                targets.push(s.trim().to_string());
+                            }
+                            other => return Err(format!("targets: {other} is not a target name")),
+                        }
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "targets: {t:?} rendered to {other}, not a target name"
+                    ));
+                }
+            }
+        }
+        targets.sort();
+        targets.dedup();
+        if targets.is_empty() {
+            return Err(
+                "the step's targets rendered to an empty set; an empty target set is refused, never read as \"all\""
+                    .into(),
+            );
+        }
+        if targets.len() > crate::runbook::MAX_TARGETS {
+            return Err(format!(
+                "{} targets exceed the limit of {} per step",
+                targets.len(),
+                crate::runbook::MAX_TARGETS
+            ));
+        }
+        let inventory = self.host.targets().inventory();
+        for t in &targets {
+            if inventory.get(t).is_none() {
+                let known: Vec<&String> = inventory.targets.keys().collect();
+                return Err(format!(
+                    "target {t:?} is not in the inventory (known: {known:?}); add it to inventory.yaml under the firedrill home"
+                ));
+            }
+        }
+        let input = self
+            .templates
+            .render_json(&step.with, vars)
+            .map_err(|e| format!("with: {e}"))?;
+        kernel.validate_input(&input).map_err(|problems| {
+            format!(
+                "input does not satisfy {}'s input schema (the kernel was not started): {}",
+                kernel.reference(),
+                problems.join("; ")
+            )
+        })?;
+        Ok((targets, input))
+    }
+
+    async fn step(
+        &self,
+        ctx: &mut RunCtx<'_>,
+        position: usize,
+        phase: &str,
+        step: &Step,
+    ) -> Result<StepEnd, StoreError> {
+        let started = Instant::now();
+        let mut row = Self::step_row(ctx, position, phase, step);
+        let subject = format!("step:{}", step.id);
+        let vars = minijinja::Value::from(minijinja::value::Serde(ctx.vars.clone()));
+        let Some(kernel) = ctx.valid.kernel(step).cloned() else {
+            // Validation guarantees every kernel is resolved.
+            return Ok(StepEnd::Failed(format!(
+                "kernel {} is not resolved",
+                step.kernel
+            )));
+        };
+        // when:
+        if let Some(when) = &step.when {
+            match self.templates.condition(when, &vars) {
+                Ok(true) => {}
+                Ok(false) => {
+                    row.status = "skipped".into();
+                    row.finished_at = Some(now_rfc3339());
+                    row.duration_ms = Some(0);
+                    self.store
+                        .apply(
+                            Batch::new().write(Write::UpsertStep(row)).event(
+                                NewEvent::new(&ctx.actor, "step.skipped", subject)
+                                    .outcome("skipped")
+                                    .details(json!({"when": when, "reason": "condition was false"}))
+                                    .run(&ctx.id),
+                            ),
+                        )
+                        .await?;
+                    self.remember(ctx, step, "skipped", Value::Null);
+                    return Ok(StepEnd::Skipped);
+                }
+                Err(e) => {
+                    return self
+                        .finish_step(ctx, row, started, Err(format!("when: {e}")), None)
+                        .await;
+                }
+            }
+        }
+        let (targets, input) = match self.prepare(step, &kernel, &vars) {
+            Ok(prepared) => prepared,
+            Err(e) => return self.finish_step(ctx, row, started, Err(e), None).await,
+        };
+        row.targets = json!(targets);
+        row.input = Some(input.clone());
+        self.store
+            .apply(
+                Batch::new().write(Write::UpsertStep(row.clone())).event(
+                    NewEvent::new(&ctx.actor, "step.started", subject.clone())
+                        .details(json!({
+                            "kernel": kernel.reference(),
+                            "digest": kernel.digest,
+                            "targets": targets,
+                            "phase": phase,
+                        }))
+                        .run(&ctx.id),
+                ),
+            )
+            .await?;
+        let max_retries = step.retries.as_ref().map_or(0, |r| r.max);
+        let backoff = step
+            .retries
+            .as_ref()
+            .and_then(|r| r.backoff)
+            .map_or(Duration::from_secs(1), |b| b.0);
+        let mut attempt: u32 = 0;
+        let report = loop {
+            attempt += 1;
+            row.attempts = i64::from(attempt);
+            let report = self
+                .attempt(ctx, step, &kernel, &targets, &input, i64::from(attempt))
+                .await;
+            let retryable = report.result.as_ref().is_err_and(InvokeError::is_retryable);
+            if retryable && attempt <= max_retries {
+                let wait = backoff
+                    .saturating_mul(2u32.saturating_pow(attempt - 1))
+                    .min(MAX_BACKOFF);
+                let error = report.result.as_ref().err().map(ToString::to_string);
+                self.store
+                    .apply(
+                        Batch::new().event(
+                            NewEvent::new(&ctx.actor, "step.retried", subject.clone())
+                                .outcome("retrying")
+                                .details(json!({"attempt": attempt, "error": error, "backoff_ms": ms(wait)}))
+                                .run(&ctx.id),
+                        ),
+                    )
+                    .await?;
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            break report;
+        };
+        row.logs = serde_json::to_value(&report.logs).unwrap_or_default();
+        let result = report.result.clone().map_err(|e| e.to_string());
+        let limit = match &report.result {
+            Err(InvokeError::Limit(l)) => Some(*l),
+            _ => None,
+        };
+        if let Ok(output) = &result {
+            self.remember(ctx, step, "succeeded", output.clone());
+        }
+        self.finish_step(ctx, row, started, result, limit).await
+    }
+
+    /// One invocation of the step's kernel, bounded by the step's timeout.
+    async fn attempt(
+        &self,
+        ctx: &RunCtx<'_>,
+        step: &Step,
+        kernel: &Arc<LoadedKernel>,
+        targets: &[String],
+        input: &Value,
+        attempt: i64,
+    ) -> InvokeReport {
+        let observer = Arc::new(CallRecorder {
+            store: self.store.clone(),
+            actor: ctx.actor.clone(),
+            run_id: ctx.id.clone(),
+            step_id: step.id.clone(),
+            attempt,
+        });
+        let request = InvokeRequest {
+            run_id: ctx.id.clone(),
+            step_id: step.id.clone(),
+            mode: ctx.mode,
+            actor: ctx.actor.to_string(),
+            targets: targets.to_vec(),
+            input: input.clone(),
+            observer: Some(observer),
+        };
+        let invoke = self.host.invoke(kernel, request);
+        match step.timeout {
+            None => invoke.await,
+            Some(t) => match tokio::time::timeout(t.0, invoke).await {
+                Ok(report) => report,
+                Err(_) => InvokeReport {
+                    kernel: kernel.reference(),
+                    digest: kernel.digest.clone(),
+                    mode: ctx.mode,
+                    result: Err(InvokeError::Retryable(format!(
+                        "the step's timeout of {t} elapsed; raise `timeout` on the step if the action legitimately takes longer"
+                    ))),
+                    host_calls: Vec::new(),
+                    logs: Vec::new(),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    duration_ms: u64::try_from(t.0.as_millis()).unwrap_or(u64::MAX),
+                },
+            },
+        }
+    }
+
+    fn remember(&self, ctx: &mut RunCtx<'_>, step: &Step, status: &str, output: Value) {
+        if let Some(steps) = ctx.vars.get_mut("steps").and_then(Value::as_object_mut) {
+            steps.insert(step.id.clone(), json!({"status": status, "output": output}));
+        }
+    }
+
+    async fn finish_step(
+        &self,
+        ctx: &RunCtx<'_>,
+        mut row: StepRow,
+        started: Instant,
+        result: Result<Value, String>,
+        limit: Option<crate::kernel::LimitExceeded>,
+    ) -> Result<StepEnd, StoreError> {
+        let subject = format!("step:{}", row.step_id);
+        row.finished_at = Some(now_rfc3339());
+        row.duration_ms = Some(ms(started.elapsed()));
+        let (end, outcome) = match &result {
+            Ok(output) => {
+                row.status = "succeeded".into();
+                row.output = Some(output.clone());
+                (StepEnd::Succeeded, "succeeded")
+            }
+            Err(e) => {
+                row.status = "failed".into();
+                row.error = Some(e.clone());
+                (StepEnd::Failed(e.clone()), "failed")
+            }
+        };
+        let mut batch = Batch::new();
+        if let Some(l) = limit {
+            batch = batch.event(
+                NewEvent::new(&ctx.actor, "limit.exceeded", subject.clone())
+                    .outcome("failed")
+                    .details(json!({"limit": l.limit, "value": l.value, "config_key": l.limit.config_key()}))
+                    .run(&ctx.id),
+            );
+        }
+        let event = NewEvent::new(&ctx.actor, "step.finished", subject)
+            .outcome(outcome)
+            .details(json!({
+                "kernel": row.kernel,
+                "digest": row.kernel_digest,
+                "attempts": row.attempts,
+                "duration_ms": row.duration_ms,
+                "error": row.error,
+            }))
+            .run(&ctx.id);
+        self.store
+            .apply(batch.write(Write::UpsertStep(row)).event(event))
+            .await?;
+        Ok(end)
+    }
+}
+
+/// The planned changes (simulated `change` calls) in a run's host-call records.
+pub fn planned_changes(calls: &[HostCallRow]) -> Vec<&HostCallRow> {
+    calls
+        .iter()
+        .filter(|c| {
+            c.call.get("simulated") == Some(&Value::Bool(true))
+                && c.call.get("effect").and_then(Value::as_str) == Some(Effect::Change.as_str())
+        })
+        .collect()
+}

@@ -1,0 +1,16 @@
+//! Runbooks: the YAML format, parsing with precise locations, templates, and
+//! validation before anything runs.
+
+mod locate;
+mod model;
+mod parse;
+mod template;
+mod validate;
+
+pub use model::{
+    API_VERSION, HumanDuration, KernelRef, MAX_RETRIES, MAX_STEPS, MAX_TARGETS, Retries, Runbook,
+    Step,
+};
+pub use parse::{Problem, Problems, parse_runbook};
+pub use template::{TemplateError, Templates};
+pub use validate::{KernelCatalog, ValidRunbook, kernel_refs, source_digest, validate};

@@ -1,0 +1,179 @@
+//! The runbook format, `apiVersion: firedrill/v1`, as Rust types. The JSON
+//! Schema that editors use (`runbooks/runbook.schema.json`) is generated from
+//! these types, so the two cannot drift apart.
+
+use std::fmt;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The only supported `apiVersion`.
+pub const API_VERSION: &str = "firedrill/v1";
+/// Most retries a step may ask for.
+pub const MAX_RETRIES: u32 = 10;
+/// Most steps (including `on_failure`) in one runbook.
+pub const MAX_STEPS: usize = 100;
+/// Most targets one step may name.
+pub const MAX_TARGETS: usize = 1000;
+
+/// A runbook: a versioned composition of recovery kernels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "firedrill runbook (firedrill/v1)")]
+pub struct Runbook {
+    /// Always `firedrill/v1`.
+    pub api_version: String,
+    /// Lower-case letters, digits and `-`, starting with a letter.
+    pub name: String,
+    /// Integer version; a published name@version never changes.
+    #[schemars(range(min = 1))]
+    pub version: u32,
+    /// What the runbook fixes, for the person about to run it.
+    #[serde(default)]
+    pub description: String,
+    /// JSON Schema of the runbook's inputs (`--input k=v`).
+    #[serde(default = "empty_object_schema")]
+    #[schemars(schema_with = "any_object")]
+    pub inputs: serde_json::Value,
+    /// The steps, run in order.
+    #[schemars(length(min = 1, max = 100))]
+    pub steps: Vec<Step>,
+    /// Steps run, in the same mode, after a step fails.
+    #[serde(default, rename = "on_failure", alias = "onFailure")]
+    #[schemars(length(max = 100))]
+    pub on_failure: Vec<Step>,
+}
+
+fn empty_object_schema() -> serde_json::Value {
+    serde_json::json!({"type": "object"})
+}
+
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object"})
+}
+
+/// One step: a kernel invocation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Unique within the runbook; later steps refer to `steps.<id>.output`.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_-]{0,62}$"))]
+    pub id: String,
+    /// `name@version`, an exact published kernel version (e.g. `restart-service@1.0.0`).
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9-]*@\d+\.\d+\.\d+([-+].*)?$"))]
+    pub kernel: String,
+    /// Target names (templates allowed). An empty set is an error, never "all".
+    #[serde(default)]
+    #[schemars(length(max = 1000))]
+    pub targets: Vec<String>,
+    /// The kernel's input; string values are templates
+    /// (`{{ inputs.x }}`, `{{ steps.probe.output.y }}`).
+    #[serde(default = "empty_object", rename = "with")]
+    #[schemars(schema_with = "any_object")]
+    pub with: serde_json::Value,
+    /// Expression; the step is skipped (and says so) when it is false.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// Time limit of one attempt, e.g. `60s`, `5m` (at most the kernel wall-clock limit).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<HumanDuration>,
+    /// Retries of `retryable` kernel errors.
+    #[serde(default)]
+    pub retries: Option<Retries>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+/// Retry policy for `retryable` errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Retries after the first attempt (0 to 10).
+    #[schemars(range(max = 10))]
+    pub max: u32,
+    /// Wait before the first retry, doubled for each further one, e.g. `5s`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub backoff: Option<HumanDuration>,
+}
+
+/// A duration written like `500ms`, `60s`, `5m`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!("{text:?} is not a duration like 30s or 5m: {e}"))
+            })
+    }
+}
+
+/// A parsed `kernel:` reference.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KernelRef {
+    pub name: String,
+    pub version: String,
+}
+
+impl fmt::Display for KernelRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
+}
+
+impl KernelRef {
+    /// Parse `name@x.y.z`; ranges and `latest` are refused: a run pins exact code.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, version) = text
+            .split_once('@')
+            .ok_or_else(|| format!("{text:?} is not name@version (e.g. restart-service@1.0.0)"))?;
+        if !firedrill_sdk::manifest::valid_name(name) {
+            return Err(format!("kernel name {name:?} is not valid"));
+        }
+        semver::Version::parse(version).map_err(|e| {
+            format!("{version:?} is not an exact semantic version ({e}); runbooks pin exact kernel versions")
+        })?;
+        Ok(KernelRef {
+            name: name.to_string(),
+            version: version.to_string(),
+        })
+    }
+}
+
+impl Step {
+    pub fn kernel_ref(&self) -> Result<KernelRef, String> {
+        KernelRef::parse(&self.kernel)
+    }
+}
+
+impl Runbook {
+    /// Every step, main steps first, then `on_failure`.
+    pub fn all_steps(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().chain(self.on_failure.iter())
+    }
+
+    /// The JSON Schema of the runbook format.
+    pub fn json_schema() -> serde_json::Value {
+        schemars::schema_for!(Runbook).to_value()
+    }
+}

@@ -1,0 +1,232 @@
+//! Parse runbook YAML, reporting every structural problem with file, line,
+//! column and field path, not just the first.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use serde::Serialize;
+
+use super::locate::Locator;
+use super::model::Runbook;
+
+/// Largest runbook file accepted.
+pub const MAX_RUNBOOK_BYTES: usize = 1 << 20;
+
+/// One problem in a runbook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// Field path, e.g. `steps[1].kernel`.
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+pub struct Problems {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "{} has {n} problem{}:",
+            self.file,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}", self.file)?;
+            if let (Some(l), Some(c)) = (p.line, p.column) {
+                write!(f, ":{l}:{c}")?;
+            }
+            if p.path.is_empty() {
+                write!(f, ": {}", p.message)?;
+            } else {
+                write!(f, ": {}: {}", p.path, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `/steps/1/kernel` -> `steps[1].kernel`.
+pub fn display_path(pointer: &str) -> String {
+    let mut out = String::new();
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if seg.chars().all(|c| c.is_ascii_digit()) && !seg.is_empty() {
+            out.push_str(&format!("[{seg}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&seg);
+        }
+    }
+    out
+}
+
+/// Collects problems for one file, locating each by its JSON pointer.
+#[derive(Debug)]
+pub struct Report<'a> {
+    file: &'a str,
+    locator: Locator,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Report<'a> {
+    pub fn new(file: &'a str, text: &str) -> Self {
+        Report {
+            file,
+            locator: Locator::new(text),
+            problems: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, pointer: &str, message: impl Into<String>) {
+        let pos = self.locator.find(pointer);
+        self.problems.push(Problem {
+            line: pos.map(|p| p.0),
+            column: pos.map(|p| p.1),
+            path: display_path(pointer),
+            message: message.into(),
+        });
+    }
+
+    pub fn add_at(
+        &mut self,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: impl Into<String>,
+    ) {
+        self.problems.push(Problem {
+            line,
+            column,
+            path: String::new(),
+            message: message.into(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// `Ok` when nothing was reported.
+    pub fn finish(self) -> Result<(), Problems> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(self.into_problems())
+        }
+    }
+
+    /// The problems, in file order.
+    pub fn into_problems(mut self) -> Problems {
+        self.problems
+            .sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column.unwrap_or(0)));
+        Problems {
+            file: self.file.to_string(),
+            problems: self.problems,
+        }
+    }
+}
+
+fn runbook_schema() -> &'static (serde_json::Value, Option<jsonschema::Validator>) {
+    static SCHEMA: OnceLock<(serde_json::Value, Option<jsonschema::Validator>)> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let schema = Runbook::json_schema();
+        let validator = jsonschema::validator_for(&schema).ok();
+        (schema, validator)
+    })
+}
+
+/// The field names accepted at `pointer`, for "unknown field" messages.
+fn accepted_fields(schema: &serde_json::Value, pointer: &str) -> Vec<String> {
+    let segs: Vec<&str> = pointer.split('/').skip(1).collect();
+    let def = match segs.as_slice() {
+        [] => Some(schema),
+        ["steps" | "on_failure", _] => schema.pointer("/$defs/Step"),
+        ["steps" | "on_failure", _, "retries"] => schema.pointer("/$defs/Retries"),
+        _ => None,
+    };
+    def.and_then(|d| d.get("properties"))
+        .and_then(|p| p.as_object())
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Parse `text` (from `file`) into a runbook, or every problem found.
+pub fn parse_runbook(file: &str, text: &str) -> Result<Runbook, Problems> {
+    let mut report = Report::new(file, text);
+    if text.len() > MAX_RUNBOOK_BYTES {
+        report.add_at(
+            None,
+            None,
+            format!(
+                "the file is {} bytes; runbooks are limited to {MAX_RUNBOOK_BYTES} bytes",
+                text.len()
+            ),
+        );
+        return Err(report.into_problems());
+    }
+    let yaml: serde_yaml::Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let loc = e.location();
+            report.add_at(
+                loc.as_ref().map(|l| l.line()),
+                loc.as_ref().map(|l| l.column()),
+                format!("not valid YAML: {e}"),
+            );
+            return Err(report.into_problems());
+        }
+    };
+    let json = match serde_json::to_value(&yaml) {
+        Ok(j) => j,
+        Err(e) => {
+            report.add_at(
+                None,
+                None,
+                format!("cannot be read as JSON-compatible data: {e}"),
+            );
+            return Err(report.into_problems());
+        }
+    };
+    let (schema, validator) = runbook_schema();
+    if let Some(validator) = validator {
+        for error in validator.iter_errors(&json) {
+            let pointer = error.instance_path().as_str().to_string();
+            match error.kind() {
+                jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    let accepted = accepted_fields(schema, &pointer).join(", ");
+                    for field in unexpected {
+                        report.add(
+                            &format!("{pointer}/{field}"),
+                            format!("unknown field `{field}`; accepted fields here: {accepted}"),
+                        );
+                    }
+                }
+                _ => report.add(&pointer, error.to_string()),
+            }
+        }
+    }
+    if !report.is_empty() {
+        return Err(report.into_problems());
+    }
+    match serde_yaml::from_str::<Runbook>(text) {
+        Ok(rb) => Ok(rb),
+        Err(e) => {
+            let loc = e.location();
+            report.add_at(
+                loc.as_ref().map(|l| l.line()),
+                loc.as_ref().map(|l| l.column()),
+                e.to_string(),
+            );
+            Err(report.into_problems())
+        }
+    }
+}

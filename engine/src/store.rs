@@ -1,0 +1,261 @@
+//! Durable state: kernels, runbook versions, runs, steps, host calls and the
+//! audit log, behind the [`Store`] trait (SQLite today; PostgreSQL can follow
+//! without touching the executor).
+//!
+//! Writes are [`Batch`]es: state changes plus the audit events that describe
+//! them, applied in one transaction. A batch is acknowledged only after it is
+//! durable.
+
+mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{AuditRecord, NewEvent};
+use crate::kernel::HostCall;
+
+pub use sqlite::{SqliteStore, StoreConfig, Synchronous};
+
+/// A published kernel version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelRow {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub size_bytes: i64,
+    pub manifest: serde_json::Value,
+    pub published_at: String,
+    pub published_by: String,
+}
+
+/// A published runbook version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunbookRow {
+    pub name: String,
+    pub version: i64,
+    pub digest: String,
+    pub source: String,
+    pub published_at: String,
+    pub published_by: String,
+}
+
+/// Run status. Terminal: succeeded, failed, interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    /// The engine stopped (crash, kill) while the run was in progress.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+/// One run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRow {
+    pub id: String,
+    pub runbook: String,
+    pub runbook_version: i64,
+    pub runbook_digest: String,
+    /// Run from a file without publishing.
+    pub draft: bool,
+    pub mode: String,
+    pub actor: String,
+    pub status: RunStatus,
+    pub inputs: serde_json::Value,
+    /// `name@version` -> digest of every kernel the run uses.
+    pub kernels: serde_json::Value,
+    pub error: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
+/// One step of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRow {
+    pub run_id: String,
+    pub step_id: String,
+    pub position: i64,
+    /// `main` or `on_failure`.
+    pub phase: String,
+    pub kernel: String,
+    pub kernel_digest: Option<String>,
+    /// running, succeeded, failed, skipped.
+    pub status: String,
+    pub attempts: i64,
+    pub targets: serde_json::Value,
+    pub input: Option<serde_json::Value>,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub logs: serde_json::Value,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+/// A host call of a step attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostCallRow {
+    pub run_id: String,
+    pub step_id: String,
+    pub attempt: i64,
+    pub index: i64,
+    /// The [`HostCall`] record as JSON.
+    pub call: serde_json::Value,
+}
+
+impl HostCallRow {
+    pub fn new(run_id: &str, step_id: &str, attempt: i64, call: &HostCall) -> Self {
+        HostCallRow {
+            run_id: run_id.to_string(),
+            step_id: step_id.to_string(),
+            attempt,
+            index: i64::from(call.index),
+            call: serde_json::to_value(call).unwrap_or_default(),
+        }
+    }
+}
+
+/// One state change.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Refused (as [`Applied::Conflict`]) when the version exists with another
+    /// digest; [`Applied::AlreadyPresent`] when it exists with the same one.
+    PublishKernel(KernelRow),
+    PublishRunbook(RunbookRow),
+    InsertRun(RunRow),
+    FinishRun {
+        id: String,
+        status: RunStatus,
+        error: Option<String>,
+        finished_at: String,
+    },
+    UpsertStep(StepRow),
+    InsertHostCall(HostCallRow),
+    /// Mark every run still `running` as `interrupted` (after a crash).
+    InterruptRunning {
+        finished_at: String,
+    },
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// A publish of identical content: nothing written, no events.
+    AlreadyPresent,
+    /// A publish of different content under an existing version: nothing written.
+    Conflict {
+        existing_digest: String,
+    },
+}
+
+/// State changes and the audit events that record them, applied atomically.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub writes: Vec<Write>,
+    pub events: Vec<NewEvent>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Batch::default()
+    }
+
+    pub fn write(mut self, w: Write) -> Self {
+        self.writes.push(w);
+        self
+    }
+
+    pub fn event(mut self, e: NewEvent) -> Self {
+        self.events.push(e);
+        self
+    }
+}
+
+/// Filters for listing runs.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub runbook: Option<String>,
+    pub status: Option<RunStatus>,
+    pub limit: i64,
+}
+
+/// Filters for listing audit records.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub run_id: Option<String>,
+    /// `kind:id`
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    /// RFC 3339; records at or after.
+    pub since: Option<String>,
+    pub limit: i64,
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source}; check that the firedrill home is writable")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate the store schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("store {operation} failed: {source}")]
+    Sql {
+        operation: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("stored {what} is not valid: {reason}")]
+    Corrupt { what: &'static str, reason: String },
+    #[error("the store's writer has stopped; restart firedrill")]
+    WriterGone,
+}
+
+/// Durable state. One implementation per database.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Apply `batch` atomically and durably, appending its audit events.
+    async fn apply(&self, batch: Batch) -> Result<Applied, StoreError>;
+
+    async fn kernel(&self, name: &str, version: &str) -> Result<Option<KernelRow>, StoreError>;
+    async fn kernels(&self) -> Result<Vec<KernelRow>, StoreError>;
+    /// `version: None` is the highest version.
+    async fn runbook(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<RunbookRow>, StoreError>;
+    async fn runbooks(&self) -> Result<Vec<RunbookRow>, StoreError>;
+    async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError>;
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError>;
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError>;
+    async fn host_calls(&self, run_id: &str) -> Result<Vec<HostCallRow>, StoreError>;
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Records with `seq > after`, in order, at most `limit`.
+    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+}

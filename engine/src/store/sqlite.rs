@@ -1,0 +1,603 @@
+//! The embedded SQLite store: WAL, `synchronous = FULL` by default, and one
+//! writer task that group-commits batches.
+//!
+//! Many callers submit batches; the writer takes up to `write-batch-max` of
+//! them at once, applies each inside its own SAVEPOINT within a single
+//! `BEGIN IMMEDIATE` transaction, commits once, and only then acknowledges
+//! them. One fsync serves many runs, and every acknowledged batch is durable.
+//! The audit chain head is read inside the transaction, so another process
+//! writing to the same database keeps the chain intact (SQLite's write lock
+//! serialises the two).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Applied, AuditFilter, Batch, HostCallRow, KernelRow, RunFilter, RunRow, RunStatus, RunbookRow,
+    StepRow, Store, StoreError, Write,
+};
+use crate::audit::{AuditRecord, GENESIS_HASH};
+
+/// SQLite durability for commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged record survives power loss.
+    Full,
+    /// fsync at checkpoints only: survives a process crash, may lose the
+    /// last commits on power loss. Faster; not the default.
+    Normal,
+}
+
+/// `[store]` in `firedrill.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct StoreConfig {
+    /// Durability of the write path (audit included). Default `full`.
+    pub synchronous: Synchronous,
+    /// Batches committed together at most. Default 256.
+    pub write_batch_max: usize,
+    /// Batches waiting for the writer at most; further writers wait. Default 4096.
+    pub write_queue: usize,
+    /// How long to wait for another process's write lock, in ms. Default 10,000.
+    pub busy_timeout_ms: u64,
+    /// Read connections. Default 4.
+    pub read_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            synchronous: Synchronous::Full,
+            write_batch_max: 256,
+            write_queue: 4096,
+            busy_timeout_ms: 10_000,
+            read_connections: 4,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Applied, StoreError>>;
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    reads: SqlitePool,
+    writer: mpsc::Sender<(Batch, Reply)>,
+}
+
+fn sql(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Sql { operation, source }
+}
+
+fn json_text(v: &serde_json::Value) -> String {
+    v.to_string()
+}
+
+fn parse_json(what: &'static str, text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+impl SqliteStore {
+    /// Open (creating and migrating) the database at `path`.
+    pub async fn open(path: &Path, config: &StoreConfig) -> Result<Self, StoreError> {
+        let open = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(open)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match config.synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(Duration::from_millis(config.busy_timeout_ms))
+            .foreign_keys(true);
+        let mut writer = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(open)?;
+        sqlx::migrate!("./migrations").run(&mut writer).await?;
+        let reads = SqlitePoolOptions::new()
+            .max_connections(config.read_connections.max(1))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(open)?;
+        let (tx, rx) = mpsc::channel(config.write_queue.max(1));
+        tokio::spawn(writer_loop(writer, rx, config.write_batch_max.max(1)));
+        Ok(SqliteStore { reads, writer: tx })
+    }
+}
+
+/// The single writer: group commit.
+async fn writer_loop(
+    mut conn: SqliteConnection,
+    mut jobs: mpsc::Receiver<(Batch, Reply)>,
+    batch_max: usize,
+) {
+    let mut pending = Vec::with_capacity(batch_max);
+    while jobs.recv_many(&mut pending, batch_max).await > 0 {
+        let results = commit_group(&mut conn, &pending).await;
+        match results {
+            Ok(results) => {
+                for ((_, reply), result) in pending.drain(..).zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed; the batches were not written");
+                let message = e.to_string();
+                for (_, reply) in pending.drain(..) {
+                    let _ = reply.send(Err(StoreError::Sql {
+                        operation: "commit",
+                        source: sqlx::Error::Protocol(message.clone()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Apply every batch in its own savepoint inside one transaction; commit once.
+async fn commit_group(
+    conn: &mut SqliteConnection,
+    group: &[(Batch, Reply)],
+) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(sql("begin"))?;
+    let head = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql("read audit head"))?;
+    let (mut seq, mut hash) = match head {
+        Some(row) => (row.get::<i64, _>(0), row.get::<String, _>(1)),
+        None => (0, GENESIS_HASH.to_string()),
+    };
+    let mut results = Vec::with_capacity(group.len());
+    for (batch, _) in group {
+        sqlx::query("SAVEPOINT batch")
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("savepoint"))?;
+        let (saved_seq, saved_hash) = (seq, hash.clone());
+        let outcome = apply_batch(&mut tx, batch, &mut seq, &mut hash).await;
+        let keep = matches!(outcome, Ok(Applied::Done));
+        if !keep {
+            sqlx::query("ROLLBACK TO batch")
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("rollback to savepoint"))?;
+            (seq, hash) = (saved_seq, saved_hash);
+        }
+        sqlx::query("RELEASE batch")
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("release savepoint"))?;
+        results.push(outcome);
+    }
+    tx.commit().await.map_err(sql("commit"))?;
+    Ok(results)
+}
+
+async fn apply_batch(
+    tx: &mut SqliteConnection,
+    batch: &Batch,
+    seq: &mut i64,
+    hash: &mut String,
+) -> Result<Applied, StoreError> {
+    for write in &batch.writes {
+        let applied = apply_write(tx, write).await?;
+        if applied != Applied::Done {
+            return Ok(applied);
+        }
+    }
+    for event in &batch.events {
+        let record = AuditRecord::seal(event, *seq + 1, hash);
+        sqlx::query(
+            "INSERT INTO audit_events (seq, time, actor_kind, actor_id, action, subject, outcome, details, run_id, prev_hash, hash)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(record.seq)
+        .bind(&record.time)
+        .bind(&record.actor_kind)
+        .bind(&record.actor_id)
+        .bind(&record.action)
+        .bind(&record.subject)
+        .bind(&record.outcome)
+        .bind(&record.details)
+        .bind(&record.run_id)
+        .bind(&record.prev_hash)
+        .bind(&record.hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql("append audit record"))?;
+        *seq = record.seq;
+        *hash = record.hash;
+    }
+    Ok(Applied::Done)
+}
+
+async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied, StoreError> {
+    match write {
+        Write::PublishKernel(k) => {
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT digest FROM kernels WHERE name = ? AND version = ?")
+                    .bind(&k.name)
+                    .bind(&k.version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(sql("read kernel"))?;
+            if let Some(existing_digest) = existing {
+                return Ok(if existing_digest == k.digest {
+                    Applied::AlreadyPresent
+                } else {
+                    Applied::Conflict { existing_digest }
+                });
+            }
+            sqlx::query("INSERT INTO kernels (name, version, digest, size_bytes, manifest, published_at, published_by) VALUES (?, ?, ?, ?, ?, ?, ?)")
+                .bind(&k.name).bind(&k.version).bind(&k.digest).bind(k.size_bytes)
+                .bind(json_text(&k.manifest)).bind(&k.published_at).bind(&k.published_by)
+                .execute(&mut *tx).await.map_err(sql("insert kernel"))?;
+        }
+        Write::PublishRunbook(r) => {
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT digest FROM runbook_versions WHERE name = ? AND version = ?",
+            )
+            .bind(&r.name)
+            .bind(r.version)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql("read runbook"))?;
+            if let Some(existing_digest) = existing {
+                return Ok(if existing_digest == r.digest {
+                    Applied::AlreadyPresent
+                } else {
+                    Applied::Conflict { existing_digest }
+                });
+            }
+            sqlx::query("INSERT INTO runbook_versions (name, version, digest, source, published_at, published_by) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(&r.name).bind(r.version).bind(&r.digest).bind(&r.source)
+                .bind(&r.published_at).bind(&r.published_by)
+                .execute(&mut *tx).await.map_err(sql("insert runbook"))?;
+        }
+        Write::InsertRun(r) => {
+            sqlx::query("INSERT INTO runs (id, runbook, runbook_version, runbook_digest, draft, mode, actor, status, inputs, kernels, error, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                .bind(&r.id).bind(&r.runbook).bind(r.runbook_version).bind(&r.runbook_digest)
+                .bind(r.draft).bind(&r.mode).bind(&r.actor).bind(r.status.as_str())
+                .bind(json_text(&r.inputs)).bind(json_text(&r.kernels)).bind(&r.error)
+                .bind(&r.started_at).bind(&r.finished_at)
+                .execute(&mut *tx).await.map_err(sql("insert run"))?;
+        }
+        Write::FinishRun {
+            id,
+            status,
+            error,
+            finished_at,
+        } => {
+            sqlx::query("UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?")
+                .bind(status.as_str())
+                .bind(error)
+                .bind(finished_at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("finish run"))?;
+        }
+        Write::UpsertStep(s) => {
+            sqlx::query("INSERT INTO steps (run_id, step_id, position, phase, kernel, kernel_digest, status, attempts, targets, input, output, error, logs, started_at, finished_at, duration_ms)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT (run_id, step_id) DO UPDATE SET kernel_digest = excluded.kernel_digest, status = excluded.status,
+                           attempts = excluded.attempts, targets = excluded.targets, input = excluded.input, output = excluded.output,
+                           error = excluded.error, logs = excluded.logs, started_at = excluded.started_at,
+                           finished_at = excluded.finished_at, duration_ms = excluded.duration_ms")
+                .bind(&s.run_id).bind(&s.step_id).bind(s.position).bind(&s.phase).bind(&s.kernel)
+                .bind(&s.kernel_digest).bind(&s.status).bind(s.attempts).bind(json_text(&s.targets))
+                .bind(s.input.as_ref().map(json_text)).bind(s.output.as_ref().map(json_text))
+                .bind(&s.error).bind(json_text(&s.logs)).bind(&s.started_at).bind(&s.finished_at)
+                .bind(s.duration_ms)
+                .execute(&mut *tx).await.map_err(sql("upsert step"))?;
+        }
+        Write::InsertHostCall(h) => {
+            sqlx::query("INSERT INTO host_calls (run_id, step_id, attempt, idx, record) VALUES (?, ?, ?, ?, ?)")
+                .bind(&h.run_id)
+                .bind(&h.step_id)
+                .bind(h.attempt)
+                .bind(h.index)
+                .bind(json_text(&h.call))
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("insert host call"))?;
+        }
+        Write::InterruptRunning { finished_at } => {
+            sqlx::query("UPDATE runs SET status = 'interrupted', finished_at = ?, error = 'the engine stopped while this run was in progress; check the targets before running it again' WHERE status = 'running'")
+                .bind(finished_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("interrupt running runs"))?;
+        }
+    }
+    Ok(Applied::Done)
+}
+
+fn kernel_row(r: &SqliteRow) -> Result<KernelRow, StoreError> {
+    Ok(KernelRow {
+        name: r.get("name"),
+        version: r.get("version"),
+        digest: r.get("digest"),
+        size_bytes: r.get("size_bytes"),
+        manifest: parse_json("kernel manifest", &r.get::<String, _>("manifest"))?,
+        published_at: r.get("published_at"),
+        published_by: r.get("published_by"),
+    })
+}
+
+fn runbook_row(r: &SqliteRow) -> RunbookRow {
+    RunbookRow {
+        name: r.get("name"),
+        version: r.get("version"),
+        digest: r.get("digest"),
+        source: r.get("source"),
+        published_at: r.get("published_at"),
+        published_by: r.get("published_by"),
+    }
+}
+
+fn run_row(r: &SqliteRow) -> Result<RunRow, StoreError> {
+    let status: String = r.get("status");
+    Ok(RunRow {
+        id: r.get("id"),
+        runbook: r.get("runbook"),
+        runbook_version: r.get("runbook_version"),
+        runbook_digest: r.get("runbook_digest"),
+        draft: r.get("draft"),
+        mode: r.get("mode"),
+        actor: r.get("actor"),
+        status: RunStatus::parse(&status).ok_or(StoreError::Corrupt {
+            what: "run status",
+            reason: status.clone(),
+        })?,
+        inputs: parse_json("run inputs", &r.get::<String, _>("inputs"))?,
+        kernels: parse_json("run kernels", &r.get::<String, _>("kernels"))?,
+        error: r.get("error"),
+        started_at: r.get("started_at"),
+        finished_at: r.get("finished_at"),
+    })
+}
+
+fn opt_json(
+    what: &'static str,
+    text: Option<String>,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    text.map(|t| parse_json(what, &t)).transpose()
+}
+
+fn step_row(r: &SqliteRow) -> Result<StepRow, StoreError> {
+    Ok(StepRow {
+        run_id: r.get("run_id"),
+        step_id: r.get("step_id"),
+        position: r.get("position"),
+        phase: r.get("phase"),
+        kernel: r.get("kernel"),
+        kernel_digest: r.get("kernel_digest"),
+        status: r.get("status"),
+        attempts: r.get("attempts"),
+        targets: parse_json("step targets", &r.get::<String, _>("targets"))?,
+        input: opt_json("step input", r.get("input"))?,
+        output: opt_json("step output", r.get("output"))?,
+        error: r.get("error"),
+        logs: parse_json("step logs", &r.get::<String, _>("logs"))?,
+        started_at: r.get("started_at"),
+        finished_at: r.get("finished_at"),
+        duration_ms: r.get("duration_ms"),
+    })
+}
+
+fn audit_record(r: &SqliteRow) -> AuditRecord {
+    AuditRecord {
+        seq: r.get("seq"),
+        time: r.get("time"),
+        actor_kind: r.get("actor_kind"),
+        actor_id: r.get("actor_id"),
+        action: r.get("action"),
+        subject: r.get("subject"),
+        outcome: r.get("outcome"),
+        details: r.get("details"),
+        run_id: r.get("run_id"),
+        prev_hash: r.get("prev_hash"),
+        hash: r.get("hash"),
+    }
+}
+
+fn limit(l: i64) -> i64 {
+    if l <= 0 { 100 } else { l.min(10_000) }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn apply(&self, batch: Batch) -> Result<Applied, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send((batch, reply))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    async fn kernel(&self, name: &str, version: &str) -> Result<Option<KernelRow>, StoreError> {
+        sqlx::query("SELECT * FROM kernels WHERE name = ? AND version = ?")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(sql("read kernel"))?
+            .as_ref()
+            .map(kernel_row)
+            .transpose()
+    }
+
+    async fn kernels(&self) -> Result<Vec<KernelRow>, StoreError> {
+        sqlx::query("SELECT * FROM kernels ORDER BY name, published_at")
+            .fetch_all(&self.reads)
+            .await
+            .map_err(sql("list kernels"))?
+            .iter()
+            .map(kernel_row)
+            .collect()
+    }
+
+    async fn runbook(
+        &self,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<RunbookRow>, StoreError> {
+        let row =
+            match version {
+                Some(v) => {
+                    sqlx::query("SELECT * FROM runbook_versions WHERE name = ? AND version = ?")
+                        .bind(name)
+                        .bind(v)
+                        .fetch_optional(&self.reads)
+                        .await
+                }
+                None => sqlx::query(
+                    "SELECT * FROM runbook_versions WHERE name = ? ORDER BY version DESC LIMIT 1",
+                )
+                .bind(name)
+                .fetch_optional(&self.reads)
+                .await,
+            }
+            .map_err(sql("read runbook"))?;
+        Ok(row.as_ref().map(runbook_row))
+    }
+
+    async fn runbooks(&self) -> Result<Vec<RunbookRow>, StoreError> {
+        Ok(
+            sqlx::query("SELECT * FROM runbook_versions ORDER BY name, version")
+                .fetch_all(&self.reads)
+                .await
+                .map_err(sql("list runbooks"))?
+                .iter()
+                .map(runbook_row)
+                .collect(),
+        )
+    }
+
+    async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
+        sqlx::query("SELECT * FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(sql("read run"))?
+            .as_ref()
+            .map(run_row)
+            .transpose()
+    }
+
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM runs WHERE (?1 IS NULL OR runbook = ?1) AND (?2 IS NULL OR status = ?2)
+             ORDER BY started_at DESC, id DESC LIMIT ?3",
+        )
+        .bind(&filter.runbook)
+        .bind(filter.status.map(RunStatus::as_str))
+        .bind(limit(filter.limit))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(sql("list runs"))?
+        .iter()
+        .map(run_row)
+        .collect()
+    }
+
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
+        sqlx::query("SELECT * FROM steps WHERE run_id = ? ORDER BY position")
+            .bind(run_id)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(sql("read steps"))?
+            .iter()
+            .map(step_row)
+            .collect()
+    }
+
+    async fn host_calls(&self, run_id: &str) -> Result<Vec<HostCallRow>, StoreError> {
+        sqlx::query(
+            "SELECT h.* FROM host_calls h JOIN steps s ON s.run_id = h.run_id AND s.step_id = h.step_id
+             WHERE h.run_id = ? ORDER BY s.position, h.attempt, h.idx",
+        )
+        .bind(run_id)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(sql("read host calls"))?
+        .iter()
+        .map(|r| {
+            Ok(HostCallRow {
+                run_id: r.get("run_id"),
+                step_id: r.get("step_id"),
+                attempt: r.get("attempt"),
+                index: r.get("idx"),
+                call: parse_json("host call", &r.get::<String, _>("record"))?,
+            })
+        })
+        .collect()
+    }
+
+    async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let (kind, id) = match f
+            .actor
+            .as_deref()
+            .map(|a| a.split_once(':').unwrap_or(("user", a)))
+        {
+            Some((k, i)) => (Some(k.to_string()), Some(i.to_string())),
+            None => (None, None),
+        };
+        Ok(sqlx::query(
+            "SELECT * FROM (SELECT * FROM audit_events
+               WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR actor_kind = ?2) AND (?3 IS NULL OR actor_id = ?3)
+                 AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR time >= ?5)
+               ORDER BY seq DESC LIMIT ?6) ORDER BY seq",
+        )
+        .bind(&f.run_id)
+        .bind(kind)
+        .bind(id)
+        .bind(&f.action)
+        .bind(&f.since)
+        .bind(limit(f.limit))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(sql("read audit"))?
+        .iter()
+        .map(audit_record)
+        .collect())
+    }
+
+    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(
+            sqlx::query("SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?")
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.reads)
+                .await
+                .map_err(sql("read audit"))?
+                .iter()
+                .map(audit_record)
+                .collect(),
+        )
+    }
+}
