@@ -5,3 +5,4 @@ mod cache;
 mod examples;
 mod hostile;
 mod registry;
+mod runbooks;

@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use firedrill::kernel::{HostConfig, KernelHost, KernelLimits};
+use firedrill::audit::Actor;
+use firedrill::executor::{RunRequest, RunbookSource, Service};
+use firedrill::kernel::{HostConfig, KernelHost, KernelLimits, Registry};
 use firedrill::secret::StaticSecrets;
+use firedrill::store::{SqliteStore, Store, StoreConfig};
 use firedrill::target::{Inventory, Targets};
 
 /// Guest crates and the component file each produces.
@@ -151,4 +154,159 @@ pub fn demo_inventory(name: &str, state_dir: &Path) -> Inventory {
             .insert("FIREDRILL_DEMO_DIR".into(), state_dir.display().to_string());
     }
     inventory
+}
+
+/// A complete engine on a temp home: store, kernel host with a `demo-host`
+/// local target (the `systemctl` stand-in), registry, run service, and the
+/// example and test kernels published from source.
+pub struct TestEnv {
+    pub home: tempfile::TempDir,
+    pub service: Service,
+    pub store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for TestEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestEnv")
+            .field("home", &self.home.path())
+            .finish()
+    }
+}
+
+/// Kernels every [`TestEnv`] publishes.
+pub const PUBLISHED: &[&str] = &[
+    "service-status",
+    "restart-service",
+    "disk-usage",
+    "test-kernel-hostile",
+];
+
+impl TestEnv {
+    /// A fresh environment with default limits.
+    ///
+    /// # Panics
+    /// If anything cannot be set up.
+    #[allow(clippy::expect_used)]
+    pub async fn new() -> Self {
+        Self::with_limits(KernelLimits::default()).await
+    }
+
+    /// A fresh environment with `limits`.
+    ///
+    /// # Panics
+    /// If anything cannot be set up.
+    #[allow(clippy::expect_used)]
+    pub async fn with_limits(limits: KernelLimits) -> Self {
+        let home = tempfile::tempdir().expect("tempdir");
+        let inventory = demo_inventory("demo-host", &home.path().join("demo-state"));
+        std::fs::write(
+            home.path().join("inventory.yaml"),
+            serde_json::to_string(&inventory_json(&inventory)).expect("json"),
+        )
+        .expect("write inventory");
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&home.path().join("firedrill.db"), &StoreConfig::default())
+                .await
+                .expect("store opens"),
+        );
+        let host = Arc::new(
+            KernelHost::new(
+                HostConfig {
+                    limits,
+                    max_concurrent_invocations: 32,
+                    cache_dir: Some(home.path().join("cache")),
+                    ..HostConfig::default()
+                },
+                Targets::new(inventory),
+                Arc::new(StaticSecrets::default()),
+            )
+            .expect("host"),
+        );
+        let registry = Registry::new(home.path().join("kernels"), store.clone());
+        let service = Service::new(store.clone(), host, registry);
+        let actor = Actor::user("publisher");
+        for package in PUBLISHED {
+            service
+                .registry()
+                .publish(service.host(), &guest_bytes(package), &actor)
+                .await
+                .expect("kernel publishes");
+        }
+        TestEnv {
+            home,
+            service,
+            store,
+        }
+    }
+
+    /// The demo state directory (unit pid files, restart log).
+    pub fn demo_state(&self) -> PathBuf {
+        self.home.path().join("demo-state")
+    }
+
+    /// Run the `systemctl` stand-in against this environment's demo host.
+    ///
+    /// # Panics
+    /// If the stand-in cannot be started.
+    #[allow(clippy::expect_used)]
+    pub fn systemctl(&self, verb: &str, unit: &str) -> bool {
+        Command::new(workspace_root().join("runbooks/demo/bin/systemctl"))
+            .args([verb, "--", unit])
+            .env("FIREDRILL_DEMO_DIR", self.demo_state())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run systemctl stand-in")
+            .success()
+    }
+
+    /// How often `unit` was restarted through the stand-in.
+    pub fn restarts(&self, unit: &str) -> usize {
+        std::fs::read_to_string(self.demo_state().join(format!("{unit}.restarts")))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Run runbook `text` (as a draft file) in `mode` with `inputs`.
+    pub async fn run_text(
+        &self,
+        text: &str,
+        mode: firedrill::Mode,
+        inputs: &[(&str, &str)],
+    ) -> Result<String, firedrill::executor::RunError> {
+        self.service
+            .run(RunRequest {
+                source: RunbookSource::File {
+                    path: "test.yaml".into(),
+                    text: text.to_string(),
+                },
+                mode,
+                actor: Actor::user("tester"),
+                inputs: inputs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .await
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Stop any demo process the test started.
+        if let Ok(entries) = std::fs::read_dir(self.demo_state()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(unit) = name.strip_suffix(".pid") {
+                    self.systemctl("stop", unit);
+                }
+            }
+        }
+    }
+}
+
+/// The inventory as the JSON (a YAML subset) `inventory.yaml` holds.
+fn inventory_json(inventory: &Inventory) -> serde_json::Value {
+    serde_json::json!({ "targets": inventory.targets.iter().map(|(name, spec)| {
+        (name.clone(), serde_json::json!({"transport": "local", "env": spec.env}))
+    }).collect::<serde_json::Map<_, _>>() })
 }

@@ -159,6 +159,49 @@ fn accepted_fields(schema: &serde_json::Value, pointer: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A readable message for a value that fails a format pattern.
+fn pattern_message(pointer: &str, value: &serde_json::Value) -> String {
+    let text = value.as_str().unwrap_or_default();
+    if pointer.ends_with("/kernel") {
+        return super::model::KernelRef::parse(text)
+            .err()
+            .unwrap_or_else(|| format!("{text:?} is not name@version"));
+    }
+    if pointer.ends_with("/id") {
+        return format!(
+            "step id {text:?} is not valid: use lower-case letters, digits, '-' and '_', starting with a letter (at most 63)"
+        );
+    }
+    format!("{text:?} does not have the required format")
+}
+
+/// Report every `timeout` and `retries.backoff` that is not a duration, at its own line.
+fn check_durations(json: &serde_json::Value, report: &mut Report<'_>) {
+    for phase in ["steps", "on_failure"] {
+        let Some(steps) = json.get(phase).and_then(|s| s.as_array()) else {
+            continue;
+        };
+        for (i, step) in steps.iter().enumerate() {
+            for (pointer, value) in [
+                (format!("/{phase}/{i}/timeout"), step.get("timeout")),
+                (
+                    format!("/{phase}/{i}/retries/backoff"),
+                    step.get("retries").and_then(|r| r.get("backoff")),
+                ),
+            ] {
+                if let Some(text) = value.and_then(|v| v.as_str())
+                    && let Err(e) = humantime::parse_duration(text)
+                {
+                    report.add(
+                        &pointer,
+                        format!("{text:?} is not a duration like 30s or 5m: {e}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Parse `text` (from `file`) into a runbook, or every problem found.
 pub fn parse_runbook(file: &str, text: &str) -> Result<Runbook, Problems> {
     let mut report = Report::new(file, text);
@@ -210,9 +253,13 @@ pub fn parse_runbook(file: &str, text: &str) -> Result<Runbook, Problems> {
                         );
                     }
                 }
+                jsonschema::error::ValidationErrorKind::Pattern { .. } => {
+                    report.add(&pointer, pattern_message(&pointer, error.instance()))
+                }
                 _ => report.add(&pointer, error.to_string()),
             }
         }
+        check_durations(&json, &mut report);
     }
     if !report.is_empty() {
         return Err(report.into_problems());

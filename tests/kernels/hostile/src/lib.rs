@@ -26,6 +26,7 @@ fn manifest() -> Manifest {
                 exec("echo ...", Effect::Observe),
                 exec("sleep *", Effect::Observe),
                 exec("touch *", Effect::Change),
+                exec("test -e *", Effect::Observe),
             ],
             http: vec![],
             secrets: vec![],
@@ -108,6 +109,20 @@ fn run(inv: Invocation) -> Result<String, KernelError> {
             ok(serde_json::json!({"unexpected": format!("{r:?}")}))
         }
         "retryable" => Err(KernelError::Retryable("try again".into())),
+        // Fails (retryably) until PATH exists; creates it on the first try.
+        "flaky" => {
+            let t = target(&inv);
+            let seen = host::exec(&t, &format!("test -e {path}"))
+                .map_err(|e| KernelError::Failed(format!("{e:?}")))?;
+            if seen.exit_code == 0 {
+                ok(serde_json::json!({"attempt": "later"}))
+            } else {
+                host::exec(&t, &format!("touch {path}"))
+                    .map_err(|e| KernelError::Failed(format!("{e:?}")))?;
+                Err(KernelError::Retryable("first attempt always fails".into()))
+            }
+        }
+        "fail" => Err(KernelError::Failed("failed on purpose".into())),
         other => Err(KernelError::InvalidInput(format!(
             "unknown behaviour {other:?}"
         ))),
