@@ -330,6 +330,28 @@ pub fn verify<I: IntoIterator<Item = AuditRecord>>(records: I) -> Verification {
     v.finish()
 }
 
+/// Records read per page when verifying a store's chain.
+pub const VERIFY_PAGE: i64 = 10_000;
+
+/// Verify the whole chain in `store`, page by page.
+pub async fn verify_store(
+    store: &dyn crate::store::Store,
+) -> Result<Verification, crate::store::StoreError> {
+    let mut verifier = Verifier::default();
+    let mut after = 0;
+    loop {
+        let page = store.audit_page(after, VERIFY_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for r in &page {
+            if !verifier.push(r) {
+                return Ok(verifier.finish());
+            }
+        }
+    }
+    Ok(verifier.finish())
+}
+
 /// Replace every occurrence of each secret value in `text` with `[redacted]`.
 pub fn redact(text: &str, secrets: &[String]) -> String {
     secrets

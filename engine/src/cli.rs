@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::Mode;
-use crate::audit::{Actor, Verifier};
+use crate::audit::{Actor, verify_store};
 use crate::executor::{PublishError, RunError, RunRequest, RunbookSource, Service};
 use crate::home::{self, Home};
 use crate::kernel::{KernelHost, LoadedKernel, Published};
@@ -570,20 +570,7 @@ async fn audit(home: &Home, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Verify { json } => {
-            const PAGE: i64 = 10_000;
-            let mut verifier = Verifier::default();
-            let mut after = 0;
-            'pages: loop {
-                let page = store.audit_page(after, PAGE).await?;
-                let Some(last) = page.last() else { break };
-                after = last.seq;
-                for r in &page {
-                    if !verifier.push(r) {
-                        break 'pages;
-                    }
-                }
-            }
-            let v = verifier.finish();
+            let v = verify_store(store.as_ref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else if let Some(bad) = &v.first_bad {

@@ -467,26 +467,25 @@ impl Service {
     ) -> Result<(Vec<String>, Value), String> {
         let mut targets = Vec::new();
         for t in &step.targets {
-            match self
+            // A template may render to one name or a list; blank names are
+            // dropped, so a set that renders to nothing is refused below.
+            let rendered = self
                 .templates
                 .render_value(t, vars)
-                .map_err(|e| format!("targets: {e}"))?
-            {
-                Value::String(s) if !s.trim().is_empty() => targets.push(s.trim().to_string()),
-                Value::Array(items) => {
-                    for item in items {
-                        match item {
-                            Value::String(s) if !s.trim().is_empty() => {
-                                targets.push(s.trim().to_string());
-                            }
-                            other => return Err(format!("targets: {other} is not a target name")),
-                        }
+                .map_err(|e| format!("targets: {e}"))?;
+            let items = match rendered {
+                Value::Array(items) => items,
+                one => vec![one],
+            };
+            for item in items {
+                match item {
+                    Value::String(s) if s.trim().is_empty() => {}
+                    Value::String(s) => targets.push(s.trim().to_string()),
+                    other => {
+                        return Err(format!(
+                            "targets: {t:?} rendered to {other}, not a target name"
+                        ));
                     }
-                }
-                other => {
-                    return Err(format!(
-                        "targets: {t:?} rendered to {other}, not a target name"
-                    ));
                 }
             }
         }

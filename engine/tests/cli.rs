@@ -94,3 +94,251 @@ fn publish_then_list_and_refuse_garbage() {
         stderr(&out)
     );
 }
+
+/// A home with an inventory (local target `box`) and the hostile and example
+/// kernels published through the CLI.
+fn home_with_kernels() -> tempfile::TempDir {
+    let home = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        home.path().join("inventory.yaml"),
+        "targets:\n  box:\n    transport: local\n",
+    )
+    .expect("inventory");
+    for package in ["test-kernel-hostile", "disk-usage"] {
+        let out = firedrill(
+            home.path(),
+            &["kernel", "publish", guest(package).to_str().expect("utf8")],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    home
+}
+
+fn write_runbook(dir: &std::path::Path, steps: &str) -> String {
+    let path = dir.join("rb.yaml");
+    std::fs::write(
+        &path,
+        format!("apiVersion: firedrill/v1\nname: cli-test\nversion: 1\nsteps:\n{steps}"),
+    )
+    .expect("write runbook");
+    path.display().to_string()
+}
+
+#[test]
+fn validate_lists_every_problem_and_exits_2_and_run_refuses() {
+    let home = home_with_kernels();
+    let rb = write_runbook(
+        home.path(),
+        "  - id: a\n    kernel: nope@1.0.0\n    targets: [box]\n  - id: a\n    kernel: disk-usage@1.0.0\n    targets: []\n",
+    );
+    let out = firedrill(home.path(), &["runbook", "validate", &rb]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("has 3 problems"), "{err}");
+    assert!(
+        err.contains("rb.yaml:6:5: steps[0].kernel: kernel nope@1.0.0 is not published"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rb.yaml:8:5: steps[1].id: duplicate step id `a`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rb.yaml:10:5: steps[1].targets: no targets"),
+        "{err}"
+    );
+
+    let out = firedrill(home.path(), &["run", &rb, "--live"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nothing was run"), "{}", stderr(&out));
+    let out = firedrill(home.path(), &["runs", "list", "--json"]);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json"),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn run_json_is_stable_and_the_exit_code_follows_the_run() {
+    let home = home_with_kernels();
+    let marker = home.path().join("touched");
+    let rb = write_runbook(
+        home.path(),
+        &format!(
+            "  - id: change\n    kernel: hostile@0.1.0\n    targets: [box]\n    with: {{ behaviour: change, path: {} }}\n",
+            marker.display()
+        ),
+    );
+    let out = firedrill(home.path(), &["--actor", "alice", "run", &rb, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    for key in [
+        "run_id",
+        "runbook",
+        "runbook_version",
+        "runbook_digest",
+        "draft",
+        "mode",
+        "actor",
+        "status",
+        "steps",
+        "planned_changes",
+        "kernels",
+    ] {
+        assert!(run.get(key).is_some(), "missing {key} in {run}");
+    }
+    assert_eq!(run["mode"], "dry-run");
+    assert_eq!(run["actor"], "user:alice");
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(
+        run["planned_changes"][0]["command"],
+        format!("touch {}", marker.display())
+    );
+    assert_eq!(run["steps"][0]["host_calls"][0]["simulated"], true);
+    assert!(!marker.exists());
+
+    let text = stdout(&firedrill(home.path(), &["run", &rb]));
+    assert!(text.contains(">> PLANNED CHANGE"), "{text}");
+    assert!(
+        text.contains("plan: 1 change would be made; nothing was changed"),
+        "{text}"
+    );
+
+    let out = firedrill(home.path(), &["run", &rb, "--live"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(">> CHANGED"), "{}", stdout(&out));
+    assert!(marker.exists());
+
+    let failing = write_runbook(
+        home.path(),
+        "  - id: f\n    kernel: hostile@0.1.0\n    targets: [box]\n    with: { behaviour: fail }\n",
+    );
+    let out = firedrill(home.path(), &["run", &failing, "--live"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("FAILED"), "{}", stdout(&out));
+
+    let out = firedrill(
+        home.path(),
+        &["audit", "list", "--actor", "alice", "--json"],
+    );
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        records
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|r| r["actor_id"] == "alice")
+    );
+    assert!(
+        records
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|r| r["action"] == "run.started")
+    );
+    let out = firedrill(
+        home.path(),
+        &["runs", "show", run["run_id"].as_str().expect("id")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("audit trail:"), "{}", stdout(&out));
+}
+
+#[test]
+fn kill_9_during_a_live_run_leaves_a_store_that_opens_and_a_chain_that_verifies() {
+    let home = home_with_kernels();
+    let marker = home.path().join("first-step-done");
+    let rb = write_runbook(
+        home.path(),
+        &format!(
+            "  - id: first\n    kernel: hostile@0.1.0\n    targets: [box]\n    with: {{ behaviour: change, path: {} }}\n  - id: slow\n    kernel: hostile@0.1.0\n    targets: [box]\n    with: {{ behaviour: slow-exec }}\n",
+            marker.display()
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_firedrill"))
+        .arg("--home")
+        .arg(home.path())
+        .args(["run", &rb, "--live"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "first step never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Let the second step start its 30 s command, then kill without warning.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9");
+    let _ = child.wait();
+
+    let out = firedrill(home.path(), &["audit", "verify"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).starts_with("audit chain OK"),
+        "{}",
+        stdout(&out)
+    );
+    let out = firedrill(home.path(), &["runs", "list", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(runs.as_array().expect("array").len(), 1);
+    assert_ne!(runs[0]["status"], "succeeded");
+    // What was acknowledged before the kill is there: the first step's change.
+    let out = firedrill(
+        home.path(),
+        &[
+            "runs",
+            "show",
+            runs[0]["id"].as_str().expect("id"),
+            "--json",
+        ],
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(run["steps"][0]["status"], "succeeded");
+    assert_eq!(run["steps"][0]["host_calls"][0]["simulated"], false);
+    // The store keeps working.
+    let ok = write_runbook(
+        home.path(),
+        "  - id: d\n    kernel: disk-usage@1.0.0\n    targets: [box]\n",
+    );
+    let out = firedrill(home.path(), &["run", &ok]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn two_processes_writing_one_home_keep_one_intact_chain() {
+    let home = home_with_kernels();
+    let rb = write_runbook(
+        home.path(),
+        "  - id: d\n    kernel: disk-usage@1.0.0\n    targets: [box]\n",
+    );
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_firedrill"))
+                .arg("--home")
+                .arg(home.path())
+                .args(["run", &rb])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start")
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().expect("wait").success());
+    }
+    let out = firedrill(home.path(), &["audit", "verify", "--json"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["first_bad"], serde_json::Value::Null);
+    let out = firedrill(
+        home.path(),
+        &["runs", "list", "--status", "succeeded", "--json"],
+    );
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(runs.as_array().expect("array").len(), 6);
+}

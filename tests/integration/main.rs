@@ -1,8 +1,10 @@
 //! Integration tests: real components built from source, a real wasmtime host,
 //! real commands on the local target.
 
+mod audit;
 mod cache;
 mod examples;
 mod hostile;
 mod registry;
 mod runbooks;
+mod runs;

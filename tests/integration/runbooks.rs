@@ -82,7 +82,9 @@ async fn the_valid_base_validates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_validation_rule() {
     let env = TestEnv::new().await;
-    let cases: Vec<(&str, String, Vec<(usize, &str, &str)>)> = vec![
+    /// (what, runbook text, expected (line, path, words) problems)
+    type Case = (&'static str, String, Vec<(usize, &'static str, &'static str)>);
+    let cases: Vec<Case> = vec![
         (
             "yaml syntax error with line and column",
             VALID.replace("    targets: [demo-host]\n    with: { unit: \"{{ inputs.unit }}\" }\n  - id: restart", "    targets: [demo-host\n  - id: restart"),

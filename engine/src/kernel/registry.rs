@@ -8,7 +8,8 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::host::{KernelHost, LoadError, LoadedKernel, digest_of};
 use crate::audit::{Actor, NewEvent, now_rfc3339};
@@ -72,11 +73,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
     }
 }
 
+/// Kernels kept verified and loaded by [`Registry::resolve`].
+pub const RESOLVED_CACHE: usize = 256;
+
+type Resolved = Mutex<HashMap<String, Arc<LoadedKernel>>>;
+
 /// The kernel registry: blobs on disk, index in the store.
 #[derive(Debug, Clone)]
 pub struct Registry {
     dir: PathBuf,
     store: Arc<dyn Store>,
+    /// Digest -> kernel whose blob was read and verified by this process.
+    resolved: Arc<Resolved>,
 }
 
 impl Registry {
@@ -84,7 +92,27 @@ impl Registry {
         Registry {
             dir: dir.into(),
             store,
+            resolved: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    fn cached(&self, digest: &str) -> Option<Arc<LoadedKernel>> {
+        self.resolved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(digest)
+            .cloned()
+    }
+
+    fn remember(&self, kernel: &Arc<LoadedKernel>) {
+        let mut resolved = self
+            .resolved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if resolved.len() >= RESOLVED_CACHE {
+            resolved.clear();
+        }
+        resolved.insert(kernel.digest.clone(), kernel.clone());
     }
 
     fn blob_path(&self, digest: &str) -> PathBuf {
@@ -153,8 +181,9 @@ impl Registry {
         }
     }
 
-    /// Load a published kernel, checking that the stored bytes still have
-    /// their recorded digest and still describe themselves as `name@version`.
+    /// Load a published kernel, checking that the stored bytes have their
+    /// recorded digest and describe themselves as `name@version`. The check is
+    /// done once per process and digest: what runs is the verified copy.
     pub async fn resolve(
         &self,
         host: &KernelHost,
@@ -169,6 +198,11 @@ impl Registry {
                 .ok_or_else(|| RegistryError::NotFound {
                     reference: reference.clone(),
                 })?;
+        if let Some(kernel) = self.cached(&entry.digest)
+            && kernel.reference() == reference
+        {
+            return Ok(kernel);
+        }
         let blob = self.blob_path(&entry.digest);
         let bytes = std::fs::read(&blob).map_err(io(&blob))?;
         let found = digest_of(&bytes);
@@ -187,6 +221,7 @@ impl Registry {
                 described: kernel.reference(),
             });
         }
+        self.remember(&kernel);
         Ok(kernel)
     }
 

@@ -105,7 +105,15 @@ impl Templates {
 
     fn eval(&self, expr: &str, ctx: &Value) -> Result<Value, TemplateError> {
         let compiled = self.env.compile_expression(expr).map_err(|e| error(&e))?;
-        compiled.eval(ctx).map_err(|e| error(&e))
+        let value = compiled.eval(ctx).map_err(|e| error(&e))?;
+        // Strict mode only errors when an undefined value is printed or
+        // iterated; an expression's result is checked here.
+        if value.is_undefined() {
+            return Err(TemplateError(format!(
+                "undefined value: `{expr}` refers to something that does not exist"
+            )));
+        }
+        Ok(value)
     }
 
     /// The variables a string refers to, as dotted paths
