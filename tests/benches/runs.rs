@@ -19,12 +19,32 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-async fn one_run(service: &Service) -> Duration {
+/// The same three-step shape (a probe, a conditional step, a final step)
+/// with a kernel that spawns no process: firedrill's own cost per run.
+const ENGINE_ONLY: &str = r#"apiVersion: firedrill/v1
+name: engine-only
+version: 1
+inputs: { type: object, properties: { unit: { type: string } } }
+steps:
+  - id: probe
+    kernel: trivial@0.1.0
+    targets: [demo-host]
+  - id: act
+    kernel: trivial@0.1.0
+    when: "{{ steps.probe.output.now_ms > 0 }}"
+    targets: [demo-host]
+  - id: verify
+    kernel: trivial@0.1.0
+    when: "{{ run.mode == 'live' }}"
+    targets: [demo-host]
+"#;
+
+async fn one_run(service: &Service, runbook: &'static str) -> Duration {
     let started = Instant::now();
     let id = service
         .run(RunRequest {
             source: RunbookSource::Published {
-                name: "restart-demo-web".into(),
+                name: runbook.into(),
                 version: None,
             },
             mode: Mode::DryRun,
@@ -46,6 +66,7 @@ async fn one_run(service: &Service) -> Duration {
 
 async fn phase(
     service: &Arc<Service>,
+    runbook: &'static str,
     concurrency: usize,
     total: usize,
 ) -> (Vec<Duration>, Duration) {
@@ -57,7 +78,7 @@ async fn phase(
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per_worker);
             for _ in 0..per_worker {
-                lat.push(one_run(&service).await);
+                lat.push(one_run(&service, runbook).await);
             }
             lat
         }));
@@ -89,26 +110,35 @@ fn main() {
             .publish_runbook("restart-demo-web.yaml", &text, &Actor::user("bench"))
             .await
             .expect("publish");
+        env.service
+            .publish_runbook("engine-only.yaml", ENGINE_ONLY, &Actor::user("bench"))
+            .await
+            .expect("publish");
         let service = Arc::new(env.service.clone());
-        // Warm up: compile caches, page cache, connection pool.
-        phase(&service, 4, 40).await;
         let mut results = Vec::new();
+        for (runbook, label) in [
+            ("restart-demo-web", "demo runbook (local target, 2 commands)"),
+            ("engine-only", "engine only (trivial kernel, no commands)"),
+        ] {
+        // Warm up: compile caches, page cache, connection pool.
+        phase(&service, runbook, 4, 40).await;
         for concurrency in [1, 16] {
             let n = if concurrency == 1 { total / 4 } else { total };
-            let (lat, wall) = phase(&service, concurrency, n).await;
+            let (lat, wall) = phase(&service, runbook, concurrency, n).await;
             let rate = lat.len() as f64 / wall.as_secs_f64();
             println!(
-                "dry-run 3-step demo, concurrency {concurrency:>2}: {} runs in {:.2} s = {rate:.0} runs/s; latency p50 {:.2} ms, p99 {:.2} ms",
+                "dry-run 3-step {label}, concurrency {concurrency:>2}: {} runs in {:.2} s = {rate:.0} runs/s; latency p50 {:.2} ms, p99 {:.2} ms",
                 lat.len(),
                 wall.as_secs_f64(),
                 percentile(&lat, 0.50).as_secs_f64() * 1e3,
                 percentile(&lat, 0.99).as_secs_f64() * 1e3,
             );
             results.push(serde_json::json!({
-                "concurrency": concurrency, "runs": lat.len(), "runs_per_s": rate,
+                "runbook": runbook, "concurrency": concurrency, "runs": lat.len(), "runs_per_s": rate,
                 "p50_ms": percentile(&lat, 0.50).as_secs_f64() * 1e3,
                 "p99_ms": percentile(&lat, 0.99).as_secs_f64() * 1e3,
             }));
+        }
         }
         let runs = env.store.runs(&RunFilter { limit: 10_000, ..RunFilter::default() }).await.expect("runs");
         println!("store holds {} runs; audit head verified by the test suite", runs.len());

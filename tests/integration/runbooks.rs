@@ -83,7 +83,11 @@ async fn the_valid_base_validates() {
 async fn each_validation_rule() {
     let env = TestEnv::new().await;
     /// (what, runbook text, expected (line, path, words) problems)
-    type Case = (&'static str, String, Vec<(usize, &'static str, &'static str)>);
+    type Case = (
+        &'static str,
+        String,
+        Vec<(usize, &'static str, &'static str)>,
+    );
     let cases: Vec<Case> = vec![
         (
             "yaml syntax error with line and column",

@@ -179,6 +179,7 @@ pub const PUBLISHED: &[&str] = &[
     "restart-service",
     "disk-usage",
     "test-kernel-hostile",
+    "test-kernel-trivial",
 ];
 
 impl TestEnv {
