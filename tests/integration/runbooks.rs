@@ -228,3 +228,41 @@ async fn the_published_schema_file_matches_the_format() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runbook_size_limits_hold_at_their_edges() {
+    let env = TestEnv::new().await;
+    let step = |i: usize| {
+        format!("  - id: s{i}\n    kernel: disk-usage@1.0.0\n    targets: [demo-host]\n")
+    };
+    let with_steps = |n: usize| {
+        let steps: String = (0..n).map(step).collect();
+        format!("apiVersion: firedrill/v1\nname: many\nversion: 1\nsteps:\n{steps}")
+    };
+    // 100 steps is the limit: accepted; 101 is refused.
+    env.service
+        .validate("rb.yaml", &with_steps(firedrill::runbook::MAX_STEPS))
+        .await
+        .expect("100 steps are allowed");
+    let problems = env
+        .service
+        .validate("rb.yaml", &with_steps(firedrill::runbook::MAX_STEPS + 1))
+        .await
+        .expect_err("101 steps are refused")
+        .problems;
+    assert!(problems.iter().any(|p| p.path == "steps"), "{problems:#?}");
+
+    // The file size limit (1 MiB): a comment pads the file just past it.
+    let mut big = VALID.to_string();
+    big.push('#');
+    big.push_str(&"x".repeat((1 << 20) - VALID.len()));
+    let problems = env
+        .service
+        .validate("rb.yaml", &big)
+        .await
+        .expect_err("over 1 MiB")
+        .problems;
+    assert!(problems[0].message.contains("limited to 1048576 bytes"), "{problems:#?}");
+    big.truncate((1 << 20) - 1);
+    env.service.validate("rb.yaml", &big).await.expect("just under 1 MiB is fine");
+}

@@ -1,0 +1,125 @@
+//! The inventory: named targets and how to reach them (`inventory.yaml` under the home).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// How a target is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// Commands run on the engine's own host through `/bin/sh -c`. Meant for
+    /// demos, tests and single-host setups.
+    Local,
+}
+
+/// One target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TargetSpec {
+    pub transport: Transport,
+    /// Environment for commands (local transport). The environment is empty
+    /// apart from these variables; `PATH` defaults to the system path.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory for commands (local transport). Default `/`.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Free-form labels, for selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// All known targets, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    #[serde(default)]
+    pub targets: BTreeMap<String, TargetSpec>,
+}
+
+/// The inventory file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("cannot read inventory {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("inventory {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+}
+
+impl Inventory {
+    /// Load `path`; a missing file is an empty inventory (which grants nothing).
+    pub fn load(path: &Path) -> Result<Self, InventoryError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Inventory::default()),
+            Err(source) => {
+                return Err(InventoryError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        serde_yaml::from_str(&text).map_err(|e| InventoryError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TargetSpec> {
+        self.targets.get(name)
+    }
+
+    /// An inventory with one local target called `name` (tests and demos).
+    pub fn with_local(mut self, name: &str) -> Self {
+        self.targets.insert(
+            name.to_string(),
+            TargetSpec {
+                transport: Transport::Local,
+                env: BTreeMap::new(),
+                workdir: None,
+                labels: BTreeMap::new(),
+            },
+        );
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_unknown_fields() {
+        let inv: Inventory = serde_yaml::from_str(
+            "targets:\n  localhost:\n    transport: local\n    env: { PATH: /opt/demo/bin }\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            inv.get("localhost").expect("present").transport,
+            Transport::Local
+        );
+        let err = serde_yaml::from_str::<Inventory>(
+            "targets:\n  a:\n    transport: local\n    hots: x\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `hots`"), "{err}");
+        let err = serde_yaml::from_str::<Inventory>("targets:\n  a:\n    transport: telnet\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("telnet"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inv = Inventory::load(&dir.path().join("inventory.yaml")).expect("loads");
+        assert!(inv.targets.is_empty());
+    }
+}
