@@ -69,102 +69,76 @@ async fn chain_verifies_after_mixed_runs_and_detects_each_tampering() {
             .await
             .expect("drop trigger");
     }
-    let exec = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql));
 
-    // Modified: change one field of record 7.
-    exec("UPDATE audit_events SET actor_id = 'mallory' WHERE seq = 7".into())
-        .execute(&mut db)
-        .await
-        .expect("tamper");
-    let bad = verify_store(env.store.as_ref())
-        .await
-        .expect("verify")
-        .first_bad
-        .expect("detected");
-    assert_eq!(bad.seq, 7);
-    assert!(bad.problem.contains("modified"), "{}", bad.problem);
-    exec("UPDATE audit_events SET actor_id = 'tester' WHERE seq = 7".into())
-        .execute(&mut db)
-        .await
-        .expect("undo");
-    assert_eq!(
-        verify_store(env.store.as_ref())
+    // Each case: tamper, check the first bad record named, undo, check clean.
+    let far = total + 100;
+    /// (what, tamper statements, first bad seq, words in the problem, undo statements)
+    type Case = (&'static str, Vec<String>, i64, &'static str, Vec<String>);
+    let cases: Vec<Case> = vec![
+        (
+            "modified",
+            vec!["UPDATE audit_events SET actor_id = 'mallory' WHERE seq = 7".into()],
+            7,
+            "modified",
+            vec!["UPDATE audit_events SET actor_id = 'tester' WHERE seq = 7".into()],
+        ),
+        (
+            "deleted",
+            vec![
+                "CREATE TABLE saved AS SELECT * FROM audit_events WHERE seq = 10".into(),
+                "DELETE FROM audit_events WHERE seq = 10".into(),
+            ],
+            11,
+            "deleted",
+            vec!["INSERT INTO audit_events SELECT * FROM saved".into()],
+        ),
+        (
+            "inserted",
+            vec![
+                "DELETE FROM audit_events WHERE seq = 10".into(),
+                "INSERT INTO audit_events SELECT 10, time, actor_kind, 'mallory', action, subject, outcome, details, run_id, prev_hash, hash FROM saved".into(),
+            ],
+            10,
+            "modified",
+            vec![
+                "DELETE FROM audit_events WHERE seq = 10".into(),
+                "INSERT INTO audit_events SELECT * FROM saved".into(),
+            ],
+        ),
+        (
+            "reordered",
+            vec![
+                format!("UPDATE audit_events SET seq = {far} WHERE seq = 12"),
+                "UPDATE audit_events SET seq = 12 WHERE seq = 13".into(),
+                format!("UPDATE audit_events SET seq = 13 WHERE seq = {far}"),
+            ],
+            12,
+            "",
+            vec![],
+        ),
+    ];
+    for (what, tamper, seq, words, undo) in cases {
+        run_sql(&mut db, &tamper).await;
+        let bad = verify_store(env.store.as_ref())
             .await
             .expect("verify")
-            .first_bad,
-        None
-    );
+            .first_bad
+            .unwrap_or_else(|| panic!("{what}: not detected"));
+        assert_eq!(bad.seq, seq, "{what}: {}", bad.problem);
+        assert!(bad.problem.contains(words), "{what}: {}", bad.problem);
+        if !undo.is_empty() {
+            run_sql(&mut db, &undo).await;
+            let clean = verify_store(env.store.as_ref()).await.expect("verify");
+            assert_eq!(clean.first_bad, None, "{what}: undo");
+        }
+    }
+}
 
-    // Deleted: remove record 10 (keep a copy to put back).
-    exec("CREATE TABLE saved AS SELECT * FROM audit_events WHERE seq = 10".into())
-        .execute(&mut db)
-        .await
-        .expect("save");
-    exec("DELETE FROM audit_events WHERE seq = 10".into())
-        .execute(&mut db)
-        .await
-        .expect("tamper");
-    let bad = verify_store(env.store.as_ref())
-        .await
-        .expect("verify")
-        .first_bad
-        .expect("detected");
-    assert_eq!(bad.seq, 11);
-    assert!(bad.problem.contains("deleted"), "{}", bad.problem);
-
-    // Inserted: a forged record in the gap.
-    exec("INSERT INTO audit_events SELECT 10, time, actor_kind, 'mallory', action, subject, outcome, details, run_id, prev_hash, hash FROM saved".into())
-        .execute(&mut db).await.expect("tamper");
-    let bad = verify_store(env.store.as_ref())
-        .await
-        .expect("verify")
-        .first_bad
-        .expect("detected");
-    assert_eq!(bad.seq, 10);
-    exec("DELETE FROM audit_events WHERE seq = 10".into())
-        .execute(&mut db)
-        .await
-        .expect("undo");
-    exec("INSERT INTO audit_events SELECT * FROM saved".into())
-        .execute(&mut db)
-        .await
-        .expect("undo");
-    assert_eq!(
-        verify_store(env.store.as_ref())
+async fn run_sql(db: &mut SqliteConnection, statements: &[String]) {
+    for statement in statements {
+        sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(&mut *db)
             .await
-            .expect("verify")
-            .first_bad,
-        None
-    );
-
-    // Reordered: swap records 12 and 13 (seq kept in place).
-    exec(format!(
-        "UPDATE audit_events SET seq = {} WHERE seq = 12",
-        total + 100
-    ))
-    .execute(&mut db)
-    .await
-    .expect("tamper");
-    exec("UPDATE audit_events SET seq = 12 WHERE seq = 13".into())
-        .execute(&mut db)
-        .await
-        .expect("tamper");
-    exec(format!(
-        "UPDATE audit_events SET seq = 13 WHERE seq = {}",
-        total + 100
-    ))
-    .execute(&mut db)
-    .await
-    .expect("tamper");
-    let bad = verify_store(env.store.as_ref())
-        .await
-        .expect("verify")
-        .first_bad
-        .expect("detected");
-    assert_eq!(bad.seq, 12);
-    assert!(
-        bad.problem.contains("prev_hash") || bad.problem.contains("modified"),
-        "{}",
-        bad.problem
-    );
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
 }

@@ -262,7 +262,13 @@ async fn runbook_size_limits_hold_at_their_edges() {
         .await
         .expect_err("over 1 MiB")
         .problems;
-    assert!(problems[0].message.contains("limited to 1048576 bytes"), "{problems:#?}");
+    assert!(
+        problems[0].message.contains("limited to 1048576 bytes"),
+        "{problems:#?}"
+    );
     big.truncate((1 << 20) - 1);
-    env.service.validate("rb.yaml", &big).await.expect("just under 1 MiB is fine");
+    env.service
+        .validate("rb.yaml", &big)
+        .await
+        .expect("just under 1 MiB is fine");
 }
