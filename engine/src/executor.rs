@@ -89,7 +89,9 @@ pub struct Service {
     templates: Arc<Templates>,
 }
 
-/// Parse `k=v` input values, typing each by the schema's declared type.
+/// Parse `k=v` input values, typing each by the schema's declared type
+/// (`string` stays text; other types parse as JSON when they can), then fill
+/// in the `default` of every top-level property that was not given.
 pub fn typed_inputs(schema: &Value, pairs: &[(String, String)]) -> Value {
     let mut map = serde_json::Map::new();
     for (k, v) in pairs {
@@ -101,6 +103,15 @@ pub fn typed_inputs(schema: &Value, pairs: &[(String, String)]) -> Value {
             Some(_) => serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.clone())),
         };
         map.insert(k.clone(), value);
+    }
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        for (name, property) in properties {
+            if let Some(default) = property.get("default")
+                && !map.contains_key(name)
+            {
+                map.insert(name.clone(), default.clone());
+            }
+        }
     }
     Value::Object(map)
 }
@@ -751,4 +762,29 @@ pub fn planned_changes(calls: &[HostCallRow]) -> Vec<&HostCallRow> {
                 && c.call.get("effect").and_then(Value::as_str) == Some(Effect::Change.as_str())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_typed_by_schema_and_defaults_fill_in() {
+        let schema = json!({"type": "object", "properties": {
+            "unit": {"type": "string"},
+            "count": {"type": "integer"},
+            "force": {"type": "boolean", "default": false},
+            "host": {"type": "string", "default": "demo-host"},
+        }});
+        let pairs = [("unit", "007"), ("count", "3"), ("host", "web-1")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(
+            typed_inputs(&schema, &pairs),
+            json!({"unit": "007", "count": 3, "force": false, "host": "web-1"})
+        );
+        // Not parseable as the declared type: kept as text, so the schema
+        // check reports it instead of a silent coercion.
+        let pairs = [("count".to_string(), "three".to_string())];
+        assert_eq!(typed_inputs(&schema, &pairs)["count"], json!("three"));
+    }
 }
