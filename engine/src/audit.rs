@@ -352,14 +352,6 @@ pub async fn verify_store(
     Ok(verifier.finish())
 }
 
-/// Replace every occurrence of each secret value in `text` with `[redacted]`.
-pub fn redact(text: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .fold(text.to_string(), |t, s| t.replace(s.as_str(), "[redacted]"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,10 +454,5 @@ mod tests {
         );
         assert!(Actor::parse("robot:x").is_err());
         assert!(Actor::parse("user:").is_err());
-    }
-
-    #[test]
-    fn redaction() {
-        assert_eq!(redact("pw=hunter2;", &["hunter2".into()]), "pw=[redacted];");
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::executor::Service;
 use crate::kernel::{HostConfig, HostStartError, KernelHost, Registry};
-use crate::secret::EnvSecrets;
+use crate::secret::{EnvSecrets, FileSecrets, Provider, SecretProvider, SecretsConfig};
 use crate::store::{SqliteStore, Store, StoreConfig, StoreError};
 use crate::target::{Inventory, InventoryError, Targets};
 
@@ -21,6 +21,8 @@ pub struct Config {
     pub kernel: HostConfig,
     /// The embedded store.
     pub store: StoreConfig,
+    /// Where secrets come from.
+    pub secrets: SecretsConfig,
 }
 
 /// The home directory could not be used.
@@ -129,7 +131,18 @@ impl Home {
             config.cache_dir = Some(self.dir.join("cache").join("kernels"));
         }
         let targets = Targets::new(self.inventory()?);
-        Ok(KernelHost::new(config, targets, Arc::new(EnvSecrets))?)
+        let secrets: Arc<dyn SecretProvider> = match self.config.secrets.provider {
+            Provider::Env => Arc::new(EnvSecrets),
+            Provider::File => Arc::new(FileSecrets {
+                dir: self
+                    .config
+                    .secrets
+                    .dir
+                    .clone()
+                    .unwrap_or_else(|| self.dir.join("secrets")),
+            }),
+        };
+        Ok(KernelHost::new(config, targets, secrets)?)
     }
 }
 

@@ -36,9 +36,22 @@ impl serde::Serialize for Secret {
     }
 }
 
+/// A secret could not be provided. Never contains the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("secret {name:?} is not set; {hint}")]
+    NotSet { name: String, hint: String },
+    #[error(
+        "secret file {path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`"
+    )]
+    Unsafe { path: String, mode: u32 },
+    #[error("cannot read secret file {path}: {reason}")]
+    Read { path: String, reason: String },
+}
+
 /// Where secret values come from.
 pub trait SecretProvider: Send + Sync {
-    fn get(&self, name: &str) -> Option<Secret>;
+    fn get(&self, name: &str) -> Result<Secret, SecretError>;
 }
 
 /// Secrets from environment variables: `db_password` is read from
@@ -57,9 +70,79 @@ impl EnvSecrets {
 }
 
 impl SecretProvider for EnvSecrets {
-    fn get(&self, name: &str) -> Option<Secret> {
-        std::env::var(Self::variable(name)).ok().map(Secret::new)
+    fn get(&self, name: &str) -> Result<Secret, SecretError> {
+        let variable = Self::variable(name);
+        std::env::var(&variable)
+            .map(Secret::new)
+            .map_err(|_| SecretError::NotSet {
+                name: name.to_string(),
+                hint: format!("set {variable} in firedrill's environment"),
+            })
     }
+}
+
+/// Secrets from files: secret `name` is the file `<dir>/<name>` (one trailing
+/// newline is dropped). Files readable by group or others are refused.
+#[derive(Debug, Clone)]
+pub struct FileSecrets {
+    pub dir: std::path::PathBuf,
+}
+
+impl SecretProvider for FileSecrets {
+    fn get(&self, name: &str) -> Result<Secret, SecretError> {
+        use std::os::unix::fs::PermissionsExt;
+        // Names are validated by the manifest (letters, digits, '-', '_'),
+        // so they cannot escape the directory.
+        let path = self.dir.join(name);
+        let shown = path.display().to_string();
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SecretError::NotSet {
+                    name: name.to_string(),
+                    hint: format!("create {shown} (mode 600)"),
+                });
+            }
+            Err(e) => {
+                return Err(SecretError::Read {
+                    path: shown,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(SecretError::Unsafe { path: shown, mode });
+        }
+        let mut value = std::fs::read_to_string(&path).map_err(|e| SecretError::Read {
+            path: shown,
+            reason: e.to_string(),
+        })?;
+        if value.ends_with('\n') {
+            value.pop();
+        }
+        Ok(Secret::new(value))
+    }
+}
+
+/// Where `[secrets]` in `firedrill.toml` says secrets come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// `FIREDRILL_SECRET_<NAME>` environment variables.
+    #[default]
+    Env,
+    /// One file per secret in `dir`.
+    File,
+}
+
+/// `[secrets]` in `firedrill.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SecretsConfig {
+    pub provider: Provider,
+    /// Directory for the `file` provider; default `<home>/secrets`.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// Fixed secrets (tests).
@@ -67,8 +150,58 @@ impl SecretProvider for EnvSecrets {
 pub struct StaticSecrets(pub BTreeMap<String, Secret>);
 
 impl SecretProvider for StaticSecrets {
-    fn get(&self, name: &str) -> Option<Secret> {
-        self.0.get(name).cloned()
+    fn get(&self, name: &str) -> Result<Secret, SecretError> {
+        self.0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SecretError::NotSet {
+                name: name.to_string(),
+                hint: "not in the test's secrets".into(),
+            })
+    }
+}
+
+/// What redacted text shows instead of a secret.
+pub const REDACTED: &str = "[redacted]";
+
+/// Replaces known secret values with `[redacted]` in text and JSON.
+#[derive(Debug, Default, Clone)]
+pub struct Redactor {
+    values: Vec<String>,
+}
+
+impl Redactor {
+    /// Remember `value` (a secret handed out); empty values are ignored.
+    pub fn add(&mut self, value: &str) {
+        if !value.is_empty() && !self.values.iter().any(|v| v == value) {
+            self.values.push(value.to_string());
+            // Longest first, so a secret containing another is replaced whole.
+            self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    pub fn text(&self, text: &str) -> String {
+        self.values
+            .iter()
+            .fold(text.to_string(), |t, v| t.replace(v.as_str(), REDACTED))
+    }
+
+    pub fn json(&self, value: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => Value::String(self.text(s)),
+            Value::Array(a) => Value::Array(a.iter().map(|v| self.json(v)).collect()),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, v)| (self.text(k), self.json(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
     }
 }
 
@@ -82,6 +215,50 @@ mod tests {
         assert_eq!(format!("{s} {s:?}"), "[redacted] Secret([redacted])");
         assert_eq!(serde_json::to_string(&s).expect("json"), "\"[redacted]\"");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn redactor_replaces_every_occurrence_in_text_and_json() {
+        let mut r = Redactor::default();
+        r.add("hunter2");
+        r.add("hunter2-long");
+        r.add("");
+        assert_eq!(
+            r.text("a hunter2 b hunter2-long"),
+            "a [redacted] b [redacted]"
+        );
+        assert_eq!(
+            r.json(&serde_json::json!({"k": ["x hunter2"], "hunter2": 1})),
+            serde_json::json!({"k": ["x [redacted]"], "[redacted]": 1})
+        );
+    }
+
+    #[test]
+    fn file_provider_refuses_readable_files_and_trims_one_newline() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = FileSecrets {
+            dir: dir.path().to_path_buf(),
+        };
+        std::fs::write(dir.path().join("db"), "pw\n").expect("write");
+        std::fs::set_permissions(
+            dir.path().join("db"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+        let err = p.get("db").unwrap_err();
+        assert!(matches!(err, SecretError::Unsafe { .. }), "{err}");
+        assert!(!err.to_string().contains("pw"));
+        std::fs::set_permissions(
+            dir.path().join("db"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod");
+        assert_eq!(p.get("db").expect("ok").expose(), "pw");
+        assert!(matches!(
+            p.get("none").unwrap_err(),
+            SecretError::NotSet { .. }
+        ));
     }
 
     #[test]

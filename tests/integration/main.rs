@@ -8,3 +8,4 @@ mod hostile;
 mod registry;
 mod runbooks;
 mod runs;
+mod secrets;

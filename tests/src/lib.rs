@@ -173,6 +173,10 @@ impl std::fmt::Debug for TestEnv {
     }
 }
 
+/// The value of the secret `canary` in every [`TestEnv`]; it must never
+/// appear in anything firedrill records.
+pub const CANARY: &str = "canary-s3cr3t-7f3a9c";
+
 /// Kernels every [`TestEnv`] publishes.
 pub const PUBLISHED: &[&str] = &[
     "service-status",
@@ -219,7 +223,9 @@ impl TestEnv {
                     ..HostConfig::default()
                 },
                 Targets::new(inventory),
-                Arc::new(StaticSecrets::default()),
+                Arc::new(StaticSecrets(
+                    [("canary".to_string(), firedrill::secret::Secret::new(CANARY))].into(),
+                )),
             )
             .expect("host"),
         );

@@ -23,7 +23,7 @@ use super::limits::{KernelLimits, Limit, LimitExceeded};
 use super::sandbox::{
     CallObserver, HostCall, ImpureDescribe, LogLine, Phase, Sandbox, SandboxSetup,
 };
-use crate::secret::SecretProvider;
+use crate::secret::{Redactor, SecretProvider};
 use crate::target::Targets;
 
 /// Settings of the kernel host (`[kernel]` in `firedrill.toml`).
@@ -178,6 +178,18 @@ impl std::fmt::Debug for InvokeRequest {
 }
 
 impl InvokeError {
+    /// This error with every known secret value replaced.
+    pub fn redacted(self, r: &Redactor) -> Self {
+        match self {
+            InvokeError::InvalidInput(m) => InvokeError::InvalidInput(r.text(&m)),
+            InvokeError::Failed(m) => InvokeError::Failed(r.text(&m)),
+            InvokeError::Retryable(m) => InvokeError::Retryable(r.text(&m)),
+            InvokeError::Trap(m) => InvokeError::Trap(r.text(&m)),
+            InvokeError::BadOutput(m) => InvokeError::BadOutput(r.text(&m)),
+            limit @ InvokeError::Limit(_) => limit,
+        }
+    }
+
     /// Whether the engine may retry under a step's retry policy.
     pub fn is_retryable(&self) -> bool {
         matches!(self, InvokeError::Retryable(_))
@@ -566,10 +578,24 @@ impl KernelHost {
             }),
             Ok(Ok(Ok(output))) => self.check_output(kernel, &output),
         };
-        report.stdout = String::from_utf8_lossy(&sandbox.stdout.contents()).into_owned();
-        report.stderr = String::from_utf8_lossy(&sandbox.stderr.contents()).into_owned();
-        report.host_calls = sandbox.records;
-        report.logs = sandbox.logs;
+        // Nothing the kernel was told in secret leaves the host unredacted:
+        // output, errors, logs, stdio and call records.
+        let r = &sandbox.redactor;
+        report.result = match report.result {
+            Ok(value) => Ok(r.json(&value)),
+            Err(e) => Err(e.redacted(r)),
+        };
+        report.stdout = r.text(&String::from_utf8_lossy(&sandbox.stdout.contents()));
+        report.stderr = r.text(&String::from_utf8_lossy(&sandbox.stderr.contents()));
+        report.host_calls = sandbox.records.iter().map(|c| c.redacted(r)).collect();
+        report.logs = sandbox
+            .logs
+            .iter()
+            .map(|l| LogLine {
+                level: l.level,
+                message: r.text(&l.message),
+            })
+            .collect();
         report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         report
     }

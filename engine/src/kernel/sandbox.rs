@@ -17,7 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::firedrill::kernel::{host, types as wit};
 use super::limits::{KernelLimits, Limit};
-use crate::secret::SecretProvider;
+use crate::secret::{Redactor, SecretProvider};
 use crate::target::{ExecError, ExecLimits, Targets};
 
 /// Bytes of a command's stdout/stderr kept in the call record (the kernel
@@ -95,6 +95,40 @@ pub struct HostCall {
 }
 
 impl HostCall {
+    /// This record with every known secret value replaced.
+    pub fn redacted(&self, r: &Redactor) -> HostCall {
+        if r.is_empty() {
+            return self.clone();
+        }
+        let mut c = self.clone();
+        match &mut c.call {
+            CallKind::Exec { target, command } => {
+                *target = r.text(target);
+                *command = r.text(command);
+            }
+            CallKind::Http {
+                target,
+                method,
+                url,
+            } => {
+                *target = r.text(target);
+                *method = r.text(method);
+                *url = r.text(url);
+            }
+            CallKind::Secret { .. } => {}
+        }
+        match &mut c.outcome {
+            CallOutcome::Ok { stdout, stderr, .. } => {
+                *stdout = r.text(stdout);
+                *stderr = r.text(stderr);
+            }
+            CallOutcome::Denied { reason }
+            | CallOutcome::Failed { reason }
+            | CallOutcome::Timeout { reason } => *reason = r.text(reason),
+        }
+        c
+    }
+
     pub fn is_denied(&self) -> bool {
         matches!(self.outcome, CallOutcome::Denied { .. })
     }
@@ -146,6 +180,8 @@ pub(crate) struct Sandbox {
     pub(crate) stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
     observer: Option<std::sync::Arc<dyn CallObserver>>,
+    /// Secret values handed to the kernel: removed from everything recorded.
+    pub(crate) redactor: Redactor,
 }
 
 /// Everything a sandbox needs that is not per-call.
@@ -202,13 +238,15 @@ impl Sandbox {
             stdout,
             stderr,
             observer,
+            redactor: Redactor::default(),
         }
     }
 
-    /// Tell the observer about the call recorded last.
+    /// Tell the observer about the call recorded last (redacted).
     async fn emit(&mut self) {
         if let (Some(observer), Some(call)) = (&self.observer, self.records.last()) {
-            observer.host_call(call).await;
+            let call = call.redacted(&self.redactor);
+            observer.host_call(&call).await;
         }
     }
 
@@ -256,7 +294,7 @@ impl Sandbox {
         started: (u64, Instant),
     ) -> wit::HostError {
         let reason = refusal.to_string();
-        tracing::warn!(?call, %reason, "host call denied");
+        tracing::warn!(reason = %self.redactor.text(&reason), "host call denied");
         self.record(
             call,
             None,
@@ -478,11 +516,12 @@ impl host::Host for Sandbox {
             return Ok(Err(self.deny(call, refusal, started).await));
         }
         let (outcome, answer) = match self.secrets.get(&name) {
-            Some(value) => (CallOutcome::done(), Ok(value.expose().to_string())),
-            None => {
-                let reason = format!(
-                    "secret {name:?} is not set; provide it to the engine (see README, Secrets)"
-                );
+            Ok(value) => {
+                self.redactor.add(value.expose());
+                (CallOutcome::done(), Ok(value.expose().to_string()))
+            }
+            Err(e) => {
+                let reason = e.to_string();
                 (
                     CallOutcome::Failed {
                         reason: reason.clone(),

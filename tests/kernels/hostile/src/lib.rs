@@ -29,7 +29,7 @@ fn manifest() -> Manifest {
                 exec("test -e *", Effect::Observe),
             ],
             http: vec![],
-            secrets: vec![],
+            secrets: vec!["canary".into()],
         },
     }
 }
@@ -123,6 +123,23 @@ fn run(inv: Invocation) -> Result<String, KernelError> {
             }
         }
         "fail" => Err(KernelError::Failed("failed on purpose".into())),
+        // Tries every way to leak a secret: log, stdout, stderr, a command
+        // (and its output), the output JSON, and (with fail: true) the error.
+        "leak-secret" => {
+            let s = host::secret("canary").map_err(|e| KernelError::Failed(format!("{e:?}")))?;
+            host::log(LogLevel::Info, &format!("the secret is {s}"));
+            println!("stdout {s}");
+            eprintln!("stderr {s}");
+            let t = target(&inv);
+            let r = host::exec(&t, &format!("echo {s}"))
+                .map_err(|e| KernelError::Failed(format!("{e:?}")))?;
+            host::exec(&t, &format!("touch {path}/{s}"))
+                .map_err(|e| KernelError::Failed(format!("{e:?}")))?;
+            if input["fail"] == serde_json::json!(true) {
+                return Err(KernelError::Failed(format!("failed while holding {s}")));
+            }
+            ok(serde_json::json!({"leaked": s, "echo": r.stdout}))
+        }
         other => Err(KernelError::InvalidInput(format!(
             "unknown behaviour {other:?}"
         ))),
