@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Value, json};
 
 use crate::audit::{Actor, NewEvent, now_rfc3339};
@@ -21,7 +22,8 @@ use crate::runbook::{
     KernelCatalog, Problems, Runbook, Step, Templates, ValidRunbook, parse_runbook, validate,
 };
 use crate::store::{
-    Applied, Batch, HostCallRow, RunRow, RunStatus, RunbookRow, StepRow, Store, StoreError, Write,
+    Applied, Batch, HostCallRow, RunRow, RunStatus, RunbookRow, StepRow, StepTargetRow, Store,
+    StoreError, Write,
 };
 use crate::{Effect, Mode};
 
@@ -133,12 +135,23 @@ enum StepEnd {
     Failed(String),
 }
 
+/// How one target of a step ended.
+struct TargetEnd {
+    target: String,
+    /// 0 when it never started.
+    attempts: i64,
+    result: Result<Value, String>,
+    logs: Vec<Value>,
+    duration_ms: i64,
+}
+
 /// Persists each host call with its audit record as it happens.
 struct CallRecorder {
     store: Arc<dyn Store>,
     actor: Actor,
     run_id: String,
     step_id: String,
+    target: String,
     attempt: i64,
 }
 
@@ -177,6 +190,7 @@ impl CallObserver for CallRecorder {
             .write(Write::InsertHostCall(HostCallRow::new(
                 &self.run_id,
                 &self.step_id,
+                &self.target,
                 self.attempt,
                 call,
             )))
@@ -491,7 +505,13 @@ impl Service {
             for item in items {
                 match item {
                     Value::String(s) if s.trim().is_empty() => {}
-                    Value::String(s) => targets.push(s.trim().to_string()),
+                    Value::String(s) => targets.extend(
+                        self.host
+                            .targets()
+                            .inventory()
+                            .select(s.trim())
+                            .map_err(|e| format!("targets: {e}"))?,
+                    ),
                     other => {
                         return Err(format!(
                             "targets: {t:?} rendered to {other}, not a target name"
@@ -508,21 +528,15 @@ impl Service {
                     .into(),
             );
         }
-        if targets.len() > crate::runbook::MAX_TARGETS {
+        let max_targets = step
+            .max_targets
+            .map_or(crate::runbook::MAX_TARGETS, |m| m as usize)
+            .min(crate::runbook::MAX_TARGETS);
+        if targets.len() > max_targets {
             return Err(format!(
-                "{} targets exceed the limit of {} per step",
-                targets.len(),
-                crate::runbook::MAX_TARGETS
+                "the step's targets expand to {} targets, more than its max_targets of {max_targets}; nothing was run (raise max_targets only if that blast radius is intended)",
+                targets.len()
             ));
-        }
-        let inventory = self.host.targets().inventory();
-        for t in &targets {
-            if inventory.get(t).is_none() {
-                let known: Vec<&String> = inventory.targets.keys().collect();
-                return Err(format!(
-                    "target {t:?} is not in the inventory (known: {known:?}); add it to inventory.yaml under the firedrill home"
-                ));
-            }
         }
         let input = self
             .templates
@@ -579,14 +593,14 @@ impl Service {
                 }
                 Err(e) => {
                     return self
-                        .finish_step(ctx, row, started, Err(format!("when: {e}")), None)
+                        .finish_step(ctx, row, started, Err(format!("when: {e}")))
                         .await;
                 }
             }
         }
         let (targets, input) = match self.prepare(step, &kernel, &vars) {
             Ok(prepared) => prepared,
-            Err(e) => return self.finish_step(ctx, row, started, Err(e), None).await,
+            Err(e) => return self.finish_step(ctx, row, started, Err(e)).await,
         };
         row.targets = json!(targets);
         row.input = Some(input.clone());
@@ -604,6 +618,135 @@ impl Service {
                 ),
             )
             .await?;
+        let n = targets.len();
+        let concurrency = step.max_concurrency.map_or(1, |a| a.of(n)).max(1);
+        let max_errors = step.max_errors.map_or(0, |a| a.of(n));
+        let mut ends: Vec<TargetEnd> = Vec::with_capacity(n);
+        let mut failures = 0;
+        let mut not_started: Vec<String> = Vec::new();
+        {
+            let shared: &RunCtx<'_> = ctx;
+            let mut pending = FuturesUnordered::new();
+            let mut queue = targets.iter();
+            let mut stopped = false;
+            loop {
+                while !stopped && pending.len() < concurrency {
+                    match queue.next() {
+                        Some(t) => pending.push(self.run_target(shared, step, &kernel, t, &input)),
+                        None => break,
+                    }
+                }
+                let Some(end) = pending.next().await else {
+                    break;
+                };
+                let end = end?;
+                if end.result.is_err() {
+                    failures += 1;
+                    // One failure too many: no new target starts; in-flight ones finish.
+                    stopped = failures > max_errors;
+                }
+                self.record_target(shared, step, &end).await?;
+                ends.push(end);
+            }
+            for t in queue {
+                not_started.push(t.clone());
+                let end = TargetEnd {
+                    target: t.clone(),
+                    attempts: 0,
+                    result: Err("not started: the step's max_errors was exceeded first".into()),
+                    logs: Vec::new(),
+                    duration_ms: 0,
+                };
+                self.record_target(shared, step, &end).await?;
+            }
+        }
+        ends.sort_by(|a, b| a.target.cmp(&b.target));
+        row.attempts = ends.iter().map(|e| e.attempts).max().unwrap_or(0);
+        row.logs = json!(
+            ends.iter()
+                .flat_map(|e| e.logs.iter().map(move |l| {
+                    if n == 1 {
+                        l.clone()
+                    } else {
+                        json!({"target": e.target, "line": l})
+                    }
+                }))
+                .collect::<Vec<_>>()
+        );
+        let per_target: serde_json::Map<String, Value> = ends
+            .iter()
+            .map(|e| {
+                let (status, output, error) = match &e.result {
+                    Ok(o) => ("succeeded", o.clone(), Value::Null),
+                    Err(err) => ("failed", Value::Null, json!(err)),
+                };
+                (
+                    e.target.clone(),
+                    json!({"status": status, "output": output, "error": error}),
+                )
+            })
+            .collect();
+        let result = if failures > max_errors {
+            let first: Vec<String> = ends
+                .iter()
+                .filter_map(|e| {
+                    e.result
+                        .as_ref()
+                        .err()
+                        .map(|err| format!("{}: {err}", e.target))
+                })
+                .take(3)
+                .collect();
+            Err(if n == 1 {
+                first
+                    .join("")
+                    .split_once(": ")
+                    .map(|(_, e)| e.to_string())
+                    .unwrap_or_default()
+            } else {
+                format!(
+                    "{failures} of {n} targets failed (max_errors {max_errors}){}: {}",
+                    if not_started.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} not started", not_started.len())
+                    },
+                    first.join("; ")
+                )
+            })
+        } else if n == 1 {
+            Ok(ends[0].result.clone().unwrap_or(Value::Null))
+        } else {
+            Ok(Value::Object(
+                per_target
+                    .iter()
+                    .map(|(t, r)| (t.clone(), r["output"].clone()))
+                    .collect(),
+            ))
+        };
+        if let Some(steps) = ctx.vars.get_mut("steps").and_then(Value::as_object_mut) {
+            steps.insert(
+                step.id.clone(),
+                json!({
+                    "status": if result.is_ok() { "succeeded" } else { "failed" },
+                    "output": result.as_ref().ok().cloned().unwrap_or(Value::Null),
+                    "targets": per_target,
+                }),
+            );
+        }
+        self.finish_step(ctx, row, started, result).await
+    }
+
+    /// One target of a step: its attempts, with retries for retryable errors.
+    async fn run_target(
+        &self,
+        ctx: &RunCtx<'_>,
+        step: &Step,
+        kernel: &Arc<LoadedKernel>,
+        target: &str,
+        input: &Value,
+    ) -> Result<TargetEnd, StoreError> {
+        let started = Instant::now();
         let max_retries = step.retries.as_ref().map_or(0, |r| r.max);
         let backoff = step
             .retries
@@ -613,9 +756,8 @@ impl Service {
         let mut attempt: u32 = 0;
         let report = loop {
             attempt += 1;
-            row.attempts = i64::from(attempt);
             let report = self
-                .attempt(ctx, step, &kernel, &targets, &input, i64::from(attempt))
+                .attempt(ctx, step, kernel, target, input, i64::from(attempt))
                 .await;
             let retryable = report.result.as_ref().is_err_and(InvokeError::is_retryable);
             if retryable && attempt <= max_retries {
@@ -626,9 +768,9 @@ impl Service {
                 self.store
                     .apply(
                         Batch::new().event(
-                            NewEvent::new(&ctx.actor, "step.retried", subject.clone())
+                            NewEvent::new(&ctx.actor, "step.retried", format!("step:{}", step.id))
                                 .outcome("retrying")
-                                .details(json!({"attempt": attempt, "error": error, "backoff_ms": ms(wait)}))
+                                .details(json!({"target": target, "attempt": attempt, "error": error, "backoff_ms": ms(wait)}))
                                 .run(&ctx.id),
                         ),
                     )
@@ -638,16 +780,69 @@ impl Service {
             }
             break report;
         };
-        row.logs = serde_json::to_value(&report.logs).unwrap_or_default();
-        let result = report.result.clone().map_err(|e| e.to_string());
-        let limit = match &report.result {
-            Err(InvokeError::Limit(l)) => Some(*l),
-            _ => None,
-        };
-        if let Ok(output) = &result {
-            self.remember(ctx, step, "succeeded", output.clone());
+        if let Err(InvokeError::Limit(l)) = &report.result {
+            self.store
+                .apply(
+                    Batch::new().event(
+                        NewEvent::new(&ctx.actor, "limit.exceeded", format!("step:{}", step.id))
+                            .outcome("failed")
+                            .details(json!({"target": target, "limit": l.limit, "value": l.value, "config_key": l.limit.config_key()}))
+                            .run(&ctx.id),
+                    ),
+                )
+                .await?;
         }
-        self.finish_step(ctx, row, started, result, limit).await
+        Ok(TargetEnd {
+            target: target.to_string(),
+            attempts: i64::from(attempt),
+            result: report.result.map_err(|e| e.to_string()),
+            logs: report
+                .logs
+                .iter()
+                .map(|l| serde_json::to_value(l).unwrap_or_default())
+                .collect(),
+            duration_ms: ms(started.elapsed()),
+        })
+    }
+
+    /// Persist one target's result with its audit record.
+    async fn record_target(
+        &self,
+        ctx: &RunCtx<'_>,
+        step: &Step,
+        end: &TargetEnd,
+    ) -> Result<(), StoreError> {
+        let (status, output, error) = match &end.result {
+            Ok(o) => ("succeeded", Some(o.clone()), None),
+            Err(_) if end.attempts == 0 => ("not-started", None, end.result.clone().err()),
+            Err(e) => ("failed", None, Some(e.clone())),
+        };
+        self.store
+            .apply(
+                Batch::new()
+                    .write(Write::UpsertStepTarget(StepTargetRow {
+                        run_id: ctx.id.clone(),
+                        step_id: step.id.clone(),
+                        target: end.target.clone(),
+                        status: status.into(),
+                        attempts: end.attempts,
+                        output,
+                        error: error.clone(),
+                        duration_ms: Some(end.duration_ms),
+                    }))
+                    .event(
+                        NewEvent::new(
+                            &ctx.actor,
+                            "step.target.finished",
+                            format!("target:{}", end.target),
+                        )
+                        .outcome(status)
+                        .details(json!({"step": step.id, "attempts": end.attempts, "error": error}))
+                        .run(&ctx.id),
+                    ),
+            )
+            .await?;
+        Ok(())
     }
 
     /// One invocation of the step's kernel, bounded by the step's timeout.
@@ -656,7 +851,7 @@ impl Service {
         ctx: &RunCtx<'_>,
         step: &Step,
         kernel: &Arc<LoadedKernel>,
-        targets: &[String],
+        target: &str,
         input: &Value,
         attempt: i64,
     ) -> InvokeReport {
@@ -665,6 +860,7 @@ impl Service {
             actor: ctx.actor.clone(),
             run_id: ctx.id.clone(),
             step_id: step.id.clone(),
+            target: target.to_string(),
             attempt,
         });
         let request = InvokeRequest {
@@ -672,7 +868,7 @@ impl Service {
             step_id: step.id.clone(),
             mode: ctx.mode,
             actor: ctx.actor.to_string(),
-            targets: targets.to_vec(),
+            targets: vec![target.to_string()],
             input: input.clone(),
             observer: Some(observer),
         };
@@ -710,7 +906,6 @@ impl Service {
         mut row: StepRow,
         started: Instant,
         result: Result<Value, String>,
-        limit: Option<crate::kernel::LimitExceeded>,
     ) -> Result<StepEnd, StoreError> {
         let subject = format!("step:{}", row.step_id);
         row.finished_at = Some(now_rfc3339());
@@ -727,15 +922,7 @@ impl Service {
                 (StepEnd::Failed(e.clone()), "failed")
             }
         };
-        let mut batch = Batch::new();
-        if let Some(l) = limit {
-            batch = batch.event(
-                NewEvent::new(&ctx.actor, "limit.exceeded", subject.clone())
-                    .outcome("failed")
-                    .details(json!({"limit": l.limit, "value": l.value, "config_key": l.limit.config_key()}))
-                    .run(&ctx.id),
-            );
-        }
+        let batch = Batch::new();
         let event = NewEvent::new(&ctx.actor, "step.finished", subject)
             .outcome(outcome)
             .details(json!({

@@ -8,8 +8,8 @@ mod template;
 mod validate;
 
 pub use model::{
-    API_VERSION, HumanDuration, KernelRef, MAX_RETRIES, MAX_STEPS, MAX_TARGETS, Retries, Runbook,
-    Step,
+    API_VERSION, Amount, HumanDuration, KernelRef, MAX_RETRIES, MAX_STEPS, MAX_TARGETS, Retries,
+    Runbook, Step,
 };
 pub use parse::{Problem, Problems, parse_runbook};
 pub use template::{TemplateError, Templates};

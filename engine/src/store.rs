@@ -113,11 +113,27 @@ pub struct StepRow {
     pub duration_ms: Option<i64>,
 }
 
+/// The result of one target of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepTargetRow {
+    pub run_id: String,
+    pub step_id: String,
+    pub target: String,
+    /// succeeded, failed, not-started (max_errors was exceeded first).
+    pub status: String,
+    pub attempts: i64,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
 /// A host call of a step attempt.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HostCallRow {
     pub run_id: String,
     pub step_id: String,
+    /// The target this invocation was granted (one per fanned-out invocation).
+    pub target: String,
     pub attempt: i64,
     pub index: i64,
     /// The [`HostCall`] record as JSON.
@@ -125,10 +141,11 @@ pub struct HostCallRow {
 }
 
 impl HostCallRow {
-    pub fn new(run_id: &str, step_id: &str, attempt: i64, call: &HostCall) -> Self {
+    pub fn new(run_id: &str, step_id: &str, target: &str, attempt: i64, call: &HostCall) -> Self {
         HostCallRow {
             run_id: run_id.to_string(),
             step_id: step_id.to_string(),
+            target: target.to_string(),
             attempt,
             index: i64::from(call.index),
             call: serde_json::to_value(call).unwrap_or_default(),
@@ -151,6 +168,7 @@ pub enum Write {
         finished_at: String,
     },
     UpsertStep(StepRow),
+    UpsertStepTarget(StepTargetRow),
     InsertHostCall(HostCallRow),
     /// Mark every run still `running` as `interrupted` (after a crash).
     InterruptRunning {
@@ -254,6 +272,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError>;
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError>;
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError>;
+    /// Per-target results, by step position then target.
+    async fn step_targets(&self, run_id: &str) -> Result<Vec<StepTargetRow>, StoreError>;
     async fn host_calls(&self, run_id: &str) -> Result<Vec<HostCallRow>, StoreError>;
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
     /// Records with `seq > after`, in order, at most `limit`.

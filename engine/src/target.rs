@@ -10,7 +10,7 @@ mod local;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use inventory::{Inventory, InventoryError, TargetSpec, Transport};
+pub use inventory::{Inventory, InventoryError, SelectError, TargetSpec, Transport};
 pub use local::LocalExecutor;
 
 /// Caps applied to one command.

@@ -4,6 +4,7 @@
 mod audit;
 mod cache;
 mod examples;
+mod fanout;
 mod hostile;
 mod registry;
 mod runbooks;

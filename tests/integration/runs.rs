@@ -268,7 +268,10 @@ async fn targets_rendering_empty_or_unknown_are_refused() {
     let env = TestEnv::new().await;
     for (target, words) in [
         ("\"{{ inputs.host }}\"", "empty target set is refused"),
-        ("nowhere", "target \"nowhere\" is not in the inventory"),
+        (
+            "nowhere",
+            "\"nowhere\" is neither a target nor a group in the inventory",
+        ),
     ] {
         let text = format!(
             "apiVersion: firedrill/v1\nname: t\nversion: 1\ninputs: {{ type: object, properties: {{ host: {{ type: string }} }} }}\nsteps:\n  - id: probe\n    kernel: disk-usage@1.0.0\n    targets: [{target}]\n"

@@ -202,8 +202,31 @@ impl TestEnv {
     /// If anything cannot be set up.
     #[allow(clippy::expect_used)]
     pub async fn with_limits(limits: KernelLimits) -> Self {
+        Self::build(limits, 0).await
+    }
+
+    /// An environment whose inventory also has a fleet `web-1`..`web-N`
+    /// (local targets labelled `role=web`, group `webs`).
+    pub async fn with_fleet(n: usize) -> Self {
+        Self::build(KernelLimits::default(), n).await
+    }
+
+    #[allow(clippy::expect_used)]
+    async fn build(limits: KernelLimits, fleet: usize) -> Self {
         let home = tempfile::tempdir().expect("tempdir");
-        let inventory = demo_inventory("demo-host", &home.path().join("demo-state"));
+        let mut inventory = demo_inventory("demo-host", &home.path().join("demo-state"));
+        let template = inventory.get("demo-host").cloned().expect("demo host");
+        let mut members = Vec::new();
+        for i in 1..=fleet {
+            let name = format!("web-{i}");
+            let mut spec = template.clone();
+            spec.labels.insert("role".into(), "web".into());
+            inventory.targets.insert(name.clone(), spec);
+            members.push(name);
+        }
+        if fleet > 0 {
+            inventory.groups.insert("webs".into(), members);
+        }
         std::fs::write(
             home.path().join("inventory.yaml"),
             serde_json::to_string(&inventory_json(&inventory)).expect("json"),
@@ -313,7 +336,5 @@ impl Drop for TestEnv {
 
 /// The inventory as the JSON (a YAML subset) `inventory.yaml` holds.
 fn inventory_json(inventory: &Inventory) -> serde_json::Value {
-    serde_json::json!({ "targets": inventory.targets.iter().map(|(name, spec)| {
-        (name.clone(), serde_json::json!({"transport": "local", "env": spec.env}))
-    }).collect::<serde_json::Map<_, _>>() })
+    serde_json::to_value(inventory).unwrap_or_default()
 }

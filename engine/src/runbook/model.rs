@@ -82,6 +82,94 @@ pub struct Step {
     /// Retries of `retryable` kernel errors.
     #[serde(default)]
     pub retries: Option<Retries>,
+    /// Targets worked on at once (a count, or a percent like `25%`). Default 1.
+    #[serde(default)]
+    pub max_concurrency: Option<Amount>,
+    /// Failed targets tolerated (a count or a percent); one more and no new
+    /// target starts (in-flight ones finish) and the step fails. Default 0.
+    #[serde(default)]
+    pub max_errors: Option<Amount>,
+    /// Blast-radius cap: a step whose targets expand to more is refused
+    /// before anything runs. Default 1,000.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_targets: Option<u32>,
+}
+
+/// A count (`3`) or a percentage of the step's targets (`"25%"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amount {
+    Count(u32),
+    Percent(u8),
+}
+
+impl Amount {
+    /// The number this amount means for `n` targets. Percentages round up,
+    /// so `10%` of 5 targets is 1.
+    pub fn of(self, n: usize) -> usize {
+        match self {
+            Amount::Count(c) => c as usize,
+            Amount::Percent(p) => (n * usize::from(p)).div_ceil(100),
+        }
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Amount::Count(c) => write!(f, "{c}"),
+            Amount::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Amount::Count(c) => s.serialize_u32(*c),
+            Amount::Percent(_) => s.serialize_str(&self.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u32),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Count(c) => Ok(Amount::Count(c)),
+            Raw::Text(t) => t
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<u8>().ok())
+                .filter(|p| (1..=100).contains(p))
+                .map(Amount::Percent)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "{t:?} is neither a count nor a percentage from 1% to 100%"
+                    ))
+                }),
+        }
+    }
+}
+
+impl JsonSchema for Amount {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Amount".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A count, or a percentage of the step's targets such as \"25%\"",
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^([1-9][0-9]?|100)%$"}
+            ]
+        })
+    }
 }
 
 fn empty_object() -> serde_json::Value {

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Applied, AuditFilter, Batch, HostCallRow, KernelRow, RunFilter, RunRow, RunStatus, RunbookRow,
-    StepRow, Store, StoreError, Write,
+    StepRow, StepTargetRow, Store, StoreError, Write,
 };
 use crate::audit::{AuditRecord, GENESIS_HASH};
 
@@ -313,10 +313,31 @@ async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied
                 .bind(s.duration_ms)
                 .execute(&mut *tx).await.map_err(sql("upsert step"))?;
         }
+        Write::UpsertStepTarget(t) => {
+            sqlx::query(
+                "INSERT INTO step_targets (run_id, step_id, target, status, attempts, output, error, duration_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (run_id, step_id, target) DO UPDATE SET status = excluded.status,
+                   attempts = excluded.attempts, output = excluded.output, error = excluded.error,
+                   duration_ms = excluded.duration_ms",
+            )
+            .bind(&t.run_id)
+            .bind(&t.step_id)
+            .bind(&t.target)
+            .bind(&t.status)
+            .bind(t.attempts)
+            .bind(t.output.as_ref().map(json_text))
+            .bind(&t.error)
+            .bind(t.duration_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("upsert step target"))?;
+        }
         Write::InsertHostCall(h) => {
-            sqlx::query("INSERT INTO host_calls (run_id, step_id, attempt, idx, record) VALUES (?, ?, ?, ?, ?)")
+            sqlx::query("INSERT INTO host_calls (run_id, step_id, target, attempt, idx, record) VALUES (?, ?, ?, ?, ?, ?)")
                 .bind(&h.run_id)
                 .bind(&h.step_id)
+                .bind(&h.target)
                 .bind(h.attempt)
                 .bind(h.index)
                 .bind(json_text(&h.call))
@@ -536,10 +557,35 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn step_targets(&self, run_id: &str) -> Result<Vec<StepTargetRow>, StoreError> {
+        sqlx::query(
+            "SELECT t.* FROM step_targets t JOIN steps s ON s.run_id = t.run_id AND s.step_id = t.step_id
+             WHERE t.run_id = ? ORDER BY s.position, t.target",
+        )
+        .bind(run_id)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(sql("read step targets"))?
+        .iter()
+        .map(|r| {
+            Ok(StepTargetRow {
+                run_id: r.get("run_id"),
+                step_id: r.get("step_id"),
+                target: r.get("target"),
+                status: r.get("status"),
+                attempts: r.get("attempts"),
+                output: opt_json("step target output", r.get("output"))?,
+                error: r.get("error"),
+                duration_ms: r.get("duration_ms"),
+            })
+        })
+        .collect()
+    }
+
     async fn host_calls(&self, run_id: &str) -> Result<Vec<HostCallRow>, StoreError> {
         sqlx::query(
             "SELECT h.* FROM host_calls h JOIN steps s ON s.run_id = h.run_id AND s.step_id = h.step_id
-             WHERE h.run_id = ? ORDER BY s.position, h.attempt, h.idx",
+             WHERE h.run_id = ? ORDER BY s.position, h.target, h.attempt, h.idx",
         )
         .bind(run_id)
         .fetch_all(&self.reads)
@@ -550,6 +596,7 @@ impl Store for SqliteStore {
             Ok(HostCallRow {
                 run_id: r.get("run_id"),
                 step_id: r.get("step_id"),
+                target: r.get("target"),
                 attempt: r.get("attempt"),
                 index: r.get("idx"),
                 call: parse_json("host call", &r.get::<String, _>("record"))?,

@@ -31,12 +31,32 @@ pub struct TargetSpec {
     pub labels: BTreeMap<String, String>,
 }
 
-/// All known targets, by name.
+/// All known targets, by name, and named groups of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Inventory {
     #[serde(default)]
     pub targets: BTreeMap<String, TargetSpec>,
+    /// Group name -> target names.
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+/// A step's target entry that names nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectError {
+    #[error(
+        "{entry:?} is neither a target nor a group in the inventory (targets: {targets}; groups: {groups}); add it to inventory.yaml under the firedrill home"
+    )]
+    Unknown {
+        entry: String,
+        targets: String,
+        groups: String,
+    },
+    #[error("label selector {0:?} is not `label:key=value`")]
+    BadSelector(String),
+    #[error("group {group:?} names {member:?}, which is not a target in the inventory")]
+    BadGroup { group: String, member: String },
 }
 
 /// The inventory file cannot be used.
@@ -73,6 +93,49 @@ impl Inventory {
 
     pub fn get(&self, name: &str) -> Option<&TargetSpec> {
         self.targets.get(name)
+    }
+
+    /// Expand one step entry into target names: a target name, a group name,
+    /// or `label:key=value` (every target with that label; possibly none).
+    pub fn select(&self, entry: &str) -> Result<Vec<String>, SelectError> {
+        if let Some(selector) = entry.strip_prefix("label:") {
+            let (key, value) = selector
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| SelectError::BadSelector(entry.to_string()))?;
+            return Ok(self
+                .targets
+                .iter()
+                .filter(|(_, spec)| spec.labels.get(key).is_some_and(|v| v == value))
+                .map(|(name, _)| name.clone())
+                .collect());
+        }
+        if self.targets.contains_key(entry) {
+            return Ok(vec![entry.to_string()]);
+        }
+        if let Some(members) = self.groups.get(entry) {
+            for m in members {
+                if !self.targets.contains_key(m) {
+                    return Err(SelectError::BadGroup {
+                        group: entry.to_string(),
+                        member: m.clone(),
+                    });
+                }
+            }
+            return Ok(members.clone());
+        }
+        let names = |it: Vec<&String>| {
+            if it.is_empty() {
+                "(none)".to_string()
+            } else {
+                it.into_iter().cloned().collect::<Vec<_>>().join(", ")
+            }
+        };
+        Err(SelectError::Unknown {
+            entry: entry.to_string(),
+            targets: names(self.targets.keys().collect()),
+            groups: names(self.groups.keys().collect()),
+        })
     }
 
     /// An inventory with one local target called `name` (tests and demos).
@@ -114,6 +177,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("telnet"), "{err}");
+    }
+
+    #[test]
+    fn selects_targets_groups_and_labels() {
+        let inv: Inventory = serde_yaml::from_str(
+            "targets:\n  a: { transport: local, labels: { role: web } }\n  b: { transport: local, labels: { role: web } }\n  c: { transport: local, labels: { role: db } }\ngroups:\n  webs: [a, b]\n  broken: [a, zz]\n",
+        )
+        .expect("parses");
+        assert_eq!(inv.select("c").expect("ok"), vec!["c"]);
+        assert_eq!(inv.select("webs").expect("ok"), vec!["a", "b"]);
+        assert_eq!(inv.select("label:role=web").expect("ok"), vec!["a", "b"]);
+        assert!(inv.select("label:role=cache").expect("ok").is_empty());
+        assert!(matches!(
+            inv.select("label:role"),
+            Err(SelectError::BadSelector(_))
+        ));
+        assert!(matches!(
+            inv.select("broken"),
+            Err(SelectError::BadGroup { .. })
+        ));
+        let err = inv.select("zz").unwrap_err().to_string();
+        assert!(
+            err.contains("targets: a, b, c; groups: broken, webs"),
+            "{err}"
+        );
     }
 
     #[test]

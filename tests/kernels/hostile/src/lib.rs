@@ -123,6 +123,21 @@ fn run(inv: Invocation) -> Result<String, KernelError> {
             }
         }
         "fail" => Err(KernelError::Failed("failed on purpose".into())),
+        // Records that it ran on its target (touch PATH/TARGET), then fails
+        // if the target is listed in `fail_targets`.
+        "fail-on" => {
+            let t = target(&inv);
+            host::exec(&t, &format!("touch {path}/{t}"))
+                .map_err(|e| KernelError::Failed(format!("{e:?}")))?;
+            let listed = input["fail_targets"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(t.as_str())));
+            if listed {
+                Err(KernelError::Failed(format!("{t} is broken")))
+            } else {
+                ok(serde_json::json!({"target": t}))
+            }
+        }
         // Tries every way to leak a secret: log, stdout, stderr, a command
         // (and its output), the output JSON, and (with fail: true) the error.
         "leak-secret" => {
