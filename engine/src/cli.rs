@@ -286,6 +286,7 @@ async fn show_run(
         .await?
         .with_context(|| format!("no run {id}; list runs with `firedrill runs list`"))?;
     let steps = store.steps(id).await?;
+    let targets = store.step_targets(id).await?;
     let calls = store.host_calls(id).await?;
     let trail = if with_audit {
         store
@@ -304,12 +305,13 @@ async fn show_run(
             serde_json::to_string_pretty(&render::run_json(
                 &run,
                 &steps,
+                &targets,
                 &calls,
                 with_audit.then_some(&trail)
             ))?
         );
     } else {
-        print!("{}", render::run_text(&run, &steps, &calls));
+        print!("{}", render::run_text(&run, &steps, &targets, &calls));
         if with_audit {
             print!("{}", render::audit_text(&trail));
         }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::audit::AuditRecord;
 use crate::executor::planned_changes;
 use crate::kernel::{KernelHost, LoadedKernel};
-use crate::store::{HostCallRow, RunRow, RunStatus, StepRow};
+use crate::store::{HostCallRow, RunRow, RunStatus, StepRow, StepTargetRow};
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
@@ -57,7 +57,12 @@ fn call_line(call: &Value, live: bool) -> String {
 }
 
 /// The run view: step by step, changes highlighted, elapsed time.
-pub fn run_text(run: &RunRow, steps: &[StepRow], calls: &[HostCallRow]) -> String {
+pub fn run_text(
+    run: &RunRow,
+    steps: &[StepRow],
+    per_target: &[StepTargetRow],
+    calls: &[HostCallRow],
+) -> String {
     let live = run.mode == "live";
     let mut s = String::new();
     let _ = writeln!(
@@ -111,6 +116,19 @@ pub fn run_text(run: &RunRow, steps: &[StepRow], calls: &[HostCallRow]) -> Strin
         for c in calls.iter().filter(|c| c.step_id == step.step_id) {
             s.push_str(&call_line(&c.call, live));
         }
+        let fanned: Vec<&StepTargetRow> = per_target
+            .iter()
+            .filter(|t| t.step_id == step.step_id)
+            .collect();
+        if fanned.len() > 1 {
+            for t in fanned {
+                let _ = write!(s, "      target {:<14} {}", t.target, t.status);
+                if let Some(e) = &t.error {
+                    let _ = write!(s, ": {e}");
+                }
+                s.push('\n');
+            }
+        }
         if let Some(error) = &step.error {
             let _ = writeln!(s, "      error: {error}");
         }
@@ -156,6 +174,7 @@ pub fn run_text(run: &RunRow, steps: &[StepRow], calls: &[HostCallRow]) -> Strin
 pub fn run_json(
     run: &RunRow,
     steps: &[StepRow],
+    targets: &[StepTargetRow],
     calls: &[HostCallRow],
     audit: Option<&Vec<AuditRecord>>,
 ) -> Value {
@@ -181,6 +200,11 @@ pub fn run_json(
                 "logs": st.logs,
                 "duration_ms": st.duration_ms,
                 "host_calls": host_calls,
+                "targets_detail": targets
+                    .iter()
+                    .filter(|t| t.step_id == st.step_id)
+                    .map(|t| json!({"target": t.target, "status": t.status, "attempts": t.attempts, "output": t.output, "error": t.error, "duration_ms": t.duration_ms}))
+                    .collect::<Vec<_>>(),
             })
         })
         .collect();
