@@ -698,11 +698,7 @@ impl Service {
                 .take(3)
                 .collect();
             Err(if n == 1 {
-                first
-                    .join("")
-                    .split_once(": ")
-                    .map(|(_, e)| e.to_string())
-                    .unwrap_or_default()
+                ends[0].result.clone().err().unwrap_or_default()
             } else {
                 format!(
                     "{failures} of {n} targets failed (max_errors {max_errors}){}: {}",
