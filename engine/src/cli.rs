@@ -64,6 +64,21 @@ pub enum Command {
     /// Query and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check the inventory.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Validate inventory.yaml; with --probe, run `true` on every target
+    /// (observe only) and report which are reachable. Exit 1 on any problem.
+    Check {
+        #[arg(long)]
+        probe: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,6 +232,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kernel(cmd) => kernel(&home, &actor, cmd).await,
         Command::Runs(cmd) => runs(&home, cmd).await,
         Command::Audit(cmd) => audit(&home, cmd).await,
+        Command::Inventory(InventoryCommand::Check { probe, json }) => {
+            inventory_check(&home, probe, json).await
+        }
     }
 }
 
@@ -593,6 +611,71 @@ async fn audit(home: &Home, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// Time limit of one reachability probe.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn inventory_check(home: &Home, probe: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let inventory = home.inventory()?;
+    let problems = inventory.problems();
+    let mut probes = Vec::new();
+    if probe {
+        let targets = crate::target::Targets::new(inventory.clone());
+        let limits = crate::target::ExecLimits {
+            timeout: PROBE_TIMEOUT,
+            output_bytes: 1024,
+        };
+        for name in inventory.targets.keys() {
+            let result = targets.exec(name, "true", limits).await;
+            let (ok, detail) = match result {
+                Ok(out) if out.exit_code == 0 => (true, "reachable".to_string()),
+                Ok(out) => (false, format!("`true` exited {}", out.exit_code)),
+                Err(e) => (false, e.to_string()),
+            };
+            probes.push((name.clone(), ok, detail));
+        }
+    }
+    let failed = !problems.is_empty() || probes.iter().any(|(_, ok, _)| !ok);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "path": home.inventory_path(),
+                "targets": inventory.targets.len(),
+                "groups": inventory.groups.len(),
+                "problems": problems,
+                "probes": probes.iter().map(|(t, ok, d)| serde_json::json!({"target": t, "reachable": ok, "detail": d})).collect::<Vec<_>>(),
+                "ok": !failed,
+            }))?
+        );
+    } else {
+        println!(
+            "{}: {} targets, {} groups",
+            home.inventory_path().display(),
+            inventory.targets.len(),
+            inventory.groups.len()
+        );
+        for p in &problems {
+            println!("  problem: {p}");
+        }
+        for (t, ok, d) in &probes {
+            println!("  {:<24} {}  {d}", t, if *ok { "ok  " } else { "FAIL" });
+        }
+        println!(
+            "{}",
+            if failed {
+                "inventory has problems"
+            } else {
+                "inventory OK"
+            }
+        );
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn inspect_json(host: &KernelHost, kernel: &LoadedKernel) -> serde_json::Value {

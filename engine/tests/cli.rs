@@ -342,3 +342,55 @@ fn two_processes_writing_one_home_keep_one_intact_chain() {
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(runs.as_array().expect("array").len(), 6);
 }
+
+#[test]
+fn inventory_check_validates_and_probes() {
+    let home = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        home.path().join("inventory.yaml"),
+        "targets:\n  box: { transport: local }\n  jail: { transport: local, workdir: /definitely/not/here }\ngroups:\n  all: [box, jail]\n",
+    )
+    .expect("inventory");
+    let out = firedrill(home.path(), &["inventory", "check"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("2 targets, 1 groups"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = firedrill(home.path(), &["inventory", "check", "--probe", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an unreachable target fails the check"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        report["probes"][0],
+        serde_json::json!({"target": "box", "reachable": true, "detail": "reachable"})
+    );
+    assert_eq!(report["probes"][1]["reachable"], false);
+
+    std::fs::write(
+        home.path().join("inventory.yaml"),
+        "targets:\n  box: { transport: local }\ngroups:\n  webs: [box, ghost]\n",
+    )
+    .expect("inventory");
+    let out = firedrill(home.path(), &["inventory", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("group \"webs\" names \"ghost\", which is not a target"),
+        "{}",
+        stdout(&out)
+    );
+
+    std::fs::write(
+        home.path().join("inventory.yaml"),
+        "targets:\n  box: { transport: telnet }\n",
+    )
+    .expect("inventory");
+    let out = firedrill(home.path(), &["inventory", "check"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("telnet"), "{}", stderr(&out));
+}

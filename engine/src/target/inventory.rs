@@ -138,6 +138,29 @@ impl Inventory {
         })
     }
 
+    /// Every problem in the inventory that loading alone does not catch.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (group, members) in &self.groups {
+            if self.targets.contains_key(group) {
+                problems.push(format!(
+                    "group {group:?} has the same name as a target; rename one of them"
+                ));
+            }
+            if members.is_empty() {
+                problems.push(format!("group {group:?} is empty"));
+            }
+            for m in members {
+                if !self.targets.contains_key(m) {
+                    problems.push(format!(
+                        "group {group:?} names {m:?}, which is not a target in the inventory"
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
     /// An inventory with one local target called `name` (tests and demos).
     pub fn with_local(mut self, name: &str) -> Self {
         self.targets.insert(
