@@ -10,3 +10,4 @@ mod registry;
 mod runbooks;
 mod runs;
 mod secrets;
+mod store;
