@@ -621,20 +621,22 @@ async fn inventory_check(home: &Home, probe: bool, json: bool) -> anyhow::Result
     let problems = inventory.problems();
     let mut probes = Vec::new();
     if probe {
-        let targets = crate::target::Targets::new(inventory.clone());
-        let limits = crate::target::ExecLimits {
-            timeout: PROBE_TIMEOUT,
-            output_bytes: 1024,
-        };
-        for name in inventory.targets.keys() {
-            let result = targets.exec(name, "true", limits).await;
-            let (ok, detail) = match result {
-                Ok(out) if out.exit_code == 0 => (true, "reachable".to_string()),
-                Ok(out) => (false, format!("`true` exited {}", out.exit_code)),
-                Err(e) => (false, e.to_string()),
-            };
-            probes.push((name.clone(), ok, detail));
-        }
+        let targets =
+            crate::target::Targets::with_config(inventory.clone(), &home.config().targets);
+        // Concurrently, so that a fleet of unreachable hosts takes one
+        // timeout, not one each; the executors' own pools bound the fan-out.
+        let checks = inventory.targets.keys().map(|name| {
+            let targets = &targets;
+            async move {
+                let result = targets.probe(name, PROBE_TIMEOUT).await;
+                let (ok, detail) = match result {
+                    Ok(detail) => (true, detail),
+                    Err(e) => (false, e.to_string()),
+                };
+                (name.clone(), ok, detail)
+            }
+        });
+        probes = futures::future::join_all(checks).await;
     }
     let failed = !problems.is_empty() || probes.iter().any(|(_, ok, _)| !ok);
     if json {

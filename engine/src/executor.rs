@@ -757,9 +757,7 @@ impl Service {
                 .await;
             let retryable = report.result.as_ref().is_err_and(InvokeError::is_retryable);
             if retryable && attempt <= max_retries {
-                let wait = backoff
-                    .saturating_mul(2u32.saturating_pow(attempt - 1))
-                    .min(MAX_BACKOFF);
+                let wait = crate::retry::backoff(backoff, attempt, MAX_BACKOFF);
                 let error = report.result.as_ref().err().map(ToString::to_string);
                 self.store
                     .apply(

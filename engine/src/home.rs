@@ -11,7 +11,7 @@ use crate::executor::Service;
 use crate::kernel::{HostConfig, HostStartError, KernelHost, Registry};
 use crate::secret::{EnvSecrets, FileSecrets, Provider, SecretProvider, SecretsConfig};
 use crate::store::{SqliteStore, Store, StoreConfig, StoreError};
-use crate::target::{Inventory, InventoryError, Targets};
+use crate::target::{Inventory, InventoryError, Targets, TargetsConfig};
 
 /// `firedrill.toml`. Unknown keys are refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +23,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Where secrets come from.
     pub secrets: SecretsConfig,
+    /// How SSH and HTTP targets are reached: timeouts, pools, retries.
+    pub targets: TargetsConfig,
 }
 
 /// The home directory could not be used.
@@ -130,7 +132,7 @@ impl Home {
         if config.cache_dir.is_none() {
             config.cache_dir = Some(self.dir.join("cache").join("kernels"));
         }
-        let targets = Targets::new(self.inventory()?);
+        let targets = Targets::with_config(self.inventory()?, &self.config.targets);
         let secrets: Arc<dyn SecretProvider> = match self.config.secrets.provider {
             Provider::Env => Arc::new(EnvSecrets),
             Provider::File => Arc::new(FileSecrets {

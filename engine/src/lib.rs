@@ -10,6 +10,7 @@ pub mod cli;
 pub mod executor;
 pub mod home;
 pub mod kernel;
+pub mod retry;
 pub mod runbook;
 pub mod secret;
 pub mod store;

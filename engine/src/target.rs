@@ -1,23 +1,94 @@
 //! Targets: the inventory of what kernels may act on, and the executors that reach them.
 //!
 //! The kernel host never runs a command itself; it asks [`Targets`] to resolve a
-//! granted target name to its inventory entry and executor. This issue ships the
-//! `local` transport; SSH and HTTP executors slot in behind the same trait.
+//! granted target name to its inventory entry and executor: `local`
+//! (`/bin/sh -c` on the engine's host), `ssh` (libssh2, pinned host keys,
+//! pooled sessions) or `http` (an endpoint for `host.http`).
 
+mod http;
 mod inventory;
 mod local;
+mod ssh;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use inventory::{Inventory, InventoryError, SelectError, TargetSpec, Transport};
-pub use local::LocalExecutor;
+use serde::{Deserialize, Serialize};
 
-/// Caps applied to one command.
+pub use http::{BaseUrl, HttpConfig, HttpExecutor, HttpOutput, HttpRequest};
+pub use inventory::{
+    HttpTarget, Inventory, InventoryError, LocalTarget, SelectError, SshAuth, SshTarget,
+    TargetSpec, Transport,
+};
+pub use local::LocalExecutor;
+pub use ssh::{PinnedKey, SshConfig, SshExecutor, SshProbe, fingerprint};
+
+/// `[targets]` in `firedrill.toml`: how executors reach targets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct TargetsConfig {
+    pub ssh: SshConfig,
+    pub http: HttpConfig,
+    /// Retries of connection failures (before a command or request was sent).
+    pub retry: RetryConfig,
+}
+
+/// `[targets.retry]`: connection failures are retried with exponential
+/// backoff and jitter; each retry is counted in the host call's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RetryConfig {
+    /// Connection attempts per call, the first included. Default 3.
+    pub attempts: u32,
+    /// Delay before the first retry, in milliseconds; doubles each retry.
+    /// Default 200.
+    pub base_delay_ms: u64,
+    /// Longest delay between attempts, in milliseconds. Default 5,000.
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: 3,
+            base_delay_ms: 200,
+            max_delay_ms: 5_000,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The wait before retry number `retry` (from 1).
+    pub fn delay(&self, retry: u32) -> Duration {
+        crate::retry::backoff(
+            Duration::from_millis(self.base_delay_ms),
+            retry,
+            Duration::from_millis(self.max_delay_ms),
+        )
+    }
+}
+
+/// Faults a call survived or met: recorded with the host call, so that a
+/// retry or reconnect never goes unseen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Faults {
+    /// Connection attempts after the first.
+    pub retries: u32,
+    /// Pooled sessions found dead and replaced.
+    pub reconnects: u32,
+}
+
+impl Faults {
+    pub fn is_empty(&self) -> bool {
+        self.retries == 0 && self.reconnects == 0
+    }
+}
+
+/// Caps applied to one command or request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecLimits {
     pub timeout: Duration,
-    /// Bytes kept of stdout and, separately, of stderr.
+    /// Bytes kept of stdout and, separately, of stderr (of the body, for HTTP).
     pub output_bytes: usize,
 }
 
@@ -32,10 +103,10 @@ pub struct ExecOutput {
     pub truncated: bool,
 }
 
-/// Why a command could not run to completion.
+/// Why a command or request could not run to completion.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExecError {
-    #[error("command did not finish within {0:?} and was killed")]
+    #[error("did not finish within {0:?} and was abandoned")]
     Timeout(Duration),
     #[error("cannot run the command on {target}: {reason}")]
     Failed { target: String, reason: String },
@@ -43,17 +114,13 @@ pub enum ExecError {
         "target {target:?} is not in the inventory; add it to inventory.yaml under the firedrill home"
     )]
     UnknownTarget { target: String },
-}
-
-/// Runs commands on one kind of target.
-#[async_trait::async_trait]
-pub trait Executor: Send + Sync + std::fmt::Debug {
-    async fn exec(
-        &self,
-        target: &TargetSpec,
-        command: &str,
-        limits: ExecLimits,
-    ) -> Result<ExecOutput, ExecError>;
+    #[error("target {target:?} is a {transport} target, which cannot serve {call}; {hint}")]
+    WrongTransport {
+        target: String,
+        transport: Transport,
+        call: &'static str,
+        hint: &'static str,
+    },
 }
 
 /// The inventory plus one executor per transport.
@@ -61,13 +128,22 @@ pub trait Executor: Send + Sync + std::fmt::Debug {
 pub struct Targets {
     inventory: Arc<Inventory>,
     local: Arc<LocalExecutor>,
+    ssh: Arc<SshExecutor>,
+    http: Arc<HttpExecutor>,
 }
 
 impl Targets {
+    /// Targets with default transport settings.
     pub fn new(inventory: Inventory) -> Self {
+        Targets::with_config(inventory, &TargetsConfig::default())
+    }
+
+    pub fn with_config(inventory: Inventory, config: &TargetsConfig) -> Self {
         Targets {
             inventory: Arc::new(inventory),
             local: Arc::new(LocalExecutor),
+            ssh: Arc::new(SshExecutor::new(config.ssh.clone(), config.retry.clone())),
+            http: Arc::new(HttpExecutor::new(config.http.clone(), config.retry.clone())),
         }
     }
 
@@ -75,22 +151,114 @@ impl Targets {
         &self.inventory
     }
 
-    /// Run `command` on the target named `name`.
+    pub fn ssh(&self) -> &SshExecutor {
+        &self.ssh
+    }
+
+    pub fn http(&self) -> &HttpExecutor {
+        &self.http
+    }
+
+    fn spec(&self, name: &str) -> Result<&TargetSpec, ExecError> {
+        self.inventory
+            .get(name)
+            .ok_or_else(|| ExecError::UnknownTarget {
+                target: name.to_string(),
+            })
+    }
+
+    /// Run `command` on the target named `name`. Faults met on the way
+    /// (connection retries, reconnects) are added to `faults`, whatever the
+    /// outcome.
     pub async fn exec(
         &self,
         name: &str,
         command: &str,
         limits: ExecLimits,
+        faults: &mut Faults,
     ) -> Result<ExecOutput, ExecError> {
-        let spec = self
-            .inventory
-            .get(name)
-            .ok_or_else(|| ExecError::UnknownTarget {
+        match self.spec(name)? {
+            TargetSpec::Local(spec) => self.local.exec(name, spec, command, limits).await,
+            TargetSpec::Ssh(spec) => self.ssh.exec(name, spec, command, limits, faults).await,
+            TargetSpec::Http(_) => Err(ExecError::WrongTransport {
                 target: name.to_string(),
-            })?;
-        let executor: &dyn Executor = match spec.transport {
-            Transport::Local => self.local.as_ref(),
+                transport: Transport::Http,
+                call: "exec",
+                hint: "grant the step an ssh or local target for commands",
+            }),
+        }
+    }
+
+    /// Check that target `name` is reachable, doing nothing that changes it:
+    /// `true` on local and SSH targets (which proves the pinned host key and
+    /// the credentials), a GET of the base URL on HTTP endpoints (any status
+    /// counts: it answered).
+    pub async fn probe(&self, name: &str, timeout: Duration) -> Result<String, ExecError> {
+        let limits = ExecLimits {
+            timeout,
+            output_bytes: 1024,
         };
-        executor.exec(spec, command, limits).await
+        let mut faults = Faults::default();
+        let spec = self.spec(name)?;
+        let detail = match spec {
+            TargetSpec::Http(http) => {
+                let request = HttpRequest {
+                    method: "GET".into(),
+                    url: http.base_url.clone(),
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                };
+                let out = self
+                    .http_request(name, request, None, limits, &mut faults)
+                    .await?;
+                format!("answered HTTP {}", out.status)
+            }
+            TargetSpec::Local(_) | TargetSpec::Ssh(_) => {
+                let out = self.exec(name, "true", limits, &mut faults).await?;
+                if out.exit_code != 0 {
+                    return Err(ExecError::Failed {
+                        target: name.to_string(),
+                        reason: format!("`true` exited {}", out.exit_code),
+                    });
+                }
+                match spec {
+                    TargetSpec::Ssh(s) => format!(
+                        "reachable; host key verified, authenticated as {:?}",
+                        s.user
+                    ),
+                    _ => "reachable".to_string(),
+                }
+            }
+        };
+        Ok(if faults.retries > 0 {
+            format!("{detail} (after {} connection retries)", faults.retries)
+        } else {
+            detail
+        })
+    }
+
+    /// Send `request` to the HTTP endpoint named `name`, with `auth` (the
+    /// endpoint's resolved `auth-secret`) as bearer token.
+    pub async fn http_request(
+        &self,
+        name: &str,
+        request: HttpRequest,
+        auth: Option<&crate::secret::Secret>,
+        limits: ExecLimits,
+        faults: &mut Faults,
+    ) -> Result<HttpOutput, ExecError> {
+        match self.spec(name)? {
+            TargetSpec::Http(spec) => {
+                self.http
+                    .request(name, spec, request, auth, limits, faults)
+                    .await
+            }
+            other => Err(ExecError::WrongTransport {
+                target: name.to_string(),
+                transport: other.transport(),
+                call: "http",
+                hint: "add the endpoint to inventory.yaml as a `transport: http` target and grant it to the step",
+            }),
+        }
     }
 }

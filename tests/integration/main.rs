@@ -10,4 +10,5 @@ mod registry;
 mod runbooks;
 mod runs;
 mod secrets;
+mod ssh;
 mod store;

@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
+pub mod sshd;
+
 use firedrill::audit::Actor;
 use firedrill::executor::{RunRequest, RunbookSource, Service};
 use firedrill::kernel::{HostConfig, KernelHost, KernelLimits, Registry};
 use firedrill::secret::StaticSecrets;
 use firedrill::store::{SqliteStore, Store, StoreConfig};
-use firedrill::target::{Inventory, Targets};
+use firedrill::target::{Inventory, TargetSpec, Targets};
 
 /// Guest crates and the component file each produces.
 pub const GUESTS: &[(&str, &str)] = &[
@@ -144,7 +146,7 @@ pub fn test_limits() -> KernelLimits {
 /// (`runbooks/demo/bin/systemctl`), keeping unit state in `state_dir`.
 pub fn demo_inventory(name: &str, state_dir: &Path) -> Inventory {
     let mut inventory = Inventory::default().with_local(name);
-    if let Some(spec) = inventory.targets.get_mut(name) {
+    if let Some(TargetSpec::Local(spec)) = inventory.targets.get_mut(name) {
         let bin = workspace_root().join("runbooks/demo/bin");
         spec.env.insert(
             "PATH".into(),
@@ -220,7 +222,7 @@ impl TestEnv {
         for i in 1..=fleet {
             let name = format!("web-{i}");
             let mut spec = template.clone();
-            spec.labels.insert("role".into(), "web".into());
+            spec.labels_mut().insert("role".into(), "web".into());
             inventory.targets.insert(name.clone(), spec);
             members.push(name);
         }

@@ -17,8 +17,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::firedrill::kernel::{host, types as wit};
 use super::limits::{KernelLimits, Limit};
-use crate::secret::{Redactor, SecretProvider};
-use crate::target::{ExecError, ExecLimits, Targets};
+use crate::secret::{Redactor, Secret, SecretProvider};
+use crate::target::{ExecError, ExecLimits, Faults, HttpRequest, TargetSpec, Targets};
 
 /// Bytes of a command's stdout/stderr kept in the call record (the kernel
 /// itself gets up to `exec-output-bytes`).
@@ -92,6 +92,9 @@ pub struct HostCall {
     pub outcome: CallOutcome,
     pub started_at_ms: u64,
     pub duration_ms: u64,
+    /// Connection retries and reconnects this call needed (omitted when none).
+    #[serde(skip_serializing_if = "Faults::is_empty")]
+    pub faults: Faults,
 }
 
 impl HostCall {
@@ -274,6 +277,7 @@ impl Sandbox {
         simulated: bool,
         outcome: CallOutcome,
         started: (u64, Instant),
+        faults: Faults,
     ) {
         let index = u32::try_from(self.records.len()).unwrap_or(u32::MAX);
         self.records.push(HostCall {
@@ -284,6 +288,7 @@ impl Sandbox {
             outcome,
             started_at_ms: started.0,
             duration_ms: u64::try_from(started.1.elapsed().as_millis()).unwrap_or(u64::MAX),
+            faults,
         });
     }
 
@@ -303,9 +308,36 @@ impl Sandbox {
                 reason: reason.clone(),
             },
             started,
+            Faults::default(),
         );
         self.emit().await;
         wit::HostError::Denied(reason)
+    }
+
+    /// Time and size caps of one `exec` or `http` call.
+    fn call_limits(&self) -> ExecLimits {
+        ExecLimits {
+            timeout: self.limits.exec_timeout(),
+            output_bytes: usize::try_from(self.limits.exec_output_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The resolved `auth-secret` of HTTP endpoint `target`, if it has one.
+    /// Its value joins the redactor: the kernel never sees it, but an
+    /// endpoint might echo it back.
+    fn endpoint_auth(&mut self, target: &str) -> Result<Option<Secret>, ExecError> {
+        let Some(TargetSpec::Http(spec)) = self.targets.inventory().get(target) else {
+            return Ok(None);
+        };
+        let Some(name) = &spec.auth_secret else {
+            return Ok(None);
+        };
+        let secret = self.secrets.get(name).map_err(|e| ExecError::Failed {
+            target: target.to_string(),
+            reason: format!("cannot read the endpoint's auth-secret: {e}"),
+        })?;
+        self.redactor.add(secret.expose());
+        Ok(Some(secret))
     }
 
     /// Whether a call with `effect` is recorded as planned instead of performed.
@@ -324,6 +356,25 @@ pub(crate) fn unix_ms() -> u64 {
 
 fn now() -> (u64, Instant) {
     (unix_ms(), Instant::now())
+}
+
+/// How a failed `exec` or `http` call is recorded, and what the kernel gets.
+fn failure<T>(e: ExecError) -> (CallOutcome, Result<T, wit::HostError>) {
+    let reason = e.to_string();
+    match e {
+        ExecError::Timeout(_) => (
+            CallOutcome::Timeout {
+                reason: reason.clone(),
+            },
+            Err(wit::HostError::Timeout(reason)),
+        ),
+        _ => (
+            CallOutcome::Failed {
+                reason: reason.clone(),
+            },
+            Err(wit::HostError::Failed(reason)),
+        ),
+    }
 }
 
 fn excerpt(bytes: &[u8]) -> String {
@@ -409,7 +460,14 @@ impl host::Host for Sandbox {
         };
         if self.simulate(effect) {
             let outcome = CallOutcome::done();
-            self.record(call, Some(effect), true, outcome, started);
+            self.record(
+                call,
+                Some(effect),
+                true,
+                outcome,
+                started,
+                Faults::default(),
+            );
             self.emit().await;
             return Ok(Ok(wit::ExecResult {
                 exit_code: 0,
@@ -419,11 +477,11 @@ impl host::Host for Sandbox {
                 simulated: true,
             }));
         }
-        let limits = ExecLimits {
-            timeout: self.limits.exec_timeout(),
-            output_bytes: usize::try_from(self.limits.exec_output_bytes).unwrap_or(usize::MAX),
-        };
-        let result = self.targets.exec(&target, &matched.command, limits).await;
+        let mut faults = Faults::default();
+        let result = self
+            .targets
+            .exec(&target, &matched.command, self.call_limits(), &mut faults)
+            .await;
         let (outcome, answer) = match result {
             Ok(out) => (
                 CallOutcome::Ok {
@@ -441,20 +499,9 @@ impl host::Host for Sandbox {
                     simulated: false,
                 }),
             ),
-            Err(e @ ExecError::Timeout(_)) => (
-                CallOutcome::Timeout {
-                    reason: e.to_string(),
-                },
-                Err(wit::HostError::Timeout(e.to_string())),
-            ),
-            Err(e) => (
-                CallOutcome::Failed {
-                    reason: e.to_string(),
-                },
-                Err(wit::HostError::Failed(e.to_string())),
-            ),
+            Err(e) => failure(e),
         };
-        self.record(call, Some(effect), false, outcome, started);
+        self.record(call, Some(effect), false, outcome, started, faults);
         self.emit().await;
         Ok(answer)
     }
@@ -479,7 +526,14 @@ impl host::Host for Sandbox {
         };
         if self.simulate(cap.effect) {
             let outcome = CallOutcome::done();
-            self.record(call, Some(cap.effect), true, outcome, started);
+            self.record(
+                call,
+                Some(cap.effect),
+                true,
+                outcome,
+                started,
+                Faults::default(),
+            );
             self.emit().await;
             return Ok(Ok(wit::HttpResponse {
                 status: 0,
@@ -489,23 +543,57 @@ impl host::Host for Sandbox {
                 simulated: true,
             }));
         }
-        // The inventory has no HTTP endpoints yet, so no granted target can
-        // be reached over HTTP; say so instead of pretending.
-        let reason = format!(
-            "target {:?} has no HTTP transport in the inventory; HTTP endpoints are not supported by this version of firedrill",
-            request.target
-        );
-        self.record(
-            call,
-            Some(cap.effect),
-            false,
-            CallOutcome::Failed {
-                reason: reason.clone(),
-            },
-            started,
-        );
+        let mut faults = Faults::default();
+        let result = match self.endpoint_auth(&request.target) {
+            Ok(auth) => {
+                let req = HttpRequest {
+                    method: request.method,
+                    url: request.url,
+                    headers: request
+                        .headers
+                        .into_iter()
+                        .map(|h| (h.name, h.value))
+                        .collect(),
+                    body: request.body,
+                };
+                self.targets
+                    .http_request(
+                        &request.target,
+                        req,
+                        auth.as_ref(),
+                        self.call_limits(),
+                        &mut faults,
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let (outcome, answer) = match result {
+            Ok(out) => (
+                CallOutcome::Ok {
+                    exit_code: None,
+                    status: Some(out.status),
+                    stdout: excerpt(&out.body),
+                    stderr: String::new(),
+                    truncated: out.truncated,
+                },
+                Ok(wit::HttpResponse {
+                    status: out.status,
+                    headers: out
+                        .headers
+                        .into_iter()
+                        .map(|(name, value)| wit::Header { name, value })
+                        .collect(),
+                    body: out.body,
+                    truncated: out.truncated,
+                    simulated: false,
+                }),
+            ),
+            Err(e) => failure(e),
+        };
+        self.record(call, Some(cap.effect), false, outcome, started, faults);
         self.emit().await;
-        Ok(Err(wit::HostError::Failed(reason)))
+        Ok(answer)
     }
 
     async fn secret(&mut self, name: String) -> wasmtime::Result<Result<String, wit::HostError>> {
@@ -530,7 +618,7 @@ impl host::Host for Sandbox {
                 )
             }
         };
-        self.record(call, None, false, outcome, started);
+        self.record(call, None, false, outcome, started, Faults::default());
         self.emit().await;
         Ok(answer)
     }

@@ -1,34 +1,184 @@
 //! The inventory: named targets and how to reach them (`inventory.yaml` under the home).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// How a target is reached.
+/// How a target is reached (the `transport` key of a target).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
     /// Commands run on the engine's own host through `/bin/sh -c`. Meant for
     /// demos, tests and single-host setups.
     Local,
+    /// Commands run on a remote host over SSH.
+    Ssh,
+    /// An HTTP endpoint for `host.http` calls.
+    Http,
 }
 
-/// One target.
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Local => "local",
+            Transport::Ssh => "ssh",
+            Transport::Http => "http",
+        })
+    }
+}
+
+/// One target: how it is reached, and its labels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "transport", rename_all = "kebab-case")]
+pub enum TargetSpec {
+    Local(LocalTarget),
+    Ssh(SshTarget),
+    Http(HttpTarget),
+}
+
+/// A `transport: local` target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct TargetSpec {
-    pub transport: Transport,
-    /// Environment for commands (local transport). The environment is empty
-    /// apart from these variables; `PATH` defaults to the system path.
+pub struct LocalTarget {
+    /// Environment for commands. The environment is empty apart from these
+    /// variables; `PATH` defaults to the system path.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Working directory for commands (local transport). Default `/`.
+    /// Working directory for commands. Default `/`.
     #[serde(default)]
     pub workdir: Option<String>,
     /// Free-form labels, for selectors.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+}
+
+/// A `transport: ssh` target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SshTarget {
+    /// Host name or IP address.
+    pub address: String,
+    /// Default 22.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// Remote user.
+    pub user: String,
+    /// How to authenticate: `agent` or `{ key-file: /path/to/private_key }`.
+    pub auth: SshAuth,
+    /// The pinned host key: an OpenSSH public key (`ssh-ed25519 AAAA...`, as in
+    /// the host's `/etc/ssh/ssh_host_ed25519_key.pub` or a known_hosts line)
+    /// or a fingerprint (`SHA256:...`, as `ssh-keygen -lf` prints it).
+    /// Without it every connection is refused: firedrill never trusts a key
+    /// on first use.
+    #[serde(default)]
+    pub host_key: Option<String>,
+    /// Free-form labels, for selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
+/// How firedrill authenticates to an SSH target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SshAuth {
+    /// Keys held by the ssh-agent at `$SSH_AUTH_SOCK`.
+    Agent,
+    /// An unencrypted private key file (use the agent for encrypted keys).
+    KeyFile(PathBuf),
+}
+
+/// A `transport: http` target: an endpoint kernels reach with `host.http`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpTarget {
+    /// Scheme, host, optional port and path prefix, e.g.
+    /// `https://lb.example.com:8443/api/`. Requests must stay under it.
+    pub base_url: String,
+    /// Name of a secret sent as `Authorization: Bearer <value>`; the kernel
+    /// never sees it.
+    #[serde(default)]
+    pub auth_secret: Option<String>,
+    /// Allow loopback, link-local and private addresses (refused by default,
+    /// so that a kernel cannot reach internal services it was not meant to).
+    #[serde(default)]
+    pub allow_private: bool,
+    /// Free-form labels, for selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl TargetSpec {
+    pub fn transport(&self) -> Transport {
+        match self {
+            TargetSpec::Local(_) => Transport::Local,
+            TargetSpec::Ssh(_) => Transport::Ssh,
+            TargetSpec::Http(_) => Transport::Http,
+        }
+    }
+
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        match self {
+            TargetSpec::Local(t) => &t.labels,
+            TargetSpec::Ssh(t) => &t.labels,
+            TargetSpec::Http(t) => &t.labels,
+        }
+    }
+
+    pub fn labels_mut(&mut self) -> &mut BTreeMap<String, String> {
+        match self {
+            TargetSpec::Local(t) => &mut t.labels,
+            TargetSpec::Ssh(t) => &mut t.labels,
+            TargetSpec::Http(t) => &mut t.labels,
+        }
+    }
+
+    /// Problems loading alone does not catch, as sentences.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self {
+            TargetSpec::Local(_) => {}
+            TargetSpec::Ssh(t) => {
+                if t.address.trim().is_empty() {
+                    problems.push("address is empty".to_string());
+                }
+                if t.user.trim().is_empty() {
+                    problems.push("user is empty".to_string());
+                }
+                if t.port == 0 {
+                    problems.push("port 0 is not a valid port".to_string());
+                }
+                match &t.host_key {
+                    None => problems.push(
+                        "no host-key is pinned, so every connection will be refused; run `firedrill inventory check --probe` to see the key the host presents, verify it out of band, and set host-key".to_string(),
+                    ),
+                    Some(k) => {
+                        if let Err(e) = super::ssh::PinnedKey::parse(k) {
+                            problems.push(e);
+                        }
+                    }
+                }
+                if let SshAuth::KeyFile(path) = &t.auth
+                    && !path.is_file()
+                {
+                    problems.push(format!(
+                        "auth key-file {} does not exist or is not a file",
+                        path.display()
+                    ));
+                }
+            }
+            TargetSpec::Http(t) => {
+                if let Err(e) = super::http::BaseUrl::parse(&t.base_url) {
+                    problems.push(e);
+                }
+            }
+        }
+        problems
+    }
 }
 
 /// All known targets, by name, and named groups of them.
@@ -106,7 +256,7 @@ impl Inventory {
             return Ok(self
                 .targets
                 .iter()
-                .filter(|(_, spec)| spec.labels.get(key).is_some_and(|v| v == value))
+                .filter(|(_, spec)| spec.labels().get(key).is_some_and(|v| v == value))
                 .map(|(name, _)| name.clone())
                 .collect());
         }
@@ -141,6 +291,11 @@ impl Inventory {
     /// Every problem in the inventory that loading alone does not catch.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        for (name, spec) in &self.targets {
+            for p in spec.problems() {
+                problems.push(format!("target {name:?} ({}): {p}", spec.transport()));
+            }
+        }
         for (group, members) in &self.groups {
             if self.targets.contains_key(group) {
                 problems.push(format!(
@@ -163,15 +318,8 @@ impl Inventory {
 
     /// An inventory with one local target called `name` (tests and demos).
     pub fn with_local(mut self, name: &str) -> Self {
-        self.targets.insert(
-            name.to_string(),
-            TargetSpec {
-                transport: Transport::Local,
-                env: BTreeMap::new(),
-                workdir: None,
-                labels: BTreeMap::new(),
-            },
-        );
+        self.targets
+            .insert(name.to_string(), TargetSpec::Local(LocalTarget::default()));
         self
     }
 }
@@ -187,7 +335,7 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(
-            inv.get("localhost").expect("present").transport,
+            inv.get("localhost").expect("present").transport(),
             Transport::Local
         );
         let err = serde_yaml::from_str::<Inventory>(

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
-use super::{ExecError, ExecLimits, ExecOutput, Executor, TargetSpec};
+use super::{ExecError, ExecLimits, ExecOutput, LocalTarget};
 
 /// PATH given to commands when the target does not set one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -47,11 +47,12 @@ fn kill_group(pid: Option<u32>) {
     }
 }
 
-#[async_trait::async_trait]
-impl Executor for LocalExecutor {
-    async fn exec(
+impl LocalExecutor {
+    /// Run `command` on this host for the local target `name`.
+    pub async fn exec(
         &self,
-        target: &TargetSpec,
+        name: &str,
+        target: &LocalTarget,
         command: &str,
         limits: ExecLimits,
     ) -> Result<ExecOutput, ExecError> {
@@ -68,14 +69,14 @@ impl Executor for LocalExecutor {
             .process_group(0)
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| ExecError::Failed {
-            target: "local".into(),
+            target: name.to_string(),
             reason: format!("cannot start /bin/sh: {e}"),
         })?;
         let pid = child.id();
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             kill_group(pid);
             return Err(ExecError::Failed {
-                target: "local".into(),
+                target: name.to_string(),
                 reason: "child has no stdout/stderr pipe".into(),
             });
         };
@@ -96,7 +97,7 @@ impl Executor for LocalExecutor {
         let ((stdout, t1), (stderr, t2), status) =
             result.map_err(|_| ExecError::Timeout(limits.timeout))?;
         let status = status.map_err(|e| ExecError::Failed {
-            target: "local".into(),
+            target: name.to_string(),
             reason: format!("cannot wait for the command: {e}"),
         })?;
         Ok(ExecOutput {
@@ -123,14 +124,9 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::target::Inventory;
 
-    fn spec() -> TargetSpec {
-        Inventory::default()
-            .with_local("l")
-            .get("l")
-            .cloned()
-            .expect("present")
+    fn spec() -> LocalTarget {
+        LocalTarget::default()
     }
 
     fn limits(ms: u64, bytes: usize) -> ExecLimits {
@@ -144,6 +140,7 @@ mod tests {
     async fn runs_with_exit_code_and_empty_environment() {
         let out = LocalExecutor
             .exec(
+                "l",
                 &spec(),
                 "echo out; echo err >&2; echo ${HOME:-nohome}; exit 3",
                 limits(5000, 1024),
@@ -159,7 +156,12 @@ mod tests {
     #[tokio::test]
     async fn output_over_the_cap_is_truncated_and_the_child_is_not_blocked() {
         let out = LocalExecutor
-            .exec(&spec(), "head -c 1000000 /dev/zero", limits(10_000, 100))
+            .exec(
+                "l",
+                &spec(),
+                "head -c 1000000 /dev/zero",
+                limits(10_000, 100),
+            )
             .await
             .expect("runs");
         assert_eq!(out.stdout.len(), 100);
@@ -174,7 +176,7 @@ mod tests {
         let cmd = format!("(sleep 1; touch {}) & sleep 30", marker.display());
         let started = Instant::now();
         let err = LocalExecutor
-            .exec(&spec(), &cmd, limits(200, 1024))
+            .exec("l", &spec(), &cmd, limits(200, 1024))
             .await
             .unwrap_err();
         assert!(matches!(err, ExecError::Timeout(_)), "{err}");
