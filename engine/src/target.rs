@@ -189,6 +189,18 @@ impl Targets {
         }
     }
 
+    /// The absolute URL of a kernel's request to `name`: a URL that starts
+    /// with `/` is a path under an HTTP endpoint's base-url (kernels know
+    /// target names, not addresses); anything else is taken as it is.
+    pub fn resolve_url(&self, name: &str, url: &str) -> String {
+        match self.inventory.get(name) {
+            Some(TargetSpec::Http(spec)) if url.starts_with('/') => {
+                format!("{}{url}", spec.base_url.trim_end_matches('/'))
+            }
+            _ => url.to_string(),
+        }
+    }
+
     /// Check that target `name` is reachable, doing nothing that changes it:
     /// `true` on local and SSH targets (which proves the pinned host key and
     /// the credentials), a GET of the base URL on HTTP endpoints (any status

@@ -394,3 +394,49 @@ fn inventory_check_validates_and_probes() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("telnet"), "{}", stderr(&out));
 }
+
+#[test]
+fn inventory_check_probes_ssh_targets_and_shows_the_key_to_pin() {
+    use firedrill::target::{Inventory, TargetSpec};
+    let sshd = firedrill_tests::sshd::Sshd::start();
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut inventory = Inventory::default();
+    inventory.targets.insert("pinned".into(), sshd.spec());
+    let mut unpinned = sshd.target();
+    unpinned.host_key = None;
+    inventory
+        .targets
+        .insert("unpinned".into(), TargetSpec::Ssh(unpinned));
+    std::fs::write(
+        home.path().join("inventory.yaml"),
+        serde_json::to_string(&inventory).expect("json"),
+    )
+    .expect("inventory");
+
+    let out = firedrill(home.path(), &["inventory", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("target \"unpinned\" (ssh): no host-key is pinned"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = firedrill(home.path(), &["inventory", "check", "--probe", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let probes = report["probes"].as_array().expect("probes");
+    assert_eq!(probes[0]["target"], "pinned");
+    assert_eq!(probes[0]["reachable"], true, "{}", probes[0]);
+    assert_eq!(probes[1]["reachable"], false);
+    // The refusal shows the presented key, ready to verify and pin.
+    let blob = sshd.host_key_line();
+    let blob = blob.split_whitespace().nth(1).expect("blob");
+    assert!(
+        probes[1]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(blob)),
+        "{}",
+        probes[1]
+    );
+    assert_eq!(sshd.logins(), 1, "only the pinned target authenticated");
+}

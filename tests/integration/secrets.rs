@@ -12,23 +12,6 @@ fn runbook(dir: &std::path::Path, fail: bool) -> String {
     )
 }
 
-/// Every byte of the store's files.
-fn store_bytes(env: &TestEnv) -> Vec<u8> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(env.home.path()).expect("home") {
-        let path = entry.expect("entry").path();
-        let name = path
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
-        if name.starts_with("firedrill.db") {
-            all.extend(std::fs::read(&path).expect("read"));
-        }
-    }
-    all
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_secret_never_reaches_the_store_audit_or_outputs() {
     let env = TestEnv::new().await;
@@ -90,7 +73,7 @@ async fn a_canary_secret_never_reaches_the_store_audit_or_outputs() {
         });
         assert!(!view.to_string().contains(CANARY), "leaked in {view}");
     }
-    let bytes = store_bytes(&env);
+    let bytes = env.store_bytes();
     assert!(!bytes.is_empty());
     assert!(
         !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),

@@ -6,19 +6,21 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 pub mod sshd;
+pub mod web;
 
 use firedrill::audit::Actor;
 use firedrill::executor::{RunRequest, RunbookSource, Service};
 use firedrill::kernel::{HostConfig, KernelHost, KernelLimits, Registry};
 use firedrill::secret::StaticSecrets;
 use firedrill::store::{SqliteStore, Store, StoreConfig};
-use firedrill::target::{Inventory, TargetSpec, Targets};
+use firedrill::target::{Inventory, TargetSpec, Targets, TargetsConfig};
 
 /// Guest crates and the component file each produces.
 pub const GUESTS: &[(&str, &str)] = &[
     ("service-status", "service_status"),
     ("restart-service", "restart_service"),
     ("disk-usage", "disk_usage"),
+    ("http-health", "http_health"),
     ("test-kernel-hostile", "test_kernel_hostile"),
     ("test-kernel-liar", "test_kernel_liar"),
     ("test-kernel-trivial", "test_kernel_trivial"),
@@ -184,6 +186,7 @@ pub const PUBLISHED: &[&str] = &[
     "service-status",
     "restart-service",
     "disk-usage",
+    "http-health",
     "test-kernel-hostile",
     "test-kernel-trivial",
 ];
@@ -204,17 +207,34 @@ impl TestEnv {
     /// If anything cannot be set up.
     #[allow(clippy::expect_used)]
     pub async fn with_limits(limits: KernelLimits) -> Self {
-        Self::build(limits, 0).await
+        Self::build(limits, 0, Inventory::default(), TargetsConfig::default()).await
+    }
+
+    /// An environment whose inventory also has `extra`'s targets and groups
+    /// (SSH servers, HTTP endpoints), reached with `config`.
+    pub async fn with_targets(extra: Inventory, config: TargetsConfig) -> Self {
+        Self::build(KernelLimits::default(), 0, extra, config).await
     }
 
     /// An environment whose inventory also has a fleet `web-1`..`web-N`
     /// (local targets labelled `role=web`, group `webs`).
     pub async fn with_fleet(n: usize) -> Self {
-        Self::build(KernelLimits::default(), n).await
+        Self::build(
+            KernelLimits::default(),
+            n,
+            Inventory::default(),
+            TargetsConfig::default(),
+        )
+        .await
     }
 
     #[allow(clippy::expect_used)]
-    async fn build(limits: KernelLimits, fleet: usize) -> Self {
+    async fn build(
+        limits: KernelLimits,
+        fleet: usize,
+        extra: Inventory,
+        targets: TargetsConfig,
+    ) -> Self {
         let home = tempfile::tempdir().expect("tempdir");
         let mut inventory = demo_inventory("demo-host", &home.path().join("demo-state"));
         let template = inventory.get("demo-host").cloned().expect("demo host");
@@ -229,6 +249,8 @@ impl TestEnv {
         if fleet > 0 {
             inventory.groups.insert("webs".into(), members);
         }
+        inventory.targets.extend(extra.targets);
+        inventory.groups.extend(extra.groups);
         std::fs::write(
             home.path().join("inventory.yaml"),
             serde_json::to_string(&inventory_json(&inventory)).expect("json"),
@@ -247,7 +269,7 @@ impl TestEnv {
                     cache_dir: Some(home.path().join("cache")),
                     ..HostConfig::default()
                 },
-                Targets::new(inventory),
+                Targets::with_config(inventory, &targets),
                 Arc::new(StaticSecrets(
                     [("canary".to_string(), firedrill::secret::Secret::new(CANARY))].into(),
                 )),
@@ -296,6 +318,26 @@ impl TestEnv {
         std::fs::read_to_string(self.demo_state().join(format!("{unit}.restarts")))
             .map(|s| s.lines().count())
             .unwrap_or(0)
+    }
+
+    /// Every byte of the store's files (database, WAL), to search for
+    /// things that must never be recorded.
+    ///
+    /// # Panics
+    /// If the home cannot be read.
+    #[allow(clippy::expect_used)]
+    pub fn store_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(self.home.path()).expect("home") {
+            let path = entry.expect("entry").path();
+            let is_store = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("firedrill.db"));
+            if is_store {
+                all.extend(std::fs::read(&path).expect("read"));
+            }
+        }
+        all
     }
 
     /// Run runbook `text` (as a draft file) in `mode` with `inputs`.

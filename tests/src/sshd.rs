@@ -244,6 +244,15 @@ impl Sshd {
 impl Drop for Sshd {
     fn drop(&mut self) {
         self.kill();
+        // Stop the demo services the tests started on this "host".
+        if let Ok(entries) = std::fs::read_dir(self.state()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(unit) = name.strip_suffix(".pid") {
+                    self.systemctl("stop", unit);
+                }
+            }
+        }
     }
 }
 

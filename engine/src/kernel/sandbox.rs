@@ -512,6 +512,8 @@ impl host::Host for Sandbox {
     ) -> wasmtime::Result<Result<wit::HttpResponse, wit::HostError>> {
         self.enter("http")?;
         let started = now();
+        let mut request = request;
+        request.url = self.targets.resolve_url(&request.target, &request.url);
         let call = CallKind::Http {
             target: request.target.clone(),
             method: request.method.clone(),

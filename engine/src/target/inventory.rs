@@ -376,6 +376,68 @@ mod tests {
     }
 
     #[test]
+    fn parses_ssh_and_http_targets_and_reports_their_problems() {
+        let key =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        let text = format!(
+            "targets:\n  web-1:\n    transport: ssh\n    address: 10.0.0.5\n    port: 2222\n    user: firedrill\n    auth: agent\n    host-key: \"{key}\"\n    labels: {{ role: web }}\n  web-2:\n    transport: ssh\n    address: web-2.internal\n    user: firedrill\n    auth: {{ key-file: /nonexistent/id_ed25519 }}\n  lb:\n    transport: http\n    base-url: https://lb.internal:8443/api\n    auth-secret: lb-token\n    allow-private: true\n  bad-url:\n    transport: http\n    base-url: ftp://x\n"
+        );
+        let inv: Inventory = serde_yaml::from_str(&text).expect("parses");
+        let TargetSpec::Ssh(web1) = inv.get("web-1").expect("web-1") else {
+            panic!("ssh")
+        };
+        assert_eq!((web1.port, web1.auth.clone()), (2222, SshAuth::Agent));
+        let TargetSpec::Ssh(web2) = inv.get("web-2").expect("web-2") else {
+            panic!("ssh")
+        };
+        assert_eq!(web2.port, 22);
+        assert_eq!(
+            web2.auth,
+            SshAuth::KeyFile(PathBuf::from("/nonexistent/id_ed25519"))
+        );
+        assert_eq!(inv.get("lb").expect("lb").transport(), Transport::Http);
+        assert_eq!(inv.select("label:role=web").expect("ok"), vec!["web-1"]);
+        let problems = inv.problems().join("\n");
+        assert!(
+            problems.contains("target \"web-2\" (ssh): no host-key is pinned"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("key-file /nonexistent/id_ed25519 does not exist"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("target \"bad-url\" (http): base-url"),
+            "{problems}"
+        );
+        assert!(!problems.contains("web-1"), "{problems}");
+        assert!(!problems.contains("\"lb\""), "{problems}");
+        // Each transport has its own fields.
+        for (bad, field) in [
+            (
+                "transport: ssh\n    address: a\n    user: u\n    auth: agent\n    env: {}",
+                "env",
+            ),
+            (
+                "transport: http\n    base-url: https://x\n    user: u",
+                "user",
+            ),
+            ("transport: local\n    address: a", "address"),
+        ] {
+            let err = serde_yaml::from_str::<Inventory>(&format!("targets:\n  t:\n    {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("unknown field `{field}`")), "{err}");
+        }
+        let err = serde_yaml::from_str::<Inventory>(
+            "targets:\n  t:\n    transport: ssh\n    address: a\n    user: u\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("missing field `auth`"), "{err}");
+    }
+
+    #[test]
     fn missing_file_is_empty() {
         let dir = tempfile::tempdir().expect("tempdir");
         let inv = Inventory::load(&dir.path().join("inventory.yaml")).expect("loads");

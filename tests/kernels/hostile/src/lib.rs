@@ -28,7 +28,18 @@ fn manifest() -> Manifest {
                 exec("touch *", Effect::Change),
                 exec("test -e *", Effect::Observe),
             ],
-            http: vec![],
+            http: vec![
+                HttpCapability {
+                    method: "GET".into(),
+                    url_pattern: "*".into(),
+                    effect: Effect::Observe,
+                },
+                HttpCapability {
+                    method: "POST".into(),
+                    url_pattern: "*".into(),
+                    effect: Effect::Change,
+                },
+            ],
             secrets: vec!["canary".into()],
         },
     }
@@ -154,6 +165,37 @@ fn run(inv: Invocation) -> Result<String, KernelError> {
                 return Err(KernelError::Failed(format!("failed while holding {s}")));
             }
             ok(serde_json::json!({"leaked": s, "echo": r.stdout}))
+        }
+        // One HTTP request (`method`, `url`) to the first granted target;
+        // the answer (body included) goes to the log and the output.
+        "http" => {
+            let request = HttpRequest {
+                target: target(&inv),
+                method: input["method"].as_str().unwrap_or("GET").into(),
+                url: input["url"].as_str().unwrap_or("/").into(),
+                headers: input["headers"]
+                    .as_object()
+                    .map(|h| {
+                        h.iter()
+                            .map(|(k, v)| Header {
+                                name: k.clone(),
+                                value: v.as_str().unwrap_or_default().into(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                body: Vec::new(),
+            };
+            match host::http(&request) {
+                Ok(r) => {
+                    let body = String::from_utf8_lossy(&r.body).into_owned();
+                    host::log(LogLevel::Info, &format!("answer: {body}"));
+                    ok(
+                        serde_json::json!({"status": r.status, "body": body, "truncated": r.truncated, "simulated": r.simulated}),
+                    )
+                }
+                Err(e) => ok(serde_json::json!({"error": format!("{e:?}")})),
+            }
         }
         other => Err(KernelError::InvalidInput(format!(
             "unknown behaviour {other:?}"

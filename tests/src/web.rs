@@ -1,0 +1,123 @@
+//! A small HTTP server on a free loopback port, for the HTTP executor's tests
+//! (stands in for a load balancer's admin API or a service's health path).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+
+/// What the server saw and how it answers.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests of any kind.
+    pub requests: AtomicUsize,
+    /// POSTs to /drain (changes).
+    pub drains: AtomicUsize,
+    /// Status /ready answers (200 until set).
+    pub ready_status: AtomicU16,
+}
+
+/// The running server; stops when dropped.
+#[derive(Debug)]
+pub struct WebServer {
+    pub port: u16,
+    pub counters: Arc<Counters>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn healthz(State(c): State<Arc<Counters>>, headers: HeaderMap) -> String {
+    c.requests.fetch_add(1, Ordering::SeqCst);
+    // Echoes the Authorization header, as a careless endpoint might.
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    format!("ok auth=[{auth}]")
+}
+
+async fn ready(State(c): State<Arc<Counters>>) -> impl IntoResponse {
+    c.requests.fetch_add(1, Ordering::SeqCst);
+    let code = match c.ready_status.load(Ordering::SeqCst) {
+        0 => 200,
+        n => n,
+    };
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        "ready?",
+    )
+}
+
+async fn drain(State(c): State<Arc<Counters>>) -> &'static str {
+    c.requests.fetch_add(1, Ordering::SeqCst);
+    c.drains.fetch_add(1, Ordering::SeqCst);
+    "drained"
+}
+
+impl WebServer {
+    /// Start on a free port of 127.0.0.1.
+    ///
+    /// # Panics
+    /// If no port can be bound.
+    pub async fn start() -> WebServer {
+        let counters = Arc::new(Counters::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"))
+            .port();
+        let c = counters.clone();
+        let app = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/ready", get(ready))
+            .route("/drain", post(drain))
+            .route("/big", get(|| async { "x".repeat(1 << 20) }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "late"
+                }),
+            )
+            .route(
+                "/redirect-here",
+                get(|| async { Redirect::temporary("/healthz") }),
+            )
+            .route(
+                "/redirect-away",
+                get(move || async move {
+                    // Same port, another host name: another origin.
+                    Redirect::temporary(&format!("http://127.0.0.2:{port}/healthz"))
+                }),
+            )
+            .with_state(c);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        WebServer {
+            port,
+            counters,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.counters.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
