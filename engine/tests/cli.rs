@@ -440,3 +440,43 @@ fn inventory_check_probes_ssh_targets_and_shows_the_key_to_pin() {
     );
     assert_eq!(sshd.logins(), 1, "only the pinned target authenticated");
 }
+
+#[test]
+fn ssh_agent_auth_is_used_when_the_inventory_says_agent() {
+    use firedrill::target::{Inventory, SshAuth, TargetSpec};
+    let sshd = firedrill_tests::sshd::Sshd::start();
+    let agent = firedrill_tests::sshd::Agent::start(&[&sshd.client_key()]);
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut target = sshd.target();
+    target.auth = SshAuth::Agent;
+    let mut inventory = Inventory::default();
+    inventory
+        .targets
+        .insert("web".into(), TargetSpec::Ssh(target));
+    std::fs::write(
+        home.path().join("inventory.yaml"),
+        serde_json::to_string(&inventory).expect("json"),
+    )
+    .expect("inventory");
+    let probe = |sock: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_firedrill"))
+            .arg("--home")
+            .arg(home.path())
+            .args(["inventory", "check", "--probe"])
+            .env("SSH_AUTH_SOCK", sock)
+            .output()
+            .expect("run firedrill")
+    };
+    let out = probe(&agent.socket());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("authenticated as"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(sshd.logins(), 1);
+    // Without an agent holding the key, authentication fails and says how.
+    let out = probe(std::path::Path::new("/nonexistent/agent.sock"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("ssh-agent"), "{}", stdout(&out));
+}

@@ -5,9 +5,11 @@
 //! bench, as in the tests), the unit stopped before each run so that every
 //! run really restarts it.
 //!
-//! Two pool settings: `warm` (default: the session is pooled and reused by
-//! every step and run) and `cold` (`idle-timeout-ms = 0`: every command
-//! opens, verifies and authenticates a new connection).
+//! Three settings: SSH with a `warm` pool (default: the session is pooled
+//! and reused by every step and run), SSH `cold` (`idle-timeout-ms = 0`:
+//! every command opens, verifies and authenticates a new connection), and
+//! the same runbook on the `local` demo target, the baseline: the difference
+//! is what SSH costs.
 //!
 //! `cargo bench -p firedrill-tests --bench ssh` (env SSH_RUNS, default 25
 //! per setting; raw numbers in target/bench-ssh.json).
@@ -42,7 +44,7 @@ fn main() {
         std::fs::read_to_string(workspace_root().join("runbooks/demo/restart-demo-web.yaml"))
             .expect("demo runbook");
     let mut results = Vec::new();
-    for (label, idle_timeout_ms) in [("warm", 60_000), ("cold", 0)] {
+    for (label, idle_timeout_ms) in [("local", 60_000), ("warm", 60_000), ("cold", 0)] {
         let sshd = Sshd::start();
         let mut extra = Inventory::default();
         extra.targets.insert("ssh-host".into(), sshd.spec());
@@ -56,13 +58,22 @@ fn main() {
         let mut times = Vec::with_capacity(runs);
         rt.block_on(async {
             let env = TestEnv::with_targets(extra, config).await;
-            assert!(sshd.systemctl("start", "web"));
+            let local = label == "local";
+            let host = if local { "demo-host" } else { "ssh-host" };
+            let systemctl = |verb: &str| {
+                if local {
+                    env.systemctl(verb, "web")
+                } else {
+                    sshd.systemctl(verb, "web")
+                }
+            };
+            assert!(systemctl("start"));
             // One unmeasured run: compiles the kernels into the cache.
             for i in 0..=runs {
-                assert!(sshd.systemctl("stop", "web"));
+                assert!(systemctl("stop"));
                 let started = Instant::now();
                 let id = env
-                    .run_text(&text, Mode::Live, &[("unit", "web"), ("host", "ssh-host")])
+                    .run_text(&text, Mode::Live, &[("unit", "web"), ("host", host)])
                     .await
                     .expect("run");
                 let elapsed = started.elapsed();
@@ -72,16 +83,17 @@ fn main() {
                     times.push(elapsed);
                 }
             }
+            let restarts = if local {
+                env.restarts("web")
+            } else {
+                sshd.restarts("web")
+            };
+            assert_eq!(restarts, runs + 1, "every run restarted the unit");
         });
-        assert_eq!(
-            sshd.restarts("web"),
-            runs + 1,
-            "every run restarted the unit"
-        );
         times.sort();
         let median = percentile(&times, 0.5);
         println!(
-            "ssh 3-step live remediation, {label:<4} pool: n={runs} median {:.1} ms  p90 {:.1} ms  min {:.1} ms  max {:.1} ms  logins {}",
+            "3-step live remediation, {label:<5}: n={runs} median {:.1} ms  p90 {:.1} ms  min {:.1} ms  max {:.1} ms  logins {}",
             ms(median),
             ms(percentile(&times, 0.9)),
             ms(times[0]),

@@ -371,3 +371,30 @@ async fn probe_reports_reachability_and_the_presented_key() {
         sshd.host_key_line().rsplit_once(' ').expect("comment").0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_host_are_bounded() {
+    let sshd = Sshd::start();
+    let t = Arc::new(targets(
+        vec![("web", sshd.spec())],
+        SshConfig {
+            max_sessions_per_host: 2,
+            ..SshConfig::default()
+        },
+    ));
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let t = t.clone();
+            tokio::spawn(
+                async move { exec(&t, "web", "sleep 0.2; echo ok", limits(30_000, 64)).await },
+            )
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.expect("joins").0.expect("runs").stdout, b"ok\n");
+    }
+    // Eight concurrent commands shared two sessions; unbounded, eight
+    // connections would have been opened.
+    assert_eq!(sshd.logins(), 2, "{}", sshd.log());
+    assert_eq!(t.ssh().idle_sessions("web"), 2);
+}

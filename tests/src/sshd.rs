@@ -4,9 +4,11 @@
 //! loopback port, with its own config, generated host key, authorized user
 //! key and state directory in a temp dir. Nothing of the machine's own sshd
 //! (config, keys, port 22, service) is used or touched. Commands run as the
-//! current user, with `PATH` leading to the demo `systemctl` stand-in and
-//! `FIREDRILL_DEMO_DIR` pointing at this server's own state directory, so
-//! each server behaves as a separate host.
+//! current user, with `PATH` leading to the demo `systemctl` stand-in,
+//! `FIREDRILL_DEMO_DIR` pointing at this server's own state directory (so
+//! each server behaves as a separate host), and `HOME` at the temp dir (so
+//! the machine user's shell start-up files are not read: on this machine
+//! root's `.bashrc` runs `pyenv init`, ~70 ms per command).
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
@@ -102,7 +104,7 @@ impl Sshd {
              PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
              MaxStartups 200:30:400\nMaxSessions 64\nLogLevel VERBOSE\n\
-             SetEnv PATH={bin}:/usr/local/bin:/usr/bin:/bin FIREDRILL_DEMO_DIR={d}/state\n",
+             SetEnv PATH={bin}:/usr/local/bin:/usr/bin:/bin FIREDRILL_DEMO_DIR={d}/state HOME={d}\n",
             host = d.join("host_ed25519").display(),
             d = d.display(),
             bin = bin.display(),
@@ -161,6 +163,11 @@ impl Sshd {
             .unwrap_or_else(|e| panic!("{e}"))
             .trim()
             .to_string()
+    }
+
+    /// The private key this server accepts.
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.path().join("client_ed25519")
     }
 
     /// A private key this server does not accept.
@@ -253,6 +260,59 @@ impl Drop for Sshd {
                 }
             }
         }
+    }
+}
+
+/// An `ssh-agent` on its own socket in a temp dir, holding the given keys;
+/// killed when dropped. Pass [`Agent::socket`] as `SSH_AUTH_SOCK` to a child
+/// process (the test process's own environment is left alone).
+#[derive(Debug)]
+pub struct Agent {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Agent {
+    /// # Panics
+    /// If ssh-agent or ssh-add fail.
+    pub fn start(keys: &[&Path]) -> Agent {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let socket = dir.path().join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("ssh-agent: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for key in keys {
+            let status = Command::new("ssh-add")
+                .arg("-q")
+                .arg(key)
+                .env("SSH_AUTH_SOCK", &socket)
+                .stdin(Stdio::null())
+                .status()
+                .unwrap_or_else(|e| panic!("ssh-add: {e}"));
+            assert!(status.success(), "ssh-add failed");
+        }
+        Agent { dir, child }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("agent.sock")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
