@@ -67,6 +67,35 @@ pub enum Command {
     /// Check the inventory.
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// The big red switch: halt live automation (globally or per runbook).
+    #[command(subcommand)]
+    Switch(SwitchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwitchCommand {
+    /// Every switch and whether it is engaged.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Engage: new live runs are refused, live runs in progress stop at the
+    /// next step boundary (`halted`). Dry-runs still run.
+    On {
+        /// Only this runbook (default: everything).
+        #[arg(long)]
+        runbook: Option<String>,
+        /// Why (required; recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release: live runs may start again.
+    Off {
+        #[arg(long)]
+        runbook: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,6 +264,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inventory(InventoryCommand::Check { probe, json }) => {
             inventory_check(&home, probe, json).await
         }
+        Command::Switch(cmd) => switch(&home, &actor, cmd).await,
+    }
+}
+
+async fn switch(home: &Home, actor: &Actor, cmd: SwitchCommand) -> anyhow::Result<ExitCode> {
+    let store = home.store().await?;
+    let (runbook, engaged, reason) = match cmd {
+        SwitchCommand::Status { json } => {
+            let switches = store.switches().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&switches)?);
+            } else if switches.iter().all(|s| !s.engaged) {
+                println!("live automation is running: no switch is engaged");
+            }
+            if !json {
+                for s in switches.iter().filter(|s| s.engaged) {
+                    println!("ENGAGED  {}", s.describe());
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        SwitchCommand::On { runbook, reason } => (runbook, true, reason),
+        SwitchCommand::Off { runbook, reason } => (runbook, false, reason),
+    };
+    match crate::switch::flip(store.as_ref(), runbook.as_deref(), engaged, &reason, actor).await {
+        Ok(row) => {
+            if row.engaged {
+                println!(
+                    "ENGAGED {}: live runs are refused and running ones halt before their next step; dry-runs still run",
+                    row.scope
+                );
+            } else {
+                println!("released {}: live runs may start again", row.scope);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (crate::switch::SwitchError::Reason | crate::switch::SwitchError::Scope(_))) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_INVALID))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -283,7 +353,12 @@ async fn run_runbook(
     };
     let id = match service.run(request).await {
         Ok(id) => id,
-        Err(e @ (RunError::Invalid(_) | RunError::Inputs { .. } | RunError::NotFound(_))) => {
+        Err(
+            e @ (RunError::Invalid(_)
+            | RunError::Inputs { .. }
+            | RunError::NotFound(_)
+            | RunError::Halted { .. }),
+        ) => {
             eprintln!("error: {e}\nnothing was run.");
             return Ok(ExitCode::from(EXIT_INVALID));
         }

@@ -65,6 +65,14 @@ pub enum RunError {
     },
     #[error("stored runbook {0} cannot be read: {1}")]
     Stored(String, String),
+    #[error(
+        "live automation of {runbook} is halted: {}; dry-runs are still allowed, and `firedrill switch off` (with a reason) lets live runs start again",
+        switch.describe()
+    )]
+    Halted {
+        runbook: String,
+        switch: crate::switch::SwitchRow,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -347,6 +355,14 @@ impl Service {
                 problems,
             });
         }
+        if request.mode == Mode::Live
+            && let Some(switch) = crate::switch::halting(self.store.as_ref(), &rb.name).await?
+        {
+            return Err(RunError::Halted {
+                runbook: rb.name.clone(),
+                switch,
+            });
+        }
         self.execute(&valid, draft, request.mode, request.actor, inputs)
             .await
     }
@@ -411,7 +427,20 @@ impl Service {
             }),
         };
         let mut failure: Option<(String, String)> = None;
+        let mut halted: Option<String> = None;
         for (position, step) in rb.steps.iter().enumerate() {
+            // The big red switch is checked before every live step, so a run
+            // in progress stops at the next step boundary.
+            if mode == Mode::Live
+                && let Some(switch) = crate::switch::halting(self.store.as_ref(), &rb.name).await?
+            {
+                halted = Some(format!(
+                    "halted before step `{}`: {}; the completed steps stand, nothing after them ran",
+                    step.id,
+                    switch.describe()
+                ));
+                break;
+            }
             match self.step(&mut ctx, position, "main", step).await? {
                 StepEnd::Failed(error) => {
                     failure = Some((step.id.clone(), error));
@@ -428,18 +457,34 @@ impl Service {
                 );
             }
             for (i, step) in rb.on_failure.iter().enumerate() {
+                if mode == Mode::Live
+                    && let Some(switch) =
+                        crate::switch::halting(self.store.as_ref(), &rb.name).await?
+                {
+                    halted = Some(format!(
+                        "halted before on_failure step `{}`: {}",
+                        step.id,
+                        switch.describe()
+                    ));
+                    break;
+                }
                 // on_failure steps are best effort: each runs even if one fails.
                 let _ = self
                     .step(&mut ctx, rb.steps.len() + i, "on_failure", step)
                     .await?;
             }
         }
-        let (status, error) = match failure {
-            Some((step, error)) => (
+        let (status, error) = match (halted, failure) {
+            (Some(why), Some((step, error))) => (
+                RunStatus::Halted,
+                Some(format!("step `{step}` failed: {error}; then {why}")),
+            ),
+            (Some(why), None) => (RunStatus::Halted, Some(why)),
+            (None, Some((step, error))) => (
                 RunStatus::Failed,
                 Some(format!("step `{step}` failed: {error}")),
             ),
-            None => (RunStatus::Succeeded, None),
+            (None, None) => (RunStatus::Succeeded, None),
         };
         self.store
             .apply(

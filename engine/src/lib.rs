@@ -14,6 +14,7 @@ pub mod retry;
 pub mod runbook;
 pub mod secret;
 pub mod store;
+pub mod switch;
 pub mod target;
 
 pub use firedrill_sdk::manifest::{Effect, Manifest, Mode};

@@ -38,7 +38,7 @@ pub struct RunbookRow {
     pub published_by: String,
 }
 
-/// Run status. Terminal: succeeded, failed, interrupted.
+/// Run status. Terminal: succeeded, failed, interrupted, halted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunStatus {
@@ -47,6 +47,8 @@ pub enum RunStatus {
     Failed,
     /// The engine stopped (crash, kill) while the run was in progress.
     Interrupted,
+    /// Stopped at a step boundary by the big red switch.
+    Halted,
 }
 
 impl RunStatus {
@@ -56,6 +58,7 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Halted => "halted",
         }
     }
 
@@ -65,6 +68,7 @@ impl RunStatus {
             "succeeded" => RunStatus::Succeeded,
             "failed" => RunStatus::Failed,
             "interrupted" => RunStatus::Interrupted,
+            "halted" => RunStatus::Halted,
             _ => return None,
         })
     }
@@ -170,6 +174,8 @@ pub enum Write {
     UpsertStep(StepRow),
     UpsertStepTarget(StepTargetRow),
     InsertHostCall(HostCallRow),
+    /// Engage or release a big red switch (one row per scope).
+    SetSwitch(crate::switch::SwitchRow),
     /// Mark every run still `running` as `interrupted` (after a crash).
     InterruptRunning {
         finished_at: String,
@@ -276,6 +282,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn step_targets(&self, run_id: &str) -> Result<Vec<StepTargetRow>, StoreError>;
     async fn host_calls(&self, run_id: &str) -> Result<Vec<HostCallRow>, StoreError>;
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Every switch ever flipped, with its current state.
+    async fn switches(&self) -> Result<Vec<crate::switch::SwitchRow>, StoreError>;
     /// Records with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
 }

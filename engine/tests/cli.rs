@@ -480,3 +480,56 @@ fn ssh_agent_auth_is_used_when_the_inventory_says_agent() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("ssh-agent"), "{}", stdout(&out));
 }
+
+#[test]
+fn switch_on_refuses_live_runs_until_off_and_needs_a_reason() {
+    let home = home_with_kernels();
+    let rb = write_runbook(
+        home.path(),
+        "  - id: a\n    kernel: disk-usage@1.0.0\n    targets: [box]\n    with: { path: / }\n",
+    );
+    let out = firedrill(home.path(), &["switch", "on", "--reason", ""]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = firedrill(
+        home.path(),
+        &[
+            "--actor",
+            "alice",
+            "switch",
+            "on",
+            "--reason",
+            "db failover in progress",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = firedrill(home.path(), &["switch", "status"]);
+    assert!(
+        stdout(&out).contains("ENGAGED  the big red switch (global) was engaged by user:alice"),
+        "{}",
+        stdout(&out)
+    );
+    let out = firedrill(home.path(), &["run", &rb, "--live"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("db failover in progress")
+            && stderr(&out).contains("nothing was run"),
+        "{}",
+        stderr(&out)
+    );
+    let out = firedrill(home.path(), &["run", &rb]);
+    assert!(
+        out.status.success(),
+        "dry-run still allowed: {}",
+        stderr(&out)
+    );
+    let out = firedrill(home.path(), &["switch", "off", "--reason", "failover done"]);
+    assert!(out.status.success());
+    let out = firedrill(home.path(), &["run", &rb, "--live"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = firedrill(
+        home.path(),
+        &["audit", "list", "--action", "switch.engaged", "--json"],
+    );
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(records.as_array().expect("array").len(), 1);
+}

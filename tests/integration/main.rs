@@ -14,3 +14,4 @@ mod runs;
 mod secrets;
 mod ssh;
 mod store;
+mod switch;

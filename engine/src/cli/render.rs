@@ -159,6 +159,9 @@ pub fn run_text(
         RunStatus::Interrupted => {
             let _ = writeln!(s, "INTERRUPTED: {}", run.error.as_deref().unwrap_or(""));
         }
+        RunStatus::Halted => {
+            let _ = writeln!(s, "HALTED: {}", run.error.as_deref().unwrap_or(""));
+        }
     }
     if !live {
         let _ = writeln!(

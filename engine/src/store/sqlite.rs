@@ -345,6 +345,21 @@ async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied
                 .await
                 .map_err(sql("insert host call"))?;
         }
+        Write::SetSwitch(w) => {
+            sqlx::query(
+                "INSERT INTO switches (scope, engaged, reason, actor, changed_at) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (scope) DO UPDATE SET engaged = excluded.engaged, reason = excluded.reason,
+                   actor = excluded.actor, changed_at = excluded.changed_at",
+            )
+            .bind(&w.scope)
+            .bind(w.engaged)
+            .bind(&w.reason)
+            .bind(&w.actor)
+            .bind(&w.changed_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("set switch"))?;
+        }
         Write::InterruptRunning { finished_at } => {
             sqlx::query("UPDATE runs SET status = 'interrupted', finished_at = ?, error = 'the engine stopped while this run was in progress; check the targets before running it again' WHERE status = 'running'")
                 .bind(finished_at)
@@ -646,5 +661,21 @@ impl Store for SqliteStore {
                 .map(audit_record)
                 .collect(),
         )
+    }
+
+    async fn switches(&self) -> Result<Vec<crate::switch::SwitchRow>, StoreError> {
+        Ok(sqlx::query("SELECT * FROM switches ORDER BY scope")
+            .fetch_all(&self.reads)
+            .await
+            .map_err(sql("read switches"))?
+            .iter()
+            .map(|r| crate::switch::SwitchRow {
+                scope: r.get("scope"),
+                engaged: r.get("engaged"),
+                reason: r.get("reason"),
+                actor: r.get("actor"),
+                changed_at: r.get("changed_at"),
+            })
+            .collect())
     }
 }

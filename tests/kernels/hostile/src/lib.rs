@@ -119,6 +119,19 @@ fn run(inv: Invocation) -> Result<String, KernelError> {
             let r = host::exec(&target(&inv), "sleep 30");
             ok(serde_json::json!({"unexpected": format!("{r:?}")}))
         }
+        // Waits until PATH/go exists on the target: lets a test act while
+        // this step is in flight.
+        "wait-for" => {
+            let t = target(&inv);
+            loop {
+                let r = host::exec(&t, &format!("test -e {path}/go"));
+                if r.is_ok_and(|r| r.exit_code == 0) {
+                    break;
+                }
+                host::sleep(50);
+            }
+            ok(serde_json::json!({}))
+        }
         "retryable" => Err(KernelError::Retryable("try again".into())),
         // Fails (retryably) until PATH exists; creates it on the first try.
         "flaky" => {
