@@ -4,7 +4,7 @@
 //! audit chain); 2 the request was refused before anything ran (invalid
 //! runbook or inputs, bad arguments).
 
-mod render;
+pub(crate) mod render;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,6 +33,9 @@ pub struct Cli {
     /// Log filter for diagnostics on stderr (e.g. `info`, `firedrill=debug`).
     #[arg(long, global = true, env = "FIREDRILL_LOG", default_value = "warn")]
     pub log: String,
+    /// Log lines as JSON objects (with run_id/step_id fields) instead of text.
+    #[arg(long, global = true, env = "FIREDRILL_LOG_JSON")]
+    pub log_json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -70,6 +73,35 @@ pub enum Command {
     /// The big red switch: halt live automation (globally or per runbook).
     #[command(subcommand)]
     Switch(SwitchCommand),
+    /// Serve the HTTP API until SIGTERM or Ctrl-C.
+    Serve {
+        /// Overrides `[server] listen`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// API tokens for `firedrill serve`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once and only its hash is kept.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: crate::auth::Role,
+        /// Limit the token to these runbooks (repeatable; default all).
+        #[arg(long = "runbook")]
+        runbooks: Vec<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a live token by name or id.
+    Revoke { token: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,7 +243,7 @@ fn parse_input(text: &str) -> Result<(String, String), String> {
 /// Parse the process arguments and run; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log);
+    init_tracing(&cli.log, cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -231,13 +263,19 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(filter: &str) {
+fn init_tracing(filter: &str, json: bool) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Refused before anything ran.
@@ -265,6 +303,113 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             inventory_check(&home, probe, json).await
         }
         Command::Switch(cmd) => switch(&home, &actor, cmd).await,
+        Command::Token(cmd) => token(&home, &actor, cmd).await,
+        Command::Serve { listen } => serve(&home, listen).await,
+    }
+}
+
+async fn serve(home: &Home, listen: Option<String>) -> anyhow::Result<ExitCode> {
+    let mut config = home.config().server.clone();
+    if let Some(l) = listen {
+        config.listen = l;
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; pick a free address with --listen or [server] listen",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let state = crate::server::AppState::new(home.service().await?, config);
+    // The address on stdout, for scripts and tests (`--listen 127.0.0.1:0`).
+    println!("listening on http://{addr}");
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::warn!(
+            "shutting down: no new requests; runs in progress get server.shutdown-grace-ms"
+        );
+    };
+    crate::server::serve(state, listener, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token(home: &Home, actor: &Actor, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    use crate::auth::TokenError;
+    let store = home.store().await?;
+    let refused = |e: TokenError| -> anyhow::Result<ExitCode> {
+        match e {
+            TokenError::Store(e) => Err(e.into()),
+            e => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(EXIT_INVALID))
+            }
+        }
+    };
+    match cmd {
+        TokenCommand::Create {
+            name,
+            role,
+            runbooks,
+        } => match crate::auth::create(store.as_ref(), &name, role, runbooks, actor).await {
+            Ok((row, token)) => {
+                eprintln!(
+                    "created token {:?} (role {}, id {}); it is shown once and only its hash is kept:",
+                    row.name,
+                    row.role.as_str(),
+                    row.id
+                );
+                println!("{token}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => refused(e),
+        },
+        TokenCommand::List { json } => {
+            let tokens = store.tokens().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else {
+                for t in &tokens {
+                    println!(
+                        "{:<24} {:<9} {:<8} {} created {} by {}{}",
+                        t.name,
+                        t.role.as_str(),
+                        if t.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "live"
+                        },
+                        if t.runbooks.is_empty() {
+                            "all runbooks".to_string()
+                        } else {
+                            t.runbooks.join(",")
+                        },
+                        t.created_at,
+                        t.created_by,
+                        t.revoked_at
+                            .as_ref()
+                            .map(|r| format!(", revoked {r}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::Revoke { token } => {
+            match crate::auth::revoke(store.as_ref(), &token, actor).await {
+                Ok(row) => {
+                    println!("revoked token {:?} ({})", row.name, row.id);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => refused(e),
+            }
+        }
     }
 }
 

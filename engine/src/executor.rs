@@ -90,6 +90,18 @@ pub enum PublishError {
     Store(#[from] StoreError),
 }
 
+/// A run that passed every check and has its id, not yet started.
+#[derive(Debug)]
+pub struct PreparedRun {
+    pub id: String,
+    pub runbook: String,
+    pub mode: Mode,
+    pub actor: Actor,
+    draft: bool,
+    inputs: Value,
+    valid: ValidRunbook,
+}
+
 /// The engine's services, shared by every front end.
 #[derive(Debug, Clone)]
 pub struct Service {
@@ -310,8 +322,24 @@ impl Service {
 
     /// Start a run and execute it to the end. Returns the run id; the run's
     /// record in the store is the result. This is the one path for every
-    /// front end.
+    /// front end ([`Service::prepare`] then [`Service::execute_prepared`],
+    /// which the API calls separately to answer before the run ends).
     pub async fn run(&self, request: RunRequest) -> Result<String, RunError> {
+        let prepared = self.prepare(request).await?;
+        self.execute_prepared(prepared).await
+    }
+
+    /// Execute a prepared run to the end; returns its id.
+    pub async fn execute_prepared(&self, run: PreparedRun) -> Result<String, RunError> {
+        self.execute(
+            &run.valid, run.draft, run.mode, run.actor, run.inputs, run.id,
+        )
+        .await
+    }
+
+    /// Everything that can refuse a run, before anything is written:
+    /// validation, inputs, the big red switch. The run gets its id here.
+    pub async fn prepare(&self, request: RunRequest) -> Result<PreparedRun, RunError> {
         let (file, text, published) = match &request.source {
             RunbookSource::Published { name, version } => {
                 let row = self.store.runbook(name, *version).await?.ok_or_else(|| {
@@ -363,8 +391,15 @@ impl Service {
                 switch,
             });
         }
-        self.execute(&valid, draft, request.mode, request.actor, inputs)
-            .await
+        Ok(PreparedRun {
+            id: uuid::Uuid::now_v7().to_string(),
+            runbook: rb.name.clone(),
+            draft,
+            mode: request.mode,
+            actor: request.actor,
+            inputs,
+            valid,
+        })
     }
 
     async fn execute(
@@ -374,9 +409,9 @@ impl Service {
         mode: Mode,
         actor: Actor,
         inputs: Value,
+        id: String,
     ) -> Result<String, RunError> {
         let rb = &valid.runbook;
-        let id = uuid::Uuid::now_v7().to_string();
         let kernels: BTreeMap<String, String> = valid
             .kernels
             .iter()
@@ -529,7 +564,7 @@ impl Service {
     }
 
     /// Render targets and input, refusing an empty target set and unknown targets.
-    fn prepare(
+    fn prepare_step(
         &self,
         step: &Step,
         kernel: &LoadedKernel,
@@ -643,7 +678,7 @@ impl Service {
                 }
             }
         }
-        let (targets, input) = match self.prepare(step, &kernel, &vars) {
+        let (targets, input) = match self.prepare_step(step, &kernel, &vars) {
             Ok(prepared) => prepared,
             Err(e) => return self.finish_step(ctx, row, started, Err(e)).await,
         };

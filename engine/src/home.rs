@@ -25,6 +25,8 @@ pub struct Config {
     pub secrets: SecretsConfig,
     /// How SSH and HTTP targets are reached: timeouts, pools, retries.
     pub targets: TargetsConfig,
+    /// `firedrill serve`: listen address and admission limits.
+    pub server: crate::server::ServerConfig,
 }
 
 /// The home directory could not be used.

@@ -5,7 +5,9 @@
 //! (inventory and executors), [`secret`], [`home`] (the home directory and its
 //! config) and [`cli`] (the command line; `main.rs` only calls it).
 
+pub mod alerts;
 pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod executor;
 pub mod home;
@@ -13,6 +15,7 @@ pub mod kernel;
 pub mod retry;
 pub mod runbook;
 pub mod secret;
+pub mod server;
 pub mod store;
 pub mod switch;
 pub mod target;

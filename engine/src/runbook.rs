@@ -9,7 +9,7 @@ mod validate;
 
 pub use model::{
     API_VERSION, Amount, HumanDuration, KernelRef, MAX_RETRIES, MAX_STEPS, MAX_TARGETS, Retries,
-    Runbook, Step,
+    Runbook, Step, Trigger, TriggerMode, TriggerSource,
 };
 pub use parse::{Problem, Problems, parse_runbook};
 pub use template::{TemplateError, Templates};

@@ -174,6 +174,30 @@ pub enum Write {
     UpsertStep(StepRow),
     UpsertStepTarget(StepTargetRow),
     InsertHostCall(HostCallRow),
+    /// A new API token; [`Applied::Conflict`] when a live token has its name.
+    InsertToken(crate::auth::TokenRow),
+    RevokeToken {
+        id: String,
+        revoked_at: String,
+    },
+    /// Claim an alert for a runbook; [`Applied::Conflict`] when it was claimed before.
+    ClaimAlert {
+        source: String,
+        fingerprint: String,
+        starts_at: String,
+        runbook: String,
+        key: String,
+        outcome: String,
+        run_id: Option<String>,
+        received_at: String,
+    },
+    /// Drop a claim whose run could not be admitted, so a redelivery may start it.
+    ReleaseAlert {
+        source: String,
+        fingerprint: String,
+        starts_at: String,
+        runbook: String,
+    },
     /// Engage or release a big red switch (one row per scope).
     SetSwitch(crate::switch::SwitchRow),
     /// Mark every run still `running` as `interrupted` (after a crash).
@@ -282,6 +306,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn step_targets(&self, run_id: &str) -> Result<Vec<StepTargetRow>, StoreError>;
     async fn host_calls(&self, run_id: &str) -> Result<Vec<HostCallRow>, StoreError>;
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Every token, revoked ones included (hashes only).
+    async fn tokens(&self) -> Result<Vec<crate::auth::TokenRow>, StoreError>;
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<crate::auth::TokenRow>, StoreError>;
+    async fn alert_claim_exists(
+        &self,
+        source: &str,
+        fingerprint: &str,
+        starts_at: &str,
+        runbook: &str,
+    ) -> Result<bool, StoreError>;
+    /// Whether a run was started for (`runbook`, `key`) at or after `since` (RFC 3339).
+    async fn alert_started_since(
+        &self,
+        runbook: &str,
+        key: &str,
+        since: &str,
+    ) -> Result<bool, StoreError>;
     /// Every switch ever flipped, with its current state.
     async fn switches(&self) -> Result<Vec<crate::switch::SwitchRow>, StoreError>;
     /// Records with `seq > after`, in order, at most `limit`.

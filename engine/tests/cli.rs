@@ -533,3 +533,56 @@ fn switch_on_refuses_live_runs_until_off_and_needs_a_reason() {
     let records: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(records.as_array().expect("array").len(), 1);
 }
+
+#[test]
+fn tokens_are_shown_once_and_stored_only_as_hashes() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = firedrill(
+        home.path(),
+        &[
+            "token",
+            "create",
+            "--name",
+            "alertmanager",
+            "--role",
+            "webhook",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = stdout(&out).trim().to_string();
+    assert!(token.starts_with("fdt_") && token.len() == 47, "{token}");
+    let out = firedrill(
+        home.path(),
+        &[
+            "token",
+            "create",
+            "--name",
+            "alertmanager",
+            "--role",
+            "viewer",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "a live name is unique");
+    let out = firedrill(home.path(), &["token", "list", "--json"]);
+    let listed = stdout(&out);
+    assert!(listed.contains("\"role\": \"webhook\"") && !listed.contains(&token));
+    assert!(!listed.contains("hash"), "{listed}");
+    // Nowhere in the store's files.
+    let mut bytes = Vec::new();
+    for e in std::fs::read_dir(home.path()).expect("home").flatten() {
+        if e.file_name().to_string_lossy().starts_with("firedrill.db") {
+            bytes.extend(std::fs::read(e.path()).expect("read"));
+        }
+    }
+    assert!(!String::from_utf8_lossy(&bytes).contains(&token));
+    let out = firedrill(home.path(), &["token", "revoke", "alertmanager"]);
+    assert!(out.status.success());
+    let out = firedrill(home.path(), &["token", "list"]);
+    assert!(stdout(&out).contains("revoked"), "{}", stdout(&out));
+    let out = firedrill(
+        home.path(),
+        &["audit", "list", "--action", "token.created", "--json"],
+    );
+    assert!(!stdout(&out).contains(&token));
+    assert!(stdout(&out).contains("alertmanager"));
+}

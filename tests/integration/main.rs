@@ -1,6 +1,7 @@
 //! Integration tests: real components built from source, a real wasmtime host,
 //! real commands on the local target.
 
+mod alerts;
 mod audit;
 mod cache;
 mod examples;
@@ -12,6 +13,7 @@ mod registry;
 mod runbooks;
 mod runs;
 mod secrets;
+mod serve;
 mod ssh;
 mod store;
 mod switch;

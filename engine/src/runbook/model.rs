@@ -43,6 +43,92 @@ pub struct Runbook {
     #[serde(default, rename = "on_failure", alias = "onFailure")]
     #[schemars(length(max = 100))]
     pub on_failure: Vec<Step>,
+    /// Alerts that start this runbook automatically (published versions only).
+    #[serde(default)]
+    #[schemars(length(max = 20))]
+    pub triggers: Vec<Trigger>,
+}
+
+/// Most triggers one runbook may declare.
+pub const MAX_TRIGGERS: usize = 20;
+/// Longest cooldown a trigger may ask for.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Cooldown when a trigger does not set one.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
+
+/// An alert that starts the runbook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    /// Where the alert comes from: `alertmanager`.
+    pub source: TriggerSource,
+    /// Label matchers, all of which must hold: `alertname: WebDown`.
+    #[serde(rename = "match")]
+    pub matchers: std::collections::BTreeMap<String, String>,
+    /// `dry-run` (default) or `live`: automation is dry-run unless the
+    /// runbook says otherwise.
+    #[serde(default)]
+    pub mode: Option<TriggerMode>,
+    /// Runbook inputs; string templates over `alert` (`{{ alert.labels.instance }}`,
+    /// `alert.annotations`, `alert.fingerprint`, `alert.starts_at`).
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, String>")]
+    pub inputs: std::collections::BTreeMap<String, String>,
+    /// What counts as "the same problem" for the cooldown (a template over
+    /// `alert`). Default: the rendered inputs.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// After a run starts for a key, further alerts with that key start
+    /// nothing for this long (`10m`). Default 5m, at most 7 days.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub cooldown: Option<HumanDuration>,
+}
+
+impl Trigger {
+    pub fn mode(&self) -> crate::Mode {
+        match self.mode {
+            Some(TriggerMode::Live) => crate::Mode::Live,
+            _ => crate::Mode::DryRun,
+        }
+    }
+
+    pub fn cooldown(&self) -> Duration {
+        self.cooldown.map_or(DEFAULT_COOLDOWN, |c| c.0)
+    }
+
+    /// Whether an alert with `labels` matches every matcher.
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        !self.matchers.is_empty()
+            && self
+                .matchers
+                .iter()
+                .all(|(k, v)| labels.get(k).is_some_and(|l| l == v))
+    }
+}
+
+/// Alert sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TriggerSource {
+    /// Prometheus Alertmanager webhooks (`POST /api/v1/alerts/alertmanager`).
+    Alertmanager,
+}
+
+impl TriggerSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerSource::Alertmanager => "alertmanager",
+        }
+    }
+}
+
+/// Mode of a triggered run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TriggerMode {
+    DryRun,
+    Live,
 }
 
 fn empty_object_schema() -> serde_json::Value {

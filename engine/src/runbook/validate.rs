@@ -132,6 +132,70 @@ impl Checker<'_, '_> {
         }
     }
 
+    /// Triggers: at least one matcher, inputs the runbook declares, and
+    /// templates that read only `alert`.
+    fn triggers(&mut self) {
+        use super::model::{MAX_COOLDOWN, MAX_TRIGGERS};
+        let runbook = self.runbook;
+        if runbook.triggers.len() > MAX_TRIGGERS {
+            self.report
+                .add("/triggers", format!("more than {MAX_TRIGGERS} triggers"));
+        }
+        for (i, t) in runbook.triggers.iter().enumerate() {
+            let at = format!("/triggers/{i}");
+            if t.matchers.is_empty() {
+                self.report.add(
+                    &format!("{at}/match"),
+                    "give at least one label matcher (e.g. alertname: WebDown); a trigger that matches every alert is refused",
+                );
+            }
+            if t.cooldown() > MAX_COOLDOWN {
+                self.report
+                    .add(&format!("{at}/cooldown"), "cooldown is longer than 7 days");
+            }
+            let mut texts: Vec<(String, &str)> = t
+                .inputs
+                .iter()
+                .map(|(k, v)| (format!("{at}/inputs/{k}"), v.as_str()))
+                .collect();
+            if let Some(key) = &t.key {
+                texts.push((format!("{at}/key"), key.as_str()));
+            }
+            for name in t.inputs.keys() {
+                if let Some(names) = &self.input_names
+                    && !names.contains(name)
+                {
+                    self.report.add(
+                        &format!("{at}/inputs/{name}"),
+                        format!(
+                            "input `{name}` is not declared in the runbook's inputs schema (declared: {})",
+                            names.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    );
+                }
+            }
+            for (pointer, text) in texts {
+                match self.templates.references(text, false) {
+                    Err(e) => self
+                        .report
+                        .add(&pointer, format!("template does not compile: {e}")),
+                    Ok(refs) => {
+                        for var in refs {
+                            if var.split('.').next() != Some("alert") {
+                                self.report.add(
+                                    &pointer,
+                                    format!(
+                                        "unknown variable `{var}`; trigger templates can use `alert` (labels, annotations, fingerprint, starts_at, status)"
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn step(
         &mut self,
         base: &str,
@@ -290,6 +354,7 @@ pub fn validate(
             &mut kernels,
         );
     }
+    checker.triggers();
     checker.report.finish()?;
     // An invalid inputs schema was reported above, so it is present here.
     let inputs_schema = inputs_schema.ok_or_else(|| Problems {

@@ -345,6 +345,82 @@ async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied
                 .await
                 .map_err(sql("insert host call"))?;
         }
+        Write::InsertToken(t) => {
+            let taken: Option<String> =
+                sqlx::query_scalar("SELECT id FROM tokens WHERE name = ? AND revoked_at IS NULL")
+                    .bind(&t.name)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(sql("read token"))?;
+            if let Some(existing_digest) = taken {
+                return Ok(Applied::Conflict { existing_digest });
+            }
+            sqlx::query("INSERT INTO tokens (id, name, role, runbooks, hash, created_at, created_by, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)")
+                .bind(&t.id)
+                .bind(&t.name)
+                .bind(t.role.as_str())
+                .bind(json_text(&serde_json::json!(t.runbooks)))
+                .bind(&t.hash)
+                .bind(&t.created_at)
+                .bind(&t.created_by)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("insert token"))?;
+        }
+        Write::RevokeToken { id, revoked_at } => {
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(revoked_at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("revoke token"))?;
+        }
+        Write::ClaimAlert {
+            source,
+            fingerprint,
+            starts_at,
+            runbook,
+            key,
+            outcome,
+            run_id,
+            received_at,
+        } => {
+            let done = sqlx::query(
+                "INSERT INTO alert_claims (source, fingerprint, starts_at, runbook, key, outcome, run_id, received_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(source)
+            .bind(fingerprint)
+            .bind(starts_at)
+            .bind(runbook)
+            .bind(key)
+            .bind(outcome)
+            .bind(run_id)
+            .bind(received_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("claim alert"))?;
+            if done.rows_affected() == 0 {
+                return Ok(Applied::Conflict {
+                    existing_digest: String::new(),
+                });
+            }
+        }
+        Write::ReleaseAlert {
+            source,
+            fingerprint,
+            starts_at,
+            runbook,
+        } => {
+            sqlx::query("DELETE FROM alert_claims WHERE source = ? AND fingerprint = ? AND starts_at = ? AND runbook = ?")
+                .bind(source)
+                .bind(fingerprint)
+                .bind(starts_at)
+                .bind(runbook)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("release alert"))?;
+        }
         Write::SetSwitch(w) => {
             sqlx::query(
                 "INSERT INTO switches (scope, engaged, reason, actor, changed_at) VALUES (?, ?, ?, ?, ?)
@@ -458,6 +534,28 @@ fn audit_record(r: &SqliteRow) -> AuditRecord {
         prev_hash: r.get("prev_hash"),
         hash: r.get("hash"),
     }
+}
+
+fn token_row(r: &SqliteRow) -> Result<crate::auth::TokenRow, StoreError> {
+    let role: String = r.get("role");
+    Ok(crate::auth::TokenRow {
+        id: r.get("id"),
+        name: r.get("name"),
+        role: crate::auth::Role::parse(&role).ok_or(StoreError::Corrupt {
+            what: "token role",
+            reason: role.clone(),
+        })?,
+        runbooks: serde_json::from_str(&r.get::<String, _>("runbooks")).map_err(|e| {
+            StoreError::Corrupt {
+                what: "token runbooks",
+                reason: e.to_string(),
+            }
+        })?,
+        hash: r.get("hash"),
+        created_at: r.get("created_at"),
+        created_by: r.get("created_by"),
+        revoked_at: r.get("revoked_at"),
+    })
 }
 
 fn limit(l: i64) -> i64 {
@@ -661,6 +759,65 @@ impl Store for SqliteStore {
                 .map(audit_record)
                 .collect(),
         )
+    }
+
+    async fn tokens(&self) -> Result<Vec<crate::auth::TokenRow>, StoreError> {
+        sqlx::query("SELECT * FROM tokens ORDER BY created_at")
+            .fetch_all(&self.reads)
+            .await
+            .map_err(sql("read tokens"))?
+            .iter()
+            .map(token_row)
+            .collect()
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<crate::auth::TokenRow>, StoreError> {
+        sqlx::query("SELECT * FROM tokens WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(sql("read token"))?
+            .as_ref()
+            .map(token_row)
+            .transpose()
+    }
+
+    async fn alert_claim_exists(
+        &self,
+        source: &str,
+        fingerprint: &str,
+        starts_at: &str,
+        runbook: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM alert_claims WHERE source = ? AND fingerprint = ? AND starts_at = ? AND runbook = ?",
+        )
+        .bind(source)
+        .bind(fingerprint)
+        .bind(starts_at)
+        .bind(runbook)
+        .fetch_one(&self.reads)
+        .await
+        .map_err(sql("read alert claims"))?;
+        Ok(n > 0)
+    }
+
+    async fn alert_started_since(
+        &self,
+        runbook: &str,
+        key: &str,
+        since: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM alert_claims WHERE runbook = ? AND key = ? AND outcome = 'started' AND received_at >= ?",
+        )
+        .bind(runbook)
+        .bind(key)
+        .bind(since)
+        .fetch_one(&self.reads)
+        .await
+        .map_err(sql("read alert claims"))?;
+        Ok(n > 0)
     }
 
     async fn switches(&self) -> Result<Vec<crate::switch::SwitchRow>, StoreError> {

@@ -1,0 +1,414 @@
+//! Alerts that start runbooks: the Alertmanager webhook payload (strictly
+//! parsed), matching against published runbooks' `triggers`, and the
+//! decisions that keep automation from making an incident worse:
+//!
+//! - **dedup**: an alert (source + fingerprint + startsAt) starts at most one
+//!   run per runbook, however often it is delivered (a claim row with that
+//!   primary key is written before the run starts);
+//! - **resolved** notifications are recorded, never run;
+//! - **cooldown**: after a run starts for a trigger key, alerts with the same
+//!   key start nothing for the trigger's cooldown;
+//! - the **big red switch** refuses live triggered runs like any other.
+//!
+//! Every decision is an `alert.received` audit event with the alert source
+//! as actor.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::audit::{Actor, NewEvent, now_rfc3339};
+use crate::executor::{PreparedRun, RunError, RunRequest, RunbookSource, Service};
+use crate::runbook::{Templates, TriggerSource, parse_runbook};
+use crate::store::{Applied, Batch, StoreError, Write};
+
+/// Most alerts one notification may carry.
+pub const MAX_ALERTS: usize = 1000;
+/// Most labels (and annotations) one alert may carry.
+pub const MAX_LABELS: usize = 128;
+
+/// Alertmanager's webhook payload, version 4.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AlertmanagerPayload {
+    pub version: String,
+    pub group_key: String,
+    #[serde(default)]
+    pub truncated_alerts: u64,
+    pub status: AlertStatus,
+    pub receiver: String,
+    #[serde(default)]
+    pub group_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub common_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub common_annotations: BTreeMap<String, String>,
+    #[serde(rename = "externalURL", default)]
+    pub external_url: String,
+    pub alerts: Vec<AlertmanagerAlert>,
+}
+
+/// One alert of a notification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AlertmanagerAlert {
+    pub status: AlertStatus,
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: String,
+    #[serde(default)]
+    pub ends_at: String,
+    #[serde(rename = "generatorURL", default)]
+    pub generator_url: String,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+/// An alert from any source, as triggers see it (`alert.*` in templates).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    pub source: &'static str,
+    pub status: AlertStatus,
+    pub fingerprint: String,
+    pub starts_at: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl AlertmanagerPayload {
+    /// Parse and check a webhook body; the error says what is wrong.
+    pub fn parse(body: &[u8]) -> Result<Vec<Alert>, String> {
+        let p: AlertmanagerPayload = serde_json::from_slice(body)
+            .map_err(|e| format!("not an Alertmanager webhook payload (version 4): {e}"))?;
+        if p.version != "4" {
+            return Err(format!(
+                "payload version {:?} is not supported; firedrill reads Alertmanager's version \"4\"",
+                p.version
+            ));
+        }
+        if p.alerts.is_empty() || p.alerts.len() > MAX_ALERTS {
+            return Err(format!(
+                "a notification carries 1 to {MAX_ALERTS} alerts; this one has {}",
+                p.alerts.len()
+            ));
+        }
+        p.alerts
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let fp_ok = !a.fingerprint.is_empty()
+                    && a.fingerprint.len() <= 64
+                    && a.fingerprint.chars().all(|c| c.is_ascii_hexdigit());
+                if !fp_ok {
+                    return Err(format!(
+                        "alerts[{i}].fingerprint {:?} is not a hex fingerprint",
+                        a.fingerprint
+                    ));
+                }
+                if a.labels.len() > MAX_LABELS || a.annotations.len() > MAX_LABELS {
+                    return Err(format!(
+                        "alerts[{i}] has more than {MAX_LABELS} labels or annotations"
+                    ));
+                }
+                if time::OffsetDateTime::parse(
+                    &a.starts_at,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .is_err()
+                {
+                    return Err(format!(
+                        "alerts[{i}].startsAt {:?} is not an RFC 3339 time",
+                        a.starts_at
+                    ));
+                }
+                Ok(Alert {
+                    source: TriggerSource::Alertmanager.as_str(),
+                    status: a.status,
+                    fingerprint: a.fingerprint,
+                    starts_at: a.starts_at,
+                    labels: a.labels,
+                    annotations: a.annotations,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What happened to one alert for one runbook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Decision {
+    Started {
+        runbook: String,
+        run_id: String,
+    },
+    /// Already delivered: the run it started (if any) stands.
+    Duplicate {
+        runbook: String,
+    },
+    Resolved {
+        runbook: String,
+    },
+    Cooldown {
+        runbook: String,
+        key: String,
+    },
+    Halted {
+        runbook: String,
+        reason: String,
+    },
+    /// The rendered inputs or the runbook refused the run.
+    Refused {
+        runbook: String,
+        reason: String,
+    },
+    /// The run queue is full; the claim was released so a redelivery can start it.
+    Shed {
+        runbook: String,
+        reason: String,
+    },
+}
+
+/// A matching trigger, ready to decide on.
+struct Candidate {
+    runbook: String,
+    version: i64,
+    trigger: crate::runbook::Trigger,
+}
+
+/// Triggers of the newest published version of every runbook that match `alert`.
+async fn candidates(service: &Service, alert: &Alert) -> Result<Vec<Candidate>, StoreError> {
+    let mut newest: BTreeMap<String, crate::store::RunbookRow> = BTreeMap::new();
+    for row in service.store().runbooks().await? {
+        newest.insert(row.name.clone(), row);
+    }
+    let mut out = Vec::new();
+    for row in newest.into_values() {
+        let Ok(rb) = parse_runbook(&row.name, &row.source) else {
+            continue;
+        };
+        if let Some(t) = rb
+            .triggers
+            .into_iter()
+            .find(|t| t.source.as_str() == alert.source && t.matches(&alert.labels))
+        {
+            out.push(Candidate {
+                runbook: row.name,
+                version: row.version,
+                trigger: t,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn render(templates: &Templates, text: &str, alert: &Alert) -> Result<String, String> {
+    let ctx = minijinja::Value::from(minijinja::value::Serde(json!({"alert": alert})));
+    match templates.render_value(text, &ctx) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        Ok(other) => Ok(other.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Decide, and start runs through `admit`, for every alert.
+pub async fn handle(
+    service: &Service,
+    actor: &Actor,
+    alerts: &[Alert],
+    admit: &(dyn Fn(PreparedRun) -> Result<String, String> + Send + Sync),
+) -> Result<Vec<Decision>, StoreError> {
+    let templates = Templates::default();
+    let mut decisions = Vec::new();
+    for alert in alerts {
+        for c in candidates(service, alert).await? {
+            let decision = decide(service, actor, &templates, alert, &c, admit).await?;
+            let (outcome, detail) = match &decision {
+                Decision::Started { run_id, .. } => ("started", json!({"run_id": run_id})),
+                Decision::Duplicate { .. } => ("duplicate", json!({})),
+                Decision::Resolved { .. } => ("resolved", json!({})),
+                Decision::Cooldown { key, .. } => ("cooldown", json!({"key": key})),
+                Decision::Halted { reason, .. }
+                | Decision::Refused { reason, .. }
+                | Decision::Shed { reason, .. } => {
+                    (outcome_name(&decision), json!({"reason": reason}))
+                }
+            };
+            service
+                .store()
+                .apply(
+                    Batch::new().event(
+                        NewEvent::new(actor, "alert.received", format!("runbook:{}", c.runbook))
+                            .outcome(outcome)
+                            .details(json!({
+                                "source": alert.source,
+                                "fingerprint": alert.fingerprint,
+                                "starts_at": alert.starts_at,
+                                "status": alert.status,
+                                "labels": alert.labels,
+                                "decision": detail,
+                            })),
+                    ),
+                )
+                .await?;
+            decisions.push(decision);
+        }
+    }
+    Ok(decisions)
+}
+
+fn outcome_name(d: &Decision) -> &'static str {
+    match d {
+        Decision::Started { .. } => "started",
+        Decision::Duplicate { .. } => "duplicate",
+        Decision::Resolved { .. } => "resolved",
+        Decision::Cooldown { .. } => "cooldown",
+        Decision::Halted { .. } => "halted",
+        Decision::Refused { .. } => "refused",
+        Decision::Shed { .. } => "shed",
+    }
+}
+
+async fn decide(
+    service: &Service,
+    actor: &Actor,
+    templates: &Templates,
+    alert: &Alert,
+    c: &Candidate,
+    admit: &(dyn Fn(PreparedRun) -> Result<String, String> + Send + Sync),
+) -> Result<Decision, StoreError> {
+    let runbook = c.runbook.clone();
+    if alert.status == AlertStatus::Resolved {
+        return Ok(Decision::Resolved { runbook });
+    }
+    let mut inputs = Vec::new();
+    for (name, text) in &c.trigger.inputs {
+        match render(templates, text, alert) {
+            Ok(v) => inputs.push((name.clone(), v)),
+            Err(e) => {
+                return Ok(Decision::Refused {
+                    runbook,
+                    reason: format!("trigger input `{name}`: {e}"),
+                });
+            }
+        }
+    }
+    let key = match &c.trigger.key {
+        Some(k) => match render(templates, k, alert) {
+            Ok(k) => k,
+            Err(e) => {
+                return Ok(Decision::Refused {
+                    runbook,
+                    reason: format!("trigger key: {e}"),
+                });
+            }
+        },
+        None => json!(inputs.iter().cloned().collect::<BTreeMap<_, _>>()).to_string(),
+    };
+    let store = service.store();
+    if store
+        .alert_claim_exists(alert.source, &alert.fingerprint, &alert.starts_at, &runbook)
+        .await?
+    {
+        return Ok(Decision::Duplicate { runbook });
+    }
+    let claim = |outcome: &str, run_id: Option<String>| Write::ClaimAlert {
+        source: alert.source.to_string(),
+        fingerprint: alert.fingerprint.clone(),
+        starts_at: alert.starts_at.clone(),
+        runbook: runbook.clone(),
+        key: key.clone(),
+        outcome: outcome.to_string(),
+        run_id,
+        received_at: now_rfc3339(),
+    };
+    let cooldown = c.trigger.cooldown();
+    // Same format as `received_at`, so the two compare as text.
+    let since = humantime::format_rfc3339_millis(
+        std::time::SystemTime::now()
+            .checked_sub(cooldown)
+            .unwrap_or(std::time::UNIX_EPOCH),
+    )
+    .to_string();
+    if store.alert_started_since(&runbook, &key, &since).await? {
+        return Ok(
+            match store
+                .apply(Batch::new().write(claim("cooldown", None)))
+                .await?
+            {
+                Applied::Done => Decision::Cooldown { runbook, key },
+                _ => Decision::Duplicate { runbook },
+            },
+        );
+    }
+    let prepared = service
+        .prepare(RunRequest {
+            source: RunbookSource::Published {
+                name: runbook.clone(),
+                version: Some(c.version),
+            },
+            mode: c.trigger.mode(),
+            actor: actor.clone(),
+            inputs,
+        })
+        .await;
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(RunError::Store(e)) => return Err(e),
+        Err(e @ RunError::Halted { .. }) => {
+            let reason = e.to_string();
+            return Ok(
+                match store
+                    .apply(Batch::new().write(claim("halted", None)))
+                    .await?
+                {
+                    Applied::Done => Decision::Halted { runbook, reason },
+                    _ => Decision::Duplicate { runbook },
+                },
+            );
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            return Ok(
+                match store
+                    .apply(Batch::new().write(claim("refused", None)))
+                    .await?
+                {
+                    Applied::Done => Decision::Refused { runbook, reason },
+                    _ => Decision::Duplicate { runbook },
+                },
+            );
+        }
+    };
+    // The claim decides between concurrent deliveries: one wins.
+    let run_id = prepared.id.clone();
+    if store
+        .apply(Batch::new().write(claim("started", Some(run_id.clone()))))
+        .await?
+        != Applied::Done
+    {
+        return Ok(Decision::Duplicate { runbook });
+    }
+    match admit(prepared) {
+        Ok(run_id) => Ok(Decision::Started { runbook, run_id }),
+        Err(reason) => {
+            store
+                .apply(Batch::new().write(Write::ReleaseAlert {
+                    source: alert.source.to_string(),
+                    fingerprint: alert.fingerprint.clone(),
+                    starts_at: alert.starts_at.clone(),
+                    runbook: runbook.clone(),
+                }))
+                .await?;
+            Ok(Decision::Shed { runbook, reason })
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! `firedrill serve`: the HTTP API (axum) in front of the same [`Service`]
+//! the CLI uses.
+//!
+//! Admission control, every limit a `[server]` key: request bodies are
+//! capped (`body-bytes`), each request has a deadline (`request-timeout-ms`),
+//! requests in flight are capped (`max-in-flight`: beyond it, 503 with
+//! Retry-After, health checks excepted), and runs admitted through the API
+//! are bounded (`max-concurrent-runs` executing, `max-queued-runs` waiting:
+//! beyond that, 429). Nothing queues without bound.
+//!
+//! Access: every `/api` and `/metrics` request needs a bearer token
+//! (`firedrill token create`); its role decides what it may do (see
+//! [`crate::auth`]), and its name is the actor in the audit log. 401 when
+//! the token is missing or unknown, 403 when the role does not allow the
+//! action, 404 for runbooks and runs a runbook-limited token cannot see.
+
+mod api;
+mod metrics;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::audit::now_rfc3339;
+use crate::executor::{PreparedRun, Service};
+use crate::store::{Batch, RunStatus, Write};
+
+pub use api::ApiError;
+pub use metrics::Metrics;
+
+/// `[server]` in `firedrill.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8080` (loopback: put a TLS
+    /// proxy in front to expose it).
+    pub listen: String,
+    /// Largest JSON request body, in bytes. Default 256 KiB.
+    pub body_bytes: usize,
+    /// Largest alert webhook body, in bytes. Default 1 MiB.
+    pub webhook_body_bytes: usize,
+    /// Deadline of one request, in milliseconds. Default 30,000.
+    pub request_timeout_ms: u64,
+    /// Requests being handled at once; more are shed with 503. Default 256.
+    pub max_in_flight: usize,
+    /// Runs started through the API executing at once. Default 16.
+    pub max_concurrent_runs: usize,
+    /// Runs accepted and waiting for a slot; more are refused with 429. Default 64.
+    pub max_queued_runs: usize,
+    /// On shutdown, how long runs in progress may take to finish before
+    /// they are recorded as interrupted, in milliseconds. Default 30,000.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            body_bytes: 256 << 10,
+            webhook_body_bytes: 1 << 20,
+            request_timeout_ms: 30_000,
+            max_in_flight: 256,
+            max_concurrent_runs: 16,
+            max_queued_runs: 64,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+/// Seconds a client is told to wait when shed.
+const RETRY_AFTER_S: &str = "1";
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub service: Service,
+    pub config: Arc<ServerConfig>,
+    pub metrics: Arc<Metrics>,
+    in_flight: Arc<Semaphore>,
+    run_slots: Arc<Semaphore>,
+    /// Runs admitted and not finished (queued + executing).
+    admitted: Arc<AtomicUsize>,
+    /// Ids of runs this server is executing.
+    active: Arc<Mutex<HashSet<String>>>,
+}
+
+impl AppState {
+    pub fn new(service: Service, config: ServerConfig) -> Self {
+        AppState {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            run_slots: Arc::new(Semaphore::new(config.max_concurrent_runs.max(1))),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            active: Arc::new(Mutex::new(HashSet::new())),
+            metrics: Arc::new(Metrics::default()),
+            config: Arc::new(config),
+            service,
+        }
+    }
+
+    /// Runs admitted and not yet finished.
+    pub fn admitted_runs(&self) -> usize {
+        self.admitted.load(Ordering::SeqCst)
+    }
+
+    /// Whether requests are being shed right now.
+    pub fn shedding(&self) -> bool {
+        self.in_flight.available_permits() == 0
+    }
+
+    /// Admit a prepared run: execute it in the background within the run
+    /// bounds, or refuse with 429 when the queue is full.
+    pub fn admit(&self, run: PreparedRun) -> Result<String, ApiError> {
+        let cap = self.config.max_concurrent_runs.max(1) + self.config.max_queued_runs;
+        let admitted = self.admitted.fetch_add(1, Ordering::SeqCst);
+        if admitted >= cap {
+            self.admitted.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.shed("run-queue-full");
+            return Err(ApiError::too_many(format!(
+                "{cap} runs are already executing or queued (server.max-concurrent-runs + server.max-queued-runs); retry later"
+            )));
+        }
+        let id = run.id.clone();
+        let state = self.clone();
+        self.metrics.run_started(&run.runbook, run.mode.as_str());
+        tokio::spawn(async move {
+            let runbook = run.runbook.clone();
+            let mode = run.mode.as_str();
+            let slot = state.run_slots.clone().acquire_owned().await;
+            let id = run.id.clone();
+            lock(&state.active).insert(id.clone());
+            let started = Instant::now();
+            let result = state.service.execute_prepared(run).await;
+            drop(slot);
+            lock(&state.active).remove(&id);
+            state.admitted.fetch_sub(1, Ordering::SeqCst);
+            let status = match result {
+                Ok(_) => state
+                    .service
+                    .store()
+                    .run(&id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map_or("unknown", |r| r.status.as_str()),
+                Err(e) => {
+                    tracing::error!(run_id = %id, error = %e, "run could not be executed");
+                    "error"
+                }
+            };
+            state
+                .metrics
+                .run_finished(&runbook, mode, status, started.elapsed());
+        });
+        Ok(id)
+    }
+
+    /// Wait for the runs this server is executing, up to the grace period;
+    /// record the rest as interrupted. Returns how many were interrupted.
+    pub async fn drain_runs(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_millis(self.config.shutdown_grace_ms);
+        while Instant::now() < deadline && !lock(&self.active).is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left: Vec<String> = lock(&self.active).iter().cloned().collect();
+        for id in &left {
+            let error = "firedrill serve shut down while this run was in progress; the step in flight may or may not have completed: check the targets before running it again".to_string();
+            let batch = Batch::new()
+                .write(Write::FinishRun {
+                    id: id.clone(),
+                    status: RunStatus::Interrupted,
+                    error: Some(error.clone()),
+                    finished_at: now_rfc3339(),
+                })
+                .event(
+                    crate::audit::NewEvent::new(
+                        &crate::audit::Actor {
+                            kind: crate::audit::ActorKind::Scheduler,
+                            id: "serve".into(),
+                        },
+                        "run.interrupted",
+                        format!("run:{id}"),
+                    )
+                    .outcome("interrupted")
+                    .details(serde_json::json!({"error": error}))
+                    .run(id),
+                );
+            if let Err(e) = self.service.store().apply(batch).await {
+                tracing::error!(run_id = %id, error = %e, "cannot record the run as interrupted");
+            }
+        }
+        left.len()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Shed requests beyond `max-in-flight` (health checks are never shed) and
+/// bound each request by `request-timeout-ms`.
+async fn admission(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    if path == "/healthz" || path == "/readyz" {
+        return next.run(request).await;
+    }
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        state.metrics.shed("in-flight");
+        let mut response = ApiError::unavailable(format!(
+            "the server is handling {} requests already (server.max-in-flight); retry shortly",
+            state.config.max_in_flight
+        ))
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
+        return response;
+    };
+    let timeout = Duration::from_millis(state.config.request_timeout_ms);
+    let response = match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the request did not finish within {timeout:?} (server.request-timeout-ms)"),
+        )
+        .into_response(),
+    };
+    state.metrics.response(response.status().as_u16());
+    response
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    let body_bytes = state.config.body_bytes;
+    let webhooks = Router::new()
+        .route(
+            "/api/v1/alerts/alertmanager",
+            axum::routing::post(api::alertmanager),
+        )
+        .layer(DefaultBodyLimit::max(state.config.webhook_body_bytes));
+    api::routes()
+        .layer(DefaultBodyLimit::max(body_bytes))
+        .merge(webhooks)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admission,
+        ))
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves, then stop accepting, let requests and
+/// runs in progress finish (up to the grace period), and return.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?addr, "firedrill serve listening");
+    axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    let interrupted = state.drain_runs().await;
+    tracing::info!(interrupted, "firedrill serve stopped");
+    Ok(())
+}

@@ -1,0 +1,543 @@
+//! API v1 handlers, the bearer-token check, and the one error shape:
+//! `{"error": {"code": "...", "message": "what failed and what to do"}}`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::Mode;
+use crate::auth::{Action, TokenRow};
+use crate::executor::{RunError, RunRequest, RunbookSource};
+use crate::store::{AuditFilter, RunFilter, RunStatus};
+
+/// An API error: status, a stable code, and an actionable message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", message)
+    }
+    pub fn too_many(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "queue-full", message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{e}; the server log has details"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(super::RETRY_AFTER_S),
+            );
+        }
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+/// A JSON body that could not be used: too large (413, naming the limit),
+/// not JSON, or not the expected shape (400, with the expected shape).
+fn rejected(e: &axum::extract::rejection::JsonRejection, expected: &str) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "the request body is larger than server.body-bytes",
+        );
+    }
+    ApiError::bad_request(format!("{}; expected {expected}", e.body_text()))
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal(pub TokenRow);
+
+impl Principal {
+    fn require(&self, action: Action) -> Result<(), ApiError> {
+        if self.0.role.allows(action) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "token {:?} has role {}, which may not do this; ask an admin for a token with the right role",
+                    self.0.name,
+                    self.0.role.as_str()
+                ),
+            ))
+        }
+    }
+
+    /// A runbook this token cannot see does not exist, as far as it knows.
+    fn see(&self, runbook: &str) -> Result<(), ApiError> {
+        if self.0.covers(runbook) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("no runbook {runbook:?}")))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                unauthorized(
+                    "send `Authorization: Bearer <token>`; create a token with `firedrill token create`",
+                )
+            })?;
+        match crate::auth::authenticate(state.service.store().as_ref(), presented.trim()).await? {
+            Some(token) => Ok(Principal(token)),
+            None => Err(unauthorized("the token is unknown or revoked")),
+        }
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/runbooks", get(list_runbooks))
+        .route("/api/v1/runbooks/{name}", get(get_runbook))
+        .route("/api/v1/runs", post(start_run).get(list_runs))
+        .route("/api/v1/runs/{id}", get(get_run))
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/audit/verify", get(audit_verify))
+        .route("/api/v1/switch", get(get_switch).put(set_switch))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see README, API") })
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if let Err(e) = state.service.store().switches().await {
+        return Err(ApiError::unavailable(format!(
+            "the store is not reachable: {e}"
+        )));
+    }
+    if state.shedding() {
+        return Err(ApiError::unavailable(
+            "shedding load (server.max-in-flight reached)",
+        ));
+    }
+    Ok(Json(json!({"ready": true})))
+}
+
+async fn metrics(State(state): State<AppState>, who: Principal) -> Result<String, ApiError> {
+    who.require(Action::Read)?;
+    let store = state.service.store();
+    let mut gauges = Vec::new();
+    for s in store.switches().await? {
+        gauges.push((
+            "firedrill_switch_engaged",
+            "1 when the big red switch of this scope is engaged.",
+            format!("scope=\"{}\"", s.scope.replace('"', "")),
+            if s.engaged { 1.0 } else { 0.0 },
+        ));
+    }
+    let head = store
+        .audit(&AuditFilter {
+            limit: 1,
+            ..AuditFilter::default()
+        })
+        .await?
+        .last()
+        .map_or(0, |r| r.seq);
+    gauges.push((
+        "firedrill_audit_head_seq",
+        "Sequence number of the newest audit record.",
+        String::new(),
+        head as f64,
+    ));
+    gauges.push((
+        "firedrill_runs_admitted",
+        "Runs admitted through the API and not finished (executing + queued).",
+        String::new(),
+        state.admitted_runs() as f64,
+    ));
+    Ok(state.metrics.render(&gauges))
+}
+
+async fn list_runbooks(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    let rows = state.service.store().runbooks().await?;
+    let visible: Vec<Value> = rows
+        .iter()
+        .filter(|r| who.0.covers(&r.name))
+        .map(|r| json!({"name": r.name, "version": r.version, "digest": r.digest, "published_at": r.published_at, "published_by": r.published_by}))
+        .collect();
+    Ok(Json(json!({"runbooks": visible})))
+}
+
+async fn get_runbook(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    who.see(&name)?;
+    let row = state
+        .service
+        .store()
+        .runbook(&name, None)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no runbook {name:?}")))?;
+    Ok(Json(json!({
+        "name": row.name, "version": row.version, "digest": row.digest,
+        "source": row.source, "published_at": row.published_at, "published_by": row.published_by,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRun {
+    runbook: String,
+    #[serde(default)]
+    version: Option<i64>,
+    /// `dry-run` (default) or `live`.
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    inputs: BTreeMap<String, Value>,
+}
+
+async fn start_run(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<Json<StartRun>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    who.require(Action::StartRun)?;
+    let Json(body) = body.map_err(|e| {
+        rejected(
+            &e,
+            r#"{"runbook": NAME, "version"?: N, "mode"?: "dry-run"|"live", "inputs"?: {...}}"#,
+        )
+    })?;
+    who.see(&body.runbook)?;
+    let mode = match body.mode.as_deref() {
+        None | Some("dry-run") => Mode::DryRun,
+        Some("live") => Mode::Live,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "mode {other:?} is not `dry-run` or `live`"
+            )));
+        }
+    };
+    let inputs = body
+        .inputs
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect();
+    let prepared = state
+        .service
+        .prepare(RunRequest {
+            source: RunbookSource::Published {
+                name: body.runbook.clone(),
+                version: body.version,
+            },
+            mode,
+            actor: who.0.actor(),
+            inputs,
+        })
+        .await
+        .map_err(|e| match e {
+            RunError::NotFound(_) => ApiError::not_found(e.to_string()),
+            RunError::Invalid(_) | RunError::Inputs { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+            }
+            RunError::Halted { .. } => ApiError::new(StatusCode::CONFLICT, "halted", e.to_string()),
+            other => ApiError::internal(other),
+        })?;
+    let id = state.admit(prepared)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"run_id": id, "mode": mode.as_str(), "href": format!("/api/v1/runs/{id}")})),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunQuery {
+    runbook: Option<String>,
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_runs(
+    State(state): State<AppState>,
+    who: Principal,
+    Query(q): Query<RunQuery>,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "status {s:?} is not one of running, succeeded, failed, interrupted, halted"
+            ))
+        })?),
+    };
+    let runs = state
+        .service
+        .store()
+        .runs(&RunFilter {
+            runbook: q.runbook,
+            status,
+            limit: q.limit.unwrap_or(50).clamp(1, 1000),
+        })
+        .await?;
+    let visible: Vec<_> = runs
+        .into_iter()
+        .filter(|r| who.0.covers(&r.runbook))
+        .collect();
+    Ok(Json(json!({"runs": visible})))
+}
+
+async fn get_run(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    let store = state.service.store();
+    let missing = || ApiError::not_found(format!("no run {id:?}"));
+    let run = store.run(&id).await?.ok_or_else(missing)?;
+    if !who.0.covers(&run.runbook) {
+        return Err(missing());
+    }
+    let steps = store.steps(&id).await?;
+    let targets = store.step_targets(&id).await?;
+    let calls = store.host_calls(&id).await?;
+    Ok(Json(crate::cli::render::run_json(
+        &run, &steps, &targets, &calls, None,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    run: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    since: Option<String>,
+    limit: Option<i64>,
+}
+
+/// The audit log spans every runbook: tokens limited to some runbooks may
+/// not read it.
+fn unscoped(who: &Principal) -> Result<(), ApiError> {
+    if who.0.runbooks.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the audit log spans every runbook; a token limited to some runbooks may not read it",
+        ))
+    }
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    who: Principal,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    unscoped(&who)?;
+    let records = state
+        .service
+        .store()
+        .audit(&AuditFilter {
+            run_id: q.run,
+            actor: q.actor,
+            action: q.action,
+            since: q.since,
+            limit: q.limit.unwrap_or(100).clamp(1, 10_000),
+        })
+        .await?;
+    Ok(Json(json!({"records": records})))
+}
+
+async fn audit_verify(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    unscoped(&who)?;
+    let v = crate::audit::verify_store(state.service.store().as_ref()).await?;
+    Ok(Json(serde_json::to_value(&v).unwrap_or_default()))
+}
+
+/// `POST /api/v1/alerts/alertmanager`: Alertmanager's webhook (version 4).
+/// 200 with one decision per (alert, matching runbook); 400 for anything
+/// that is not a valid payload; 503 when a run could not be queued (its
+/// claim is released, so Alertmanager's retry can start it).
+pub async fn alertmanager(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    who.require(Action::PostAlert)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "the webhook body is larger than server.webhook-body-bytes",
+            )
+        } else {
+            ApiError::bad_request(e.body_text())
+        }
+    })?;
+    let alerts = crate::alerts::AlertmanagerPayload::parse(&body).map_err(ApiError::bad_request)?;
+    let admit_state = state.clone();
+    let admit =
+        move |run: crate::executor::PreparedRun| admit_state.admit(run).map_err(|e| e.message);
+    let decisions = crate::alerts::handle(&state.service, &who.0.actor(), &alerts, &admit).await?;
+    for d in &decisions {
+        state.metrics.alert_decision(d);
+    }
+    let shed = decisions
+        .iter()
+        .any(|d| matches!(d, crate::alerts::Decision::Shed { .. }));
+    let status = if shed {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({"alerts": alerts.len(), "decisions": decisions})),
+    ))
+}
+
+async fn get_switch(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    let switches: Vec<_> = state
+        .service
+        .store()
+        .switches()
+        .await?
+        .into_iter()
+        .filter(|s| {
+            s.scope == crate::switch::GLOBAL
+                || s.scope
+                    .strip_prefix("runbook:")
+                    .is_some_and(|rb| who.0.covers(rb))
+        })
+        .collect();
+    Ok(Json(json!({"switches": switches})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetSwitch {
+    engaged: bool,
+    reason: String,
+    /// One runbook; absent = global.
+    #[serde(default)]
+    runbook: Option<String>,
+}
+
+async fn set_switch(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<Json<SetSwitch>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) =
+        body.map_err(|e| rejected(&e, r#"{"engaged": BOOL, "reason": TEXT, "runbook"?: NAME}"#))?;
+    who.require(if body.engaged {
+        Action::EngageSwitch
+    } else {
+        Action::ReleaseSwitch
+    })?;
+    match &body.runbook {
+        Some(rb) => who.see(rb)?,
+        None => unscoped(&who)?,
+    }
+    let row = crate::switch::flip(
+        state.service.store().as_ref(),
+        body.runbook.as_deref(),
+        body.engaged,
+        &body.reason,
+        &who.0.actor(),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::switch::SwitchError::Store(e) => ApiError::internal(e),
+        other => ApiError::bad_request(other.to_string()),
+    })?;
+    Ok(Json(serde_json::to_value(&row).unwrap_or_default()))
+}

@@ -1,0 +1,326 @@
+//! Alertmanager webhooks through `firedrill serve`: strict payloads, trigger
+//! matching, at most one run per alert however often it is delivered (HA
+//! pairs included), resolved notifications recorded not run, cooldown per
+//! trigger key, the switch, and trigger validation.
+
+use std::time::Duration;
+
+use firedrill::audit::Actor;
+use firedrill::auth::{self, Role};
+use firedrill::server::{AppState, ServerConfig};
+use firedrill::store::{AuditFilter, RunFilter};
+use firedrill_tests::TestEnv;
+use serde_json::{Value, json};
+
+const TRIGGERED: &str = r#"apiVersion: firedrill/v1
+name: web-down
+version: 1
+inputs: { type: object, properties: { instance: { type: string } } }
+steps:
+  - id: one
+    kernel: trivial@0.1.0
+    targets: [demo-host]
+triggers:
+  - source: alertmanager
+    match: { alertname: WebDown, severity: critical }
+    inputs: { instance: "{{ alert.labels.instance }}" }
+    cooldown: 1h
+"#;
+
+const LIVE_TRIGGERED: &str = r#"apiVersion: firedrill/v1
+name: db-down
+version: 1
+steps:
+  - id: one
+    kernel: trivial@0.1.0
+    targets: [demo-host]
+triggers:
+  - source: alertmanager
+    match: { alertname: DbDown }
+    mode: live
+"#;
+
+struct Env {
+    url: String,
+    env: TestEnv,
+    webhook: String,
+    client: reqwest::Client,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+async fn setup() -> Env {
+    let env = TestEnv::new().await;
+    for text in [TRIGGERED, LIVE_TRIGGERED] {
+        env.service
+            .publish_runbook("rb.yaml", text, &Actor::user("admin"))
+            .await
+            .expect("publish");
+    }
+    let (_, webhook) = auth::create(
+        env.store.as_ref(),
+        "alertmanager",
+        Role::Webhook,
+        Vec::new(),
+        &Actor::user("admin"),
+    )
+    .await
+    .expect("token");
+    let state = AppState::new(env.service.clone(), ServerConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let _ = firedrill::server::serve(state, listener, std::future::pending()).await;
+    });
+    Env {
+        url,
+        env,
+        webhook,
+        client: reqwest::Client::new(),
+        _task: task,
+    }
+}
+
+fn payload(status: &str, alerts: &[(&str, &str, &str)]) -> Value {
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"WebDown\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "firedrill",
+        "groupLabels": {"alertname": "WebDown"},
+        "commonLabels": {"alertname": "WebDown"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example:9093",
+        "alerts": alerts.iter().map(|(fp, alertname, instance)| json!({
+            "status": status,
+            "labels": {"alertname": alertname, "severity": "critical", "instance": instance},
+            "annotations": {"summary": "web is down"},
+            "startsAt": "2026-11-23T10:00:00.000Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.example/graph",
+            "fingerprint": fp,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+impl Env {
+    async fn post(&self, token: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(format!("{}/api/v1/alerts/alertmanager", self.url))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("send");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn runs(&self) -> Vec<firedrill::store::RunRow> {
+        self.env
+            .store
+            .runs(&RunFilter::default())
+            .await
+            .expect("runs")
+    }
+}
+
+fn outcomes(answer: &Value) -> Vec<String> {
+    answer["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .map(|d| d["outcome"].as_str().expect("outcome").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_starts_one_run_however_often_it_is_delivered() {
+    let e = setup().await;
+    let firing = payload("firing", &[("a1b2c3", "WebDown", "web-1")]);
+    let (status, answer) = e.post(&e.webhook, &firing).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(outcomes(&answer), ["started"]);
+    // Re-delivered (Alertmanager retries, repeat_interval): a duplicate.
+    let (_, again) = e.post(&e.webhook, &firing).await;
+    assert_eq!(outcomes(&again), ["duplicate"]);
+    // An HA pair delivering a new alert twice at the same moment: one run.
+    let pair = payload("firing", &[("d4e5f6", "WebDown", "web-2")]);
+    let (a, b) = tokio::join!(e.post(&e.webhook, &pair), e.post(&e.webhook, &pair));
+    let mut both = [outcomes(&a.1), outcomes(&b.1)].concat();
+    both.sort();
+    assert_eq!(both, ["duplicate", "started"]);
+    // The same instance again under a new fingerprint: cooldown (1h) holds.
+    let (_, cool) = e
+        .post(
+            &e.webhook,
+            &payload("firing", &[("0abc01", "WebDown", "web-1")]),
+        )
+        .await;
+    assert_eq!(outcomes(&cool), ["cooldown"]);
+    // Resolved: recorded, not run.
+    let (_, resolved) = e
+        .post(
+            &e.webhook,
+            &payload("resolved", &[("ffff01", "WebDown", "web-3")]),
+        )
+        .await;
+    assert_eq!(outcomes(&resolved), ["resolved"]);
+    // Labels no trigger matches: nothing.
+    let (status, none) = e
+        .post(
+            &e.webhook,
+            &payload("firing", &[("eeee01", "DiskFull", "web-1")]),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(outcomes(&none).is_empty());
+
+    let runs = e.runs().await;
+    assert_eq!(runs.len(), 2, "one run per distinct alert, cooldown held");
+    assert!(
+        runs.iter()
+            .all(|r| r.mode == "dry-run" && r.actor == "alert-source:alertmanager")
+    );
+    let mut instances: Vec<&str> = runs
+        .iter()
+        .map(|r| r.inputs["instance"].as_str().expect("instance"))
+        .collect();
+    instances.sort_unstable();
+    assert_eq!(instances, ["web-1", "web-2"]);
+    // Every decision is in the audit log.
+    let received = e
+        .env
+        .store
+        .audit(&AuditFilter {
+            action: Some("alert.received".into()),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    let mut audited: Vec<&str> = received.iter().map(|r| r.outcome.as_str()).collect();
+    audited.sort_unstable();
+    assert_eq!(
+        audited,
+        [
+            "cooldown",
+            "duplicate",
+            "duplicate",
+            "resolved",
+            "started",
+            "started"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payloads_are_refused_with_the_reason() {
+    let e = setup().await;
+    let good = payload("firing", &[("a1", "WebDown", "web-1")]);
+    let mut v3 = good.clone();
+    v3["version"] = json!("3");
+    let mut extra = good.clone();
+    extra["surprise"] = json!(true);
+    let mut no_fp = good.clone();
+    no_fp["alerts"][0]["fingerprint"] = json!("");
+    let mut bad_time = good.clone();
+    bad_time["alerts"][0]["startsAt"] = json!("yesterday");
+    let mut empty = good.clone();
+    empty["alerts"] = json!([]);
+    for (body, expect) in [
+        (v3, "version \"3\""),
+        (extra, "unknown field `surprise`"),
+        (no_fp, "fingerprint"),
+        (bad_time, "startsAt"),
+        (empty, "1 to 1000 alerts"),
+        (
+            json!("not an object"),
+            "not an Alertmanager webhook payload",
+        ),
+    ] {
+        let (status, answer) = e.post(&e.webhook, &body).await;
+        assert_eq!(status, 400, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expect), "{expect}: {message}");
+    }
+    assert!(e.runs().await.is_empty());
+    // Only webhook tokens may post alerts.
+    let (_, viewer) = auth::create(
+        e.env.store.as_ref(),
+        "viewer",
+        Role::Admin,
+        Vec::new(),
+        &Actor::user("admin"),
+    )
+    .await
+    .expect("token");
+    let (status, _) = e.post(&viewer, &good).await;
+    assert_eq!(status, 403);
+    let (status, _) = e.post("fdt_bogus", &good).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_triggers_respect_the_big_red_switch() {
+    let e = setup().await;
+    firedrill::switch::flip(
+        e.env.store.as_ref(),
+        None,
+        true,
+        "maintenance",
+        &Actor::user("alice"),
+    )
+    .await
+    .expect("engaged");
+    let mut db = payload("firing", &[("db0001", "DbDown", "db-1")]);
+    db["alerts"][0]["labels"] = json!({"alertname": "DbDown"});
+    let (status, answer) = e.post(&e.webhook, &db).await;
+    assert_eq!(status, 200);
+    assert_eq!(outcomes(&answer), ["halted"]);
+    assert!(e.runs().await.is_empty());
+    // A dry-run trigger still runs while the switch is engaged.
+    let (_, dry) = e
+        .post(
+            &e.webhook,
+            &payload("firing", &[("a9", "WebDown", "web-9")]),
+        )
+        .await;
+    assert_eq!(outcomes(&dry), ["started"]);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_are_validated_before_publish() {
+    let env = TestEnv::new().await;
+    let bad = TRIGGERED
+        .replace(
+            "match: { alertname: WebDown, severity: critical }",
+            "match: {}",
+        )
+        .replace("{{ alert.labels.instance }}", "{{ inputs.instance }}")
+        .replace("cooldown: 1h", "cooldown: 30d");
+    let err = env
+        .service
+        .validate("bad.yaml", &bad)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least one label matcher"), "{err}");
+    assert!(err.contains("trigger templates can use `alert`"), "{err}");
+    assert!(err.contains("longer than 7 days"), "{err}");
+    let undeclared = TRIGGERED.replace(
+        "inputs: { instance: \"{{ alert.labels.instance }}\" }",
+        "inputs: { host: \"{{ alert.labels.instance }}\" }",
+    );
+    let err = env
+        .service
+        .validate("bad.yaml", &undeclared)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("input `host` is not declared"), "{err}");
+}

@@ -1,0 +1,449 @@
+//! `firedrill serve` over real HTTP on loopback: the authorization matrix
+//! (every role × endpoint, missing/unknown/revoked tokens), runbook-limited
+//! tokens, runs started through the API, the big red switch through the
+//! API, and admission control (body limit, run queue full, in-flight
+//! shedding while health checks still answer).
+
+use std::time::Duration;
+
+use firedrill::audit::Actor;
+use firedrill::auth::{self, Role};
+use firedrill::server::{AppState, ServerConfig};
+use firedrill::store::{AuditFilter, RunStatus};
+use firedrill_tests::TestEnv;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Server {
+    url: String,
+    env: TestEnv,
+    state: AppState,
+    client: reqwest::Client,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+const WAIT_FOR: &str = "apiVersion: firedrill/v1\nname: waiter\nversion: 1\ninputs: { type: object, properties: { dir: { type: string } } }\nsteps:\n  - id: wait\n    kernel: hostile@0.1.0\n    targets: [demo-host]\n    with: { behaviour: wait-for, path: \"{{ inputs.dir }}\" }\n";
+const QUICK: &str = "apiVersion: firedrill/v1\nname: quick\nversion: 1\nsteps:\n  - id: one\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n";
+
+async fn server(config: ServerConfig) -> Server {
+    let env = TestEnv::new().await;
+    let admin = Actor::user("admin");
+    for text in [WAIT_FOR, QUICK] {
+        env.service
+            .publish_runbook("rb.yaml", text, &admin)
+            .await
+            .expect("publish");
+    }
+    let state = AppState::new(env.service.clone(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let s = state.clone();
+    let task = tokio::spawn(async move {
+        let _ = firedrill::server::serve(s, listener, std::future::pending()).await;
+    });
+    Server {
+        url,
+        env,
+        state,
+        client: reqwest::Client::new(),
+        _task: task,
+    }
+}
+
+impl Server {
+    async fn token(&self, name: &str, role: Role, runbooks: &[&str]) -> String {
+        auth::create(
+            self.env.store.as_ref(),
+            name,
+            role,
+            runbooks.iter().map(|s| s.to_string()).collect(),
+            &Actor::user("admin"),
+        )
+        .await
+        .expect("token")
+        .1
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(
+            method.parse().expect("method"),
+            format!("{}{path}", self.url),
+        );
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn wait_finished(&self, id: &str) -> RunStatus {
+        for _ in 0..600 {
+            if let Some(r) = self.env.store.run(id).await.expect("read")
+                && r.status != RunStatus::Running
+            {
+                return r.status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("run {id} did not finish");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_matrix_every_role_by_every_endpoint() {
+    let s = server(ServerConfig::default()).await;
+    let mut tokens = Vec::new();
+    for role in [
+        Role::Viewer,
+        Role::Operator,
+        Role::Approver,
+        Role::Admin,
+        Role::Webhook,
+    ] {
+        tokens.push((role, s.token(role.as_str(), role, &[]).await));
+    }
+    let revoked = s.token("gone", Role::Admin, &[]).await;
+    auth::revoke(s.env.store.as_ref(), "gone", &Actor::user("admin"))
+        .await
+        .expect("revoke");
+    let live_run = json!({"runbook": "quick", "mode": "live"});
+    let engage = json!({"engaged": true, "reason": "matrix"});
+    let release = json!({"engaged": false, "reason": "matrix"});
+    // (method, path, body, roles allowed)
+    let endpoints: Vec<(&str, &str, Option<Value>, Vec<Role>)> = vec![
+        (
+            "GET",
+            "/api/v1/runbooks",
+            None,
+            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
+        ),
+        (
+            "GET",
+            "/api/v1/runbooks/quick",
+            None,
+            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
+        ),
+        (
+            "GET",
+            "/api/v1/runs",
+            None,
+            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
+        ),
+        (
+            "POST",
+            "/api/v1/runs",
+            Some(live_run.clone()),
+            vec![Role::Operator, Role::Admin],
+        ),
+        (
+            "GET",
+            "/api/v1/audit",
+            None,
+            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
+        ),
+        (
+            "GET",
+            "/api/v1/audit/verify",
+            None,
+            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
+        ),
+        (
+            "GET",
+            "/api/v1/switch",
+            None,
+            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
+        ),
+        (
+            "PUT",
+            "/api/v1/switch",
+            Some(release.clone()),
+            vec![Role::Admin],
+        ),
+        (
+            "PUT",
+            "/api/v1/switch",
+            Some(engage.clone()),
+            vec![Role::Operator, Role::Approver, Role::Admin],
+        ),
+        (
+            "GET",
+            "/metrics",
+            None,
+            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
+        ),
+    ];
+    for (method, path, body, allowed) in &endpoints {
+        // No token, a made-up one, a revoked one: 401, whatever the endpoint.
+        for bad in [None, Some("fdt_not-a-real-token"), Some(revoked.as_str())] {
+            let (status, err) = s.call(method, path, bad, body.clone()).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} {bad:?}: {err}"
+            );
+            assert_eq!(err["error"]["code"], "unauthorized");
+        }
+        for (role, token) in &tokens {
+            let (status, answer) = s.call(method, path, Some(token), body.clone()).await;
+            if allowed.contains(role) {
+                assert!(
+                    status.is_success(),
+                    "{role:?} {method} {path}: {status} {answer}"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{role:?} {method} {path}: {answer}"
+                );
+                assert_eq!(answer["error"]["code"], "forbidden");
+            }
+            // Leave the switch released for the next row.
+            if *path == "/api/v1/switch" && *method == "PUT" {
+                let admin = &tokens[3].1;
+                s.call("PUT", "/api/v1/switch", Some(admin), Some(release.clone()))
+                    .await;
+            }
+        }
+    }
+    // The actor of every API action is the token.
+    let started = s
+        .env
+        .store
+        .audit(&AuditFilter {
+            action: Some("run.started".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    let actors: std::collections::BTreeSet<String> = started
+        .iter()
+        .map(|r| format!("{}:{}", r.actor_kind, r.actor_id))
+        .collect();
+    assert_eq!(
+        actors,
+        ["token:admin".to_string(), "token:operator".to_string()].into()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runbook_limited_tokens_see_nothing_else() {
+    let s = server(ServerConfig::default()).await;
+    let token = s.token("quick-only", Role::Operator, &["quick"]).await;
+    let (_, list) = s.call("GET", "/api/v1/runbooks", Some(&token), None).await;
+    let names: Vec<&str> = list["runbooks"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["quick"]);
+    // Another runbook is "not found", exactly like one that does not exist.
+    let (status, other) = s
+        .call("GET", "/api/v1/runbooks/waiter", Some(&token), None)
+        .await;
+    let (_, missing) = s
+        .call("GET", "/api/v1/runbooks/nope", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        other["error"]["message"]
+            .as_str()
+            .map(|m| m.replace("waiter", "X")),
+        missing["error"]["message"]
+            .as_str()
+            .map(|m| m.replace("nope", "X"))
+    );
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/runs",
+            Some(&token),
+            Some(json!({"runbook": "waiter"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = s.call("GET", "/api/v1/audit", Some(&token), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_through_the_api_the_switch_and_bad_input() {
+    let s = server(ServerConfig::default()).await;
+    let ops = s.token("ops", Role::Operator, &[]).await;
+    let (status, started) = s
+        .call(
+            "POST",
+            "/api/v1/runs",
+            Some(&ops),
+            Some(json!({"runbook": "quick", "mode": "live"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["run_id"].as_str().expect("id").to_string();
+    assert_eq!(s.wait_finished(&id).await, RunStatus::Succeeded);
+    let (status, run) = s
+        .call("GET", &format!("/api/v1/runs/{id}"), Some(&ops), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(run["actor"], "token:ops");
+    assert_eq!(run["steps"][0]["status"], "succeeded");
+
+    // Engaged switch: live refused with 409, dry-run accepted.
+    let (status, _) = s
+        .call(
+            "PUT",
+            "/api/v1/switch",
+            Some(&ops),
+            Some(json!({"engaged": true, "reason": "incident"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, err) = s
+        .call(
+            "POST",
+            "/api/v1/runs",
+            Some(&ops),
+            Some(json!({"runbook": "quick", "mode": "live"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("incident"))
+    );
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/runs",
+            Some(&ops),
+            Some(json!({"runbook": "quick"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    // Bad input says what to fix.
+    let (status, err) = s
+        .call(
+            "POST",
+            "/api/v1/runs",
+            Some(&ops),
+            Some(json!({"runbok": "quick"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("runbok")),
+        "{err}"
+    );
+    let (status, err) = s
+        .call(
+            "POST",
+            "/api/v1/runs",
+            Some(&ops),
+            Some(json!({"runbook": "quick", "mode": "yolo"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    let (status, err) = s.call("GET", "/api/v1/nothing", Some(&ops), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_control_sheds_with_clear_errors_and_health_still_answers() {
+    let s = server(ServerConfig {
+        body_bytes: 1024,
+        max_in_flight: 1,
+        max_concurrent_runs: 1,
+        max_queued_runs: 0,
+        ..ServerConfig::default()
+    })
+    .await;
+    let ops = s.token("ops", Role::Operator, &[]).await;
+
+    // Over the body limit: 413 and nothing started.
+    let big = json!({"runbook": "quick", "inputs": {"x": "y".repeat(2000)}});
+    let (status, _) = s.call("POST", "/api/v1/runs", Some(&ops), Some(big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // One run executing fills the run bounds (1 + 0 queued): the next is 429.
+    let dir = s.env.home.path().join("gate");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let body = json!({"runbook": "waiter", "inputs": {"dir": dir.display().to_string()}});
+    let (status, first) = s
+        .call("POST", "/api/v1/runs", Some(&ops), Some(body.clone()))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let resp = s
+        .client
+        .post(format!("{}/api/v1/runs", s.url))
+        .bearer_auth(&ops)
+        .json(&body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    std::fs::write(dir.join("go"), "").expect("go");
+    let id = first["run_id"].as_str().expect("id");
+    assert_eq!(s.wait_finished(id).await, RunStatus::Succeeded);
+
+    // A request whose body never finishes holds the only in-flight slot:
+    // the next API request is shed with 503 + Retry-After; health answers.
+    use tokio::io::AsyncWriteExt;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow.write_all(
+        format!("POST /api/v1/runs HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ops}\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{{\"runbook\"").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut shed = None;
+    for _ in 0..100 {
+        let resp = s
+            .client
+            .get(format!("{}/api/v1/runs", s.url))
+            .bearer_auth(&ops)
+            .send()
+            .await
+            .expect("send");
+        if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+            shed = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shed = shed.expect("a request was shed");
+    assert!(shed.headers().contains_key("retry-after"));
+    let (status, _) = s.call("GET", "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = s.call("GET", "/readyz", None, None).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready while shedding"
+    );
+    drop(slow);
+    assert!(s.state.metrics.shed_total() >= 2);
+}
