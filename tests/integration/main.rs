@@ -1,6 +1,7 @@
 //! Integration tests: real components built from source, a real wasmtime host,
 //! real commands on the local target.
 
+mod alertmanager;
 mod alerts;
 mod audit;
 mod cache;
