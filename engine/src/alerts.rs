@@ -161,6 +161,17 @@ pub enum Decision {
         runbook: String,
         key: String,
     },
+    /// `max_runs` for this key within its window was reached.
+    RateLimited {
+        runbook: String,
+        key: String,
+    },
+    /// The runbook's last triggered runs all failed: its triggers are paused
+    /// until `firedrill trigger reset`.
+    BreakerOpen {
+        runbook: String,
+        failures: u32,
+    },
     Halted {
         runbook: String,
         reason: String,
@@ -219,6 +230,49 @@ fn render(templates: &Templates, text: &str, alert: &Alert) -> Result<String, St
     }
 }
 
+/// Close `runbook`'s trigger circuit breaker: only triggered runs started
+/// from now on count. Audited with the reason.
+pub async fn reset_breaker(
+    service: &Service,
+    runbook: &str,
+    reason: &str,
+    actor: &Actor,
+) -> Result<(), String> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.len() > crate::switch::MAX_REASON_BYTES {
+        return Err(
+            "a reason is required to reset a circuit breaker (say why, for the audit log)".into(),
+        );
+    }
+    if service
+        .store()
+        .runbook(runbook, None)
+        .await
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        return Err(format!("no published runbook {runbook:?}"));
+    }
+    service
+        .store()
+        .apply(
+            Batch::new()
+                .write(Write::ResetBreaker {
+                    runbook: runbook.to_string(),
+                    reset_at: now_rfc3339(),
+                    actor: actor.to_string(),
+                    reason: reason.to_string(),
+                })
+                .event(
+                    NewEvent::new(actor, "trigger.breaker.reset", format!("runbook:{runbook}"))
+                        .details(json!({"reason": reason})),
+                ),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// Decide, and start runs through `admit`, for every alert.
 pub async fn handle(
     service: &Service,
@@ -236,6 +290,11 @@ pub async fn handle(
                 Decision::Duplicate { .. } => ("duplicate", json!({})),
                 Decision::Resolved { .. } => ("resolved", json!({})),
                 Decision::Cooldown { key, .. } => ("cooldown", json!({"key": key})),
+                Decision::RateLimited { key, .. } => ("rate-limited", json!({"key": key})),
+                Decision::BreakerOpen { failures, .. } => (
+                    "breaker-open",
+                    json!({"consecutive_failures": failures, "reset": format!("firedrill trigger reset {} --reason ...", c.runbook)}),
+                ),
                 Decision::Halted { reason, .. }
                 | Decision::Refused { reason, .. }
                 | Decision::Shed { reason, .. } => {
@@ -265,12 +324,44 @@ pub async fn handle(
     Ok(decisions)
 }
 
+/// Record `decision` as the alert's claim for its runbook; when another
+/// delivery claimed the alert first, that one stands and this is a duplicate.
+async fn settle(
+    store: &dyn crate::store::Store,
+    claim: Write,
+    decision: Decision,
+) -> Result<Decision, StoreError> {
+    let runbook = decision.runbook().to_string();
+    Ok(match store.apply(Batch::new().write(claim)).await? {
+        Applied::Done => decision,
+        _ => Decision::Duplicate { runbook },
+    })
+}
+
+impl Decision {
+    pub fn runbook(&self) -> &str {
+        match self {
+            Decision::Started { runbook, .. }
+            | Decision::Duplicate { runbook }
+            | Decision::Resolved { runbook }
+            | Decision::Cooldown { runbook, .. }
+            | Decision::RateLimited { runbook, .. }
+            | Decision::BreakerOpen { runbook, .. }
+            | Decision::Halted { runbook, .. }
+            | Decision::Refused { runbook, .. }
+            | Decision::Shed { runbook, .. } => runbook,
+        }
+    }
+}
+
 fn outcome_name(d: &Decision) -> &'static str {
     match d {
         Decision::Started { .. } => "started",
         Decision::Duplicate { .. } => "duplicate",
         Decision::Resolved { .. } => "resolved",
         Decision::Cooldown { .. } => "cooldown",
+        Decision::RateLimited { .. } => "rate-limited",
+        Decision::BreakerOpen { .. } => "breaker-open",
         Decision::Halted { .. } => "halted",
         Decision::Refused { .. } => "refused",
         Decision::Shed { .. } => "shed",
@@ -330,24 +421,55 @@ async fn decide(
         run_id,
         received_at: now_rfc3339(),
     };
-    let cooldown = c.trigger.cooldown();
-    // Same format as `received_at`, so the two compare as text.
-    let since = humantime::format_rfc3339_millis(
-        std::time::SystemTime::now()
-            .checked_sub(cooldown)
-            .unwrap_or(std::time::UNIX_EPOCH),
-    )
-    .to_string();
-    if store.alert_started_since(&runbook, &key, &since).await? {
-        return Ok(
-            match store
-                .apply(Batch::new().write(claim("cooldown", None)))
-                .await?
-            {
-                Applied::Done => Decision::Cooldown { runbook, key },
-                _ => Decision::Duplicate { runbook },
-            },
-        );
+    let ago = |d: std::time::Duration| {
+        // Same format as `received_at`, so the two compare as text.
+        humantime::format_rfc3339_millis(
+            std::time::SystemTime::now()
+                .checked_sub(d)
+                .unwrap_or(std::time::UNIX_EPOCH),
+        )
+        .to_string()
+    };
+    let breaker = c.trigger.breaker();
+    if breaker > 0 {
+        let last = store.triggered_outcomes(&runbook, breaker).await?;
+        if last.len() == breaker as usize
+            && last.iter().all(|s| *s == crate::store::RunStatus::Failed)
+        {
+            tracing::warn!(runbook = %runbook, failures = breaker, "trigger circuit breaker open");
+            let claimed = claim("breaker-open", None);
+            return settle(
+                store.as_ref(),
+                claimed,
+                Decision::BreakerOpen {
+                    runbook,
+                    failures: breaker,
+                },
+            )
+            .await;
+        }
+    }
+    if store
+        .alert_runs_since(&runbook, &key, &ago(c.trigger.cooldown()))
+        .await?
+        > 0
+    {
+        let claimed = claim("cooldown", None);
+        return settle(store.as_ref(), claimed, Decision::Cooldown { runbook, key }).await;
+    }
+    if let Some(budget) = &c.trigger.max_runs
+        && store
+            .alert_runs_since(&runbook, &key, &ago(budget.per.0))
+            .await?
+            >= u64::from(budget.count)
+    {
+        let claimed = claim("rate-limited", None);
+        return settle(
+            store.as_ref(),
+            claimed,
+            Decision::RateLimited { runbook, key },
+        )
+        .await;
     }
     let prepared = service
         .prepare(RunRequest {
@@ -365,27 +487,23 @@ async fn decide(
         Err(RunError::Store(e)) => return Err(e),
         Err(e @ RunError::Halted { .. }) => {
             let reason = e.to_string();
-            return Ok(
-                match store
-                    .apply(Batch::new().write(claim("halted", None)))
-                    .await?
-                {
-                    Applied::Done => Decision::Halted { runbook, reason },
-                    _ => Decision::Duplicate { runbook },
-                },
-            );
+            let claimed = claim("halted", None);
+            return settle(
+                store.as_ref(),
+                claimed,
+                Decision::Halted { runbook, reason },
+            )
+            .await;
         }
         Err(e) => {
             let reason = e.to_string();
-            return Ok(
-                match store
-                    .apply(Batch::new().write(claim("refused", None)))
-                    .await?
-                {
-                    Applied::Done => Decision::Refused { runbook, reason },
-                    _ => Decision::Duplicate { runbook },
-                },
-            );
+            let claimed = claim("refused", None);
+            return settle(
+                store.as_ref(),
+                claimed,
+                Decision::Refused { runbook, reason },
+            )
+            .await;
         }
     };
     // The claim decides between concurrent deliveries: one wins.

@@ -82,6 +82,20 @@ pub enum Command {
     /// API tokens for `firedrill serve`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Alert triggers.
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriggerCommand {
+    /// Close a runbook's circuit breaker (opened by consecutive failed
+    /// triggered runs), so alerts may start it again.
+    Reset {
+        runbook: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,6 +319,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Switch(cmd) => switch(&home, &actor, cmd).await,
         Command::Token(cmd) => token(&home, &actor, cmd).await,
         Command::Serve { listen } => serve(&home, listen).await,
+        Command::Trigger(TriggerCommand::Reset { runbook, reason }) => {
+            let service = home.service().await?;
+            match crate::alerts::reset_breaker(&service, &runbook, &reason, &actor).await {
+                Ok(()) => {
+                    println!("circuit breaker of {runbook} reset: alerts may start it again");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(EXIT_INVALID))
+                }
+            }
+        }
     }
 }
 

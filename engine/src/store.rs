@@ -198,6 +198,13 @@ pub enum Write {
         starts_at: String,
         runbook: String,
     },
+    /// Close a runbook's trigger circuit breaker.
+    ResetBreaker {
+        runbook: String,
+        reset_at: String,
+        actor: String,
+        reason: String,
+    },
     /// Engage or release a big red switch (one row per scope).
     SetSwitch(crate::switch::SwitchRow),
     /// Mark every run still `running` as `interrupted` (after a crash).
@@ -316,13 +323,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         starts_at: &str,
         runbook: &str,
     ) -> Result<bool, StoreError>;
-    /// Whether a run was started for (`runbook`, `key`) at or after `since` (RFC 3339).
-    async fn alert_started_since(
+    /// Runs started for (`runbook`, `key`) at or after `since` (RFC 3339, as
+    /// `received_at` is written).
+    async fn alert_runs_since(
         &self,
         runbook: &str,
         key: &str,
         since: &str,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<u64, StoreError>;
+    /// Statuses of the newest `limit` finished triggered runs of `runbook`
+    /// started after its latest breaker reset, newest first.
+    async fn triggered_outcomes(
+        &self,
+        runbook: &str,
+        limit: u32,
+    ) -> Result<Vec<RunStatus>, StoreError>;
     /// Every switch ever flipped, with its current state.
     async fn switches(&self) -> Result<Vec<crate::switch::SwitchRow>, StoreError>;
     /// Records with `seq > after`, in order, at most `limit`.

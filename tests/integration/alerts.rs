@@ -324,3 +324,111 @@ async fn triggers_are_validated_before_publish() {
         .to_string();
     assert!(err.contains("input `host` is not declared"), "{err}");
 }
+
+const FLAKY: &str = r#"apiVersion: firedrill/v1
+name: flaky
+version: 1
+steps:
+  - id: one
+    kernel: hostile@0.1.0
+    targets: [demo-host]
+    with: { behaviour: fail }
+triggers:
+  - source: alertmanager
+    match: { alertname: Flaky }
+    key: "{{ alert.fingerprint }}"
+    cooldown: 1ms
+    breaker: 2
+"#;
+
+const LIMITED: &str = r#"apiVersion: firedrill/v1
+name: limited
+version: 1
+steps:
+  - id: one
+    kernel: trivial@0.1.0
+    targets: [demo-host]
+triggers:
+  - source: alertmanager
+    match: { alertname: Limited }
+    key: "{{ alert.labels.instance }}"
+    cooldown: 1ms
+    max_runs: { count: 2, per: 1h }
+"#;
+
+impl Env {
+    async fn fire(&self, alertname: &str, fingerprint: &str) -> Value {
+        let mut p = payload("firing", &[(fingerprint, alertname, "web-1")]);
+        p["alerts"][0]["labels"]["alertname"] = json!(alertname);
+        let (status, answer) = self.post(&self.webhook, &p).await;
+        assert_eq!(status, 200, "{answer}");
+        answer
+    }
+
+    async fn finish(&self, answer: &Value) {
+        let id = answer["decisions"][0]["run_id"].as_str().expect("run id");
+        for _ in 0..600 {
+            // The row appears when the queued run starts executing.
+            let run = self.env.store.run(id).await.expect("read");
+            if run.is_some_and(|r| r.status != firedrill::store::RunStatus::Running) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("run {id} did not finish");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_failures_open_the_breaker_until_reset_and_max_runs_holds() {
+    let e = setup().await;
+    for text in [FLAKY, LIMITED] {
+        e.env
+            .service
+            .publish_runbook("rb.yaml", text, &Actor::user("admin"))
+            .await
+            .expect("publish");
+    }
+    for fp in ["f1", "f2"] {
+        let answer = e.fire("Flaky", fp).await;
+        assert_eq!(outcomes(&answer), ["started"]);
+        e.finish(&answer).await;
+    }
+    // Two failed runs in a row: the breaker (2) is open.
+    let open = e.fire("Flaky", "f3").await;
+    assert_eq!(outcomes(&open), ["breaker-open"]);
+    let err = firedrill::alerts::reset_breaker(&e.env.service, "flaky", " ", &Actor::user("alice"))
+        .await
+        .unwrap_err();
+    assert!(err.contains("reason"), "{err}");
+    firedrill::alerts::reset_breaker(
+        &e.env.service,
+        "flaky",
+        "fixed the DNS",
+        &Actor::user("alice"),
+    )
+    .await
+    .expect("reset");
+    let again = e.fire("Flaky", "f4").await;
+    assert_eq!(outcomes(&again), ["started"]);
+    e.finish(&again).await;
+    let resets = e
+        .env
+        .store
+        .audit(&AuditFilter {
+            action: Some("trigger.breaker.reset".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(resets.len(), 1);
+    assert_eq!(resets[0].actor_id, "alice");
+
+    // max_runs: 2 per hour per instance, whatever the fingerprints.
+    let mut seen = Vec::new();
+    for fp in ["b1", "b2", "b3"] {
+        let answer = e.fire("Limited", fp).await;
+        seen.extend(outcomes(&answer));
+    }
+    assert_eq!(seen, ["started", "started", "rate-limited"]);
+}

@@ -83,9 +83,37 @@ pub struct Trigger {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub cooldown: Option<HumanDuration>,
+    /// At most this many runs per key within a window
+    /// (`{ count: 3, per: 1h }`), whatever the cooldown.
+    #[serde(default)]
+    pub max_runs: Option<RunBudget>,
+    /// Circuit breaker: after this many consecutive failed triggered runs
+    /// of the runbook, its triggers start nothing until
+    /// `firedrill trigger reset`. Default 3; 0 turns the breaker off.
+    #[serde(default)]
+    #[schemars(range(max = 100))]
+    pub breaker: Option<u32>,
+}
+
+/// Default consecutive failures that open a trigger's circuit breaker.
+pub const DEFAULT_BREAKER: u32 = 3;
+
+/// A number of runs per window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunBudget {
+    #[schemars(range(min = 1, max = 1000))]
+    pub count: u32,
+    /// The window, e.g. `1h`.
+    #[schemars(with = "String")]
+    pub per: HumanDuration,
 }
 
 impl Trigger {
+    pub fn breaker(&self) -> u32 {
+        self.breaker.unwrap_or(DEFAULT_BREAKER)
+    }
+
     pub fn mode(&self) -> crate::Mode {
         match self.mode {
             Some(TriggerMode::Live) => crate::Mode::Live,

@@ -153,6 +153,14 @@ impl Checker<'_, '_> {
                 self.report
                     .add(&format!("{at}/cooldown"), "cooldown is longer than 7 days");
             }
+            if let Some(b) = &t.max_runs
+                && (b.count == 0 || b.per.0.is_zero() || b.per.0 > MAX_COOLDOWN)
+            {
+                self.report.add(
+                    &format!("{at}/max_runs"),
+                    "max_runs needs a count of at least 1 and a window `per` between 1s and 7 days",
+                );
+            }
             let mut texts: Vec<(String, &str)> = t
                 .inputs
                 .iter()

@@ -421,6 +421,24 @@ async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied
                 .await
                 .map_err(sql("release alert"))?;
         }
+        Write::ResetBreaker {
+            runbook,
+            reset_at,
+            actor,
+            reason,
+        } => {
+            sqlx::query(
+                "INSERT INTO breaker_resets (runbook, reset_at, actor, reason) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (runbook) DO UPDATE SET reset_at = excluded.reset_at, actor = excluded.actor, reason = excluded.reason",
+            )
+            .bind(runbook)
+            .bind(reset_at)
+            .bind(actor)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("reset breaker"))?;
+        }
         Write::SetSwitch(w) => {
             sqlx::query(
                 "INSERT INTO switches (scope, engaged, reason, actor, changed_at) VALUES (?, ?, ?, ?, ?)
@@ -802,12 +820,12 @@ impl Store for SqliteStore {
         Ok(n > 0)
     }
 
-    async fn alert_started_since(
+    async fn alert_runs_since(
         &self,
         runbook: &str,
         key: &str,
         since: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM alert_claims WHERE runbook = ? AND key = ? AND outcome = 'started' AND received_at >= ?",
         )
@@ -817,7 +835,34 @@ impl Store for SqliteStore {
         .fetch_one(&self.reads)
         .await
         .map_err(sql("read alert claims"))?;
-        Ok(n > 0)
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn triggered_outcomes(
+        &self,
+        runbook: &str,
+        limit: u32,
+    ) -> Result<Vec<RunStatus>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT r.status FROM alert_claims c JOIN runs r ON r.id = c.run_id
+             WHERE c.runbook = ? AND c.outcome = 'started' AND r.status != 'running'
+               AND c.received_at > COALESCE((SELECT reset_at FROM breaker_resets WHERE runbook = ?), '')
+             ORDER BY c.received_at DESC LIMIT ?",
+        )
+        .bind(runbook)
+        .bind(runbook)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(sql("read triggered runs"))?;
+        rows.iter()
+            .map(|s| {
+                RunStatus::parse(s).ok_or(StoreError::Corrupt {
+                    what: "run status",
+                    reason: s.clone(),
+                })
+            })
+            .collect()
     }
 
     async fn switches(&self) -> Result<Vec<crate::switch::SwitchRow>, StoreError> {
