@@ -447,3 +447,71 @@ async fn admission_control_sheds_with_clear_errors_and_health_still_answers() {
     drop(slow);
     assert!(s.state.metrics.shed_total() >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runbooks_are_validated_and_published_through_the_api() {
+    let s = server(ServerConfig::default()).await;
+    let admin = s.token("admin", Role::Admin, &[]).await;
+    let v2 = QUICK.replace("version: 1", "version: 2");
+    let (status, ok) = s
+        .call(
+            "POST",
+            "/api/v1/runbooks/validate",
+            Some(&admin),
+            Some(json!({"source": v2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ok}");
+    assert_eq!(ok["version"], 2);
+    // Every problem, with line and column.
+    let broken = v2
+        .replace("trivial@0.1.0", "nope@1.0.0")
+        .replace("id: one", "id: one\n    colour: red");
+    let (status, err) = s
+        .call(
+            "POST",
+            "/api/v1/runbooks/validate",
+            Some(&admin),
+            Some(json!({"source": broken})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let message = err["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("colour") && message.contains("runbook.yaml:6:5"),
+        "{message}"
+    );
+    let (status, published) = s
+        .call(
+            "POST",
+            "/api/v1/runbooks",
+            Some(&admin),
+            Some(json!({"source": v2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{published}");
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/runbooks",
+            Some(&admin),
+            Some(json!({"source": v2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "same content again is a no-op");
+    let changed = v2.replace("id: one", "id: other");
+    let (status, err) = s
+        .call(
+            "POST",
+            "/api/v1/runbooks",
+            Some(&admin),
+            Some(json!({"source": changed})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    let (_, latest) = s
+        .call("GET", "/api/v1/runbooks/quick", Some(&admin), None)
+        .await;
+    assert_eq!(latest["version"], 2);
+    assert_eq!(latest["published_by"], "token:admin");
+}

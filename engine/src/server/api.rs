@@ -155,7 +155,8 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/runbooks", get(list_runbooks))
+        .route("/api/v1/runbooks", get(list_runbooks).post(publish_runbook))
+        .route("/api/v1/runbooks/validate", post(validate_runbook))
         .route("/api/v1/runbooks/{name}", get(get_runbook))
         .route("/api/v1/runs", post(start_run).get(list_runs))
         .route("/api/v1/runs/{id}", get(get_run))
@@ -230,6 +231,72 @@ async fn list_runbooks(
         .map(|r| json!({"name": r.name, "version": r.version, "digest": r.digest, "published_at": r.published_at, "published_by": r.published_by}))
         .collect();
     Ok(Json(json!({"runbooks": visible})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunbookSourceBody {
+    /// The runbook YAML.
+    source: String,
+}
+
+const RUNBOOK_BODY: &str = r#"{"source": "<runbook YAML>"}"#;
+
+fn invalid(p: &crate::runbook::Problems) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", p.to_string())
+}
+
+/// `POST /api/v1/runbooks/validate`: every problem, or what would be published.
+async fn validate_runbook(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<Json<RunbookSourceBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    let Json(body) = body.map_err(|e| rejected(&e, RUNBOOK_BODY))?;
+    let valid = state
+        .service
+        .validate("runbook.yaml", &body.source)
+        .await
+        .map_err(|p| invalid(&p))?;
+    Ok(Json(json!({
+        "valid": true,
+        "name": valid.runbook.name,
+        "version": valid.runbook.version,
+        "digest": valid.digest,
+    })))
+}
+
+/// `POST /api/v1/runbooks`: publish an immutable name@version (admin).
+async fn publish_runbook(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<Json<RunbookSourceBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    who.require(Action::Publish)?;
+    unscoped(&who)?;
+    let Json(body) = body.map_err(|e| rejected(&e, RUNBOOK_BODY))?;
+    let (row, new) = state
+        .service
+        .publish_runbook("runbook.yaml", &body.source, &who.0.actor())
+        .await
+        .map_err(|e| match e {
+            crate::executor::PublishError::Invalid(p) => invalid(&p),
+            e @ crate::executor::PublishError::Conflict { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            crate::executor::PublishError::Store(e) => ApiError::internal(e),
+        })?;
+    Ok((
+        if new {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(
+            json!({"name": row.name, "version": row.version, "digest": row.digest, "published": new}),
+        ),
+    ))
 }
 
 async fn get_runbook(
