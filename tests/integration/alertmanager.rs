@@ -9,9 +9,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use firedrill::audit::Actor;
-use firedrill::auth::{self, Role};
-use firedrill::server::{AppState, ServerConfig};
+use firedrill::auth::Role;
+use firedrill::server::ServerConfig;
 use firedrill::store::{AuditFilter, RunFilter};
 use firedrill_tests::TestEnv;
 use serde_json::json;
@@ -78,27 +77,10 @@ async fn alertmanager_delivers_and_firedrill_runs_once() {
         "{ALERTMANAGER} is missing: run scripts/test, which installs prometheus-alertmanager"
     );
     let env = TestEnv::new().await;
-    env.service
-        .publish_runbook("rb.yaml", RUNBOOK, &Actor::user("admin"))
-        .await
-        .expect("publish");
-    let (_, token) = auth::create(
-        env.store.as_ref(),
-        "alertmanager",
-        Role::Webhook,
-        Vec::new(),
-        &Actor::user("admin"),
-    )
-    .await
-    .expect("token");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let firedrill = listener.local_addr().expect("addr");
-    let state = AppState::new(env.service.clone(), ServerConfig::default());
-    tokio::spawn(async move {
-        let _ = firedrill::server::serve(state, listener, std::future::pending()).await;
-    });
+    env.publish(&[RUNBOOK]).await;
+    let token = env.token("alertmanager", Role::Webhook, &[]).await;
+    let (url, _) = env.serve(ServerConfig::default()).await;
+    let firedrill = url.trim_start_matches("http://").to_string();
 
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("token"), &token).expect("token file");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use firedrill::audit::Actor;
 use firedrill::auth::{self, Role};
-use firedrill::server::{AppState, ServerConfig};
+use firedrill::server::ServerConfig;
 use firedrill::store::{AuditFilter, RunFilter};
 use firedrill_tests::TestEnv;
 use serde_json::{Value, json};
@@ -45,40 +45,18 @@ struct Env {
     env: TestEnv,
     webhook: String,
     client: reqwest::Client,
-    _task: tokio::task::JoinHandle<()>,
 }
 
 async fn setup() -> Env {
     let env = TestEnv::new().await;
-    for text in [TRIGGERED, LIVE_TRIGGERED] {
-        env.service
-            .publish_runbook("rb.yaml", text, &Actor::user("admin"))
-            .await
-            .expect("publish");
-    }
-    let (_, webhook) = auth::create(
-        env.store.as_ref(),
-        "alertmanager",
-        Role::Webhook,
-        Vec::new(),
-        &Actor::user("admin"),
-    )
-    .await
-    .expect("token");
-    let state = AppState::new(env.service.clone(), ServerConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let task = tokio::spawn(async move {
-        let _ = firedrill::server::serve(state, listener, std::future::pending()).await;
-    });
+    env.publish(&[TRIGGERED, LIVE_TRIGGERED]).await;
+    let webhook = env.token("alertmanager", Role::Webhook, &[]).await;
+    let (url, _) = env.serve(ServerConfig::default()).await;
     Env {
         url,
         env,
         webhook,
         client: reqwest::Client::new(),
-        _task: task,
     }
 }
 
@@ -247,7 +225,30 @@ async fn malformed_payloads_are_refused_with_the_reason() {
         let message = answer["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(expect), "{expect}: {message}");
     }
-    assert!(e.runs().await.is_empty());
+    // The webhook body limit (server.webhook-body-bytes, default 1 MiB) at
+    // its edge: just under is parsed, just over is 413.
+    let sized = |bytes: usize| {
+        let mut p = good.clone();
+        let base = serde_json::to_vec(&p).expect("json").len();
+        p["alerts"][0]["annotations"]["padding"] =
+            json!("x".repeat(bytes - base - r#","padding":"""#.len()));
+        assert_eq!(serde_json::to_vec(&p).expect("json").len(), bytes);
+        p
+    };
+    let (status, _) = e.post(&e.webhook, &sized(1 << 20)).await;
+    assert_eq!(status, 200);
+    let (status, answer) = e.post(&e.webhook, &sized((1 << 20) + 1)).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("webhook-body-bytes"))
+    );
+    assert_eq!(
+        e.runs().await.len(),
+        1,
+        "only the in-limit delivery started a run"
+    );
     // Only webhook tokens may post alerts.
     let (_, viewer) = auth::create(
         e.env.store.as_ref(),

@@ -19,7 +19,6 @@ struct Server {
     env: TestEnv,
     state: AppState,
     client: reqwest::Client,
-    _task: tokio::task::JoinHandle<()>,
 }
 
 const WAIT_FOR: &str = "apiVersion: firedrill/v1\nname: waiter\nversion: 1\ninputs: { type: object, properties: { dir: { type: string } } }\nsteps:\n  - id: wait\n    kernel: hostile@0.1.0\n    targets: [demo-host]\n    with: { behaviour: wait-for, path: \"{{ inputs.dir }}\" }\n";
@@ -27,43 +26,19 @@ const QUICK: &str = "apiVersion: firedrill/v1\nname: quick\nversion: 1\nsteps:\n
 
 async fn server(config: ServerConfig) -> Server {
     let env = TestEnv::new().await;
-    let admin = Actor::user("admin");
-    for text in [WAIT_FOR, QUICK] {
-        env.service
-            .publish_runbook("rb.yaml", text, &admin)
-            .await
-            .expect("publish");
-    }
-    let state = AppState::new(env.service.clone(), config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let s = state.clone();
-    let task = tokio::spawn(async move {
-        let _ = firedrill::server::serve(s, listener, std::future::pending()).await;
-    });
+    env.publish(&[WAIT_FOR, QUICK]).await;
+    let (url, state) = env.serve(config).await;
     Server {
         url,
         env,
         state,
         client: reqwest::Client::new(),
-        _task: task,
     }
 }
 
 impl Server {
     async fn token(&self, name: &str, role: Role, runbooks: &[&str]) -> String {
-        auth::create(
-            self.env.store.as_ref(),
-            name,
-            role,
-            runbooks.iter().map(|s| s.to_string()).collect(),
-            &Actor::user("admin"),
-        )
-        .await
-        .expect("token")
-        .1
+        self.env.token(name, role, runbooks).await
     }
 
     async fn call(
@@ -125,50 +100,22 @@ async fn authorization_matrix_every_role_by_every_endpoint() {
     let live_run = json!({"runbook": "quick", "mode": "live"});
     let engage = json!({"engaged": true, "reason": "matrix"});
     let release = json!({"engaged": false, "reason": "matrix"});
+    // Every role but webhook may read.
+    const READERS: [Role; 4] = [Role::Viewer, Role::Operator, Role::Approver, Role::Admin];
     // (method, path, body, roles allowed)
     let endpoints: Vec<(&str, &str, Option<Value>, Vec<Role>)> = vec![
-        (
-            "GET",
-            "/api/v1/runbooks",
-            None,
-            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
-        ),
-        (
-            "GET",
-            "/api/v1/runbooks/quick",
-            None,
-            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
-        ),
-        (
-            "GET",
-            "/api/v1/runs",
-            None,
-            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
-        ),
+        ("GET", "/api/v1/runbooks", None, READERS.to_vec()),
+        ("GET", "/api/v1/runbooks/quick", None, READERS.to_vec()),
+        ("GET", "/api/v1/runs", None, READERS.to_vec()),
         (
             "POST",
             "/api/v1/runs",
             Some(live_run.clone()),
             vec![Role::Operator, Role::Admin],
         ),
-        (
-            "GET",
-            "/api/v1/audit",
-            None,
-            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
-        ),
-        (
-            "GET",
-            "/api/v1/audit/verify",
-            None,
-            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
-        ),
-        (
-            "GET",
-            "/api/v1/switch",
-            None,
-            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
-        ),
+        ("GET", "/api/v1/audit", None, READERS.to_vec()),
+        ("GET", "/api/v1/audit/verify", None, READERS.to_vec()),
+        ("GET", "/api/v1/switch", None, READERS.to_vec()),
         (
             "PUT",
             "/api/v1/switch",
@@ -181,12 +128,7 @@ async fn authorization_matrix_every_role_by_every_endpoint() {
             Some(engage.clone()),
             vec![Role::Operator, Role::Approver, Role::Admin],
         ),
-        (
-            "GET",
-            "/metrics",
-            None,
-            vec![Role::Viewer, Role::Operator, Role::Approver, Role::Admin],
-        ),
+        ("GET", "/metrics", None, READERS.to_vec()),
     ];
     for (method, path, body, allowed) in &endpoints {
         // No token, a made-up one, a revoked one: 401, whatever the endpoint.

@@ -340,6 +340,66 @@ impl TestEnv {
         all
     }
 
+    /// Publish each runbook in `texts` as user `admin`.
+    ///
+    /// # Panics
+    /// If one does not publish.
+    #[allow(clippy::expect_used)]
+    pub async fn publish(&self, texts: &[&str]) {
+        for text in texts {
+            self.service
+                .publish_runbook("rb.yaml", text, &Actor::user("admin"))
+                .await
+                .expect("publish");
+        }
+    }
+
+    /// An API token (`name`, `role`, limited to `runbooks` unless empty),
+    /// created by user `admin`.
+    ///
+    /// # Panics
+    /// If it cannot be created.
+    #[allow(clippy::expect_used)]
+    pub async fn token(
+        &self,
+        name: &str,
+        role: firedrill::auth::Role,
+        runbooks: &[&str],
+    ) -> String {
+        firedrill::auth::create(
+            self.store.as_ref(),
+            name,
+            role,
+            runbooks.iter().map(|s| s.to_string()).collect(),
+            &Actor::user("admin"),
+        )
+        .await
+        .expect("token")
+        .1
+    }
+
+    /// `firedrill serve` for this environment on a free loopback port, until
+    /// the test's runtime ends. Returns the base URL and the server state.
+    ///
+    /// # Panics
+    /// If no port can be bound.
+    #[allow(clippy::expect_used)]
+    pub async fn serve(
+        &self,
+        config: firedrill::server::ServerConfig,
+    ) -> (String, firedrill::server::AppState) {
+        let state = firedrill::server::AppState::new(self.service.clone(), config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let s = state.clone();
+        tokio::spawn(async move {
+            let _ = firedrill::server::serve(s, listener, std::future::pending()).await;
+        });
+        (url, state)
+    }
+
     /// Run runbook `text` (as a draft file) in `mode` with `inputs`.
     pub async fn run_text(
         &self,
