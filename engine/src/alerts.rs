@@ -1,6 +1,7 @@
-//! Alerts that start runbooks: the Alertmanager webhook payload (strictly
-//! parsed), matching against published runbooks' `triggers`, and the
-//! decisions that keep automation from making an incident worse:
+//! Alerts that start runbooks: the payloads of Alertmanager, PagerDuty and
+//! the generic endpoint (each parsed into [`Alert`]s), matching against
+//! published runbooks' `triggers`, and the decisions that keep automation
+//! from making an incident worse:
 //!
 //! - **dedup**: an alert (source + fingerprint + startsAt) starts at most one
 //!   run per runbook, however often it is delivered (a claim row with that
@@ -8,62 +9,42 @@
 //! - **resolved** notifications are recorded, never run;
 //! - **cooldown**: after a run starts for a trigger key, alerts with the same
 //!   key start nothing for the trigger's cooldown;
-//! - the **big red switch** refuses live triggered runs like any other.
+//! - **max_runs** per key per window, and a per-runbook **circuit breaker**
+//!   after consecutive failed triggered runs;
+//! - the **big red switch** refuses live triggered runs like any other;
+//! - a global rate of triggered runs (`server.trigger-runs-per-minute`),
+//!   applied by the server when it admits the run: beyond it the alert is
+//!   shed (503) and its claim released, so the sender's retry can start it.
 //!
 //! Every decision is an `alert.received` audit event with the alert source
 //! as actor.
 
+mod alertmanager;
+mod generic;
+mod pagerduty;
+
 use std::collections::BTreeMap;
+
+pub use alertmanager::AlertmanagerPayload;
+pub use generic::GenericPayload;
+pub use pagerduty::{PagerDutyDelivery, PagerDutyEvent, verify_pagerduty_signature};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::{Actor, NewEvent, now_rfc3339};
 use crate::executor::{PreparedRun, RunError, RunRequest, RunbookSource, Service};
-use crate::runbook::{Templates, TriggerSource, parse_runbook};
+use crate::runbook::{Templates, parse_runbook};
 use crate::store::{Applied, Batch, StoreError, Write};
 
 /// Most alerts one notification may carry.
 pub const MAX_ALERTS: usize = 1000;
 /// Most labels (and annotations) one alert may carry.
 pub const MAX_LABELS: usize = 128;
-
-/// Alertmanager's webhook payload, version 4.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AlertmanagerPayload {
-    pub version: String,
-    pub group_key: String,
-    #[serde(default)]
-    pub truncated_alerts: u64,
-    pub status: AlertStatus,
-    pub receiver: String,
-    #[serde(default)]
-    pub group_labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub common_labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub common_annotations: BTreeMap<String, String>,
-    #[serde(rename = "externalURL", default)]
-    pub external_url: String,
-    pub alerts: Vec<AlertmanagerAlert>,
-}
-
-/// One alert of a notification.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct AlertmanagerAlert {
-    pub status: AlertStatus,
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-    pub starts_at: String,
-    #[serde(default)]
-    pub ends_at: String,
-    #[serde(rename = "generatorURL", default)]
-    pub generator_url: String,
-    pub fingerprint: String,
-}
+/// Longest label or annotation value.
+pub const MAX_LABEL_BYTES: usize = 64 << 10;
+/// Longest alert identity (fingerprint, incident id, generic id).
+pub const MAX_ID_BYTES: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,62 +64,57 @@ pub struct Alert {
     pub annotations: BTreeMap<String, String>,
 }
 
-impl AlertmanagerPayload {
-    /// Parse and check a webhook body; the error says what is wrong.
-    pub fn parse(body: &[u8]) -> Result<Vec<Alert>, String> {
-        let p: AlertmanagerPayload = serde_json::from_slice(body)
-            .map_err(|e| format!("not an Alertmanager webhook payload (version 4): {e}"))?;
-        if p.version != "4" {
+impl Alert {
+    /// The checks every source's alerts pass; `at` names the alert and
+    /// `time_field` its start time in errors.
+    fn checked(self, at: &str, time_field: &str) -> Result<Alert, String> {
+        let id_ok = !self.fingerprint.is_empty()
+            && self.fingerprint.len() <= MAX_ID_BYTES
+            && self
+                .fingerprint
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c));
+        if !id_ok {
             return Err(format!(
-                "payload version {:?} is not supported; firedrill reads Alertmanager's version \"4\"",
-                p.version
+                "{at}: the alert's identity {:?} must be 1 to {MAX_ID_BYTES} letters, digits, `.`, `_`, `:` or `-`",
+                self.fingerprint
             ));
         }
-        if p.alerts.is_empty() || p.alerts.len() > MAX_ALERTS {
+        if self.labels.len() > MAX_LABELS || self.annotations.len() > MAX_LABELS {
             return Err(format!(
-                "a notification carries 1 to {MAX_ALERTS} alerts; this one has {}",
-                p.alerts.len()
+                "{at} has more than {MAX_LABELS} labels or annotations"
             ));
         }
-        p.alerts
-            .into_iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let fp_ok = !a.fingerprint.is_empty()
-                    && a.fingerprint.len() <= 64
-                    && a.fingerprint.chars().all(|c| c.is_ascii_hexdigit());
-                if !fp_ok {
-                    return Err(format!(
-                        "alerts[{i}].fingerprint {:?} is not a hex fingerprint",
-                        a.fingerprint
-                    ));
-                }
-                if a.labels.len() > MAX_LABELS || a.annotations.len() > MAX_LABELS {
-                    return Err(format!(
-                        "alerts[{i}] has more than {MAX_LABELS} labels or annotations"
-                    ));
-                }
-                if time::OffsetDateTime::parse(
-                    &a.starts_at,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .is_err()
-                {
-                    return Err(format!(
-                        "alerts[{i}].startsAt {:?} is not an RFC 3339 time",
-                        a.starts_at
-                    ));
-                }
-                Ok(Alert {
-                    source: TriggerSource::Alertmanager.as_str(),
-                    status: a.status,
-                    fingerprint: a.fingerprint,
-                    starts_at: a.starts_at,
-                    labels: a.labels,
-                    annotations: a.annotations,
-                })
-            })
-            .collect()
+        if let Some((k, _)) = self
+            .labels
+            .iter()
+            .chain(&self.annotations)
+            .find(|(k, v)| k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES)
+        {
+            return Err(format!(
+                "{at}: label or annotation {:?} is longer than {MAX_LABEL_BYTES} bytes",
+                truncate(k, 64)
+            ));
+        }
+        if time::OffsetDateTime::parse(
+            &self.starts_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .is_err()
+        {
+            return Err(format!(
+                "{at}.{time_field} {:?} is not an RFC 3339 time",
+                truncate(&self.starts_at, 64)
+            ));
+        }
+        Ok(self)
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
     }
 }
 

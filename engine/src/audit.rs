@@ -38,6 +38,16 @@ impl ActorKind {
         }
     }
 
+    /// How a run by this actor was triggered, for metrics.
+    pub fn trigger(self) -> &'static str {
+        match self {
+            ActorKind::User => "cli",
+            ActorKind::Token => "api",
+            ActorKind::AlertSource => "alert",
+            ActorKind::Scheduler => "drill",
+        }
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "user" => ActorKind::User,

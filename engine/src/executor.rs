@@ -18,6 +18,7 @@ use crate::kernel::{
     CallObserver, HostCall, InvokeError, InvokeReport, InvokeRequest, KernelHost, LoadedKernel,
     Registry, RegistryError,
 };
+use crate::metrics::Metrics;
 use crate::runbook::{
     KernelCatalog, Problems, Runbook, Step, Templates, ValidRunbook, parse_runbook, validate,
 };
@@ -109,6 +110,7 @@ pub struct Service {
     host: Arc<KernelHost>,
     registry: Registry,
     templates: Arc<Templates>,
+    metrics: Arc<Metrics>,
 }
 
 /// Parse `k=v` input values, typing each by the schema's declared type
@@ -168,6 +170,7 @@ struct TargetEnd {
 /// Persists each host call with its audit record as it happens.
 struct CallRecorder {
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
     actor: Actor,
     run_id: String,
     step_id: String,
@@ -194,6 +197,29 @@ impl CallObserver for CallRecorder {
             .get("outcome")
             .and_then(Value::as_str)
             .unwrap_or("ok");
+        let kind = record.get("kind").and_then(Value::as_str).unwrap_or("-");
+        let effect = record.get("effect").and_then(Value::as_str).unwrap_or("-");
+        self.metrics.inc(
+            "firedrill_host_calls_total",
+            &[
+                ("kind", kind),
+                ("effect", effect),
+                ("outcome", if call.simulated { "planned" } else { outcome }),
+            ],
+        );
+        if denied {
+            self.metrics.denied("capability");
+        }
+        self.metrics.add(
+            "firedrill_retries_total",
+            &[("kind", "connect")],
+            u64::from(call.faults.retries),
+        );
+        self.metrics.add(
+            "firedrill_retries_total",
+            &[("kind", "reconnect")],
+            u64::from(call.faults.reconnects),
+        );
         let event = NewEvent::new(
             &self.actor,
             if denied {
@@ -234,7 +260,13 @@ impl Service {
             host,
             registry,
             templates: Arc::new(Templates::default()),
+            metrics: Arc::new(Metrics::default()),
         }
+    }
+
+    /// Counters and histograms of everything this service ran.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -449,6 +481,8 @@ impl Service {
             )
             .await?;
         tracing::info!(run_id = %id, runbook = %rb.name, mode = %mode, "run started");
+        self.metrics
+            .run_started(&rb.name, mode.as_str(), actor.kind.trigger());
         let started = Instant::now();
         let mut ctx = RunCtx {
             id: id.clone(),
@@ -539,6 +573,8 @@ impl Service {
             )
             .await?;
         tracing::info!(run_id = %id, status = status.as_str(), "run finished");
+        self.metrics
+            .run_finished(&rb.name, mode.as_str(), status.as_str(), started.elapsed());
         Ok(id)
     }
 
@@ -837,6 +873,8 @@ impl Service {
                 .await;
             let retryable = report.result.as_ref().is_err_and(InvokeError::is_retryable);
             if retryable && attempt <= max_retries {
+                self.metrics
+                    .inc("firedrill_retries_total", &[("kind", "step")]);
                 let wait = crate::retry::backoff(backoff, attempt, MAX_BACKOFF);
                 let error = report.result.as_ref().err().map(ToString::to_string);
                 self.store
@@ -931,6 +969,7 @@ impl Service {
     ) -> InvokeReport {
         let observer = Arc::new(CallRecorder {
             store: self.store.clone(),
+            metrics: self.metrics.clone(),
             actor: ctx.actor.clone(),
             run_id: ctx.id.clone(),
             step_id: step.id.clone(),
@@ -996,6 +1035,11 @@ impl Service {
                 (StepEnd::Failed(e.clone()), "failed")
             }
         };
+        self.metrics.observe(
+            "firedrill_step_duration_seconds",
+            &[("runbook", &ctx.valid.runbook.name), ("status", outcome)],
+            started.elapsed(),
+        );
         let batch = Batch::new();
         let event = NewEvent::new(&ctx.actor, "step.finished", subject)
             .outcome(outcome)

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod executor;
 pub mod home;
 pub mod kernel;
+pub mod metrics;
 pub mod retry;
 pub mod runbook;
 pub mod secret;

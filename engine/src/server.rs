@@ -15,10 +15,10 @@
 //! action, 404 for runbooks and runs a runbook-limited token cannot see.
 
 mod api;
-mod metrics;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,8 +35,8 @@ use crate::audit::now_rfc3339;
 use crate::executor::{PreparedRun, Service};
 use crate::store::{Batch, RunStatus, Write};
 
+pub use crate::metrics::Metrics;
 pub use api::ApiError;
-pub use metrics::Metrics;
 
 /// `[server]` in `firedrill.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +60,17 @@ pub struct ServerConfig {
     /// On shutdown, how long runs in progress may take to finish before
     /// they are recorded as interrupted, in milliseconds. Default 30,000.
     pub shutdown_grace_ms: u64,
+    /// Runs of one runbook admitted at once (executing + queued); more are
+    /// refused with 429. Default 4.
+    pub max_runs_per_runbook: usize,
+    /// Runs that alerts may start per minute, over every source and
+    /// runbook (a token bucket with this burst); beyond it alerts are shed
+    /// with 503 so the sender retries. At least 1. Default 30.
+    pub trigger_runs_per_minute: u32,
+    /// Names of the secrets (from `[secrets]`) that PagerDuty webhook
+    /// signatures are checked against; two during a rotation. Empty (the
+    /// default) refuses every PagerDuty request.
+    pub pagerduty_secrets: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +84,9 @@ impl Default for ServerConfig {
             max_concurrent_runs: 16,
             max_queued_runs: 64,
             shutdown_grace_ms: 30_000,
+            max_runs_per_runbook: 4,
+            trigger_runs_per_minute: 30,
+            pagerduty_secrets: Vec::new(),
         }
     }
 }
@@ -92,6 +106,10 @@ pub struct AppState {
     admitted: Arc<AtomicUsize>,
     /// Ids of runs this server is executing.
     active: Arc<Mutex<HashSet<String>>>,
+    /// Runs admitted and not finished, per runbook.
+    per_runbook: Arc<Mutex<HashMap<String, usize>>>,
+    /// Runs alerts may start (`trigger-runs-per-minute`).
+    trigger_rate: Arc<governor::DefaultDirectRateLimiter>,
 }
 
 impl AppState {
@@ -101,7 +119,11 @@ impl AppState {
             run_slots: Arc::new(Semaphore::new(config.max_concurrent_runs.max(1))),
             admitted: Arc::new(AtomicUsize::new(0)),
             active: Arc::new(Mutex::new(HashSet::new())),
-            metrics: Arc::new(Metrics::default()),
+            per_runbook: Arc::new(Mutex::new(HashMap::new())),
+            trigger_rate: Arc::new(governor::RateLimiter::direct(governor::Quota::per_minute(
+                NonZeroU32::new(config.trigger_runs_per_minute).unwrap_or(NonZeroU32::MIN),
+            ))),
+            metrics: service.metrics().clone(),
             config: Arc::new(config),
             service,
         }
@@ -110,6 +132,12 @@ impl AppState {
     /// Runs admitted and not yet finished.
     pub fn admitted_runs(&self) -> usize {
         self.admitted.load(Ordering::SeqCst)
+    }
+
+    /// Runs admitted and waiting for a slot.
+    pub fn queued_runs(&self) -> usize {
+        self.admitted_runs()
+            .saturating_sub(lock(&self.active).len())
     }
 
     /// Whether requests are being shed right now.
@@ -129,39 +157,50 @@ impl AppState {
                 "{cap} runs are already executing or queued (server.max-concurrent-runs + server.max-queued-runs); retry later"
             )));
         }
+        {
+            let mut per_runbook = lock(&self.per_runbook);
+            let n = per_runbook.entry(run.runbook.clone()).or_insert(0);
+            if *n >= self.config.max_runs_per_runbook.max(1) {
+                self.admitted.fetch_sub(1, Ordering::SeqCst);
+                self.metrics.shed("runbook-busy");
+                return Err(ApiError::too_many(format!(
+                    "runbook {} already has {n} runs executing or queued (server.max-runs-per-runbook); wait for them or retry later",
+                    run.runbook
+                )));
+            }
+            *n += 1;
+        }
         let id = run.id.clone();
         let state = self.clone();
-        self.metrics.run_started(&run.runbook, run.mode.as_str());
         tokio::spawn(async move {
             let runbook = run.runbook.clone();
-            let mode = run.mode.as_str();
             let slot = state.run_slots.clone().acquire_owned().await;
             let id = run.id.clone();
             lock(&state.active).insert(id.clone());
-            let started = Instant::now();
-            let result = state.service.execute_prepared(run).await;
+            if let Err(e) = state.service.execute_prepared(run).await {
+                tracing::error!(run_id = %id, error = %e, "run could not be executed");
+            }
             drop(slot);
             lock(&state.active).remove(&id);
             state.admitted.fetch_sub(1, Ordering::SeqCst);
-            let status = match result {
-                Ok(_) => state
-                    .service
-                    .store()
-                    .run(&id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map_or("unknown", |r| r.status.as_str()),
-                Err(e) => {
-                    tracing::error!(run_id = %id, error = %e, "run could not be executed");
-                    "error"
-                }
-            };
-            state
-                .metrics
-                .run_finished(&runbook, mode, status, started.elapsed());
+            if let Some(n) = lock(&state.per_runbook).get_mut(&runbook) {
+                *n = n.saturating_sub(1);
+            }
         });
         Ok(id)
+    }
+
+    /// Admit a run an alert started: within `trigger-runs-per-minute`,
+    /// then as [`AppState::admit`].
+    pub fn admit_triggered(&self, run: PreparedRun) -> Result<String, ApiError> {
+        if self.trigger_rate.check().is_err() {
+            self.metrics.shed("trigger-rate");
+            return Err(ApiError::unavailable(format!(
+                "alerts started {} runs in the last minute (server.trigger-runs-per-minute); the alert was not acted on and the sender should retry",
+                self.config.trigger_runs_per_minute
+            )));
+        }
+        self.admit(run)
     }
 
     /// Wait for the runs this server is executing, up to the grace period;
@@ -236,6 +275,11 @@ async fn admission(State(state): State<AppState>, request: Request, next: Next) 
         .into_response(),
     };
     state.metrics.response(response.status().as_u16());
+    match response.status() {
+        StatusCode::UNAUTHORIZED => state.metrics.denied("unauthenticated"),
+        StatusCode::FORBIDDEN => state.metrics.denied("forbidden"),
+        _ => {}
+    }
     response
 }
 
@@ -246,6 +290,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/alerts/alertmanager",
             axum::routing::post(api::alertmanager),
+        )
+        .route("/api/v1/alerts/generic", axum::routing::post(api::generic))
+        .route(
+            "/api/v1/alerts/pagerduty",
+            axum::routing::post(api::pagerduty),
         )
         .layer(DefaultBodyLimit::max(state.config.webhook_body_bytes));
     api::routes()

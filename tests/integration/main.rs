@@ -18,3 +18,4 @@ mod serve;
 mod ssh;
 mod store;
 mod switch;
+mod webhooks;

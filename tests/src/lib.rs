@@ -180,6 +180,8 @@ impl std::fmt::Debug for TestEnv {
 /// The value of the secret `canary` in every [`TestEnv`]; it must never
 /// appear in anything firedrill records.
 pub const CANARY: &str = "canary-s3cr3t-7f3a9c";
+/// A second secret (`canary-next`), e.g. the new one during a rotation.
+pub const CANARY_NEXT: &str = "canary-n3xt-s3cr3t-51d0";
 
 /// Kernels every [`TestEnv`] publishes.
 pub const PUBLISHED: &[&str] = &[
@@ -271,7 +273,14 @@ impl TestEnv {
                 },
                 Targets::with_config(inventory, &targets),
                 Arc::new(StaticSecrets(
-                    [("canary".to_string(), firedrill::secret::Secret::new(CANARY))].into(),
+                    [
+                        ("canary".to_string(), firedrill::secret::Secret::new(CANARY)),
+                        (
+                            "canary-next".to_string(),
+                            firedrill::secret::Secret::new(CANARY_NEXT),
+                        ),
+                    ]
+                    .into(),
                 )),
             )
             .expect("host"),

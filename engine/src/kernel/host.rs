@@ -343,6 +343,11 @@ impl KernelHost {
         &self.targets
     }
 
+    /// Where secret values come from (also for the server's webhook secrets).
+    pub fn secrets(&self) -> &Arc<dyn SecretProvider> {
+        &self.secrets
+    }
+
     fn setup(&self, capabilities: Arc<Capabilities>) -> SandboxSetup {
         SandboxSetup {
             limits: self.limits.clone(),

@@ -60,7 +60,7 @@ pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
-    /// Where the alert comes from: `alertmanager`.
+    /// Where the alert comes from: `alertmanager`, `pagerduty` or `generic`.
     pub source: TriggerSource,
     /// Label matchers, all of which must hold: `alertname: WebDown`.
     #[serde(rename = "match")]
@@ -141,12 +141,20 @@ impl Trigger {
 pub enum TriggerSource {
     /// Prometheus Alertmanager webhooks (`POST /api/v1/alerts/alertmanager`).
     Alertmanager,
+    /// PagerDuty v3 webhooks (`POST /api/v1/alerts/pagerduty`): labels
+    /// `event_type`, `incident_id`, `service`, `service_id`, `urgency`,
+    /// `priority`, `title`, `incident_key`.
+    Pagerduty,
+    /// Any system that can post JSON (`POST /api/v1/alerts/generic`).
+    Generic,
 }
 
 impl TriggerSource {
     pub fn as_str(self) -> &'static str {
         match self {
             TriggerSource::Alertmanager => "alertmanager",
+            TriggerSource::Pagerduty => "pagerduty",
+            TriggerSource::Generic => "generic",
         }
     }
 }

@@ -216,6 +216,12 @@ async fn metrics(State(state): State<AppState>, who: Principal) -> Result<String
         String::new(),
         state.admitted_runs() as f64,
     ));
+    gauges.push((
+        "firedrill_run_queue_depth",
+        "Runs admitted and waiting for a slot (server.max-queued-runs bounds it).",
+        String::new(),
+        state.queued_runs() as f64,
+    ));
     Ok(state.metrics.render(&gauges))
 }
 
@@ -504,17 +510,11 @@ async fn audit_verify(
     Ok(Json(serde_json::to_value(&v).unwrap_or_default()))
 }
 
-/// `POST /api/v1/alerts/alertmanager`: Alertmanager's webhook (version 4).
-/// 200 with one decision per (alert, matching runbook); 400 for anything
-/// that is not a valid payload; 503 when a run could not be queued (its
-/// claim is released, so Alertmanager's retry can start it).
-pub async fn alertmanager(
-    State(state): State<AppState>,
-    who: Principal,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    who.require(Action::PostAlert)?;
-    let body = body.map_err(|e| {
+type BodyResult = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
+
+/// A webhook body within `server.webhook-body-bytes`.
+fn webhook_body(body: BodyResult) -> Result<axum::body::Bytes, ApiError> {
+    body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -524,12 +524,22 @@ pub async fn alertmanager(
         } else {
             ApiError::bad_request(e.body_text())
         }
-    })?;
-    let alerts = crate::alerts::AlertmanagerPayload::parse(&body).map_err(ApiError::bad_request)?;
+    })
+}
+
+/// Decide on `alerts` from `actor` and answer: 200 with one decision per
+/// (alert, matching runbook), or 503 when a run was shed (its claim is
+/// released, so the sender's retry can start it).
+async fn dispatch(
+    state: &AppState,
+    actor: &crate::audit::Actor,
+    alerts: &[crate::alerts::Alert],
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let admit_state = state.clone();
-    let admit =
-        move |run: crate::executor::PreparedRun| admit_state.admit(run).map_err(|e| e.message);
-    let decisions = crate::alerts::handle(&state.service, &who.0.actor(), &alerts, &admit).await?;
+    let admit = move |run: crate::executor::PreparedRun| {
+        admit_state.admit_triggered(run).map_err(|e| e.message)
+    };
+    let decisions = crate::alerts::handle(&state.service, actor, alerts, &admit).await?;
     for d in &decisions {
         state.metrics.alert_decision(d);
     }
@@ -545,6 +555,96 @@ pub async fn alertmanager(
         status,
         Json(json!({"alerts": alerts.len(), "decisions": decisions})),
     ))
+}
+
+/// `POST /api/v1/alerts/alertmanager`: Alertmanager's webhook (version 4);
+/// 400 for anything that is not a valid payload.
+pub async fn alertmanager(
+    State(state): State<AppState>,
+    who: Principal,
+    body: BodyResult,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    who.require(Action::PostAlert)?;
+    let body = webhook_body(body)?;
+    let alerts = crate::alerts::AlertmanagerPayload::parse(&body).map_err(ApiError::bad_request)?;
+    dispatch(&state, &who.0.actor(), &alerts).await
+}
+
+/// `POST /api/v1/alerts/generic`: alerts from anything that can post JSON.
+pub async fn generic(
+    State(state): State<AppState>,
+    who: Principal,
+    body: BodyResult,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    who.require(Action::PostAlert)?;
+    let body = webhook_body(body)?;
+    let alerts = crate::alerts::GenericPayload::parse(&body).map_err(ApiError::bad_request)?;
+    dispatch(&state, &who.0.actor(), &alerts).await
+}
+
+/// `POST /api/v1/alerts/pagerduty`: PagerDuty v3 webhooks, authenticated
+/// by their HMAC signature (PagerDuty cannot send a bearer token): 401
+/// without a valid signature, 403 when no secret is configured.
+pub async fn pagerduty(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: BodyResult,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let forbidden = |m: String| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m);
+    let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    if state.config.pagerduty_secrets.is_empty() {
+        return Err(forbidden(
+            "PagerDuty webhooks are not enabled; name the signing secret in server.pagerduty-secrets".into(),
+        ));
+    }
+    let mut secrets = Vec::new();
+    for name in &state.config.pagerduty_secrets {
+        match state.service.host().secrets().get(name) {
+            Ok(s) => secrets.push(s),
+            Err(e) => {
+                tracing::warn!(secret = %name, error = %e, "PagerDuty signing secret unavailable")
+            }
+        }
+    }
+    if secrets.is_empty() {
+        return Err(ApiError::unavailable(
+            "none of the secrets in server.pagerduty-secrets can be read; the server log says why",
+        ));
+    }
+    let body = webhook_body(body)?;
+    let signature = headers
+        .get("x-pagerduty-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            unauthorized(
+                "X-PagerDuty-Signature is missing; only PagerDuty v3 webhooks are accepted here"
+                    .into(),
+            )
+        })?;
+    crate::alerts::verify_pagerduty_signature(&secrets, signature, &body).map_err(unauthorized)?;
+    let actor = crate::audit::Actor {
+        kind: crate::audit::ActorKind::AlertSource,
+        id: "pagerduty".into(),
+    };
+    match crate::alerts::PagerDutyEvent::parse(&body).map_err(ApiError::bad_request)? {
+        crate::alerts::PagerDutyDelivery::Alert(alert) => dispatch(&state, &actor, &[alert]).await,
+        crate::alerts::PagerDutyDelivery::Ignored(event_type) => {
+            state
+                .service
+                .store()
+                .apply(
+                    crate::store::Batch::new().event(
+                        crate::audit::NewEvent::new(&actor, "alert.ignored", "pagerduty")
+                            .details(json!({"event_type": event_type})),
+                    ),
+                )
+                .await?;
+            Ok((
+                StatusCode::OK,
+                Json(json!({"alerts": 0, "ignored": event_type})),
+            ))
+        }
+    }
 }
 
 async fn get_switch(
