@@ -204,7 +204,7 @@ pub enum RunsCommand {
     List {
         #[arg(long)]
         runbook: Option<String>,
-        /// running, succeeded, failed, interrupted
+        /// running, succeeded, failed, interrupted, halted, cancelled, abandoned
         #[arg(long)]
         status: Option<String>,
         #[arg(long, default_value_t = 20)]
@@ -217,6 +217,27 @@ pub enum RunsCommand {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Ask a running run (in this process or `firedrill serve`) to stop at
+    /// its next step boundary.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Continue a halted run from the step where it stopped, here and now.
+    Resume {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a halted or interrupted run for good.
+    Abandon {
+        id: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -311,7 +332,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => run_runbook(&home, actor, &runbook, live, inputs, json).await,
         Command::Runbook(cmd) => runbook(&home, &actor, cmd).await,
         Command::Kernel(cmd) => kernel(&home, &actor, cmd).await,
-        Command::Runs(cmd) => runs(&home, cmd).await,
+        Command::Runs(cmd) => runs(&home, &actor, cmd).await,
         Command::Audit(cmd) => audit(&home, cmd).await,
         Command::Inventory(InventoryCommand::Check { probe, json }) => {
             inventory_check(&home, probe, json).await
@@ -771,7 +792,7 @@ async fn kernel(home: &Home, actor: &Actor, cmd: KernelCommand) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-async fn runs(home: &Home, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
+async fn runs(home: &Home, actor: &Actor, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         RunsCommand::List {
             runbook,
@@ -782,7 +803,7 @@ async fn runs(home: &Home, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
             let status = status
                 .map(|s| {
                     RunStatus::parse(&s).with_context(|| {
-                        format!("--status {s:?}: use running, succeeded, failed or interrupted")
+                        format!("--status {s:?}: use running, succeeded, failed, interrupted, halted, cancelled or abandoned")
                     })
                 })
                 .transpose()?;
@@ -792,6 +813,7 @@ async fn runs(home: &Home, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 .runs(&RunFilter {
                     runbook,
                     status,
+                    before: None,
                     limit,
                 })
                 .await?;
@@ -805,6 +827,46 @@ async fn runs(home: &Home, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
         RunsCommand::Show { id, json } => {
             let service = home.service().await?;
             show_run(&service, &id, json, true).await
+        }
+        RunsCommand::Cancel { id, reason } => {
+            let service = home.service().await?;
+            control(service.cancel(&id, actor, &reason).await, || {
+                format!("cancel requested: run {id} stops before its next step")
+            })
+        }
+        RunsCommand::Abandon { id, reason } => {
+            let service = home.service().await?;
+            control(service.abandon(&id, actor, &reason).await, || {
+                format!("run {id} abandoned")
+            })
+        }
+        RunsCommand::Resume { id, reason, json } => {
+            let service = home.service().await?;
+            let prepared = match service.prepare_resume(&id, actor, &reason).await {
+                Ok(p) => p,
+                Err(e) => return control(Err(e), String::new),
+            };
+            service.execute_prepared(prepared).await?;
+            show_run(&service, &id, json, false).await
+        }
+    }
+}
+
+/// Report a run control's result: the message, or the error and exit 2.
+fn control(
+    result: Result<(), crate::executor::ControlError>,
+    done: impl FnOnce() -> String,
+) -> anyhow::Result<ExitCode> {
+    use crate::executor::ControlError;
+    match result {
+        Ok(()) => {
+            println!("{}", done());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ControlError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_INVALID))
         }
     }
 }

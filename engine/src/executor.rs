@@ -101,6 +101,52 @@ pub struct PreparedRun {
     draft: bool,
     inputs: Value,
     valid: ValidRunbook,
+    /// Continue a halted run instead of starting one.
+    resume: Option<Resume>,
+}
+
+/// Where a resumed run picks up: the first step not done, and the outputs
+/// of the steps before it.
+#[derive(Debug)]
+struct Resume {
+    from: usize,
+    steps: Value,
+    reason: String,
+}
+
+/// A run could not be cancelled, resumed or abandoned.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no run {0:?}")]
+    NotFound(String),
+    #[error("run {id} is {status}; {what}")]
+    WrongState {
+        id: String,
+        status: &'static str,
+        what: String,
+    },
+    #[error("a reason is required (say why, for the audit log)")]
+    NoReason,
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Run(Box<RunError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<RunError> for ControlError {
+    fn from(e: RunError) -> Self {
+        ControlError::Run(Box::new(e))
+    }
+}
+
+fn reason_of(reason: &str) -> Result<String, ControlError> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.len() > crate::switch::MAX_REASON_BYTES {
+        return Err(ControlError::NoReason);
+    }
+    Ok(reason.to_string())
 }
 
 /// The engine's services, shared by every front end.
@@ -349,6 +395,10 @@ impl Service {
                 reference,
                 existing: existing_digest,
             }),
+            Applied::Stale => Err(PublishError::Store(StoreError::Corrupt {
+                what: "runbook publish",
+                reason: "the store answered a publish as a conditional write".into(),
+            })),
         }
     }
 
@@ -363,10 +413,258 @@ impl Service {
 
     /// Execute a prepared run to the end; returns its id.
     pub async fn execute_prepared(&self, run: PreparedRun) -> Result<String, RunError> {
+        if let Some(resume) = run.resume {
+            return self
+                .continue_run(&run.valid, run.mode, run.actor, run.inputs, run.id, resume)
+                .await;
+        }
         self.execute(
             &run.valid, run.draft, run.mode, run.actor, run.inputs, run.id,
         )
         .await
+    }
+
+    /// Ask a running run to stop at its next step boundary (the step in
+    /// progress finishes). Audited with the actor and reason.
+    pub async fn cancel(&self, id: &str, actor: &Actor, reason: &str) -> Result<(), ControlError> {
+        let reason = reason_of(reason)?;
+        let run = self
+            .store
+            .run(id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+        let applied = self
+            .store
+            .apply(
+                Batch::new()
+                    .write(Write::RequestCancel {
+                        id: id.to_string(),
+                        request: format!("{actor}: {reason}"),
+                    })
+                    .event(
+                        NewEvent::new(actor, "run.cancel-requested", format!("run:{id}"))
+                            .details(json!({"reason": reason}))
+                            .run(id),
+                    ),
+            )
+            .await?;
+        if applied == Applied::Stale {
+            return Err(ControlError::WrongState {
+                id: id.to_string(),
+                status: run.status.as_str(),
+                what: "only a running run can be cancelled".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Close a halted or interrupted run for good: it will not be resumed.
+    pub async fn abandon(&self, id: &str, actor: &Actor, reason: &str) -> Result<(), ControlError> {
+        let reason = reason_of(reason)?;
+        let run = self
+            .store
+            .run(id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+        let error = format!(
+            "abandoned by {actor}: {reason} (was {}: {})",
+            run.status.as_str(),
+            run.error.as_deref().unwrap_or("-")
+        );
+        let applied = self
+            .store
+            .apply(
+                Batch::new()
+                    .write(Write::TransitionRun {
+                        id: id.to_string(),
+                        from: vec![RunStatus::Halted, RunStatus::Interrupted],
+                        to: RunStatus::Abandoned,
+                        error: Some(error),
+                        finished_at: Some(now_rfc3339()),
+                    })
+                    .event(
+                        NewEvent::new(actor, "run.abandoned", format!("run:{id}"))
+                            .outcome("abandoned")
+                            .details(json!({"reason": reason, "was": run.status.as_str()}))
+                            .run(id),
+                    ),
+            )
+            .await?;
+        if applied == Applied::Stale {
+            return Err(ControlError::WrongState {
+                id: id.to_string(),
+                status: run.status.as_str(),
+                what: "only halted or interrupted runs can be abandoned".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Check that halted run `id` can continue where it stopped: the same
+    /// published runbook version and kernels, the switch off for live runs,
+    /// no failed step. Execute it with [`Service::execute_prepared`].
+    pub async fn prepare_resume(
+        &self,
+        id: &str,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<PreparedRun, ControlError> {
+        let reason = reason_of(reason)?;
+        let run = self
+            .store
+            .run(id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+        if run.status != RunStatus::Halted {
+            return Err(ControlError::WrongState {
+                id: id.to_string(),
+                status: run.status.as_str(),
+                what: "only halted runs can be resumed; start a new run instead".into(),
+            });
+        }
+        if run.draft {
+            return Err(ControlError::Refused(format!(
+                "run {id} ran a draft runbook file, which is not stored; publish it and start a new run, or abandon this one"
+            )));
+        }
+        let row = self
+            .store
+            .runbook(&run.runbook, Some(run.runbook_version))
+            .await?
+            .filter(|r| r.digest == run.runbook_digest)
+            .ok_or_else(|| {
+                ControlError::Refused(format!(
+                    "{}@{} as this run used it is no longer published; abandon the run",
+                    run.runbook, run.runbook_version
+                ))
+            })?;
+        let valid = self
+            .validate(&format!("{}@{}", row.name, row.version), &row.source)
+            .await
+            .map_err(RunError::Invalid)?;
+        let kernels: BTreeMap<String, String> = valid
+            .kernels
+            .iter()
+            .map(|(r, k)| (r.to_string(), k.digest.clone()))
+            .collect();
+        if json!(kernels) != run.kernels {
+            return Err(ControlError::Refused(format!(
+                "the kernels of {}@{} no longer resolve to the digests this run used; abandon it and start a new run",
+                run.runbook, run.runbook_version
+            )));
+        }
+        let mode = if run.mode == Mode::Live.as_str() {
+            Mode::Live
+        } else {
+            Mode::DryRun
+        };
+        if mode == Mode::Live
+            && let Some(switch) = crate::switch::halting(self.store.as_ref(), &run.runbook).await?
+        {
+            return Err(RunError::Halted {
+                runbook: run.runbook.clone(),
+                switch,
+            }
+            .into());
+        }
+        let rows = self.store.steps(id).await?;
+        if let Some(failed) = rows.iter().find(|r| r.status == "failed") {
+            return Err(ControlError::Refused(format!(
+                "step `{}` of run {id} failed before it halted; its on_failure steps may be half done, so it cannot be resumed: abandon it",
+                failed.step_id
+            )));
+        }
+        let targets = self.store.step_targets(id).await?;
+        let mut steps = serde_json::Map::new();
+        let mut from = 0;
+        for step in &valid.runbook.steps {
+            let Some(r) = rows
+                .iter()
+                .find(|r| r.phase == "main" && r.step_id == step.id)
+                .filter(|r| r.status == "succeeded" || r.status == "skipped")
+            else {
+                break;
+            };
+            let per_target: serde_json::Map<String, Value> = targets
+                .iter()
+                .filter(|t| t.step_id == step.id)
+                .map(|t| {
+                    (
+                        t.target.clone(),
+                        json!({"status": t.status, "output": t.output, "error": t.error}),
+                    )
+                })
+                .collect();
+            steps.insert(
+                step.id.clone(),
+                json!({"status": r.status, "output": r.output, "targets": per_target}),
+            );
+            from += 1;
+        }
+        Ok(PreparedRun {
+            id: id.to_string(),
+            runbook: run.runbook.clone(),
+            mode,
+            actor: actor.clone(),
+            draft: false,
+            inputs: run.inputs.clone(),
+            valid,
+            resume: Some(Resume {
+                from,
+                steps: Value::Object(steps),
+                reason,
+            }),
+        })
+    }
+
+    /// Continue a halted run: mark it running again (unless something else
+    /// moved it meanwhile), then execute from where it stopped.
+    async fn continue_run(
+        &self,
+        valid: &ValidRunbook,
+        mode: Mode,
+        actor: Actor,
+        inputs: Value,
+        id: String,
+        resume: Resume,
+    ) -> Result<String, RunError> {
+        let rb = &valid.runbook;
+        let from_step = rb.steps.get(resume.from).map(|s| s.id.clone());
+        let applied = self
+            .store
+            .apply(
+                Batch::new()
+                    .write(Write::TransitionRun {
+                        id: id.clone(),
+                        from: vec![RunStatus::Halted],
+                        to: RunStatus::Running,
+                        error: None,
+                        finished_at: None,
+                    })
+                    .event(
+                        NewEvent::new(&actor, "run.resumed", format!("run:{id}"))
+                            .details(json!({"reason": resume.reason, "from_step": from_step}))
+                            .run(&id),
+                    ),
+            )
+            .await?;
+        if applied == Applied::Stale {
+            tracing::warn!(run_id = %id, "run was no longer halted when its resume started; nothing done");
+            return Ok(id);
+        }
+        tracing::info!(run_id = %id, from = ?from_step, "run resumed");
+        let ctx = RunCtx {
+            id: id.clone(),
+            valid,
+            mode,
+            actor: actor.clone(),
+            vars: json!({
+                "inputs": inputs,
+                "steps": resume.steps,
+                "run": {"id": id, "mode": mode.as_str(), "actor": actor.to_string()},
+            }),
+        };
+        self.drive(ctx, resume.from).await
     }
 
     /// Everything that can refuse a run, before anything is written:
@@ -431,6 +729,7 @@ impl Service {
             actor: request.actor,
             inputs,
             valid,
+            resume: None,
         })
     }
 
@@ -463,12 +762,13 @@ impl Service {
             error: None,
             started_at: now_rfc3339(),
             finished_at: None,
+            cancel_requested: None,
         };
         let subject = format!("runbook:{}@{}", rb.name, rb.version);
         self.store
             .apply(
                 Batch::new().write(Write::InsertRun(run)).event(
-                    NewEvent::new(&actor, "run.started", subject.clone())
+                    NewEvent::new(&actor, "run.started", subject)
                         .details(json!({
                             "mode": mode.as_str(),
                             "runbook_digest": valid.digest,
@@ -483,8 +783,7 @@ impl Service {
         tracing::info!(run_id = %id, runbook = %rb.name, mode = %mode, "run started");
         self.metrics
             .run_started(&rb.name, mode.as_str(), actor.kind.trigger());
-        let started = Instant::now();
-        let mut ctx = RunCtx {
+        let ctx = RunCtx {
             id: id.clone(),
             valid,
             mode,
@@ -495,19 +794,60 @@ impl Service {
                 "run": {"id": id, "mode": mode.as_str(), "actor": actor.to_string()},
             }),
         };
-        let mut failure: Option<(String, String)> = None;
-        let mut halted: Option<String> = None;
-        for (position, step) in rb.steps.iter().enumerate() {
-            // The big red switch is checked before every live step, so a run
-            // in progress stops at the next step boundary.
-            if mode == Mode::Live
-                && let Some(switch) = crate::switch::halting(self.store.as_ref(), &rb.name).await?
-            {
-                halted = Some(format!(
-                    "halted before step `{}`: {}; the completed steps stand, nothing after them ran",
-                    step.id,
+        self.drive(ctx, 0).await
+    }
+
+    /// Why the run must stop before `step`: the big red switch (live runs)
+    /// or a cancel request. `None` to go on.
+    async fn stop_before(
+        &self,
+        ctx: &RunCtx<'_>,
+        what: &str,
+    ) -> Result<Option<(RunStatus, String)>, StoreError> {
+        let rb = &ctx.valid.runbook;
+        if let Some(request) = self
+            .store
+            .run(&ctx.id)
+            .await?
+            .and_then(|r| r.cancel_requested)
+        {
+            return Ok(Some((
+                RunStatus::Cancelled,
+                format!(
+                    "cancelled before {what} (by {request}); the completed steps stand, nothing after them ran"
+                ),
+            )));
+        }
+        if ctx.mode == Mode::Live
+            && let Some(switch) = crate::switch::halting(self.store.as_ref(), &rb.name).await?
+        {
+            return Ok(Some((
+                RunStatus::Halted,
+                format!(
+                    "halted before {what}: {}; the completed steps stand, nothing after them ran",
                     switch.describe()
-                ));
+                ),
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Execute the steps from `from` (0, or where a resumed run stopped) and
+    /// record how the run ended.
+    async fn drive(&self, mut ctx: RunCtx<'_>, from: usize) -> Result<String, RunError> {
+        let rb = &ctx.valid.runbook;
+        let id = ctx.id.clone();
+        let subject = format!("runbook:{}@{}", rb.name, rb.version);
+        let started = Instant::now();
+        let mut failure: Option<(String, String)> = None;
+        let mut stopped: Option<(RunStatus, String)> = None;
+        for (position, step) in rb.steps.iter().enumerate().skip(from) {
+            // Checked before every step, so a run in progress stops at the
+            // next step boundary.
+            stopped = self
+                .stop_before(&ctx, &format!("step `{}`", step.id))
+                .await?;
+            if stopped.is_some() {
                 break;
             }
             match self.step(&mut ctx, position, "main", step).await? {
@@ -526,15 +866,10 @@ impl Service {
                 );
             }
             for (i, step) in rb.on_failure.iter().enumerate() {
-                if mode == Mode::Live
-                    && let Some(switch) =
-                        crate::switch::halting(self.store.as_ref(), &rb.name).await?
-                {
-                    halted = Some(format!(
-                        "halted before on_failure step `{}`: {}",
-                        step.id,
-                        switch.describe()
-                    ));
+                stopped = self
+                    .stop_before(&ctx, &format!("on_failure step `{}`", step.id))
+                    .await?;
+                if stopped.is_some() {
                     break;
                 }
                 // on_failure steps are best effort: each runs even if one fails.
@@ -543,12 +878,12 @@ impl Service {
                     .await?;
             }
         }
-        let (status, error) = match (halted, failure) {
-            (Some(why), Some((step, error))) => (
-                RunStatus::Halted,
+        let (status, error) = match (stopped, failure) {
+            (Some((status, why)), Some((step, error))) => (
+                status,
                 Some(format!("step `{step}` failed: {error}; then {why}")),
             ),
-            (Some(why), None) => (RunStatus::Halted, Some(why)),
+            (Some((status, why)), None) => (status, Some(why)),
             (None, Some((step, error))) => (
                 RunStatus::Failed,
                 Some(format!("step `{step}` failed: {error}")),
@@ -565,7 +900,7 @@ impl Service {
                         finished_at: now_rfc3339(),
                     })
                     .event(
-                        NewEvent::new(&actor, "run.finished", subject)
+                        NewEvent::new(&ctx.actor, "run.finished", subject)
                             .outcome(status.as_str())
                             .details(json!({"duration_ms": ms(started.elapsed()), "error": error}))
                             .run(&id),
@@ -573,8 +908,12 @@ impl Service {
             )
             .await?;
         tracing::info!(run_id = %id, status = status.as_str(), "run finished");
-        self.metrics
-            .run_finished(&rb.name, mode.as_str(), status.as_str(), started.elapsed());
+        self.metrics.run_finished(
+            &rb.name,
+            ctx.mode.as_str(),
+            status.as_str(),
+            started.elapsed(),
+        );
         Ok(id)
     }
 

@@ -15,6 +15,7 @@
 //! action, 404 for runbooks and runs a runbook-limited token cannot see.
 
 mod api;
+mod manage;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -36,7 +37,7 @@ use crate::executor::{PreparedRun, Service};
 use crate::store::{Batch, RunStatus, Write};
 
 pub use crate::metrics::Metrics;
-pub use api::ApiError;
+pub use api::{ApiError, OPENAPI};
 
 /// `[server]` in `firedrill.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +61,8 @@ pub struct ServerConfig {
     /// On shutdown, how long runs in progress may take to finish before
     /// they are recorded as interrupted, in milliseconds. Default 30,000.
     pub shutdown_grace_ms: u64,
+    /// Largest kernel upload (`POST /api/v1/kernels`), in bytes. Default 16 MiB.
+    pub kernel_upload_bytes: usize,
     /// Runs of one runbook admitted at once (executing + queued); more are
     /// refused with 429. Default 4.
     pub max_runs_per_runbook: usize,
@@ -84,6 +87,7 @@ impl Default for ServerConfig {
             max_concurrent_runs: 16,
             max_queued_runs: 64,
             shutdown_grace_ms: 30_000,
+            kernel_upload_bytes: 16 << 20,
             max_runs_per_runbook: 4,
             trigger_runs_per_minute: 30,
             pagerduty_secrets: Vec::new(),
@@ -106,6 +110,9 @@ pub struct AppState {
     admitted: Arc<AtomicUsize>,
     /// Ids of runs this server is executing.
     active: Arc<Mutex<HashSet<String>>>,
+    /// Runs admitted and not finished: id -> runbook (answers for a run
+    /// still waiting for a slot, before it is in the store).
+    queued: Arc<Mutex<HashMap<String, String>>>,
     /// Runs admitted and not finished, per runbook.
     per_runbook: Arc<Mutex<HashMap<String, usize>>>,
     /// Runs alerts may start (`trigger-runs-per-minute`).
@@ -120,6 +127,7 @@ impl AppState {
             admitted: Arc::new(AtomicUsize::new(0)),
             active: Arc::new(Mutex::new(HashSet::new())),
             per_runbook: Arc::new(Mutex::new(HashMap::new())),
+            queued: Arc::new(Mutex::new(HashMap::new())),
             trigger_rate: Arc::new(governor::RateLimiter::direct(governor::Quota::per_minute(
                 NonZeroU32::new(config.trigger_runs_per_minute).unwrap_or(NonZeroU32::MIN),
             ))),
@@ -132,6 +140,15 @@ impl AppState {
     /// Runs admitted and not yet finished.
     pub fn admitted_runs(&self) -> usize {
         self.admitted.load(Ordering::SeqCst)
+    }
+
+    /// The runbook of run `id` if it was admitted here and is not in the
+    /// store yet (queued, or about to record its start).
+    pub fn pending_run(&self, id: &str) -> Option<String> {
+        if let Some(rb) = lock(&self.queued).get(id) {
+            return Some(rb.clone());
+        }
+        None
     }
 
     /// Runs admitted and waiting for a slot.
@@ -171,6 +188,7 @@ impl AppState {
             *n += 1;
         }
         let id = run.id.clone();
+        lock(&self.queued).insert(id.clone(), run.runbook.clone());
         let state = self.clone();
         tokio::spawn(async move {
             let runbook = run.runbook.clone();
@@ -182,6 +200,8 @@ impl AppState {
             }
             drop(slot);
             lock(&state.active).remove(&id);
+            // Only now: until the run recorded its start, this is its record.
+            lock(&state.queued).remove(&id);
             state.admitted.fetch_sub(1, Ordering::SeqCst);
             if let Some(n) = lock(&state.per_runbook).get_mut(&runbook) {
                 *n = n.saturating_sub(1);
@@ -297,9 +317,12 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(api::pagerduty),
         )
         .layer(DefaultBodyLimit::max(state.config.webhook_body_bytes));
+    let uploads =
+        manage::upload_routes().layer(DefaultBodyLimit::max(state.config.kernel_upload_bytes));
     api::routes()
         .layer(DefaultBodyLimit::max(body_bytes))
         .merge(webhooks)
+        .merge(uploads)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admission,

@@ -38,7 +38,8 @@ pub struct RunbookRow {
     pub published_by: String,
 }
 
-/// Run status. Terminal: succeeded, failed, interrupted, halted.
+/// Run status. Terminal: succeeded, failed, interrupted, halted, cancelled,
+/// abandoned (halted and interrupted runs may be resumed or abandoned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunStatus {
@@ -49,6 +50,10 @@ pub enum RunStatus {
     Interrupted,
     /// Stopped at a step boundary by the big red switch.
     Halted,
+    /// Stopped at a step boundary because someone cancelled it.
+    Cancelled,
+    /// A halted or interrupted run someone decided not to resume.
+    Abandoned,
 }
 
 impl RunStatus {
@@ -59,6 +64,8 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
             RunStatus::Halted => "halted",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Abandoned => "abandoned",
         }
     }
 
@@ -69,6 +76,8 @@ impl RunStatus {
             "failed" => RunStatus::Failed,
             "interrupted" => RunStatus::Interrupted,
             "halted" => RunStatus::Halted,
+            "cancelled" => RunStatus::Cancelled,
+            "abandoned" => RunStatus::Abandoned,
             _ => return None,
         })
     }
@@ -92,6 +101,9 @@ pub struct RunRow {
     pub error: Option<String>,
     pub started_at: String,
     pub finished_at: Option<String>,
+    /// Who asked to cancel this run and why (honoured at the next step boundary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<String>,
 }
 
 /// One step of a run.
@@ -207,6 +219,22 @@ pub enum Write {
     },
     /// Engage or release a big red switch (one row per scope).
     SetSwitch(crate::switch::SwitchRow),
+    /// Ask a running run to stop at its next step boundary;
+    /// [`Applied::Stale`] when it is not running.
+    RequestCancel {
+        id: String,
+        request: String,
+    },
+    /// Move a run from one of `from` to `to` (resume: halted -> running;
+    /// abandon: halted/interrupted -> abandoned); [`Applied::Stale`] when
+    /// its status is not in `from`.
+    TransitionRun {
+        id: String,
+        from: Vec<RunStatus>,
+        to: RunStatus,
+        error: Option<String>,
+        finished_at: Option<String>,
+    },
     /// Mark every run still `running` as `interrupted` (after a crash).
     InterruptRunning {
         finished_at: String,
@@ -223,6 +251,8 @@ pub enum Applied {
     Conflict {
         existing_digest: String,
     },
+    /// A conditional write found the row in another state: nothing written.
+    Stale,
 }
 
 /// State changes and the audit events that record them, applied atomically.
@@ -253,6 +283,8 @@ impl Batch {
 pub struct RunFilter {
     pub runbook: Option<String>,
     pub status: Option<RunStatus>,
+    /// Only runs older than this run id (the previous page's last id).
+    pub before: Option<String>,
     pub limit: i64,
 }
 

@@ -5,6 +5,7 @@ mod alertmanager;
 mod alerts;
 mod audit;
 mod cache;
+mod control;
 mod examples;
 mod fanout;
 mod fleet;

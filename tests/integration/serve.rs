@@ -80,6 +80,9 @@ impl Server {
     }
 }
 
+/// (method, path, body, roles allowed, whether allowed means 2xx).
+type Endpoint = (&'static str, &'static str, Option<Value>, Vec<Role>, bool);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorization_matrix_every_role_by_every_endpoint() {
     let s = server(ServerConfig::default()).await;
@@ -102,35 +105,148 @@ async fn authorization_matrix_every_role_by_every_endpoint() {
     let release = json!({"engaged": false, "reason": "matrix"});
     // Every role but webhook may read.
     const READERS: [Role; 4] = [Role::Viewer, Role::Operator, Role::Approver, Role::Admin];
-    // (method, path, body, roles allowed)
-    let endpoints: Vec<(&str, &str, Option<Value>, Vec<Role>)> = vec![
-        ("GET", "/api/v1/runbooks", None, READERS.to_vec()),
-        ("GET", "/api/v1/runbooks/quick", None, READERS.to_vec()),
-        ("GET", "/api/v1/runs", None, READERS.to_vec()),
+    let victim = s.token("victim", Role::Viewer, &[]).await;
+    drop(victim);
+    let alert = json!({"alerts": [{"id": "m-1", "starts_at": "2026-11-23T02:00:00Z", "labels": {"alertname": "NothingMatches"}}]});
+    let admin_only = vec![Role::Admin];
+    let operators = vec![Role::Operator, Role::Admin];
+    // (method, path, body, roles allowed, whether allowed means 2xx; else
+    // only "not 401/403": the request is authorized and then refused for
+    // what it asks, e.g. a run that does not exist)
+    let endpoints: Vec<Endpoint> = vec![
+        ("GET", "/api/v1/runbooks", None, READERS.to_vec(), true),
+        (
+            "GET",
+            "/api/v1/runbooks/quick",
+            None,
+            READERS.to_vec(),
+            true,
+        ),
+        (
+            "GET",
+            "/api/v1/runbooks/quick/versions",
+            None,
+            READERS.to_vec(),
+            true,
+        ),
+        (
+            "POST",
+            "/api/v1/runbooks/validate",
+            Some(json!({"source": QUICK})),
+            READERS.to_vec(),
+            true,
+        ),
+        (
+            "POST",
+            "/api/v1/runbooks",
+            Some(json!({"source": QUICK})),
+            admin_only.clone(),
+            true,
+        ),
+        ("GET", "/api/v1/kernels", None, READERS.to_vec(), true),
+        (
+            "GET",
+            "/api/v1/kernels/trivial/0.1.0",
+            None,
+            READERS.to_vec(),
+            true,
+        ),
+        (
+            "POST",
+            "/api/v1/kernels",
+            Some(json!({})),
+            admin_only.clone(),
+            false,
+        ),
+        ("GET", "/api/v1/runs", None, READERS.to_vec(), true),
         (
             "POST",
             "/api/v1/runs",
             Some(live_run.clone()),
-            vec![Role::Operator, Role::Admin],
+            operators.clone(),
+            true,
         ),
-        ("GET", "/api/v1/audit", None, READERS.to_vec()),
-        ("GET", "/api/v1/audit/verify", None, READERS.to_vec()),
-        ("GET", "/api/v1/switch", None, READERS.to_vec()),
+        (
+            "POST",
+            "/api/v1/runs/no-such-run/cancel",
+            Some(json!({"reason": "m"})),
+            operators.clone(),
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/runs/no-such-run/resume",
+            Some(json!({"reason": "m"})),
+            operators.clone(),
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/runs/no-such-run/abandon",
+            Some(json!({"reason": "m"})),
+            operators.clone(),
+            false,
+        ),
+        ("GET", "/api/v1/audit", None, READERS.to_vec(), true),
+        ("GET", "/api/v1/audit/verify", None, READERS.to_vec(), true),
+        ("GET", "/api/v1/switch", None, READERS.to_vec(), true),
         (
             "PUT",
             "/api/v1/switch",
             Some(release.clone()),
-            vec![Role::Admin],
+            admin_only.clone(),
+            true,
         ),
         (
             "PUT",
             "/api/v1/switch",
             Some(engage.clone()),
             vec![Role::Operator, Role::Approver, Role::Admin],
+            true,
         ),
-        ("GET", "/metrics", None, READERS.to_vec()),
+        ("GET", "/api/v1/tokens", None, admin_only.clone(), true),
+        (
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "made-by-matrix", "role": "viewer"})),
+            admin_only.clone(),
+            true,
+        ),
+        (
+            "DELETE",
+            "/api/v1/tokens/victim",
+            None,
+            admin_only.clone(),
+            true,
+        ),
+        (
+            "POST",
+            "/api/v1/alerts/alertmanager",
+            Some(json!({"version": "4"})),
+            vec![Role::Webhook],
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/alerts/generic",
+            Some(alert),
+            vec![Role::Webhook],
+            true,
+        ),
+        ("GET", "/metrics", None, READERS.to_vec(), true),
     ];
-    for (method, path, body, allowed) in &endpoints {
+    let documented: Value = serde_json::from_str(firedrill::server::OPENAPI).expect("openapi");
+    for (method, path, body, allowed, succeeds) in &endpoints {
+        let template = path
+            .replace("/quick/versions", "/{name}/versions")
+            .replace("/runbooks/quick", "/runbooks/{name}")
+            .replace("/trivial/0.1.0", "/{name}/{version}")
+            .replace("/no-such-run/", "/{id}/")
+            .replace("/tokens/victim", "/tokens/{name}");
+        assert!(
+            documented["paths"][&template][method.to_lowercase()].is_object(),
+            "{method} {template} is not in the OpenAPI document"
+        );
         // No token, a made-up one, a revoked one: 401, whatever the endpoint.
         for bad in [None, Some("fdt_not-a-real-token"), Some(revoked.as_str())] {
             let (status, err) = s.call(method, path, bad, body.clone()).await;
@@ -144,10 +260,17 @@ async fn authorization_matrix_every_role_by_every_endpoint() {
         for (role, token) in &tokens {
             let (status, answer) = s.call(method, path, Some(token), body.clone()).await;
             if allowed.contains(role) {
-                assert!(
-                    status.is_success(),
-                    "{role:?} {method} {path}: {status} {answer}"
-                );
+                if *succeeds {
+                    assert!(
+                        status.is_success(),
+                        "{role:?} {method} {path}: {status} {answer}"
+                    );
+                } else {
+                    assert!(
+                        status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                        "{role:?} {method} {path}: {status} {answer}"
+                    );
+                }
             } else {
                 assert_eq!(
                     status,
@@ -457,4 +580,152 @@ async fn runbooks_are_validated_and_published_through_the_api() {
         .await;
     assert_eq!(latest["version"], 2);
     assert_eq!(latest["published_by"], "token:admin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_deadline_is_answered_503_and_others_are_not() {
+    let s = server(ServerConfig {
+        request_timeout_ms: 1000,
+        ..ServerConfig::default()
+    })
+    .await;
+    let ops = s.token("ops", Role::Operator, &[]).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let head = |len: usize| {
+        format!(
+            "POST /api/v1/runs HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ops}\r\ncontent-type: application/json\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"
+        )
+    };
+    // A body sent slowly but within the deadline is served.
+    let body = r#"{"runbook": "quick"}"#;
+    let mut ok = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    ok.write_all(head(body.len()).as_bytes())
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ok.write_all(body.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    ok.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    // A body that never completes: 503 naming the limit once the deadline passes.
+    let mut stuck = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    stuck.write_all(head(500).as_bytes()).await.expect("write");
+    stuck.write_all(b"{\"runbook\"").await.expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stuck.read_to_string(&mut answer))
+        .await
+        .expect("answered before the test's own deadline")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("server.request-timeout-ms"), "{answer}");
+}
+
+/// Serve until the returned sender fires; returns the URL and the serve task.
+async fn stoppable(
+    env: &TestEnv,
+    config: ServerConfig,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let state = AppState::new(env.service.clone(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(firedrill::server::serve(state, listener, async move {
+        let _ = rx.await;
+    }));
+    (url, tx, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_runs_finish_within_the_grace_period_and_records_the_rest() {
+    let env = TestEnv::new().await;
+    env.publish(&[WAIT_FOR]).await;
+    let ops = env.token("ops", Role::Operator, &[]).await;
+    let client = reqwest::Client::new();
+    let start = |url: String, dir: std::path::PathBuf| {
+        let client = client.clone();
+        let ops = ops.clone();
+        async move {
+            std::fs::create_dir_all(&dir).expect("dir");
+            let answer: Value = client
+                .post(format!("{url}/api/v1/runs"))
+                .bearer_auth(&ops)
+                .json(&json!({"runbook": "waiter", "mode": "live", "inputs": {"dir": dir.display().to_string()}}))
+                .send()
+                .await
+                .expect("send")
+                .json()
+                .await
+                .expect("json");
+            answer["run_id"].as_str().expect("id").to_string()
+        }
+    };
+    let wait_started = |id: String| {
+        let store = env.store.clone();
+        async move {
+            for _ in 0..600 {
+                if store.run(&id).await.expect("read").is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("run {id} never started");
+        }
+    };
+
+    // Finishes within the grace period: it completes normally.
+    let (url, stop, task) = stoppable(
+        &env,
+        ServerConfig {
+            shutdown_grace_ms: 20_000,
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let gate = env.home.path().join("finishes");
+    let id = start(url, gate.clone()).await;
+    wait_started(id.clone()).await;
+    stop.send(()).expect("stop");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(gate.join("go"), "").expect("go");
+    task.await.expect("join").expect("serve");
+    let run = env.store.run(&id).await.expect("read").expect("run");
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+
+    // Outlives the grace period: recorded as interrupted, with what to do.
+    let (url, stop, task) = stoppable(
+        &env,
+        ServerConfig {
+            shutdown_grace_ms: 300,
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let gate = env.home.path().join("never");
+    let id = start(url, gate).await;
+    wait_started(id.clone()).await;
+    stop.send(()).expect("stop");
+    task.await.expect("join").expect("serve");
+    let run = env.store.run(&id).await.expect("read").expect("run");
+    assert_eq!(run.status, RunStatus::Interrupted);
+    assert!(run.error.expect("error").contains("check the targets"));
+    let interrupted = env
+        .store
+        .audit(&AuditFilter {
+            action: Some("run.interrupted".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(interrupted.len(), 1);
 }

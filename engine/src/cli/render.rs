@@ -161,6 +161,17 @@ pub fn run_text(
         }
         RunStatus::Halted => {
             let _ = writeln!(s, "HALTED: {}", run.error.as_deref().unwrap_or(""));
+            let _ = writeln!(
+                s,
+                "when the switch is off: `firedrill runs resume {} --reason ...` or `firedrill runs abandon {} --reason ...`",
+                run.id, run.id
+            );
+        }
+        RunStatus::Cancelled => {
+            let _ = writeln!(s, "CANCELLED: {}", run.error.as_deref().unwrap_or(""));
+        }
+        RunStatus::Abandoned => {
+            let _ = writeln!(s, "ABANDONED: {}", run.error.as_deref().unwrap_or(""));
         }
     }
     if !live {

@@ -178,6 +178,11 @@ impl Registry {
                 existing: existing_digest,
                 new: kernel.digest.clone(),
             }),
+            Applied::Stale => Err(StoreError::Corrupt {
+                what: "kernel publish",
+                reason: "the store answered a publish as a conditional write".into(),
+            }
+            .into()),
         }
     }
 

@@ -46,7 +46,7 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
     }
-    fn internal(e: impl std::fmt::Display) -> Self {
+    pub(super) fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -86,7 +86,7 @@ impl From<crate::store::StoreError> for ApiError {
 
 /// A JSON body that could not be used: too large (413, naming the limit),
 /// not JSON, or not the expected shape (400, with the expected shape).
-fn rejected(e: &axum::extract::rejection::JsonRejection, expected: &str) -> ApiError {
+pub(super) fn rejected(e: &axum::extract::rejection::JsonRejection, expected: &str) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -102,7 +102,7 @@ fn rejected(e: &axum::extract::rejection::JsonRejection, expected: &str) -> ApiE
 pub struct Principal(pub TokenRow);
 
 impl Principal {
-    fn require(&self, action: Action) -> Result<(), ApiError> {
+    pub(super) fn require(&self, action: Action) -> Result<(), ApiError> {
         if self.0.role.allows(action) {
             Ok(())
         } else {
@@ -119,7 +119,7 @@ impl Principal {
     }
 
     /// A runbook this token cannot see does not exist, as far as it knows.
-    fn see(&self, runbook: &str) -> Result<(), ApiError> {
+    pub(super) fn see(&self, runbook: &str) -> Result<(), ApiError> {
         if self.0.covers(runbook) {
             Ok(())
         } else {
@@ -163,7 +163,24 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/switch", get(get_switch).put(set_switch))
+        .route("/api/v1/openapi.json", get(openapi))
+        .merge(super::manage::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint; see README, API") })
+}
+
+/// The OpenAPI 3.1 description of this API (`openapi.json` beside this file).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /api/v1/openapi.json`: served without a token, like the docs it is.
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {
@@ -230,11 +247,20 @@ async fn list_runbooks(
     who: Principal,
 ) -> Result<Json<Value>, ApiError> {
     who.require(Action::Read)?;
-    let rows = state.service.store().runbooks().await?;
-    let visible: Vec<Value> = rows
-        .iter()
-        .filter(|r| who.0.covers(&r.name))
-        .map(|r| json!({"name": r.name, "version": r.version, "digest": r.digest, "published_at": r.published_at, "published_by": r.published_by}))
+    let mut newest: BTreeMap<String, (crate::store::RunbookRow, usize)> = BTreeMap::new();
+    for r in state.service.store().runbooks().await? {
+        if !who.0.covers(&r.name) {
+            continue;
+        }
+        let entry = newest.entry(r.name.clone()).or_insert((r.clone(), 0));
+        entry.1 += 1;
+        if r.version > entry.0.version {
+            entry.0 = r;
+        }
+    }
+    let visible: Vec<Value> = newest
+        .values()
+        .map(|(r, n)| json!({"name": r.name, "version": r.version, "versions": n, "digest": r.digest, "published_at": r.published_at, "published_by": r.published_by}))
         .collect();
     Ok(Json(json!({"runbooks": visible})))
 }
@@ -305,19 +331,30 @@ async fn publish_runbook(
     ))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionQuery {
+    version: Option<i64>,
+}
+
+/// `GET /api/v1/runbooks/{name}[?version=N]`: the newest or one version.
 async fn get_runbook(
     State(state): State<AppState>,
     who: Principal,
     Path(name): Path<String>,
+    Query(q): Query<VersionQuery>,
 ) -> Result<Json<Value>, ApiError> {
     who.require(Action::Read)?;
     who.see(&name)?;
     let row = state
         .service
         .store()
-        .runbook(&name, None)
+        .runbook(&name, q.version)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("no runbook {name:?}")))?;
+        .ok_or_else(|| match q.version {
+            Some(v) => ApiError::not_found(format!("no runbook {name}@{v}")),
+            None => ApiError::not_found(format!("no runbook {name:?}")),
+        })?;
     Ok(Json(json!({
         "name": row.name, "version": row.version, "digest": row.digest,
         "source": row.source, "published_at": row.published_at, "published_by": row.published_by,
@@ -402,8 +439,13 @@ async fn start_run(
 struct RunQuery {
     runbook: Option<String>,
     status: Option<String>,
+    /// The previous page's `next` cursor.
+    before: Option<String>,
     limit: Option<i64>,
 }
+
+/// Largest page of runs or audit records one request returns.
+const MAX_PAGE: i64 = 1000;
 
 async fn list_runs(
     State(state): State<AppState>,
@@ -419,20 +461,28 @@ async fn list_runs(
             ))
         })?),
     };
+    let limit = q.limit.unwrap_or(50).clamp(1, MAX_PAGE);
     let runs = state
         .service
         .store()
         .runs(&RunFilter {
             runbook: q.runbook,
             status,
-            limit: q.limit.unwrap_or(50).clamp(1, 1000),
+            before: q.before,
+            limit,
         })
         .await?;
+    // A full page may have more after it: its last id is the cursor.
+    let next = if runs.len() as i64 == limit {
+        runs.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
     let visible: Vec<_> = runs
         .into_iter()
         .filter(|r| who.0.covers(&r.runbook))
         .collect();
-    Ok(Json(json!({"runs": visible})))
+    Ok(Json(json!({"runs": visible, "next": next})))
 }
 
 async fn get_run(
@@ -443,7 +493,15 @@ async fn get_run(
     who.require(Action::Read)?;
     let store = state.service.store();
     let missing = || ApiError::not_found(format!("no run {id:?}"));
-    let run = store.run(&id).await?.ok_or_else(missing)?;
+    let Some(run) = store.run(&id).await? else {
+        // Admitted, waiting for a run slot (server.max-concurrent-runs).
+        return match state.pending_run(&id) {
+            Some(runbook) if who.0.covers(&runbook) => Ok(Json(
+                json!({"id": id, "runbook": runbook, "status": "queued"}),
+            )),
+            _ => Err(missing()),
+        };
+    };
     if !who.0.covers(&run.runbook) {
         return Err(missing());
     }
@@ -467,7 +525,7 @@ struct AuditQuery {
 
 /// The audit log spans every runbook: tokens limited to some runbooks may
 /// not read it.
-fn unscoped(who: &Principal) -> Result<(), ApiError> {
+pub(super) fn unscoped(who: &Principal) -> Result<(), ApiError> {
     if who.0.runbooks.is_empty() {
         Ok(())
     } else {
@@ -494,7 +552,7 @@ async fn audit(
             actor: q.actor,
             action: q.action,
             since: q.since,
-            limit: q.limit.unwrap_or(100).clamp(1, 10_000),
+            limit: q.limit.unwrap_or(100).clamp(1, MAX_PAGE),
         })
         .await?;
     Ok(Json(json!({"records": records})))

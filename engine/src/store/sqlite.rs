@@ -454,6 +454,44 @@ async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied
             .await
             .map_err(sql("set switch"))?;
         }
+        Write::RequestCancel { id, request } => {
+            let done = sqlx::query(
+                "UPDATE runs SET cancel_requested = ? WHERE id = ? AND status = 'running'",
+            )
+            .bind(request)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("request cancel"))?;
+            if done.rows_affected() == 0 {
+                return Ok(Applied::Stale);
+            }
+        }
+        Write::TransitionRun {
+            id,
+            from,
+            to,
+            error,
+            finished_at,
+        } => {
+            let current: Option<String> =
+                sqlx::query_scalar("SELECT status FROM runs WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(sql("read run status"))?;
+            if !current.is_some_and(|c| from.iter().any(|f| f.as_str() == c)) {
+                return Ok(Applied::Stale);
+            }
+            sqlx::query("UPDATE runs SET status = ?, error = ?, finished_at = ?, cancel_requested = NULL WHERE id = ?")
+                .bind(to.as_str())
+                .bind(error)
+                .bind(finished_at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("update run status"))?;
+        }
         Write::InterruptRunning { finished_at } => {
             sqlx::query("UPDATE runs SET status = 'interrupted', finished_at = ?, error = 'the engine stopped while this run was in progress; check the targets before running it again' WHERE status = 'running'")
                 .bind(finished_at)
@@ -507,6 +545,7 @@ fn run_row(r: &SqliteRow) -> Result<RunRow, StoreError> {
         error: r.get("error"),
         started_at: r.get("started_at"),
         finished_at: r.get("finished_at"),
+        cancel_requested: r.get("cancel_requested"),
     })
 }
 
@@ -664,11 +703,13 @@ impl Store for SqliteStore {
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError> {
         sqlx::query(
             "SELECT * FROM runs WHERE (?1 IS NULL OR runbook = ?1) AND (?2 IS NULL OR status = ?2)
-             ORDER BY started_at DESC, id DESC LIMIT ?3",
+             AND (?4 IS NULL OR id < ?4)
+             ORDER BY id DESC LIMIT ?3",
         )
         .bind(&filter.runbook)
         .bind(filter.status.map(RunStatus::as_str))
         .bind(limit(filter.limit))
+        .bind(&filter.before)
         .fetch_all(&self.reads)
         .await
         .map_err(sql("list runs"))?

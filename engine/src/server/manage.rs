@@ -1,0 +1,314 @@
+//! API v1: kernels (list, manifest, upload), tokens (list, create, revoke),
+//! runbook versions, and run control (cancel, resume, abandon).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::api::{ApiError, Principal, rejected, unscoped};
+use crate::auth::{Action, Role};
+use crate::executor::ControlError;
+use crate::kernel::{Published, RegistryError};
+
+pub fn routes() -> Router<AppState> {
+    use axum::routing::{delete, get, post};
+    Router::new()
+        .route("/api/v1/runbooks/{name}/versions", get(runbook_versions))
+        .route("/api/v1/kernels/{name}/{version}", get(get_kernel))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{name}", delete(revoke_token))
+        .route("/api/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/api/v1/runs/{id}/resume", post(resume_run))
+        .route("/api/v1/runs/{id}/abandon", post(abandon_run))
+}
+
+/// `/api/v1/kernels` (list, and upload with its own body limit:
+/// `server.kernel-upload-bytes`).
+pub fn upload_routes() -> Router<AppState> {
+    Router::new().route(
+        "/api/v1/kernels",
+        axum::routing::post(upload_kernel).get(list_kernels),
+    )
+}
+
+async fn runbook_versions(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    who.see(&name)?;
+    let versions: Vec<Value> = state
+        .service
+        .store()
+        .runbooks()
+        .await?
+        .into_iter()
+        .filter(|r| r.name == name)
+        .map(|r| json!({"version": r.version, "digest": r.digest, "published_at": r.published_at, "published_by": r.published_by}))
+        .collect();
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!("no runbook {name:?}")));
+    }
+    Ok(Json(json!({"name": name, "versions": versions})))
+}
+
+async fn list_kernels(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    let kernels: Vec<Value> = state
+        .service
+        .store()
+        .kernels()
+        .await?
+        .into_iter()
+        .map(|k| json!({"name": k.name, "version": k.version, "digest": k.digest, "size_bytes": k.size_bytes, "published_at": k.published_at, "published_by": k.published_by}))
+        .collect();
+    Ok(Json(json!({"kernels": kernels})))
+}
+
+async fn get_kernel(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    let k = state
+        .service
+        .store()
+        .kernel(&name, &version)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no kernel {name}@{version}")))?;
+    Ok(Json(serde_json::to_value(&k).unwrap_or_default()))
+}
+
+/// `POST /api/v1/kernels`: the component's bytes as the body (admin).
+async fn upload_kernel(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    who.require(Action::Publish)?;
+    unscoped(&who)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "the kernel is larger than server.kernel-upload-bytes",
+            )
+        } else {
+            ApiError::bad_request(e.body_text())
+        }
+    })?;
+    let service = &state.service;
+    let (published, _) = service
+        .registry()
+        .publish(service.host(), &body, &who.0.actor())
+        .await
+        .map_err(|e| match e {
+            RegistryError::Load(e) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("not a usable kernel: {e}"),
+            ),
+            e @ RegistryError::VersionConflict { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            other => ApiError::internal(other),
+        })?;
+    let (status, row, new) = match published {
+        Published::New(row) => (StatusCode::CREATED, row, true),
+        Published::AlreadyPresent(row) => (StatusCode::OK, row, false),
+    };
+    Ok((
+        status,
+        Json(
+            json!({"name": row.name, "version": row.version, "digest": row.digest, "published": new}),
+        ),
+    ))
+}
+
+async fn list_tokens(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::ManageTokens)?;
+    let tokens = state.service.store().tokens().await?;
+    Ok(Json(json!({"tokens": tokens})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: String,
+    #[serde(default)]
+    runbooks: Vec<String>,
+}
+
+/// `POST /api/v1/tokens`: the token is in this answer and nowhere else.
+async fn create_token(
+    State(state): State<AppState>,
+    who: Principal,
+    body: Result<Json<NewToken>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    who.require(Action::ManageTokens)?;
+    let Json(body) = body.map_err(|e| {
+        rejected(
+            &e,
+            r#"{"name": NAME, "role": "viewer"|"operator"|"approver"|"admin"|"webhook", "runbooks"?: [NAME]}"#,
+        )
+    })?;
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "role {:?} is not one of viewer, operator, approver, admin, webhook",
+            body.role
+        ))
+    })?;
+    let (row, token) = crate::auth::create(
+        state.service.store().as_ref(),
+        &body.name,
+        role,
+        body.runbooks,
+        &who.0.actor(),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::auth::TokenError::Store(e) => ApiError::internal(e),
+        crate::auth::TokenError::Exists(_) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        }
+        other => ApiError::bad_request(other.to_string()),
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"token": token, "id": row.id, "name": row.name, "role": row.role, "runbooks": row.runbooks,
+            "note": "the token is shown once; store it now"}),
+        ),
+    ))
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::ManageTokens)?;
+    let row = crate::auth::revoke(state.service.store().as_ref(), &name, &who.0.actor())
+        .await
+        .map_err(|e| match e {
+            crate::auth::TokenError::Store(e) => ApiError::internal(e),
+            crate::auth::TokenError::NotFound(_) => ApiError::not_found(e.to_string()),
+            other => ApiError::bad_request(other.to_string()),
+        })?;
+    Ok(Json(
+        json!({"revoked": row.name, "id": row.id, "revoked_at": row.revoked_at}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reason {
+    reason: String,
+}
+
+const REASON_BODY: &str = r#"{"reason": TEXT}"#;
+
+fn control_error(e: ControlError) -> ApiError {
+    match e {
+        ControlError::NotFound(_) => ApiError::not_found(e.to_string()),
+        ControlError::WrongState { .. } | ControlError::Refused(_) => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        }
+        ControlError::Run(ref run) if matches!(**run, crate::executor::RunError::Halted { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "halted", e.to_string())
+        }
+        ControlError::NoReason => ApiError::bad_request(e.to_string()),
+        ControlError::Run(other) => ApiError::internal(other),
+        ControlError::Store(e) => ApiError::internal(e),
+    }
+}
+
+/// The run, if this token may see it; 404 otherwise.
+async fn visible_run(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> Result<crate::store::RunRow, ApiError> {
+    let missing = || ApiError::not_found(format!("no run {id:?}"));
+    let run = state.service.store().run(id).await?.ok_or_else(missing)?;
+    if !who.0.covers(&run.runbook) {
+        return Err(missing());
+    }
+    Ok(run)
+}
+
+/// `POST /api/v1/runs/{id}/cancel`: stop at the next step boundary.
+async fn cancel_run(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    who.require(Action::CancelRun)?;
+    let Json(body) = body.map_err(|e| rejected(&e, REASON_BODY))?;
+    visible_run(&state, &who, &id).await?;
+    state
+        .service
+        .cancel(&id, &who.0.actor(), &body.reason)
+        .await
+        .map_err(control_error)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({"run_id": id, "cancel_requested": true, "note": "the step in progress finishes; nothing after it starts"}),
+        ),
+    ))
+}
+
+/// `POST /api/v1/runs/{id}/resume`: continue a halted run where it stopped.
+async fn resume_run(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    who.require(Action::StartRun)?;
+    let Json(body) = body.map_err(|e| rejected(&e, REASON_BODY))?;
+    visible_run(&state, &who, &id).await?;
+    let prepared = state
+        .service
+        .prepare_resume(&id, &who.0.actor(), &body.reason)
+        .await
+        .map_err(control_error)?;
+    let id = state.admit(prepared)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"run_id": id, "resumed": true, "href": format!("/api/v1/runs/{id}")})),
+    ))
+}
+
+/// `POST /api/v1/runs/{id}/abandon`: close a halted or interrupted run.
+async fn abandon_run(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::CancelRun)?;
+    let Json(body) = body.map_err(|e| rejected(&e, REASON_BODY))?;
+    visible_run(&state, &who, &id).await?;
+    state
+        .service
+        .abandon(&id, &who.0.actor(), &body.reason)
+        .await
+        .map_err(control_error)?;
+    Ok(Json(json!({"run_id": id, "status": "abandoned"})))
+}
