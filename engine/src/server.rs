@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -274,15 +274,11 @@ async fn admission(State(state): State<AppState>, request: Request, next: Next) 
     }
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         state.metrics.shed("in-flight");
-        let mut response = ApiError::unavailable(format!(
+        return ApiError::unavailable(format!(
             "the server is handling {} requests already (server.max-in-flight); retry shortly",
             state.config.max_in_flight
         ))
         .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
-        return response;
     };
     let timeout = Duration::from_millis(state.config.request_timeout_ms);
     let response = match tokio::time::timeout(timeout, next.run(request)).await {

@@ -11,6 +11,7 @@ mod fanout;
 mod fleet;
 mod hostile;
 mod http;
+mod overload;
 mod registry;
 mod runbooks;
 mod runs;

@@ -451,3 +451,54 @@ impl Drop for TestEnv {
 fn inventory_json(inventory: &Inventory) -> serde_json::Value {
     serde_json::to_value(inventory).unwrap_or_default()
 }
+
+/// An Alertmanager webhook body (version 4) with one firing alert per
+/// `(fingerprint, labels)`.
+pub fn alertmanager_payload(alerts: &[(&str, serde_json::Value)]) -> serde_json::Value {
+    serde_json::json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"bench\"}",
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "firedrill",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example:9093",
+        "alerts": alerts.iter().map(|(fp, labels)| serde_json::json!({
+            "status": "firing",
+            "labels": labels,
+            "annotations": {},
+            "startsAt": "2026-11-23T10:00:00.000Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://prometheus.example/graph",
+            "fingerprint": fp,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A runbook that alerts `alertname=<alertname>` start (live) for one unit
+/// on the demo host: one read step (a real command), keyed per alert so
+/// every distinct alert starts a run.
+pub fn probe_on_alert(name: &str, alertname: &str) -> String {
+    format!(
+        r#"apiVersion: firedrill/v1
+name: {name}
+version: 1
+inputs: {{ type: object, properties: {{ unit: {{ type: string }} }} }}
+steps:
+  - id: probe
+    kernel: service-status@1.0.0
+    targets: [demo-host]
+    with: {{ unit: "{{{{ inputs.unit }}}}" }}
+triggers:
+  - source: alertmanager
+    match: {{ alertname: {alertname} }}
+    mode: live
+    inputs: {{ unit: web }}
+    key: "{{{{ alert.fingerprint }}}}"
+    cooldown: 1s
+    breaker: 0
+"#
+    )
+}

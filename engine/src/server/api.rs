@@ -68,7 +68,9 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
+        if self.status == StatusCode::TOO_MANY_REQUESTS
+            || self.status == StatusCode::SERVICE_UNAVAILABLE
+        {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(super::RETRY_AFTER_S),
@@ -592,7 +594,7 @@ async fn dispatch(
     state: &AppState,
     actor: &crate::audit::Actor,
     alerts: &[crate::alerts::Alert],
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let admit_state = state.clone();
     let admit = move |run: crate::executor::PreparedRun| {
         admit_state.admit_triggered(run).map_err(|e| e.message)
@@ -609,10 +611,19 @@ async fn dispatch(
     } else {
         StatusCode::OK
     };
-    Ok((
+    let mut response = (
         status,
         Json(json!({"alerts": alerts.len(), "decisions": decisions})),
-    ))
+    )
+        .into_response();
+    if shed {
+        // Alertmanager and PagerDuty retry; tell other senders when.
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(super::RETRY_AFTER_S),
+        );
+    }
+    Ok(response)
 }
 
 /// `POST /api/v1/alerts/alertmanager`: Alertmanager's webhook (version 4);
@@ -621,7 +632,7 @@ pub async fn alertmanager(
     State(state): State<AppState>,
     who: Principal,
     body: BodyResult,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     who.require(Action::PostAlert)?;
     let body = webhook_body(body)?;
     let alerts = crate::alerts::AlertmanagerPayload::parse(&body).map_err(ApiError::bad_request)?;
@@ -633,7 +644,7 @@ pub async fn generic(
     State(state): State<AppState>,
     who: Principal,
     body: BodyResult,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     who.require(Action::PostAlert)?;
     let body = webhook_body(body)?;
     let alerts = crate::alerts::GenericPayload::parse(&body).map_err(ApiError::bad_request)?;
@@ -647,7 +658,7 @@ pub async fn pagerduty(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
     body: BodyResult,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Response, ApiError> {
     let forbidden = |m: String| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m);
     let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
     if state.config.pagerduty_secrets.is_empty() {
@@ -697,10 +708,7 @@ pub async fn pagerduty(
                     ),
                 )
                 .await?;
-            Ok((
-                StatusCode::OK,
-                Json(json!({"alerts": 0, "ignored": event_type})),
-            ))
+            Ok(Json(json!({"alerts": 0, "ignored": event_type})).into_response())
         }
     }
 }
