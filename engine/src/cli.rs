@@ -814,6 +814,7 @@ async fn runs(home: &Home, actor: &Actor, cmd: RunsCommand) -> anyhow::Result<Ex
                     runbook,
                     status,
                     before: None,
+                    runbooks: None,
                     limit,
                 })
                 .await?;

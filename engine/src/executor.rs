@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use crate::audit::{Actor, NewEvent, now_rfc3339};
 use crate::kernel::{
@@ -664,7 +665,8 @@ impl Service {
                 "run": {"id": id, "mode": mode.as_str(), "actor": actor.to_string()},
             }),
         };
-        self.drive(ctx, resume.from).await
+        let span = tracing::info_span!("run", run_id = %id);
+        self.drive(ctx, resume.from).instrument(span).await
     }
 
     /// Everything that can refuse a run, before anything is written:
@@ -794,7 +796,8 @@ impl Service {
                 "run": {"id": id, "mode": mode.as_str(), "actor": actor.to_string()},
             }),
         };
-        self.drive(ctx, 0).await
+        let span = tracing::info_span!("run", run_id = %id);
+        self.drive(ctx, 0).instrument(span).await
     }
 
     /// Why the run must stop before `step`: the big red switch (live runs)
@@ -850,7 +853,12 @@ impl Service {
             if stopped.is_some() {
                 break;
             }
-            match self.step(&mut ctx, position, "main", step).await? {
+            let span = tracing::info_span!("step", step_id = %step.id);
+            match self
+                .step(&mut ctx, position, "main", step)
+                .instrument(span)
+                .await?
+            {
                 StepEnd::Failed(error) => {
                     failure = Some((step.id.clone(), error));
                     break;
@@ -875,6 +883,7 @@ impl Service {
                 // on_failure steps are best effort: each runs even if one fails.
                 let _ = self
                     .step(&mut ctx, rb.steps.len() + i, "on_failure", step)
+                    .instrument(tracing::info_span!("step", step_id = %step.id))
                     .await?;
             }
         }
@@ -1374,6 +1383,11 @@ impl Service {
                 (StepEnd::Failed(e.clone()), "failed")
             }
         };
+        tracing::info!(
+            status = outcome,
+            duration_ms = row.duration_ms,
+            "step finished"
+        );
         self.metrics.observe(
             "firedrill_step_duration_seconds",
             &[("runbook", &ctx.valid.runbook.name), ("status", outcome)],

@@ -285,6 +285,8 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     /// Only runs older than this run id (the previous page's last id).
     pub before: Option<String>,
+    /// Only runs of these runbooks (a token's scope); `None` = all.
+    pub runbooks: Option<Vec<String>>,
     pub limit: i64,
 }
 

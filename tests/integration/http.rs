@@ -266,3 +266,63 @@ async fn the_endpoint_auth_secret_is_sent_but_never_recorded() {
     assert!(!text.contains(CANARY), "the auth secret reached the store");
     assert!(text.contains("Bearer [redacted]"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_count_and_request_body_limits_hold_at_their_edges() {
+    let web = WebServer::start().await;
+    let mut inventory = Inventory::default();
+    inventory
+        .targets
+        .insert("root".into(), endpoint(&web.url(""), true));
+    let t = Targets::with_config(
+        inventory,
+        &TargetsConfig {
+            http: firedrill::target::HttpConfig {
+                max_redirects: 3,
+                request_bytes: 1024,
+                ..Default::default()
+            },
+            ..TargetsConfig::default()
+        },
+    );
+    // /hops/N answers after N+1 redirects (the last one to /healthz).
+    let out = get(&t, "root", "/hops/2", 5_000)
+        .await
+        .0
+        .expect("3 redirects");
+    assert_eq!(out.status, 200);
+    let err = get(&t, "root", "/hops/3", 5_000)
+        .await
+        .0
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("more than 3 redirects"), "{err}");
+
+    let post = |bytes: usize| {
+        let request = HttpRequest {
+            method: "POST".into(),
+            url: t.resolve_url("root", "/drain"),
+            headers: Vec::new(),
+            body: vec![b'x'; bytes],
+        };
+        let limits = ExecLimits {
+            timeout: Duration::from_secs(5),
+            output_bytes: 4096,
+        };
+        let t = &t;
+        async move {
+            t.http_request("root", request, None, limits, &mut Faults::default())
+                .await
+        }
+    };
+    let out = post(1024).await.expect("exactly the limit is sent");
+    assert_eq!(out.status, 200);
+    let err = post(1025).await.unwrap_err().to_string();
+    assert!(err.contains("targets.http.request-bytes"), "{err}");
+    assert_eq!(
+        web.counters
+            .drains
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}

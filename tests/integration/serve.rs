@@ -346,6 +346,37 @@ async fn runbook_limited_tokens_see_nothing_else() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = s.call("GET", "/api/v1/audit", Some(&token), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Its run list is filtered in the store, not after the page is cut: one
+    // run of `quick` under three newer runs of another runbook still shows.
+    let admin = s.token("admin", Role::Admin, &[]).await;
+    let (_, mine) = s
+        .call(
+            "POST",
+            "/api/v1/runs",
+            Some(&token),
+            Some(json!({"runbook": "quick"})),
+        )
+        .await;
+    let mine = mine["run_id"].as_str().expect("id").to_string();
+    s.wait_finished(&mine).await;
+    let gate = s.env.home.path().join("open-gate");
+    std::fs::create_dir_all(&gate).expect("gate");
+    std::fs::write(gate.join("go"), "").expect("go");
+    for _ in 0..3 {
+        let (_, other) = s
+            .call(
+                "POST",
+                "/api/v1/runs",
+                Some(&admin),
+                Some(json!({"runbook": "waiter", "inputs": {"dir": gate.display().to_string()}})),
+            )
+            .await;
+        s.wait_finished(other["run_id"].as_str().expect("id")).await;
+    }
+    let (_, page) = s
+        .call("GET", "/api/v1/runs?limit=1", Some(&token), None)
+        .await;
+    assert_eq!(page["runs"][0]["id"], mine.as_str(), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

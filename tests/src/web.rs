@@ -86,6 +86,19 @@ impl WebServer {
                 }),
             )
             .route(
+                "/hops/{n}",
+                get(
+                    |axum::extract::Path(n): axum::extract::Path<u32>| async move {
+                        // /hops/N redirects N times before answering.
+                        if n == 0 {
+                            Redirect::temporary("/healthz")
+                        } else {
+                            Redirect::temporary(&format!("/hops/{}", n - 1))
+                        }
+                    },
+                ),
+            )
+            .route(
                 "/redirect-here",
                 get(|| async { Redirect::temporary("/healthz") }),
             )

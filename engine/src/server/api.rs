@@ -471,6 +471,8 @@ async fn list_runs(
             runbook: q.runbook,
             status,
             before: q.before,
+            // A token limited to some runbooks pages through those only.
+            runbooks: (!who.0.runbooks.is_empty()).then(|| who.0.runbooks.clone()),
             limit,
         })
         .await?;

@@ -243,7 +243,18 @@ async fn visible_run(
     id: &str,
 ) -> Result<crate::store::RunRow, ApiError> {
     let missing = || ApiError::not_found(format!("no run {id:?}"));
-    let run = state.service.store().run(id).await?.ok_or_else(missing)?;
+    let Some(run) = state.service.store().run(id).await? else {
+        return match state.pending_run(id) {
+            Some(runbook) if who.0.covers(&runbook) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "run {id} is queued for a run slot and has not started; retry once GET /api/v1/runs/{id} shows it running"
+                ),
+            )),
+            _ => Err(missing()),
+        };
+    };
     if !who.0.covers(&run.runbook) {
         return Err(missing());
     }

@@ -704,12 +704,19 @@ impl Store for SqliteStore {
         sqlx::query(
             "SELECT * FROM runs WHERE (?1 IS NULL OR runbook = ?1) AND (?2 IS NULL OR status = ?2)
              AND (?4 IS NULL OR id < ?4)
+             AND (?5 IS NULL OR runbook IN (SELECT value FROM json_each(?5)))
              ORDER BY id DESC LIMIT ?3",
         )
         .bind(&filter.runbook)
         .bind(filter.status.map(RunStatus::as_str))
         .bind(limit(filter.limit))
         .bind(&filter.before)
+        .bind(
+            filter
+                .runbooks
+                .as_ref()
+                .map(|r| serde_json::json!(r).to_string()),
+        )
         .fetch_all(&self.reads)
         .await
         .map_err(sql("list runs"))?
