@@ -157,6 +157,12 @@ pub enum Decision {
         runbook: String,
         reason: String,
     },
+    /// A live trigger of a runbook that is not `ready` (no passing live
+    /// drill within its max_age) under `readiness_policy: block`.
+    NotReady {
+        runbook: String,
+        state: String,
+    },
     /// The run queue is full; the claim was released so a redelivery can start it.
     Shed {
         runbook: String,
@@ -169,19 +175,20 @@ struct Candidate {
     runbook: String,
     version: i64,
     trigger: crate::runbook::Trigger,
+    policy: crate::runbook::ReadinessPolicy,
 }
 
 /// Triggers of the newest published version of every runbook that match `alert`.
 async fn candidates(service: &Service, alert: &Alert) -> Result<Vec<Candidate>, StoreError> {
-    let mut newest: BTreeMap<String, crate::store::RunbookRow> = BTreeMap::new();
-    for row in service.store().runbooks().await? {
-        newest.insert(row.name.clone(), row);
-    }
     let mut out = Vec::new();
-    for row in newest.into_values() {
+    // The current version of each runbook (the newest, or a rollback's pin).
+    for row in service.store().current_runbooks().await? {
         let Ok(rb) = parse_runbook(&row.name, &row.source) else {
             continue;
         };
+        let policy = rb
+            .readiness_policy
+            .unwrap_or(crate::runbook::ReadinessPolicy::Block);
         if let Some(t) = rb
             .triggers
             .into_iter()
@@ -191,6 +198,7 @@ async fn candidates(service: &Service, alert: &Alert) -> Result<Vec<Candidate>, 
                 runbook: row.name,
                 version: row.version,
                 trigger: t,
+                policy,
             });
         }
     }
@@ -271,6 +279,10 @@ pub async fn handle(
                     "breaker-open",
                     json!({"consecutive_failures": failures, "reset": format!("firedrill trigger reset {} --reason ...", c.runbook)}),
                 ),
+                Decision::NotReady { state, .. } => (
+                    "not-ready",
+                    json!({"readiness": state, "policy": "block", "fix": format!("drill it live (firedrill drill run {}) or set readiness_policy: warn", c.runbook)}),
+                ),
                 Decision::Halted { reason, .. }
                 | Decision::Refused { reason, .. }
                 | Decision::Shed { reason, .. } => {
@@ -325,6 +337,7 @@ impl Decision {
             | Decision::BreakerOpen { runbook, .. }
             | Decision::Halted { runbook, .. }
             | Decision::Refused { runbook, .. }
+            | Decision::NotReady { runbook, .. }
             | Decision::Shed { runbook, .. } => runbook,
         }
     }
@@ -340,6 +353,7 @@ fn outcome_name(d: &Decision) -> &'static str {
         Decision::BreakerOpen { .. } => "breaker-open",
         Decision::Halted { .. } => "halted",
         Decision::Refused { .. } => "refused",
+        Decision::NotReady { .. } => "not-ready",
         Decision::Shed { .. } => "shed",
     }
 }
@@ -446,6 +460,40 @@ async fn decide(
             Decision::RateLimited { runbook, key },
         )
         .await;
+    }
+    // Emergency policy: live automation runs only code that passed a live drill.
+    let mut untested = None;
+    if c.trigger.mode() == crate::Mode::Live
+        && let Some(row) = store.runbook(&runbook, Some(c.version)).await?
+    {
+        let state = crate::drill::readiness_of(service, &row, std::time::SystemTime::now())
+            .await?
+            .state;
+        if state != crate::drill::Readiness::Ready {
+            if c.policy == crate::runbook::ReadinessPolicy::Block {
+                let claimed = claim("not-ready", None);
+                return settle(
+                    store.as_ref(),
+                    claimed,
+                    Decision::NotReady {
+                        runbook,
+                        state: state.as_str().to_string(),
+                    },
+                )
+                .await;
+            }
+            untested = Some(state.as_str());
+        }
+    }
+    if let Some(state) = untested {
+        tracing::warn!(runbook = %runbook, readiness = state, "live trigger of an untested runbook (readiness_policy: warn)");
+        store
+            .apply(Batch::new().event(
+                NewEvent::new(actor, "run.untested", format!("runbook:{runbook}"))
+                    .outcome(state)
+                    .details(json!({"policy": "warn", "readiness": state, "fingerprint": alert.fingerprint})),
+            ))
+            .await?;
     }
     let prepared = service
         .prepare(RunRequest {

@@ -52,9 +52,16 @@ pub enum Command {
         /// Runbook input `key=value` (repeatable).
         #[arg(long = "input", short = 'i', value_parser = parse_input)]
         inputs: Vec<(String, String)>,
+        /// Run live although the runbook has not passed a live drill within
+        /// its max_age (audited).
+        #[arg(long)]
+        force_untested: bool,
         #[arg(long)]
         json: bool,
     },
+    /// Drills and readiness.
+    #[command(subcommand)]
+    Drill(DrillCommand),
     /// Validate, publish, list and show runbooks.
     #[command(subcommand)]
     Runbook(RunbookCommand),
@@ -175,6 +182,29 @@ pub enum RunbookCommand {
     Show { runbook: String },
     /// Print the JSON Schema of the runbook format (for editors).
     Schema,
+    /// Make an earlier version current again (until a new one is published).
+    Rollback {
+        name: String,
+        #[arg(long)]
+        to: i64,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// Readiness of every runbook: state, last drill, age, last failure.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drill a runbook now, here (as `scheduler:drill`, with its drill inputs and mode).
+    Run {
+        runbook: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -328,8 +358,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runbook,
             live,
             inputs,
+            force_untested,
             json,
-        } => run_runbook(&home, actor, &runbook, live, inputs, json).await,
+        } => {
+            run_runbook(
+                &home,
+                actor,
+                &runbook,
+                RunFlags {
+                    live,
+                    force_untested,
+                    json,
+                },
+                inputs,
+            )
+            .await
+        }
+        Command::Drill(cmd) => drill(&home, cmd).await,
         Command::Runbook(cmd) => runbook(&home, &actor, cmd).await,
         Command::Kernel(cmd) => kernel(&home, &actor, cmd).await,
         Command::Runs(cmd) => runs(&home, &actor, cmd).await,
@@ -519,14 +564,21 @@ fn split_reference(text: &str) -> anyhow::Result<(String, Option<i64>)> {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct RunFlags {
+    live: bool,
+    force_untested: bool,
+    json: bool,
+}
+
 async fn run_runbook(
     home: &Home,
     actor: Actor,
     runbook: &str,
-    live: bool,
+    flags: RunFlags,
     inputs: Vec<(String, String)>,
-    json: bool,
 ) -> anyhow::Result<ExitCode> {
+    let RunFlags { live, json, .. } = flags;
     let path = Path::new(runbook);
     let source = if path.exists() || runbook.ends_with(".yaml") || runbook.ends_with(".yml") {
         RunbookSource::File {
@@ -538,6 +590,9 @@ async fn run_runbook(
         RunbookSource::Published { name, version }
     };
     let service = home.service().await?;
+    if live && !untested_allowed(&service, &source, &actor, flags.force_untested).await? {
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
     let request = RunRequest {
         source,
         mode: if live { Mode::Live } else { Mode::DryRun },
@@ -558,6 +613,94 @@ async fn run_runbook(
         Err(e) => return Err(e.into()),
     };
     show_run(&service, &id, json, false).await
+}
+
+/// A live run of a runbook that is not `ready` needs `--force-untested`:
+/// say so prominently; when forced, record it. Returns whether to go on.
+async fn untested_allowed(
+    service: &Service,
+    source: &RunbookSource,
+    actor: &Actor,
+    force: bool,
+) -> anyhow::Result<bool> {
+    use crate::drill::Readiness;
+    let row = match source {
+        RunbookSource::Published { name, version } => {
+            service.store().runbook(name, *version).await?
+        }
+        RunbookSource::File { path, text } => match service.validate(path, text).await {
+            Ok(valid) => service
+                .store()
+                .runbook(&valid.runbook.name, Some(i64::from(valid.runbook.version)))
+                .await?
+                .filter(|r| r.digest == valid.digest),
+            // Invalid: the run itself reports every problem.
+            Err(_) => return Ok(true),
+        },
+    };
+    let (what, state) = match &row {
+        Some(row) => (
+            format!("{}@{}", row.name, row.version),
+            crate::drill::readiness_of(service, row, std::time::SystemTime::now())
+                .await?
+                .state,
+        ),
+        // Unknown name: the run reports it. A draft was never drilled.
+        None if matches!(source, RunbookSource::Published { .. }) => return Ok(true),
+        None => ("this draft".to_string(), Readiness::NeverDrilled),
+    };
+    if state == Readiness::Ready {
+        return Ok(true);
+    }
+    eprintln!(
+        "!! {what} is {}: it has not passed a live drill within its max_age.",
+        state.as_str().to_uppercase()
+    );
+    if !force {
+        eprintln!(
+            "   nothing was run. Drill it (`firedrill drill run NAME`), or run it anyway with --live --force-untested (audited)."
+        );
+        return Ok(false);
+    }
+    eprintln!("   running it live anyway (--force-untested); this is recorded in the audit log.");
+    service
+        .store()
+        .apply(
+            crate::store::Batch::new().event(
+                crate::audit::NewEvent::new(actor, "run.untested", format!("runbook:{what}"))
+                    .outcome(state.as_str())
+                    .details(serde_json::json!({"forced": true, "readiness": state.as_str()})),
+            ),
+        )
+        .await?;
+    Ok(true)
+}
+
+async fn drill(home: &Home, cmd: DrillCommand) -> anyhow::Result<ExitCode> {
+    let service = home.service().await?;
+    match cmd {
+        DrillCommand::Status { json } => {
+            let rows = crate::drill::readiness(&service, std::time::SystemTime::now()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", render::readiness_text(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DrillCommand::Run { runbook, json } => {
+            let prepared = match crate::drill::prepare_drill(&service, &runbook).await {
+                Ok(p) => p,
+                Err(RunError::Store(e)) => return Err(e.into()),
+                Err(e) => {
+                    eprintln!("error: {e}\nno drill was run.");
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+            };
+            let id = service.execute_prepared(prepared).await?;
+            show_run(&service, &id, json, false).await
+        }
+    }
 }
 
 async fn show_run(
@@ -710,6 +853,23 @@ async fn runbook(home: &Home, actor: &Actor, cmd: RunbookCommand) -> anyhow::Res
                 .with_context(|| format!("runbook {runbook} is not published"))?;
             print!("{}", row.source);
             Ok(ExitCode::SUCCESS)
+        }
+        RunbookCommand::Rollback { name, to, reason } => {
+            let service = home.service().await?;
+            match service.rollback_runbook(&name, to, actor, &reason).await {
+                Ok(row) => {
+                    println!(
+                        "{name}@{} is current again (digest {}); publishing a new version ends the rollback",
+                        row.version, row.digest
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(crate::executor::ControlError::Store(e)) => Err(e.into()),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(EXIT_INVALID))
+                }
+            }
         }
         RunbookCommand::Schema => {
             println!("{}", serde_json::to_string_pretty(&Runbook::json_schema())?);

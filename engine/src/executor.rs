@@ -311,6 +311,63 @@ impl Service {
         }
     }
 
+    /// Make an earlier published version of `name` current again (what runs
+    /// by name, what alerts and drills use) until a new version is
+    /// published. Audited as `runbook.rolled-back`.
+    pub async fn rollback_runbook(
+        &self,
+        name: &str,
+        version: i64,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<RunbookRow, ControlError> {
+        let reason = reason_of(reason)?;
+        let from = self
+            .store
+            .runbook(name, None)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(name.to_string()))?;
+        let row = self
+            .store
+            .runbook(name, Some(version))
+            .await?
+            .ok_or_else(|| {
+                ControlError::Refused(format!("{name}@{version} was never published"))
+            })?;
+        self.store
+            .apply(
+                Batch::new()
+                    .write(Write::SetCurrentRunbook {
+                        name: name.to_string(),
+                        version,
+                        at: now_rfc3339(),
+                        by: actor.to_string(),
+                    })
+                    .event(
+                        NewEvent::new(actor, "runbook.rolled-back", format!("runbook:{name}"))
+                            .details(json!({"from": from.version, "to": version, "digest": row.digest, "reason": reason})),
+                    ),
+            )
+            .await?;
+        Ok(row)
+    }
+
+    /// `name@version -> digest` of every kernel `runbook` uses, as runs
+    /// record it; `None` when one is not published.
+    pub async fn kernel_digests(&self, runbook: &Runbook) -> Result<Option<Value>, StoreError> {
+        let mut out = BTreeMap::new();
+        for step in runbook.all_steps() {
+            let Ok(r) = step.kernel_ref() else {
+                return Ok(None);
+            };
+            match self.store.kernel(&r.name, &r.version).await? {
+                Some(k) => out.insert(r.to_string(), k.digest),
+                None => return Ok(None),
+            };
+        }
+        Ok(Some(json!(out)))
+    }
+
     /// Counters and histograms of everything this service ran.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -765,6 +822,7 @@ impl Service {
             started_at: now_rfc3339(),
             finished_at: None,
             cancel_requested: None,
+            drill: actor == crate::drill::drill_actor(),
         };
         let subject = format!("runbook:{}@{}", rb.name, rb.version);
         self.store

@@ -57,6 +57,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Retries: step attempts after a failure (kind=step) and connection retries/reconnects inside host calls (kind=connect, reconnect).",
     ),
     (
+        "firedrill_drills_skipped_total",
+        "counter",
+        "Due drills the scheduler could not start (switch, invalid drill inputs, server busy).",
+    ),
+    (
         "firedrill_run_duration_seconds",
         "histogram",
         "Wall time of runs, by runbook.",
@@ -236,8 +241,17 @@ impl Metrics {
                 }
             }
         });
+        // One family's lines must be together: group by name, keeping order.
+        let mut order: Vec<&str> = Vec::new();
+        for (name, ..) in gauges {
+            if !order.contains(name) {
+                order.push(name);
+            }
+        }
+        let mut grouped: Vec<&(&str, &str, String, f64)> = gauges.iter().collect();
+        grouped.sort_by_key(|g| order.iter().position(|n| *n == g.0));
         let mut seen = std::collections::BTreeSet::new();
-        for (name, help, labels, value) in gauges {
+        for (name, help, labels, value) in grouped {
             if seen.insert(*name) {
                 let _ = writeln!(out, "# HELP {name} {help}");
                 let _ = writeln!(out, "# TYPE {name} gauge");

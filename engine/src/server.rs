@@ -70,6 +70,11 @@ pub struct ServerConfig {
     /// runbook (a token bucket with this burst); beyond it alerts are shed
     /// with 503 so the sender retries. At least 1. Default 30.
     pub trigger_runs_per_minute: u32,
+    /// Run the drill scheduler (see `drill:` in runbooks). Default true.
+    pub drills: bool,
+    /// How often the drill scheduler looks for due drills, in
+    /// milliseconds. Default 1,000.
+    pub drill_tick_ms: u64,
     /// Names of the secrets (from `[secrets]`) that PagerDuty webhook
     /// signatures are checked against; two during a rotation. Empty (the
     /// default) refuses every PagerDuty request.
@@ -91,6 +96,8 @@ impl Default for ServerConfig {
             max_runs_per_runbook: 4,
             trigger_runs_per_minute: 30,
             pagerduty_secrets: Vec::new(),
+            drills: true,
+            drill_tick_ms: 1000,
         }
     }
 }
@@ -117,11 +124,23 @@ pub struct AppState {
     per_runbook: Arc<Mutex<HashMap<String, usize>>>,
     /// Runs alerts may start (`trigger-runs-per-minute`).
     trigger_rate: Arc<governor::DefaultDirectRateLimiter>,
+    /// "Now" for drills and readiness.
+    pub clock: Arc<dyn crate::drill::Clock>,
 }
 
 impl AppState {
     pub fn new(service: Service, config: ServerConfig) -> Self {
+        Self::with_clock(service, config, Arc::new(crate::drill::SystemClock))
+    }
+
+    /// As [`AppState::new`], with drills and readiness timed by `clock`.
+    pub fn with_clock(
+        service: Service,
+        config: ServerConfig,
+        clock: Arc<dyn crate::drill::Clock>,
+    ) -> Self {
         AppState {
+            clock,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             run_slots: Arc::new(Semaphore::new(config.max_concurrent_runs.max(1))),
             admitted: Arc::new(AtomicUsize::new(0)),
@@ -221,6 +240,28 @@ impl AppState {
             )));
         }
         self.admit(run)
+    }
+
+    /// The drill scheduler, starting drills through this server's admission.
+    pub fn scheduler(&self) -> crate::drill::Scheduler {
+        crate::drill::Scheduler::new(self.service.clone(), self.clock.clone())
+    }
+
+    /// One scheduler tick: start the drills that are due.
+    pub async fn drill_tick(
+        &self,
+    ) -> Result<Vec<crate::drill::DrillEvent>, crate::store::StoreError> {
+        let admit_state = self.clone();
+        let admit = move |run: PreparedRun| admit_state.admit(run).map_err(|e| e.message);
+        let pending_state = self.clone();
+        let pending = move |id: &str| pending_state.pending_run(id).is_some();
+        let events = self.scheduler().tick(&admit, &pending).await?;
+        for e in &events {
+            if let crate::drill::DrillEvent::Skipped { .. } = e {
+                self.metrics.inc("firedrill_drills_skipped_total", &[]);
+            }
+        }
+        Ok(events)
     }
 
     /// Wait for the runs this server is executing, up to the grace period;
@@ -335,9 +376,33 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "firedrill serve listening");
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let drills = state.config.drills.then(|| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(
+                state.config.drill_tick_ms.max(10),
+            ));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped.changed() => break,
+                }
+                if let Err(e) = state.drill_tick().await {
+                    tracing::error!(error = %e, "drill scheduler tick failed; retrying at the next tick");
+                }
+            }
+        })
+    });
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown)
         .await?;
+    // Let a tick in progress finish (its writes are not cut in half).
+    let _ = stop.send(true);
+    if let Some(task) = drills {
+        let _ = task.await;
+    }
     let interrupted = state.drain_runs().await;
     tracing::info!(interrupted, "firedrill serve stopped");
     Ok(())

@@ -104,6 +104,18 @@ pub struct RunRow {
     /// Who asked to cancel this run and why (honoured at the next step boundary).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_requested: Option<String>,
+    /// Started by the drill scheduler (or `firedrill drill run`).
+    #[serde(default)]
+    pub drill: bool,
+}
+
+/// When a runbook's next drill is due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillScheduleRow {
+    pub runbook: String,
+    /// RFC 3339.
+    pub next_due_at: String,
+    pub last_run_id: Option<String>,
 }
 
 /// One step of a run.
@@ -235,6 +247,22 @@ pub enum Write {
         error: Option<String>,
         finished_at: Option<String>,
     },
+    /// Set when `runbook`'s next drill is due; when `expect_due` is given,
+    /// only if the stored due time is still that ([`Applied::Stale`]
+    /// otherwise: another tick or node took this drill).
+    ScheduleDrill {
+        runbook: String,
+        expect_due: Option<String>,
+        next_due_at: String,
+        last_run_id: Option<String>,
+    },
+    /// Make `version` the current version of runbook `name` (a rollback).
+    SetCurrentRunbook {
+        name: String,
+        version: i64,
+        at: String,
+        by: String,
+    },
     /// Mark every run still `running` as `interrupted` (after a crash).
     InterruptRunning {
         finished_at: String,
@@ -333,13 +361,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     async fn kernel(&self, name: &str, version: &str) -> Result<Option<KernelRow>, StoreError>;
     async fn kernels(&self) -> Result<Vec<KernelRow>, StoreError>;
-    /// `version: None` is the highest version.
+    /// `version: None` is the current version: the one a rollback pinned,
+    /// else the highest.
     async fn runbook(
         &self,
         name: &str,
         version: Option<i64>,
     ) -> Result<Option<RunbookRow>, StoreError>;
     async fn runbooks(&self) -> Result<Vec<RunbookRow>, StoreError>;
+    /// The current version of every runbook.
+    async fn current_runbooks(&self) -> Result<Vec<RunbookRow>, StoreError>;
+    /// Finished drills (succeeded or failed) of `runbook` at `digest`,
+    /// newest first.
+    async fn drill_runs(
+        &self,
+        runbook: &str,
+        digest: &str,
+        limit: i64,
+    ) -> Result<Vec<RunRow>, StoreError>;
+    /// Whether a drill of `runbook` is running.
+    async fn drill_running(&self, runbook: &str) -> Result<bool, StoreError>;
+    async fn drill_schedules(&self) -> Result<Vec<DrillScheduleRow>, StoreError>;
     async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError>;
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError>;
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError>;

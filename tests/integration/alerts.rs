@@ -38,6 +38,7 @@ triggers:
   - source: alertmanager
     match: { alertname: DbDown }
     mode: live
+readiness_policy: warn
 "#;
 
 struct Env {

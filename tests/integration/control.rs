@@ -500,6 +500,7 @@ async fn the_openapi_document_describes_every_route_the_server_has() {
         let concrete = path
             .replace("{name}/{version}", "trivial/0.1.0")
             .replace("{name}", "gated")
+            .replace("{runbook}", "gated")
             .replace("{id}", "no-such-run");
         for method in methods.as_object().expect("methods").keys() {
             // Without credentials every documented route answers as itself

@@ -6,6 +6,7 @@ mod alerts;
 mod audit;
 mod cache;
 mod control;
+mod drills;
 mod examples;
 mod fanout;
 mod fleet;

@@ -233,6 +233,21 @@ async fn authorization_matrix_every_role_by_every_endpoint() {
             vec![Role::Webhook],
             true,
         ),
+        ("GET", "/api/v1/drills", None, READERS.to_vec(), true),
+        (
+            "POST",
+            "/api/v1/drills/quick/run",
+            None,
+            operators.clone(),
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/runbooks/quick/rollback",
+            Some(json!({"version": 1, "reason": "matrix"})),
+            admin_only.clone(),
+            true,
+        ),
         ("GET", "/metrics", None, READERS.to_vec(), true),
     ];
     let documented: Value = serde_json::from_str(firedrill::server::OPENAPI).expect("openapi");
@@ -242,7 +257,9 @@ async fn authorization_matrix_every_role_by_every_endpoint() {
             .replace("/runbooks/quick", "/runbooks/{name}")
             .replace("/trivial/0.1.0", "/{name}/{version}")
             .replace("/no-such-run/", "/{id}/")
-            .replace("/tokens/victim", "/tokens/{name}");
+            .replace("/tokens/victim", "/tokens/{name}")
+            .replace("/drills/quick/", "/drills/{runbook}/")
+            .replace("/runbooks/quick/rollback", "/runbooks/{name}/rollback");
         assert!(
             documented["paths"][&template][method.to_lowercase()].is_object(),
             "{method} {template} is not in the OpenAPI document"

@@ -479,7 +479,8 @@ pub fn alertmanager_payload(alerts: &[(&str, serde_json::Value)]) -> serde_json:
 
 /// A runbook that alerts `alertname=<alertname>` start (live) for one unit
 /// on the demo host: one read step (a real command), keyed per alert so
-/// every distinct alert starts a run.
+/// every distinct alert starts a run; `readiness_policy: warn`, so it runs
+/// although it was never drilled.
 pub fn probe_on_alert(name: &str, alertname: &str) -> String {
     format!(
         r#"apiVersion: firedrill/v1
@@ -499,6 +500,7 @@ triggers:
     key: "{{{{ alert.fingerprint }}}}"
     cooldown: 1s
     breaker: 0
+readiness_policy: warn
 "#
     )
 }

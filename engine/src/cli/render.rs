@@ -357,3 +357,44 @@ pub fn inspect_text(host: &KernelHost, kernel: &LoadedKernel) -> String {
     );
     s
 }
+
+/// `firedrill drill status`.
+pub fn readiness_text(rows: &[crate::drill::ReadinessRow]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<28} {:>4}  {:<14} {:<32} {:>9}  LAST FAILURE",
+        "RUNBOOK", "VER", "STATE", "LAST DRILL", "AGE"
+    );
+    for r in rows {
+        let age = r
+            .age_s
+            .map(|a| humantime::format_duration(std::time::Duration::from_secs(a)).to_string())
+            .map(|a| a.split(' ').take(2).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| "-".into());
+        let last = match (&r.last_drill_at, &r.last_drill_status, &r.last_drill_mode) {
+            (Some(at), Some(st), Some(mode)) => {
+                format!("{} {st} {mode}", at.get(..16).unwrap_or(at))
+            }
+            _ if !r.drilled => "no drill declared".into(),
+            _ => "-".into(),
+        };
+        let failure: String = r
+            .last_failure
+            .as_deref()
+            .unwrap_or("-")
+            .chars()
+            .take(60)
+            .collect();
+        let _ = writeln!(
+            s,
+            "{:<28} {:>4}  {:<14} {:<32} {:>9}  {failure}",
+            r.runbook,
+            r.version,
+            r.state.as_str(),
+            last,
+            age
+        );
+    }
+    s
+}

@@ -47,6 +47,68 @@ pub struct Runbook {
     #[serde(default)]
     #[schemars(length(max = 20))]
     pub triggers: Vec<Trigger>,
+    /// How `firedrill serve` exercises this runbook so it is known to work.
+    #[serde(default)]
+    pub drill: Option<Drill>,
+    /// What a live run started by an alert does when this runbook is not
+    /// `ready` (no passing live drill within `drill.max_age`): `block`
+    /// (default: run nothing, say why) or `warn` (run, and record that it
+    /// ran untested).
+    #[serde(default, rename = "readiness_policy", alias = "readinessPolicy")]
+    pub readiness_policy: Option<ReadinessPolicy>,
+}
+
+/// What an alert-triggered live run does when the runbook is not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadinessPolicy {
+    Block,
+    Warn,
+}
+
+/// A drill: when and how the runbook is exercised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Drill {
+    /// Run every this long (`6h`); or give `cron`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub every: Option<HumanDuration>,
+    /// A cron expression in UTC (`0 */6 * * *`); or give `every`.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// Each drill starts up to this much later than scheduled, at random,
+    /// so drills do not all start at once. Default 0.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub jitter: Option<HumanDuration>,
+    /// `live` (on drill targets, e.g. a canary host) or `dry-run` (default).
+    /// Only a passing live drill makes the runbook `ready`.
+    #[serde(default)]
+    pub mode: Option<TriggerMode>,
+    /// The runbook's inputs for the drill (e.g. the canary host).
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
+    pub inputs: std::collections::BTreeMap<String, serde_json::Value>,
+    /// How old the last passing drill may be before the runbook is `stale`.
+    #[schemars(with = "String")]
+    pub max_age: HumanDuration,
+}
+
+/// Shortest drill interval.
+pub const MIN_DRILL_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Drill {
+    pub fn mode(&self) -> crate::Mode {
+        match self.mode {
+            Some(TriggerMode::Live) => crate::Mode::Live,
+            _ => crate::Mode::DryRun,
+        }
+    }
+
+    pub fn jitter(&self) -> Duration {
+        self.jitter.map_or(Duration::ZERO, |j| j.0)
+    }
 }
 
 /// Most triggers one runbook may declare.

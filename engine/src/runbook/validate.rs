@@ -204,6 +204,61 @@ impl Checker<'_, '_> {
         }
     }
 
+    /// Drill: one schedule, sane bounds, inputs that satisfy the runbook's
+    /// inputs schema.
+    fn drill(&mut self, inputs_schema: Option<&jsonschema::Validator>) {
+        use super::model::{MAX_COOLDOWN, MIN_DRILL_INTERVAL};
+        let Some(d) = &self.runbook.drill else {
+            return;
+        };
+        let interval = match (&d.every, &d.cron) {
+            (Some(e), None) => Some(e.0),
+            (None, Some(c)) => match crate::drill::cron_interval(c) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    self.report.add("/drill/cron", e);
+                    None
+                }
+            },
+            _ => {
+                self.report.add(
+                    "/drill",
+                    "give exactly one of `every` (e.g. 6h) or `cron` (e.g. \"0 */6 * * *\")",
+                );
+                None
+            }
+        };
+        if let Some(i) = interval {
+            if i < MIN_DRILL_INTERVAL || i > MAX_COOLDOWN * 5 {
+                self.report.add(
+                    "/drill",
+                    "drills run at most every minute and at least every 35 days",
+                );
+            }
+            if d.jitter() > i {
+                self.report
+                    .add("/drill/jitter", "jitter is longer than the drill interval");
+            }
+            if d.max_age.0 < i + d.jitter() {
+                self.report.add(
+                    "/drill/max_age",
+                    format!(
+                        "max_age {} is shorter than the time between drills ({} + jitter): the runbook would go stale between two passing drills",
+                        d.max_age,
+                        humantime::format_duration(i)
+                    ),
+                );
+            }
+        }
+        if let Some(schema) = inputs_schema {
+            let inputs = serde_json::json!(d.inputs);
+            for e in schema.iter_errors(&inputs) {
+                self.report
+                    .add("/drill/inputs", format!("drill inputs: {e}"));
+            }
+        }
+    }
+
     fn step(
         &mut self,
         base: &str,
@@ -363,6 +418,7 @@ pub fn validate(
         );
     }
     checker.triggers();
+    checker.drill(inputs_schema.as_deref());
     checker.report.finish()?;
     // An invalid inputs schema was reported above, so it is present here.
     let inputs_schema = inputs_schema.ok_or_else(|| Problems {

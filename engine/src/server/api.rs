@@ -235,6 +235,41 @@ async fn metrics(State(state): State<AppState>, who: Principal) -> Result<String
         String::new(),
         state.admitted_runs() as f64,
     ));
+    for r in crate::drill::readiness(&state.service, state.clock.now()).await? {
+        let rb = format!("runbook=\"{}\"", r.runbook.replace(['"', '\\', '\n'], ""));
+        gauges.push((
+            "firedrill_runbook_ready",
+            "1 when the runbook's current version passed a live drill within its max_age.",
+            rb.clone(),
+            if r.state == crate::drill::Readiness::Ready {
+                1.0
+            } else {
+                0.0
+            },
+        ));
+        gauges.push((
+            "firedrill_runbook_readiness",
+            "1 for the runbook's readiness state (ready, dry-run-only, stale, failing, never-drilled).",
+            format!("{rb},state=\"{}\"", r.state.as_str()),
+            1.0,
+        ));
+        if let Some(age) = r.age_s {
+            gauges.push((
+                "firedrill_drill_age_seconds",
+                "Seconds since the runbook's current version last passed a drill.",
+                rb.clone(),
+                age as f64,
+            ));
+        }
+        if let Some(max) = r.max_age_s {
+            gauges.push((
+                "firedrill_drill_max_age_seconds",
+                "The runbook's drill max_age.",
+                rb,
+                max as f64,
+            ));
+        }
+    }
     gauges.push((
         "firedrill_run_queue_depth",
         "Runs admitted and waiting for a slot (server.max-queued-runs bounds it).",

@@ -23,6 +23,93 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{id}/cancel", post(cancel_run))
         .route("/api/v1/runs/{id}/resume", post(resume_run))
         .route("/api/v1/runs/{id}/abandon", post(abandon_run))
+        .route("/api/v1/runbooks/{name}/rollback", post(rollback_runbook))
+        .route("/api/v1/drills", get(drill_status))
+        .route("/api/v1/drills/{runbook}/run", post(run_drill))
+}
+
+/// `GET /api/v1/drills`: readiness of every runbook the token can see.
+async fn drill_status(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    let rows: Vec<_> = crate::drill::readiness(&state.service, state.clock.now())
+        .await?
+        .into_iter()
+        .filter(|r| who.0.covers(&r.runbook))
+        .collect();
+    Ok(Json(json!({"runbooks": rows})))
+}
+
+/// `POST /api/v1/drills/{runbook}/run`: drill now, through admission.
+async fn run_drill(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(runbook): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    who.require(Action::StartRun)?;
+    who.see(&runbook)?;
+    let prepared = crate::drill::prepare_drill(&state.service, &runbook)
+        .await
+        .map_err(|e| match e {
+            crate::executor::RunError::NotFound(_) => ApiError::not_found(e.to_string()),
+            crate::executor::RunError::Halted { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "halted", e.to_string())
+            }
+            crate::executor::RunError::Store(e) => ApiError::internal(e),
+            other => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                other.to_string(),
+            ),
+        })?;
+    state
+        .service
+        .store()
+        .apply(
+            crate::store::Batch::new().event(
+                crate::audit::NewEvent::new(
+                    &who.0.actor(),
+                    "drill.requested",
+                    format!("runbook:{runbook}"),
+                )
+                .details(json!({"run_id": prepared.id})),
+            ),
+        )
+        .await?;
+    let id = state.admit(prepared)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"run_id": id, "drill": true, "href": format!("/api/v1/runs/{id}")})),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rollback {
+    version: i64,
+    reason: String,
+}
+
+/// `POST /api/v1/runbooks/{name}/rollback`: make an earlier version current.
+async fn rollback_runbook(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(name): Path<String>,
+    body: Result<Json<Rollback>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Publish)?;
+    who.see(&name)?;
+    let Json(body) = body.map_err(|e| rejected(&e, r#"{"version": N, "reason": TEXT}"#))?;
+    let row = state
+        .service
+        .rollback_runbook(&name, body.version, &who.0.actor(), &body.reason)
+        .await
+        .map_err(control_error)?;
+    Ok(Json(
+        json!({"name": row.name, "current_version": row.version, "digest": row.digest}),
+    ))
 }
 
 /// `/api/v1/kernels` (list, and upload with its own body limit:

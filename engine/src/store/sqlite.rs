@@ -22,8 +22,8 @@ use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Applied, AuditFilter, Batch, HostCallRow, KernelRow, RunFilter, RunRow, RunStatus, RunbookRow,
-    StepRow, StepTargetRow, Store, StoreError, Write,
+    Applied, AuditFilter, Batch, DrillScheduleRow, HostCallRow, KernelRow, RunFilter, RunRow,
+    RunStatus, RunbookRow, StepRow, StepTargetRow, Store, StoreError, Write,
 };
 use crate::audit::{AuditRecord, GENESIS_HASH};
 
@@ -275,13 +275,19 @@ async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied
                 .bind(&r.name).bind(r.version).bind(&r.digest).bind(&r.source)
                 .bind(&r.published_at).bind(&r.published_by)
                 .execute(&mut *tx).await.map_err(sql("insert runbook"))?;
+            // A new version ends a rollback: the newest is current again.
+            sqlx::query("DELETE FROM runbook_current WHERE name = ?")
+                .bind(&r.name)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("clear current runbook"))?;
         }
         Write::InsertRun(r) => {
-            sqlx::query("INSERT INTO runs (id, runbook, runbook_version, runbook_digest, draft, mode, actor, status, inputs, kernels, error, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            sqlx::query("INSERT INTO runs (id, runbook, runbook_version, runbook_digest, draft, mode, actor, status, inputs, kernels, error, started_at, finished_at, drill) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
                 .bind(&r.id).bind(&r.runbook).bind(r.runbook_version).bind(&r.runbook_digest)
                 .bind(r.draft).bind(&r.mode).bind(&r.actor).bind(r.status.as_str())
                 .bind(json_text(&r.inputs)).bind(json_text(&r.kernels)).bind(&r.error)
-                .bind(&r.started_at).bind(&r.finished_at)
+                .bind(&r.started_at).bind(&r.finished_at).bind(r.drill)
                 .execute(&mut *tx).await.map_err(sql("insert run"))?;
         }
         Write::FinishRun {
@@ -492,6 +498,52 @@ async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied
                 .await
                 .map_err(sql("update run status"))?;
         }
+        Write::ScheduleDrill {
+            runbook,
+            expect_due,
+            next_due_at,
+            last_run_id,
+        } => {
+            let current: Option<String> =
+                sqlx::query_scalar("SELECT next_due_at FROM drill_schedule WHERE runbook = ?")
+                    .bind(runbook)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(sql("read drill schedule"))?;
+            if expect_due.is_some() && current != *expect_due {
+                return Ok(Applied::Stale);
+            }
+            sqlx::query(
+                "INSERT INTO drill_schedule (runbook, next_due_at, last_run_id) VALUES (?, ?, ?)
+                 ON CONFLICT (runbook) DO UPDATE SET next_due_at = excluded.next_due_at,
+                 last_run_id = COALESCE(excluded.last_run_id, drill_schedule.last_run_id)",
+            )
+            .bind(runbook)
+            .bind(next_due_at)
+            .bind(last_run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("schedule drill"))?;
+        }
+        Write::SetCurrentRunbook {
+            name,
+            version,
+            at,
+            by,
+        } => {
+            sqlx::query(
+                "INSERT INTO runbook_current (name, version, set_at, set_by) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (name) DO UPDATE SET version = excluded.version,
+                 set_at = excluded.set_at, set_by = excluded.set_by",
+            )
+            .bind(name)
+            .bind(version)
+            .bind(at)
+            .bind(by)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("set current runbook"))?;
+        }
         Write::InterruptRunning { finished_at } => {
             sqlx::query("UPDATE runs SET status = 'interrupted', finished_at = ?, error = 'the engine stopped while this run was in progress; check the targets before running it again' WHERE status = 'running'")
                 .bind(finished_at)
@@ -546,6 +598,7 @@ fn run_row(r: &SqliteRow) -> Result<RunRow, StoreError> {
         started_at: r.get("started_at"),
         finished_at: r.get("finished_at"),
         cancel_requested: r.get("cancel_requested"),
+        drill: r.get("drill"),
     })
 }
 
@@ -657,23 +710,24 @@ impl Store for SqliteStore {
         name: &str,
         version: Option<i64>,
     ) -> Result<Option<RunbookRow>, StoreError> {
-        let row =
-            match version {
-                Some(v) => {
-                    sqlx::query("SELECT * FROM runbook_versions WHERE name = ? AND version = ?")
-                        .bind(name)
-                        .bind(v)
-                        .fetch_optional(&self.reads)
-                        .await
-                }
-                None => sqlx::query(
-                    "SELECT * FROM runbook_versions WHERE name = ? ORDER BY version DESC LIMIT 1",
-                )
-                .bind(name)
-                .fetch_optional(&self.reads)
-                .await,
+        let row = match version {
+            Some(v) => {
+                sqlx::query("SELECT * FROM runbook_versions WHERE name = ? AND version = ?")
+                    .bind(name)
+                    .bind(v)
+                    .fetch_optional(&self.reads)
+                    .await
             }
-            .map_err(sql("read runbook"))?;
+            None => sqlx::query(
+                "SELECT v.* FROM runbook_versions v LEFT JOIN runbook_current c ON c.name = v.name
+                     WHERE v.name = ? AND (c.version IS NULL OR v.version = c.version)
+                     ORDER BY v.version DESC LIMIT 1",
+            )
+            .bind(name)
+            .fetch_optional(&self.reads)
+            .await,
+        }
+        .map_err(sql("read runbook"))?;
         Ok(row.as_ref().map(runbook_row))
     }
 
@@ -687,6 +741,67 @@ impl Store for SqliteStore {
                 .map(runbook_row)
                 .collect(),
         )
+    }
+
+    async fn current_runbooks(&self) -> Result<Vec<RunbookRow>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT v.* FROM runbook_versions v LEFT JOIN runbook_current c ON c.name = v.name
+             WHERE v.version = COALESCE(c.version,
+                   (SELECT MAX(version) FROM runbook_versions m WHERE m.name = v.name))
+             ORDER BY v.name",
+        )
+        .fetch_all(&self.reads)
+        .await
+        .map_err(sql("list current runbooks"))?
+        .iter()
+        .map(runbook_row)
+        .collect())
+    }
+
+    async fn drill_runs(
+        &self,
+        runbook: &str,
+        digest: &str,
+        limit_: i64,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM runs WHERE runbook = ? AND runbook_digest = ? AND drill = 1
+             AND status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT ?",
+        )
+        .bind(runbook)
+        .bind(digest)
+        .bind(limit(limit_))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(sql("list drills"))?
+        .iter()
+        .map(run_row)
+        .collect()
+    }
+
+    async fn drill_running(&self, runbook: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE runbook = ? AND drill = 1 AND status = 'running'",
+        )
+        .bind(runbook)
+        .fetch_one(&self.reads)
+        .await
+        .map_err(sql("count running drills"))?;
+        Ok(n > 0)
+    }
+
+    async fn drill_schedules(&self) -> Result<Vec<DrillScheduleRow>, StoreError> {
+        Ok(sqlx::query("SELECT * FROM drill_schedule ORDER BY runbook")
+            .fetch_all(&self.reads)
+            .await
+            .map_err(sql("list drill schedules"))?
+            .iter()
+            .map(|r| DrillScheduleRow {
+                runbook: r.get("runbook"),
+                next_due_at: r.get("next_due_at"),
+                last_run_id: r.get("last_run_id"),
+            })
+            .collect())
     }
 
     async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
