@@ -330,46 +330,31 @@ async fn denials_and_limits_are_audited_per_run() {
     assert_eq!(actions.last(), Some(&"run.finished"));
 }
 
-/// A `Write` that keeps what the log subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[test]
-fn json_logs_carry_the_run_and_step_ids() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter("firedrill=info")
-        .with_writer(move || writer.clone())
-        .finish();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let id = tracing::subscriber::with_default(subscriber, || {
-        rt.block_on(async {
-            let env = TestEnv::new().await;
-            env.run_text(
-                "apiVersion: firedrill/v1\nname: logged\nversion: 1\nsteps:\n  - id: only\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n",
-                Mode::DryRun,
-                &[],
-            )
-            .await
-            .expect("run")
-        })
-    });
-    let text = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+/// Through the binary, as an operator would run it: in-process log
+/// capture would race with other tests over tracing's global callsite cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_run_and_step_ids() {
+    let env = TestEnv::new().await;
+    let file = env.home.path().join("logged.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: firedrill/v1\nname: logged\nversion: 1\nsteps:\n  - id: only\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(firedrill_tests::firedrill_bin())
+        .env("FIREDRILL_HOME", env.home.path())
+        .args(["--log", "firedrill=info", "--log-json", "run", "--json"])
+        .arg(&file)
+        .output()
+        .expect("run the binary");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run JSON");
+    let id = run["run_id"].as_str().expect("run id");
+    let text = String::from_utf8_lossy(&out.stderr);
     let finished: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -377,6 +362,6 @@ fn json_logs_carry_the_run_and_step_ids() {
         .collect();
     assert_eq!(finished.len(), 1, "{text}");
     let spans = finished[0]["spans"].as_array().expect("spans");
-    assert!(spans.iter().any(|s| s["run_id"] == id.as_str()), "{text}");
+    assert!(spans.iter().any(|s| s["run_id"] == id), "{text}");
     assert!(spans.iter().any(|s| s["step_id"] == "only"), "{text}");
 }

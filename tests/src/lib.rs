@@ -75,6 +75,36 @@ pub fn build_guests() -> PathBuf {
         .clone()
 }
 
+/// The `firedrill` binary of this build (`target/<profile>/firedrill`,
+/// beside this test's `deps/`), built first if this test run did not.
+///
+/// # Panics
+/// If it cannot be built.
+#[allow(clippy::panic)]
+pub fn firedrill_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current exe: {e}"));
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or_else(|| panic!("no target dir above {}", exe.display()));
+            let bin = dir.join("firedrill");
+            if !bin.exists() {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let status = Command::new(cargo)
+                    .current_dir(workspace_root())
+                    .args(["build", "-p", "firedrill", "--bin", "firedrill"])
+                    .status()
+                    .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
+                assert!(status.success(), "building the firedrill binary failed");
+            }
+            bin
+        })
+        .clone()
+}
+
 /// The component file of guest crate `package`, built from source.
 ///
 /// # Panics
