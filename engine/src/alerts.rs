@@ -37,6 +37,10 @@ use crate::executor::{PreparedRun, RunError, RunRequest, RunbookSource, Service}
 use crate::runbook::{Templates, parse_runbook};
 use crate::store::{Applied, Batch, StoreError, Write};
 
+/// How long a `require-approval` run of an untested runbook waits for an
+/// approver before it fails.
+pub const READINESS_APPROVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// Most alerts one notification may carry.
 pub const MAX_ALERTS: usize = 1000;
 /// Most labels (and annotations) one alert may carry.
@@ -485,13 +489,24 @@ async fn decide(
             untested = Some(state.as_str());
         }
     }
+    let gate = (untested.is_some()
+        && c.policy == crate::runbook::ReadinessPolicy::RequireApproval)
+        .then(|| crate::runbook::Approval {
+            required: 1,
+            roles: Vec::new(),
+            timeout: crate::runbook::HumanDuration(READINESS_APPROVAL_TIMEOUT),
+            reason: Some(format!(
+                "{runbook} is {}: it has not passed a live drill within its max_age; approve to run it live anyway",
+                untested.unwrap_or_default()
+            )),
+        });
     if let Some(state) = untested {
         tracing::warn!(runbook = %runbook, readiness = state, "live trigger of an untested runbook (readiness_policy: warn)");
         store
             .apply(Batch::new().event(
                 NewEvent::new(actor, "run.untested", format!("runbook:{runbook}"))
                     .outcome(state)
-                    .details(json!({"policy": "warn", "readiness": state, "fingerprint": alert.fingerprint})),
+                    .details(json!({"policy": if gate.is_some() { "require-approval" } else { "warn" }, "readiness": state, "fingerprint": alert.fingerprint})),
             ))
             .await?;
     }
@@ -507,7 +522,10 @@ async fn decide(
         })
         .await;
     let prepared = match prepared {
-        Ok(p) => p,
+        Ok(mut p) => {
+            p.gate = gate;
+            p
+        }
         Err(RunError::Store(e)) => return Err(e),
         Err(e @ RunError::Halted { .. }) => {
             let reason = e.to_string();

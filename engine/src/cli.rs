@@ -62,6 +62,18 @@ pub enum Command {
     /// Drills and readiness.
     #[command(subcommand)]
     Drill(DrillCommand),
+    /// Approve the approval step a run is waiting at (not your own run).
+    Approve {
+        run: String,
+        #[arg(long)]
+        comment: String,
+    },
+    /// Deny the approval step a run is waiting at: the step fails.
+    Deny {
+        run: String,
+        #[arg(long)]
+        comment: String,
+    },
     /// Validate, publish, list and show runbooks.
     #[command(subcommand)]
     Runbook(RunbookCommand),
@@ -375,6 +387,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Drill(cmd) => drill(&home, cmd).await,
+        Command::Approve { run, comment } => approve(&home, &actor, &run, true, &comment).await,
+        Command::Deny { run, comment } => approve(&home, &actor, &run, false, &comment).await,
         Command::Runbook(cmd) => runbook(&home, &actor, cmd).await,
         Command::Kernel(cmd) => kernel(&home, &actor, cmd).await,
         Command::Runs(cmd) => runs(&home, &actor, cmd).await,
@@ -674,6 +688,28 @@ async fn untested_allowed(
         )
         .await?;
     Ok(true)
+}
+
+/// `firedrill approve|deny RUN --comment ...` (a person at the CLI: the
+/// two-person rule applies; token roles do not).
+async fn approve(
+    home: &Home,
+    actor: &Actor,
+    run: &str,
+    yes: bool,
+    comment: &str,
+) -> anyhow::Result<ExitCode> {
+    let service = home.service().await?;
+    let result = service
+        .decide_approval(run, actor, None, yes, comment)
+        .await
+        .map(|_| ());
+    control(result, || {
+        format!(
+            "{} recorded for run {run}",
+            if yes { "approval" } else { "denial" }
+        )
+    })
 }
 
 async fn drill(home: &Home, cmd: DrillCommand) -> anyhow::Result<ExitCode> {

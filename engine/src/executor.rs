@@ -29,6 +29,13 @@ use crate::store::{
 };
 use crate::{Effect, Mode};
 
+/// How often a run waiting for approval checks for decisions.
+const APPROVAL_POLL: Duration = Duration::from_millis(250);
+
+/// The id of the approval a `require-approval` readiness policy puts before
+/// the first step (not a valid step id, so it cannot clash).
+pub const GATE_STEP: &str = "_readiness-approval";
+
 /// Longest backoff between retries, whatever the policy asks.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -104,6 +111,9 @@ pub struct PreparedRun {
     valid: ValidRunbook,
     /// Continue a halted run instead of starting one.
     resume: Option<Resume>,
+    /// An approval to wait for before the first step (readiness policy
+    /// `require-approval`).
+    pub gate: Option<crate::runbook::Approval>,
 }
 
 /// Where a resumed run picks up: the first step not done, and the outputs
@@ -195,6 +205,7 @@ struct RunCtx<'a> {
     actor: Actor,
     /// Template context: inputs, steps (outputs so far), run.
     vars: Value,
+    gate: Option<crate::runbook::Approval>,
 }
 
 /// How a step ended.
@@ -356,7 +367,7 @@ impl Service {
     /// record it; `None` when one is not published.
     pub async fn kernel_digests(&self, runbook: &Runbook) -> Result<Option<Value>, StoreError> {
         let mut out = BTreeMap::new();
-        for step in runbook.all_steps() {
+        for step in runbook.all_steps().filter(|s| s.approval.is_none()) {
             let Ok(r) = step.kernel_ref() else {
                 return Ok(None);
             };
@@ -476,10 +487,7 @@ impl Service {
                 .continue_run(&run.valid, run.mode, run.actor, run.inputs, run.id, resume)
                 .await;
         }
-        self.execute(
-            &run.valid, run.draft, run.mode, run.actor, run.inputs, run.id,
-        )
-        .await
+        self.execute(run).await
     }
 
     /// Ask a running run to stop at its next step boundary (the step in
@@ -667,6 +675,7 @@ impl Service {
             draft: false,
             inputs: run.inputs.clone(),
             valid,
+            gate: None,
             resume: Some(Resume {
                 from,
                 steps: Value::Object(steps),
@@ -721,6 +730,7 @@ impl Service {
                 "steps": resume.steps,
                 "run": {"id": id, "mode": mode.as_str(), "actor": actor.to_string()},
             }),
+            gate: None,
         };
         let span = tracing::info_span!("run", run_id = %id);
         self.drive(ctx, resume.from).instrument(span).await
@@ -789,18 +799,22 @@ impl Service {
             inputs,
             valid,
             resume: None,
+            gate: None,
         })
     }
 
-    async fn execute(
-        &self,
-        valid: &ValidRunbook,
-        draft: bool,
-        mode: Mode,
-        actor: Actor,
-        inputs: Value,
-        id: String,
-    ) -> Result<String, RunError> {
+    async fn execute(&self, run: PreparedRun) -> Result<String, RunError> {
+        let PreparedRun {
+            id,
+            mode,
+            actor,
+            draft,
+            inputs,
+            valid,
+            gate,
+            ..
+        } = run;
+        let valid = &valid;
         let rb = &valid.runbook;
         let kernels: BTreeMap<String, String> = valid
             .kernels
@@ -853,6 +867,7 @@ impl Service {
                 "steps": {},
                 "run": {"id": id, "mode": mode.as_str(), "actor": actor.to_string()},
             }),
+            gate,
         };
         let span = tracing::info_span!("run", run_id = %id);
         self.drive(ctx, 0).instrument(span).await
@@ -902,7 +917,20 @@ impl Service {
         let started = Instant::now();
         let mut failure: Option<(String, String)> = None;
         let mut stopped: Option<(RunStatus, String)> = None;
+        if let Some(gate) = ctx.gate.clone() {
+            let step = Step::approval_gate(GATE_STEP, gate);
+            if let StepEnd::Failed(error) = self
+                .step(&mut ctx, 0, "gate", &step)
+                .instrument(tracing::info_span!("step", step_id = GATE_STEP))
+                .await?
+            {
+                failure = Some((GATE_STEP.to_string(), error));
+            }
+        }
         for (position, step) in rb.steps.iter().enumerate().skip(from) {
+            if failure.is_some() {
+                break;
+            }
             // Checked before every step, so a run in progress stops at the
             // next step boundary.
             stopped = self
@@ -944,6 +972,13 @@ impl Service {
                     .instrument(tracing::info_span!("step", step_id = %step.id))
                     .await?;
             }
+        }
+        // A cancel that ended a step (an approval wait) ends the run as cancelled.
+        if stopped.is_none()
+            && failure.is_some()
+            && let Some(request) = self.store.run(&id).await?.and_then(|r| r.cancel_requested)
+        {
+            stopped = Some((RunStatus::Cancelled, format!("cancelled (by {request})")));
         }
         let (status, error) = match (stopped, failure) {
             (Some((status, why)), Some((step, error))) => (
@@ -1085,13 +1120,6 @@ impl Service {
         let mut row = Self::step_row(ctx, position, phase, step);
         let subject = format!("step:{}", step.id);
         let vars = minijinja::Value::from(minijinja::value::Serde(ctx.vars.clone()));
-        let Some(kernel) = ctx.valid.kernel(step).cloned() else {
-            // Validation guarantees every kernel is resolved.
-            return Ok(StepEnd::Failed(format!(
-                "kernel {} is not resolved",
-                step.kernel
-            )));
-        };
         // when:
         if let Some(when) = &step.when {
             match self.templates.condition(when, &vars) {
@@ -1120,6 +1148,16 @@ impl Service {
                 }
             }
         }
+        if let Some(approval) = &step.approval {
+            return self.approval_step(ctx, row, started, approval).await;
+        }
+        let Some(kernel) = ctx.valid.kernel(step).cloned() else {
+            // Validation guarantees every kernel is resolved.
+            return Ok(StepEnd::Failed(format!(
+                "kernel {} is not resolved",
+                step.kernel
+            )));
+        };
         let (targets, input) = match self.prepare_step(step, &kernel, &vars) {
             Ok(prepared) => prepared,
             Err(e) => return self.finish_step(ctx, row, started, Err(e)).await,
@@ -1411,6 +1449,213 @@ impl Service {
                 },
             },
         }
+    }
+
+    /// An approval step: in a live run, wait (the run is
+    /// `awaiting-approval`) until `required` distinct people with an allowed
+    /// role approve, someone denies, the timeout passes, or the run is
+    /// cancelled or halted. Dry-runs and drills record where approval would
+    /// be needed and go on.
+    async fn approval_step(
+        &self,
+        ctx: &mut RunCtx<'_>,
+        mut row: StepRow,
+        started: Instant,
+        approval: &crate::runbook::Approval,
+    ) -> Result<StepEnd, StoreError> {
+        let subject = format!("step:{}", row.step_id);
+        let roles: Vec<&str> = approval.roles().iter().map(|r| r.as_str()).collect();
+        let spec = json!({"required": approval.required, "roles": roles, "timeout": approval.timeout.to_string(), "reason": approval.reason});
+        row.kernel = "approval".into();
+        row.input = Some(spec.clone());
+        let drill = ctx.actor == crate::drill::drill_actor();
+        if ctx.mode == Mode::DryRun || drill {
+            let why = if drill {
+                "drill: approvals are given by people, not drills; not waited for"
+            } else {
+                "dry-run: a live run waits here for approval"
+            };
+            self.store
+                .apply(
+                    Batch::new().write(Write::UpsertStep(row.clone())).event(
+                        NewEvent::new(&ctx.actor, "step.started", subject)
+                            .details(json!({"approval": spec, "note": why}))
+                            .run(&ctx.id),
+                    ),
+                )
+                .await?;
+            let output = json!({"approved": false, "would_require": spec, "note": why});
+            let result = Ok(output);
+            self.remember_result(ctx, &row.step_id, &result);
+            return self.finish_step(ctx, row, started, result).await;
+        }
+        row.status = "awaiting-approval".into();
+        self.store
+            .apply(
+                Batch::new()
+                    .write(Write::UpsertStep(row.clone()))
+                    .write(Write::TransitionRun {
+                        id: ctx.id.clone(),
+                        from: vec![RunStatus::Running],
+                        to: RunStatus::AwaitingApproval,
+                        error: None,
+                        finished_at: None,
+                    })
+                    .event(
+                        NewEvent::new(&ctx.actor, "approval.requested", subject.clone())
+                            .details(spec.clone())
+                            .run(&ctx.id),
+                    ),
+            )
+            .await?;
+        tracing::info!(required = approval.required, "waiting for approval");
+        let deadline = started + approval.timeout.0;
+        let result = loop {
+            let decisions = self.store.approvals(&ctx.id, &row.step_id).await?;
+            if let Some(deny) = decisions.iter().find(|d| d.decision == "deny") {
+                break Err(format!("denied by {}: {}", deny.approver, deny.comment));
+            }
+            let approvers: Vec<&str> = decisions.iter().map(|d| d.approver.as_str()).collect();
+            if approvers.len() >= approval.required as usize {
+                break Ok(json!({"approved": true, "approvers": approvers}));
+            }
+            if let Some(r) = self.store.run(&ctx.id).await?
+                && let Some(request) = r.cancel_requested
+            {
+                break Err(format!(
+                    "cancelled while waiting for approval (by {request})"
+                ));
+            }
+            if let Some(switch) =
+                crate::switch::halting(self.store.as_ref(), &ctx.valid.runbook.name).await?
+            {
+                break Err(format!(
+                    "the big red switch was engaged while waiting for approval: {}",
+                    switch.describe()
+                ));
+            }
+            if Instant::now() >= deadline {
+                break Err(format!(
+                    "approval timed out after {}: {} of {} approvals",
+                    approval.timeout,
+                    approvers.len(),
+                    approval.required
+                ));
+            }
+            tokio::time::sleep(APPROVAL_POLL).await;
+        };
+        self.store
+            .apply(Batch::new().write(Write::TransitionRun {
+                id: ctx.id.clone(),
+                from: vec![RunStatus::AwaitingApproval],
+                to: RunStatus::Running,
+                error: None,
+                finished_at: None,
+            }))
+            .await?;
+        self.remember_result(ctx, &row.step_id, &result);
+        self.finish_step(ctx, row, started, result).await
+    }
+
+    fn remember_result(&self, ctx: &mut RunCtx<'_>, step_id: &str, result: &Result<Value, String>) {
+        if let Some(steps) = ctx.vars.get_mut("steps").and_then(Value::as_object_mut) {
+            steps.insert(
+                step_id.to_string(),
+                json!({
+                    "status": if result.is_ok() { "succeeded" } else { "failed" },
+                    "output": result.as_ref().ok().cloned().unwrap_or(Value::Null),
+                }),
+            );
+        }
+    }
+
+    /// Approve or deny the approval step `run_id` is waiting at, as `actor`
+    /// (with `role` when it is an API token). The run's initiator cannot
+    /// decide on it, a person counts once, and only allowed roles count.
+    pub async fn decide_approval(
+        &self,
+        run_id: &str,
+        actor: &Actor,
+        role: Option<crate::auth::Role>,
+        approve: bool,
+        comment: &str,
+    ) -> Result<String, ControlError> {
+        let comment = reason_of(comment)?;
+        let run = self
+            .store
+            .run(run_id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(run_id.to_string()))?;
+        let step = self
+            .store
+            .steps(run_id)
+            .await?
+            .into_iter()
+            .find(|s| s.status == "awaiting-approval")
+            .filter(|_| run.status == RunStatus::AwaitingApproval)
+            .ok_or_else(|| ControlError::WrongState {
+                id: run_id.to_string(),
+                status: run.status.as_str(),
+                what: "it is not waiting for approval".into(),
+            })?;
+        if actor.to_string() == run.actor {
+            return Err(ControlError::Refused(format!(
+                "{actor} started run {run_id}; the two-person rule needs someone else to approve or deny it"
+            )));
+        }
+        let allowed: Vec<String> = step
+            .input
+            .as_ref()
+            .and_then(|i| i["roles"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r.as_str().map(String::from))
+            .collect();
+        if let Some(role) = role
+            && !allowed.iter().any(|r| r == role.as_str())
+        {
+            return Err(ControlError::Refused(format!(
+                "step `{}` takes approvals from {}; this token's role is {}",
+                step.step_id,
+                allowed.join(", "),
+                role.as_str()
+            )));
+        }
+        let decision = if approve { "approve" } else { "deny" };
+        let applied = self
+            .store
+            .apply(
+                Batch::new()
+                    .write(Write::InsertApproval(crate::store::ApprovalRow {
+                        run_id: run_id.to_string(),
+                        step_id: step.step_id.clone(),
+                        approver: actor.to_string(),
+                        decision: decision.to_string(),
+                        comment: comment.clone(),
+                        at: now_rfc3339(),
+                    }))
+                    .event(
+                        NewEvent::new(
+                            actor,
+                            if approve {
+                                "approval.approved"
+                            } else {
+                                "approval.denied"
+                            },
+                            format!("step:{}", step.step_id),
+                        )
+                        .details(json!({"comment": comment}))
+                        .run(run_id),
+                    ),
+            )
+            .await?;
+        if applied != Applied::Done {
+            return Err(ControlError::Refused(format!(
+                "{actor} already decided on step `{}` of run {run_id}; one person counts once",
+                step.step_id
+            )));
+        }
+        Ok(step.step_id)
     }
 
     fn remember(&self, ctx: &mut RunCtx<'_>, step: &Step, status: &str, output: Value) {

@@ -8,8 +8,8 @@ mod template;
 mod validate;
 
 pub use model::{
-    API_VERSION, Amount, Drill, HumanDuration, KernelRef, MAX_RETRIES, MAX_STEPS, MAX_TARGETS,
-    ReadinessPolicy, Retries, Runbook, Step, Trigger, TriggerMode, TriggerSource,
+    API_VERSION, Amount, Approval, Drill, HumanDuration, KernelRef, MAX_RETRIES, MAX_STEPS,
+    MAX_TARGETS, ReadinessPolicy, Retries, Runbook, Step, Trigger, TriggerMode, TriggerSource,
 };
 pub use parse::{Problem, Problems, parse_runbook};
 pub use template::{TemplateError, Templates};

@@ -54,6 +54,8 @@ pub enum RunStatus {
     Cancelled,
     /// A halted or interrupted run someone decided not to resume.
     Abandoned,
+    /// Waiting at an `approval` step for people to approve or deny.
+    AwaitingApproval,
 }
 
 impl RunStatus {
@@ -66,6 +68,7 @@ impl RunStatus {
             RunStatus::Halted => "halted",
             RunStatus::Cancelled => "cancelled",
             RunStatus::Abandoned => "abandoned",
+            RunStatus::AwaitingApproval => "awaiting-approval",
         }
     }
 
@@ -78,6 +81,7 @@ impl RunStatus {
             "halted" => RunStatus::Halted,
             "cancelled" => RunStatus::Cancelled,
             "abandoned" => RunStatus::Abandoned,
+            "awaiting-approval" => RunStatus::AwaitingApproval,
             _ => return None,
         })
     }
@@ -107,6 +111,19 @@ pub struct RunRow {
     /// Started by the drill scheduler (or `firedrill drill run`).
     #[serde(default)]
     pub drill: bool,
+}
+
+/// One person's decision on an approval step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRow {
+    pub run_id: String,
+    pub step_id: String,
+    /// The actor, `kind:id`.
+    pub approver: String,
+    /// `approve` or `deny`.
+    pub decision: String,
+    pub comment: String,
+    pub at: String,
 }
 
 /// When a runbook's next drill is due.
@@ -256,6 +273,9 @@ pub enum Write {
         next_due_at: String,
         last_run_id: Option<String>,
     },
+    /// Record a decision; [`Applied::Conflict`] when this person already
+    /// decided on this step.
+    InsertApproval(ApprovalRow),
     /// Make `version` the current version of runbook `name` (a rollback).
     SetCurrentRunbook {
         name: String,
@@ -382,6 +402,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Whether a drill of `runbook` is running.
     async fn drill_running(&self, runbook: &str) -> Result<bool, StoreError>;
     async fn drill_schedules(&self) -> Result<Vec<DrillScheduleRow>, StoreError>;
+    /// Decisions on `step_id` of `run_id`, oldest first.
+    async fn approvals(&self, run_id: &str, step_id: &str) -> Result<Vec<ApprovalRow>, StoreError>;
     async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError>;
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError>;
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError>;

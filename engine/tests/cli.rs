@@ -204,7 +204,7 @@ fn run_json_is_stable_and_the_exit_code_follows_the_run() {
         "{text}"
     );
 
-    let out = firedrill(home.path(), &["run", &rb, "--live"]);
+    let out = firedrill(home.path(), &["run", &rb, "--live", "--force-untested"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains(">> CHANGED"), "{}", stdout(&out));
     assert!(marker.exists());
@@ -213,7 +213,10 @@ fn run_json_is_stable_and_the_exit_code_follows_the_run() {
         home.path(),
         "  - id: f\n    kernel: hostile@0.1.0\n    targets: [box]\n    with: { behaviour: fail }\n",
     );
-    let out = firedrill(home.path(), &["run", &failing, "--live"]);
+    let out = firedrill(
+        home.path(),
+        &["run", &failing, "--live", "--force-untested"],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("FAILED"), "{}", stdout(&out));
 
@@ -258,7 +261,7 @@ fn kill_9_during_a_live_run_leaves_a_store_that_opens_and_a_chain_that_verifies(
     let mut child = Command::new(env!("CARGO_BIN_EXE_firedrill"))
         .arg("--home")
         .arg(home.path())
-        .args(["run", &rb, "--live"])
+        .args(["run", &rb, "--live", "--force-untested"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -508,7 +511,7 @@ fn switch_on_refuses_live_runs_until_off_and_needs_a_reason() {
         "{}",
         stdout(&out)
     );
-    let out = firedrill(home.path(), &["run", &rb, "--live"]);
+    let out = firedrill(home.path(), &["run", &rb, "--live", "--force-untested"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("db failover in progress")
@@ -524,7 +527,7 @@ fn switch_on_refuses_live_runs_until_off_and_needs_a_reason() {
     );
     let out = firedrill(home.path(), &["switch", "off", "--reason", "failover done"]);
     assert!(out.status.success());
-    let out = firedrill(home.path(), &["run", &rb, "--live"]);
+    let out = firedrill(home.path(), &["run", &rb, "--live", "--force-untested"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = firedrill(
         home.path(),

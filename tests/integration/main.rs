@@ -3,6 +3,7 @@
 
 mod alertmanager;
 mod alerts;
+mod approvals;
 mod audit;
 mod cache;
 mod control;

@@ -98,7 +98,7 @@ async fn each_validation_rule() {
             "unknown field names the field and the accepted names",
             VALID.replace("    kernel: restart-service@1.0.0", "    kernal: restart-service@1.0.0"),
             vec![
-                (15, "steps[1].kernal", "unknown field `kernal`; accepted fields here: id, kernel, max_concurrency, max_errors, max_targets, retries, targets, timeout, when, with"),
+                (15, "steps[1].kernal", "unknown field `kernal`; accepted fields here: approval, id, kernel, max_concurrency, max_errors, max_targets, retries, targets, timeout, when, with"),
                 (14, "steps[1]", "\"kernel\" is a required property"),
             ],
         ),

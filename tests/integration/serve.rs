@@ -233,6 +233,20 @@ async fn authorization_matrix_every_role_by_every_endpoint() {
             vec![Role::Webhook],
             true,
         ),
+        (
+            "POST",
+            "/api/v1/runs/no-such-run/approve",
+            Some(json!({"comment": "m"})),
+            vec![Role::Approver, Role::Admin],
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/runs/no-such-run/deny",
+            Some(json!({"comment": "m"})),
+            vec![Role::Approver, Role::Admin],
+            false,
+        ),
         ("GET", "/api/v1/drills", None, READERS.to_vec(), true),
         (
             "POST",

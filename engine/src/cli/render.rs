@@ -167,6 +167,13 @@ pub fn run_text(
                 run.id, run.id
             );
         }
+        RunStatus::AwaitingApproval => {
+            let _ = writeln!(
+                s,
+                "AWAITING APPROVAL: `firedrill approve {} --comment ...` (or deny); the run's initiator cannot approve it",
+                run.id
+            );
+        }
         RunStatus::Cancelled => {
             let _ = writeln!(s, "CANCELLED: {}", run.error.as_deref().unwrap_or(""));
         }

@@ -52,8 +52,9 @@ pub struct Runbook {
     pub drill: Option<Drill>,
     /// What a live run started by an alert does when this runbook is not
     /// `ready` (no passing live drill within `drill.max_age`): `block`
-    /// (default: run nothing, say why) or `warn` (run, and record that it
-    /// ran untested).
+    /// (default: run nothing, say why), `require-approval` (start, but wait
+    /// for an approver before the first step) or `warn` (run, and record
+    /// that it ran untested).
     #[serde(default, rename = "readiness_policy", alias = "readinessPolicy")]
     pub readiness_policy: Option<ReadinessPolicy>,
 }
@@ -63,6 +64,8 @@ pub struct Runbook {
 #[serde(rename_all = "kebab-case")]
 pub enum ReadinessPolicy {
     Block,
+    /// Start the run, but wait for one approver before its first step.
+    RequireApproval,
     Warn,
 }
 
@@ -237,16 +240,23 @@ fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "object"})
 }
 
-/// One step: a kernel invocation.
+/// One step: a kernel invocation, or an approval gate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [{"required": ["kernel"]}, {"required": ["approval"]}]))]
 pub struct Step {
     /// Unique within the runbook; later steps refer to `steps.<id>.output`.
     #[schemars(regex(pattern = r"^[a-z][a-z0-9_-]{0,62}$"))]
     pub id: String,
-    /// `name@version`, an exact published kernel version (e.g. `restart-service@1.0.0`).
-    #[schemars(regex(pattern = r"^[a-z][a-z0-9-]*@\d+\.\d+\.\d+([-+].*)?$"))]
+    /// `name@version`, an exact published kernel version (e.g.
+    /// `restart-service@1.0.0`); or give `approval` instead.
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^([a-z][a-z0-9-]*@\d+\.\d+\.\d+([-+].*)?)?$"))]
     pub kernel: String,
+    /// Instead of a kernel: wait until people approve (live runs only;
+    /// dry-runs and drills show where approval would be needed).
+    #[serde(default)]
+    pub approval: Option<Approval>,
     /// Target names (templates allowed). An empty set is an error, never "all".
     #[serde(default)]
     #[schemars(length(max = 1000))]
@@ -278,6 +288,58 @@ pub struct Step {
     #[serde(default)]
     #[schemars(range(min = 1, max = 1000))]
     pub max_targets: Option<u32>,
+}
+
+/// An approval gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    /// Distinct people who must approve, 1 to 10. Default 1.
+    #[serde(default = "one")]
+    pub required: u32,
+    /// Token roles whose approvals count (API). Default: approver, admin.
+    #[serde(default)]
+    pub roles: Vec<crate::auth::Role>,
+    /// How long to wait before the step fails (`30m`). At most 7 days.
+    #[schemars(with = "String")]
+    pub timeout: HumanDuration,
+    /// What the approvers are asked, shown with the request.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Step {
+    /// A step that only waits for `approval` (the readiness gate).
+    pub fn approval_gate(id: &str, approval: Approval) -> Step {
+        Step {
+            id: id.to_string(),
+            kernel: String::new(),
+            approval: Some(approval),
+            targets: Vec::new(),
+            with: empty_object(),
+            when: None,
+            timeout: None,
+            retries: None,
+            max_concurrency: None,
+            max_errors: None,
+            max_targets: None,
+        }
+    }
+}
+
+impl Approval {
+    /// The roles whose approvals count.
+    pub fn roles(&self) -> Vec<crate::auth::Role> {
+        if self.roles.is_empty() {
+            vec![crate::auth::Role::Approver, crate::auth::Role::Admin]
+        } else {
+            self.roles.clone()
+        }
+    }
 }
 
 /// A count (`3`) or a percentage of the step's targets (`"25%"`).

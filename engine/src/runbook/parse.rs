@@ -256,6 +256,27 @@ pub fn parse_runbook(file: &str, text: &str) -> Result<Runbook, Problems> {
                 jsonschema::error::ValidationErrorKind::Pattern { .. } => {
                     report.add(&pointer, pattern_message(&pointer, error.instance()))
                 }
+                // An optional block (`anyOf: [the block, null]`) that is
+                // present but wrong: say what is wrong with it, not "anyOf".
+                jsonschema::error::ValidationErrorKind::AnyOf { context } => {
+                    let specific = context.iter().find(|branch| {
+                        !branch.is_empty()
+                            && !branch.iter().all(|e| {
+                                matches!(
+                                    e.kind(),
+                                    jsonschema::error::ValidationErrorKind::Type { .. }
+                                )
+                            })
+                    });
+                    match specific {
+                        Some(branch) => {
+                            for e in branch {
+                                report.add(e.instance_path().as_str(), e.to_string());
+                            }
+                        }
+                        None => report.add(&pointer, error.to_string()),
+                    }
+                }
                 _ => report.add(&pointer, error.to_string()),
             }
         }

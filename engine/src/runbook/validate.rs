@@ -267,6 +267,39 @@ impl Checker<'_, '_> {
         catalog: &KernelCatalog,
         kernels: &mut BTreeMap<KernelRef, Arc<LoadedKernel>>,
     ) {
+        if let Some(a) = &step.approval {
+            if !step.kernel.is_empty()
+                || !step.targets.is_empty()
+                || step.with != serde_json::json!({})
+            {
+                self.report.add(
+                    base,
+                    "an approval step has no kernel, targets or `with`: give either `kernel` or `approval`",
+                );
+            }
+            if a.required == 0 || a.required > 10 {
+                self.report.add(
+                    &format!("{base}/approval/required"),
+                    "required is 1 to 10 people",
+                );
+            }
+            if a.timeout.0.is_zero() || a.timeout.0 > super::model::MAX_COOLDOWN {
+                self.report.add(
+                    &format!("{base}/approval/timeout"),
+                    "timeout is between 1s and 7 days",
+                );
+            }
+            if a.roles().contains(&crate::auth::Role::Webhook) {
+                self.report.add(
+                    &format!("{base}/approval/roles"),
+                    "webhook tokens only post alerts; they cannot approve",
+                );
+            }
+            if let Some(when) = &step.when {
+                self.references(&format!("{base}/when"), when, true, earlier);
+            }
+            return;
+        }
         let kernel = match step.kernel_ref() {
             Ok(r) => match catalog.get(&r) {
                 Some(Ok(k)) => {

@@ -23,6 +23,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{id}/cancel", post(cancel_run))
         .route("/api/v1/runs/{id}/resume", post(resume_run))
         .route("/api/v1/runs/{id}/abandon", post(abandon_run))
+        .route("/api/v1/runs/{id}/approve", post(approve_run))
+        .route("/api/v1/runs/{id}/deny", post(deny_run))
         .route("/api/v1/runbooks/{name}/rollback", post(rollback_runbook))
         .route("/api/v1/drills", get(drill_status))
         .route("/api/v1/drills/{runbook}/run", post(run_drill))
@@ -409,4 +411,50 @@ async fn abandon_run(
         .await
         .map_err(control_error)?;
     Ok(Json(json!({"run_id": id, "status": "abandoned"})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Comment {
+    comment: String,
+}
+
+async fn decide(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    body: Result<Json<Comment>, axum::extract::rejection::JsonRejection>,
+    approve: bool,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Approve)?;
+    let Json(body) = body.map_err(|e| rejected(&e, r#"{"comment": TEXT}"#))?;
+    visible_run(state, who, id).await?;
+    let step = state
+        .service
+        .decide_approval(id, &who.0.actor(), Some(who.0.role), approve, &body.comment)
+        .await
+        .map_err(control_error)?;
+    Ok(Json(
+        json!({"run_id": id, "step": step, "decision": if approve { "approve" } else { "deny" }}),
+    ))
+}
+
+/// `POST /api/v1/runs/{id}/approve {comment}`.
+async fn approve_run(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<Comment>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    decide(&state, &who, &id, body, true).await
+}
+
+/// `POST /api/v1/runs/{id}/deny {comment}`.
+async fn deny_run(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<Comment>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    decide(&state, &who, &id, body, false).await
 }

@@ -22,8 +22,8 @@ use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Applied, AuditFilter, Batch, DrillScheduleRow, HostCallRow, KernelRow, RunFilter, RunRow,
-    RunStatus, RunbookRow, StepRow, StepTargetRow, Store, StoreError, Write,
+    Applied, ApprovalRow, AuditFilter, Batch, DrillScheduleRow, HostCallRow, KernelRow, RunFilter,
+    RunRow, RunStatus, RunbookRow, StepRow, StepTargetRow, Store, StoreError, Write,
 };
 use crate::audit::{AuditRecord, GENESIS_HASH};
 
@@ -462,7 +462,7 @@ async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied
         }
         Write::RequestCancel { id, request } => {
             let done = sqlx::query(
-                "UPDATE runs SET cancel_requested = ? WHERE id = ? AND status = 'running'",
+                "UPDATE runs SET cancel_requested = ? WHERE id = ? AND status IN ('running', 'awaiting-approval')",
             )
             .bind(request)
             .bind(id)
@@ -489,10 +489,15 @@ async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied
             if !current.is_some_and(|c| from.iter().any(|f| f.as_str() == c)) {
                 return Ok(Applied::Stale);
             }
-            sqlx::query("UPDATE runs SET status = ?, error = ?, finished_at = ?, cancel_requested = NULL WHERE id = ?")
+            // A resume (from halted) starts with no cancel pending; other
+            // transitions (an approval wait ending) keep it.
+            let resume = from.contains(&RunStatus::Halted);
+            sqlx::query("UPDATE runs SET status = ?, error = ?, finished_at = ?,
+                         cancel_requested = CASE WHEN ? THEN NULL ELSE cancel_requested END WHERE id = ?")
                 .bind(to.as_str())
                 .bind(error)
                 .bind(finished_at)
+                .bind(resume)
                 .bind(id)
                 .execute(&mut *tx)
                 .await
@@ -525,6 +530,26 @@ async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied
             .await
             .map_err(sql("schedule drill"))?;
         }
+        Write::InsertApproval(a) => {
+            let done = sqlx::query(
+                "INSERT INTO approvals (run_id, step_id, approver, decision, comment, at)
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(&a.run_id)
+            .bind(&a.step_id)
+            .bind(&a.approver)
+            .bind(&a.decision)
+            .bind(&a.comment)
+            .bind(&a.at)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("insert approval"))?;
+            if done.rows_affected() == 0 {
+                return Ok(Applied::Conflict {
+                    existing_digest: String::new(),
+                });
+            }
+        }
         Write::SetCurrentRunbook {
             name,
             version,
@@ -545,7 +570,7 @@ async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied
             .map_err(sql("set current runbook"))?;
         }
         Write::InterruptRunning { finished_at } => {
-            sqlx::query("UPDATE runs SET status = 'interrupted', finished_at = ?, error = 'the engine stopped while this run was in progress; check the targets before running it again' WHERE status = 'running'")
+            sqlx::query("UPDATE runs SET status = 'interrupted', finished_at = ?, error = 'the engine stopped while this run was in progress; check the targets before running it again' WHERE status IN ('running', 'awaiting-approval')")
                 .bind(finished_at)
                 .execute(&mut *tx)
                 .await
@@ -788,6 +813,27 @@ impl Store for SqliteStore {
         .await
         .map_err(sql("count running drills"))?;
         Ok(n > 0)
+    }
+
+    async fn approvals(&self, run_id: &str, step_id: &str) -> Result<Vec<ApprovalRow>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT * FROM approvals WHERE run_id = ? AND step_id = ? ORDER BY at, approver",
+        )
+        .bind(run_id)
+        .bind(step_id)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(sql("list approvals"))?
+        .iter()
+        .map(|r| ApprovalRow {
+            run_id: r.get("run_id"),
+            step_id: r.get("step_id"),
+            approver: r.get("approver"),
+            decision: r.get("decision"),
+            comment: r.get("comment"),
+            at: r.get("at"),
+        })
+        .collect())
     }
 
     async fn drill_schedules(&self) -> Result<Vec<DrillScheduleRow>, StoreError> {
