@@ -630,42 +630,18 @@ async fn run_runbook(
 }
 
 /// A live run of a runbook that is not `ready` needs `--force-untested`:
-/// say so prominently; when forced, record it. Returns whether to go on.
+/// say so prominently; when forced, it is recorded. Returns whether to go on.
 async fn untested_allowed(
     service: &Service,
     source: &RunbookSource,
     actor: &Actor,
     force: bool,
 ) -> anyhow::Result<bool> {
-    use crate::drill::Readiness;
-    let row = match source {
-        RunbookSource::Published { name, version } => {
-            service.store().runbook(name, *version).await?
-        }
-        RunbookSource::File { path, text } => match service.validate(path, text).await {
-            Ok(valid) => service
-                .store()
-                .runbook(&valid.runbook.name, Some(i64::from(valid.runbook.version)))
-                .await?
-                .filter(|r| r.digest == valid.digest),
-            // Invalid: the run itself reports every problem.
-            Err(_) => return Ok(true),
-        },
-    };
-    let (what, state) = match &row {
-        Some(row) => (
-            format!("{}@{}", row.name, row.version),
-            crate::drill::readiness_of(service, row, std::time::SystemTime::now())
-                .await?
-                .state,
-        ),
-        // Unknown name: the run reports it. A draft was never drilled.
-        None if matches!(source, RunbookSource::Published { .. }) => return Ok(true),
-        None => ("this draft".to_string(), Readiness::NeverDrilled),
-    };
-    if state == Readiness::Ready {
+    let Some((what, state)) =
+        crate::drill::untested(service, source, std::time::SystemTime::now()).await?
+    else {
         return Ok(true);
-    }
+    };
     eprintln!(
         "!! {what} is {}: it has not passed a live drill within its max_age.",
         state.as_str().to_uppercase()
@@ -677,16 +653,7 @@ async fn untested_allowed(
         return Ok(false);
     }
     eprintln!("   running it live anyway (--force-untested); this is recorded in the audit log.");
-    service
-        .store()
-        .apply(
-            crate::store::Batch::new().event(
-                crate::audit::NewEvent::new(actor, "run.untested", format!("runbook:{what}"))
-                    .outcome(state.as_str())
-                    .details(serde_json::json!({"forced": true, "readiness": state.as_str()})),
-            ),
-        )
-        .await?;
+    crate::drill::record_forced(service, actor, &what, state).await?;
     Ok(true)
 }
 

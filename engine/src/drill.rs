@@ -277,6 +277,59 @@ pub async fn readiness(
     Ok(out)
 }
 
+/// For a live run of `source`: `None` when it is `ready` (or cannot run
+/// at all, which the run itself reports), else what would run and its
+/// readiness (a draft file is never drilled).
+pub async fn untested(
+    service: &Service,
+    source: &RunbookSource,
+    now: SystemTime,
+) -> Result<Option<(String, Readiness)>, StoreError> {
+    let row = match source {
+        RunbookSource::Published { name, version } => {
+            service.store().runbook(name, *version).await?
+        }
+        RunbookSource::File { path, text } => match service.validate(path, text).await {
+            Ok(valid) => service
+                .store()
+                .runbook(&valid.runbook.name, Some(i64::from(valid.runbook.version)))
+                .await?
+                .filter(|r| r.digest == valid.digest),
+            Err(_) => return Ok(None),
+        },
+    };
+    let (what, state) = match &row {
+        Some(row) => (
+            format!("{}@{}", row.name, row.version),
+            readiness_of(service, row, now).await?.state,
+        ),
+        None if matches!(source, RunbookSource::Published { .. }) => return Ok(None),
+        None => ("this draft".to_string(), Readiness::NeverDrilled),
+    };
+    Ok((state != Readiness::Ready).then_some((what, state)))
+}
+
+/// Record that `actor` ran `what` live although it is `state` (audited as
+/// `run.untested`).
+pub async fn record_forced(
+    service: &Service,
+    actor: &Actor,
+    what: &str,
+    state: Readiness,
+) -> Result<(), StoreError> {
+    service
+        .store()
+        .apply(
+            Batch::new().event(
+                NewEvent::new(actor, "run.untested", format!("runbook:{what}"))
+                    .outcome(state.as_str())
+                    .details(json!({"forced": true, "readiness": state.as_str()})),
+            ),
+        )
+        .await?;
+    Ok(())
+}
+
 /// A drill of the current version of `runbook`, ready to execute.
 pub async fn prepare_drill(service: &Service, runbook: &str) -> Result<PreparedRun, RunError> {
     let row = service

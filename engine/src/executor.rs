@@ -821,6 +821,7 @@ impl Service {
             .iter()
             .map(|(r, k)| (r.to_string(), k.digest.clone()))
             .collect();
+        let drill = actor == crate::drill::drill_actor();
         let run = RunRow {
             id: id.clone(),
             runbook: rb.name.clone(),
@@ -836,7 +837,7 @@ impl Service {
             started_at: now_rfc3339(),
             finished_at: None,
             cancel_requested: None,
-            drill: actor == crate::drill::drill_actor(),
+            drill,
         };
         let subject = format!("runbook:{}@{}", rb.name, rb.version);
         self.store
@@ -847,6 +848,7 @@ impl Service {
                             "mode": mode.as_str(),
                             "runbook_digest": valid.digest,
                             "draft": draft,
+                            "drill": drill,
                             "kernels": kernels,
                             "inputs": inputs,
                         }))

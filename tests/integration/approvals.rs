@@ -72,7 +72,7 @@ impl Api {
             .post(
                 "/api/v1/runs",
                 token,
-                json!({"runbook": runbook, "mode": mode}),
+                json!({"runbook": runbook, "mode": mode, "force_untested": true}),
             )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{answer}");

@@ -105,7 +105,7 @@ impl Api {
                 "POST",
                 "/api/v1/runs",
                 token,
-                Some(json!({"runbook": "gated", "mode": mode, "inputs": {"dir": gate.display().to_string()}})),
+                Some(json!({"runbook": "gated", "mode": mode, "force_untested": true, "inputs": {"dir": gate.display().to_string()}})),
             )
             .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{answer}");

@@ -207,6 +207,18 @@ async fn the_scheduler_runs_due_drills_once_with_jitter_and_never_two_at_once() 
     assert!(run.drill);
     assert_eq!(run.actor, "scheduler:drill");
     assert_eq!(run.mode, "live");
+    let run_started = d
+        .env
+        .store
+        .audit(&AuditFilter {
+            run_id: Some(id.clone()),
+            action: Some("run.started".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    let details: serde_json::Value = serde_json::from_str(&run_started[0].details).expect("json");
+    assert_eq!(details["drill"], true, "marked as a drill in the audit log");
 
     // A restart (a new server on the same store) finds the drill due (its
     // slots were missed while busy) and starts it once, not once per slot;
@@ -428,8 +440,31 @@ async fn live_triggers_of_untested_runbooks_follow_the_readiness_policy() {
         .expect("audit");
     assert_eq!(untested.len(), 1);
     assert_eq!(untested[0].outcome, "never-drilled");
-    // A drill run by hand through the API (operator), then the status.
+    // Through the API, a live run of the untested v2 needs force_untested.
     let ops = env.token("ops", Role::Operator, &[]).await;
+    let start = |force: bool| {
+        client
+            .post(format!("{url}/api/v1/runs"))
+            .bearer_auth(&ops)
+            .json(&json!({"runbook": "probe", "mode": "live", "force_untested": force}))
+            .send()
+    };
+    let refused = start(false).await.expect("send");
+    assert_eq!(refused.status(), 409);
+    let err: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(err["error"]["code"], "not-ready");
+    assert_eq!(start(true).await.expect("send").status(), 202);
+    let forced = env
+        .store
+        .audit(&AuditFilter {
+            action: Some("run.untested".into()),
+            actor: Some("token:ops".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(forced.len(), 1);
+    // A drill run by hand through the API (operator), then the status.
     let resp = client
         .post(format!("{url}/api/v1/drills/probe/run"))
         .bearer_auth(&ops)

@@ -100,7 +100,7 @@ async fn authorization_matrix_every_role_by_every_endpoint() {
     auth::revoke(s.env.store.as_ref(), "gone", &Actor::user("admin"))
         .await
         .expect("revoke");
-    let live_run = json!({"runbook": "quick", "mode": "live"});
+    let live_run = json!({"runbook": "quick", "mode": "live", "force_untested": true});
     let engage = json!({"engaged": true, "reason": "matrix"});
     let release = json!({"engaged": false, "reason": "matrix"});
     // Every role but webhook may read.
@@ -419,7 +419,7 @@ async fn runs_through_the_api_the_switch_and_bad_input() {
             "POST",
             "/api/v1/runs",
             Some(&ops),
-            Some(json!({"runbook": "quick", "mode": "live"})),
+            Some(json!({"runbook": "quick", "mode": "live", "force_untested": true})),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
@@ -447,7 +447,7 @@ async fn runs_through_the_api_the_switch_and_bad_input() {
             "POST",
             "/api/v1/runs",
             Some(&ops),
-            Some(json!({"runbook": "quick", "mode": "live"})),
+            Some(json!({"runbook": "quick", "mode": "live", "force_untested": true})),
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{err}");
@@ -722,7 +722,7 @@ async fn shutdown_lets_runs_finish_within_the_grace_period_and_records_the_rest(
             let answer: Value = client
                 .post(format!("{url}/api/v1/runs"))
                 .bearer_auth(&ops)
-                .json(&json!({"runbook": "waiter", "mode": "live", "inputs": {"dir": dir.display().to_string()}}))
+                .json(&json!({"runbook": "waiter", "mode": "live", "force_untested": true, "inputs": {"dir": dir.display().to_string()}}))
                 .send()
                 .await
                 .expect("send")

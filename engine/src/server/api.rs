@@ -409,6 +409,9 @@ struct StartRun {
     mode: Option<String>,
     #[serde(default)]
     inputs: BTreeMap<String, Value>,
+    /// Run live although the runbook is not `ready` (audited).
+    #[serde(default)]
+    force_untested: bool,
 }
 
 async fn start_run(
@@ -420,7 +423,7 @@ async fn start_run(
     let Json(body) = body.map_err(|e| {
         rejected(
             &e,
-            r#"{"runbook": NAME, "version"?: N, "mode"?: "dry-run"|"live", "inputs"?: {...}}"#,
+            r#"{"runbook": NAME, "version"?: N, "mode"?: "dry-run"|"live", "inputs"?: {...}, "force_untested"?: BOOL}"#,
         )
     })?;
     who.see(&body.runbook)?;
@@ -433,6 +436,27 @@ async fn start_run(
             )));
         }
     };
+    let source = RunbookSource::Published {
+        name: body.runbook.clone(),
+        version: body.version,
+    };
+    if mode == Mode::Live
+        && let Some((what, readiness)) =
+            crate::drill::untested(&state.service, &source, state.clock.now()).await?
+    {
+        if !body.force_untested {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not-ready",
+                format!(
+                    "{what} is {}: it has not passed a live drill within its max_age; drill it (POST /api/v1/drills/{}/run) or send \"force_untested\": true (audited)",
+                    readiness.as_str(),
+                    body.runbook
+                ),
+            ));
+        }
+        crate::drill::record_forced(&state.service, &who.0.actor(), &what, readiness).await?;
+    }
     let inputs = body
         .inputs
         .into_iter()
@@ -447,10 +471,7 @@ async fn start_run(
     let prepared = state
         .service
         .prepare(RunRequest {
-            source: RunbookSource::Published {
-                name: body.runbook.clone(),
-                version: body.version,
-            },
+            source,
             mode,
             actor: who.0.actor(),
             inputs,
