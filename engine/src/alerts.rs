@@ -27,7 +27,9 @@ use std::collections::BTreeMap;
 
 pub use alertmanager::AlertmanagerPayload;
 pub use generic::GenericPayload;
-pub use pagerduty::{PagerDutyDelivery, PagerDutyEvent, verify_pagerduty_signature};
+pub use pagerduty::{
+    MAX_SIGNATURES, PagerDutyDelivery, PagerDutyEvent, verify_pagerduty_signature,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -490,80 +490,80 @@ impl Service {
         self.execute(run).await
     }
 
-    /// Ask a running run to stop at its next step boundary (the step in
-    /// progress finishes). Audited with the actor and reason.
-    pub async fn cancel(&self, id: &str, actor: &Actor, reason: &str) -> Result<(), ControlError> {
-        let reason = reason_of(reason)?;
-        let run = self
-            .store
+    /// Run `id`, or [`ControlError::NotFound`].
+    async fn existing_run(&self, id: &str) -> Result<RunRow, ControlError> {
+        self.store
             .run(id)
             .await?
-            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
-        let applied = self
-            .store
-            .apply(
-                Batch::new()
-                    .write(Write::RequestCancel {
-                        id: id.to_string(),
-                        request: format!("{actor}: {reason}"),
-                    })
-                    .event(
-                        NewEvent::new(actor, "run.cancel-requested", format!("run:{id}"))
-                            .details(json!({"reason": reason}))
-                            .run(id),
-                    ),
-            )
-            .await?;
-        if applied == Applied::Stale {
+            .ok_or_else(|| ControlError::NotFound(id.to_string()))
+    }
+
+    /// Apply a batch whose conditional write expects `run` in some state;
+    /// [`ControlError::WrongState`] (saying `what`) when it was not.
+    async fn apply_control(
+        &self,
+        run: &RunRow,
+        batch: Batch,
+        what: &str,
+    ) -> Result<(), ControlError> {
+        if self.store.apply(batch).await? == Applied::Stale {
             return Err(ControlError::WrongState {
-                id: id.to_string(),
+                id: run.id.clone(),
                 status: run.status.as_str(),
-                what: "only a running run can be cancelled".into(),
+                what: what.to_string(),
             });
         }
         Ok(())
     }
 
+    /// Ask a running run to stop at its next step boundary (the step in
+    /// progress finishes). Audited with the actor and reason.
+    pub async fn cancel(&self, id: &str, actor: &Actor, reason: &str) -> Result<(), ControlError> {
+        let reason = reason_of(reason)?;
+        let run = self.existing_run(id).await?;
+        let batch = Batch::new()
+            .write(Write::RequestCancel {
+                id: id.to_string(),
+                request: format!("{actor}: {reason}"),
+            })
+            .event(
+                NewEvent::new(actor, "run.cancel-requested", format!("run:{id}"))
+                    .details(json!({"reason": reason}))
+                    .run(id),
+            );
+        self.apply_control(&run, batch, "only a running run can be cancelled")
+            .await
+    }
+
     /// Close a halted or interrupted run for good: it will not be resumed.
     pub async fn abandon(&self, id: &str, actor: &Actor, reason: &str) -> Result<(), ControlError> {
         let reason = reason_of(reason)?;
-        let run = self
-            .store
-            .run(id)
-            .await?
-            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+        let run = self.existing_run(id).await?;
         let error = format!(
             "abandoned by {actor}: {reason} (was {}: {})",
             run.status.as_str(),
             run.error.as_deref().unwrap_or("-")
         );
-        let applied = self
-            .store
-            .apply(
-                Batch::new()
-                    .write(Write::TransitionRun {
-                        id: id.to_string(),
-                        from: vec![RunStatus::Halted, RunStatus::Interrupted],
-                        to: RunStatus::Abandoned,
-                        error: Some(error),
-                        finished_at: Some(now_rfc3339()),
-                    })
-                    .event(
-                        NewEvent::new(actor, "run.abandoned", format!("run:{id}"))
-                            .outcome("abandoned")
-                            .details(json!({"reason": reason, "was": run.status.as_str()}))
-                            .run(id),
-                    ),
-            )
-            .await?;
-        if applied == Applied::Stale {
-            return Err(ControlError::WrongState {
+        let batch = Batch::new()
+            .write(Write::TransitionRun {
                 id: id.to_string(),
-                status: run.status.as_str(),
-                what: "only halted or interrupted runs can be abandoned".into(),
-            });
-        }
-        Ok(())
+                from: vec![RunStatus::Halted, RunStatus::Interrupted],
+                to: RunStatus::Abandoned,
+                error: Some(error),
+                finished_at: Some(now_rfc3339()),
+            })
+            .event(
+                NewEvent::new(actor, "run.abandoned", format!("run:{id}"))
+                    .outcome("abandoned")
+                    .details(json!({"reason": reason, "was": run.status.as_str()}))
+                    .run(id),
+            );
+        self.apply_control(
+            &run,
+            batch,
+            "only halted or interrupted runs can be abandoned",
+        )
+        .await
     }
 
     /// Check that halted run `id` can continue where it stopped: the same
@@ -576,11 +576,7 @@ impl Service {
         reason: &str,
     ) -> Result<PreparedRun, ControlError> {
         let reason = reason_of(reason)?;
-        let run = self
-            .store
-            .run(id)
-            .await?
-            .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
+        let run = self.existing_run(id).await?;
         if run.status != RunStatus::Halted {
             return Err(ControlError::WrongState {
                 id: id.to_string(),
@@ -1583,11 +1579,7 @@ impl Service {
         comment: &str,
     ) -> Result<String, ControlError> {
         let comment = reason_of(comment)?;
-        let run = self
-            .store
-            .run(run_id)
-            .await?
-            .ok_or_else(|| ControlError::NotFound(run_id.to_string()))?;
+        let run = self.existing_run(run_id).await?;
         let step = self
             .store
             .steps(run_id)

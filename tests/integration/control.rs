@@ -364,8 +364,10 @@ async fn runs_are_listed_in_pages_and_runbooks_by_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kernels_and_tokens_are_managed_through_the_api() {
+    // The upload limit is exactly the trivial kernel's size: at the edge.
+    let trivial = firedrill_tests::guest_bytes("test-kernel-trivial");
     let api = Api::new(ServerConfig {
-        kernel_upload_bytes: 160 << 10,
+        kernel_upload_bytes: trivial.len(),
         ..ServerConfig::default()
     })
     .await;
@@ -388,19 +390,14 @@ async fn kernels_and_tokens_are_managed_through_the_api() {
             .body(bytes)
             .send()
     };
-    let trivial = firedrill_tests::guest_bytes("test-kernel-trivial");
-    let big = firedrill_tests::guest_bytes("disk-usage");
-    assert!(
-        trivial.len() < 160 << 10,
-        "trivial is {} bytes",
-        trivial.len()
-    );
-    assert!(big.len() > 160 << 10, "disk-usage is {} bytes", big.len());
+    // One byte over the limit.
+    let mut big = trivial.clone();
+    big.push(0);
     assert_eq!(
         upload(&ops, trivial.clone()).await.expect("send").status(),
         StatusCode::FORBIDDEN
     );
-    // Already published with these bytes: 200, nothing new.
+    // Exactly the limit, already published with these bytes: 200, nothing new.
     let resp = upload(&admin, trivial).await.expect("send");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(

@@ -217,6 +217,31 @@ async fn pagerduty_webhooks_are_verified_by_signature_and_start_one_run_per_inci
     )
     .await;
     assert_eq!(outcomes(&answer), ["resolved"]);
+    // At most MAX_SIGNATURES signatures are read: a valid one in 16th place
+    // counts, in 17th place it does not.
+    let ack2 = incident("incident.acknowledged", "Q0RIJJZL24RC6W", "checkout-api");
+    let padded = |bogus: usize| {
+        let mut sigs = vec!["v1=00".to_string(); bogus];
+        sigs.push(sign(CANARY, &ack2));
+        sigs.join(",")
+    };
+    let max = firedrill::alerts::MAX_SIGNATURES;
+    let (status, _) = post(
+        &url,
+        pd,
+        &[("x-pagerduty-signature", padded(max - 1))],
+        ack2.clone(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = post(
+        &url,
+        pd,
+        &[("x-pagerduty-signature", padded(max))],
+        ack2.clone(),
+    )
+    .await;
+    assert_eq!(status, 401);
     // A signed body that is not a PagerDuty payload: 400 saying so.
     let junk = br#"{"event": {"id": "x"}}"#.to_vec();
     let (status, answer) = post(
@@ -250,7 +275,7 @@ async fn pagerduty_webhooks_are_verified_by_signature_and_start_one_run_per_inci
         })
         .await
         .expect("audit");
-    assert_eq!(ignored.len(), 1);
+    assert_eq!(ignored.len(), 2);
     // The signing secrets appear nowhere.
     let bytes = env.store_bytes();
     for secret in [CANARY, CANARY_NEXT] {
@@ -317,6 +342,15 @@ async fn the_generic_endpoint_needs_a_webhook_token_and_a_strict_body() {
         let msg = answer["error"]["message"].as_str().expect("msg");
         assert!(msg.contains(needle), "{needle}: {msg}");
     }
+    // A label value of exactly alerts::MAX_LABEL_BYTES is accepted (and
+    // matches nothing here: a different alertname).
+    let at_edge = serde_json::to_vec(
+        &json!({"alerts": [{"id": "edge", "starts_at": "2026-11-23T02:00:00Z",
+        "labels": {"alertname": "x".repeat(firedrill::alerts::MAX_LABEL_BYTES)}}]}),
+    )
+    .expect("json");
+    let (status, answer) = post(&url, path, &bearer(&token), at_edge).await;
+    assert_eq!(status, 200, "{answer}");
     let runs = env.store.runs(&RunFilter::default()).await.expect("runs");
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].inputs["host"], "web-1");

@@ -691,10 +691,26 @@ pub async fn alertmanager(
     who: Principal,
     body: BodyResult,
 ) -> Result<Response, ApiError> {
+    token_alerts(
+        &state,
+        &who,
+        body,
+        crate::alerts::AlertmanagerPayload::parse,
+    )
+    .await
+}
+
+/// An alert endpoint authenticated by a `webhook` token: check, parse, decide.
+async fn token_alerts(
+    state: &AppState,
+    who: &Principal,
+    body: BodyResult,
+    parse: fn(&[u8]) -> Result<Vec<crate::alerts::Alert>, String>,
+) -> Result<Response, ApiError> {
     who.require(Action::PostAlert)?;
     let body = webhook_body(body)?;
-    let alerts = crate::alerts::AlertmanagerPayload::parse(&body).map_err(ApiError::bad_request)?;
-    dispatch(&state, &who.0.actor(), &alerts).await
+    let alerts = parse(&body).map_err(ApiError::bad_request)?;
+    dispatch(state, &who.0.actor(), &alerts).await
 }
 
 /// `POST /api/v1/alerts/generic`: alerts from anything that can post JSON.
@@ -703,10 +719,7 @@ pub async fn generic(
     who: Principal,
     body: BodyResult,
 ) -> Result<Response, ApiError> {
-    who.require(Action::PostAlert)?;
-    let body = webhook_body(body)?;
-    let alerts = crate::alerts::GenericPayload::parse(&body).map_err(ApiError::bad_request)?;
-    dispatch(&state, &who.0.actor(), &alerts).await
+    token_alerts(&state, &who, body, crate::alerts::GenericPayload::parse).await
 }
 
 /// `POST /api/v1/alerts/pagerduty`: PagerDuty v3 webhooks, authenticated
