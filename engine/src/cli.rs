@@ -4,6 +4,7 @@
 //! audit chain); 2 the request was refused before anything ran (invalid
 //! runbook or inputs, bad arguments).
 
+pub mod author;
 pub(crate) mod render;
 
 use std::path::{Path, PathBuf};
@@ -237,6 +238,23 @@ pub enum KernelCommand {
     List {
         #[arg(long)]
         json: bool,
+    },
+    /// Run a component against a scripted host: loader checks, every host
+    /// call (observe/change, simulated or not), log and output. Exit 1 when
+    /// a check fails. Nothing is ever performed, even with `--mode live`.
+    Test(author::TestArgs),
+    /// Scaffold a kernel project (kernel, build.sh, test.sh) in DIR (default NAME).
+    New {
+        /// Kernel name: lower-case letters, digits and '-'.
+        name: String,
+        #[arg(long, value_enum)]
+        lang: author::Lang,
+        /// Where to create the project (must not exist or be empty).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SDK's directory, for Rust (default: the sdk/ this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
 }
 
@@ -929,6 +947,22 @@ async fn kernel(home: &Home, actor: &Actor, cmd: KernelCommand) -> anyhow::Resul
                     entry.name, entry.version, entry.digest
                 );
             }
+        }
+        KernelCommand::Test(args) => return author::test(home, args).await,
+        KernelCommand::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let files = author::scaffold(lang, &name, &dir, sdk.as_deref())?;
+            println!(
+                "created {} ({} files); next: cd {} && ./test.sh",
+                dir.display(),
+                files.len(),
+                dir.display()
+            );
         }
         KernelCommand::List { json } => {
             let entries = home.store().await?.kernels().await?;

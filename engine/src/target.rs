@@ -8,6 +8,7 @@
 mod http;
 mod inventory;
 mod local;
+mod mock;
 mod ssh;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub use inventory::{
     TargetSpec, Transport,
 };
 pub use local::LocalExecutor;
+pub use mock::{MAX_MOCK_ANSWER_BYTES, MockSpecError, MockTargets};
 pub use ssh::{PinnedKey, SshConfig, SshExecutor, SshProbe, fingerprint};
 
 /// `[targets]` in `firedrill.toml`: how executors reach targets.
@@ -130,6 +132,8 @@ pub struct Targets {
     local: Arc<LocalExecutor>,
     ssh: Arc<SshExecutor>,
     http: Arc<HttpExecutor>,
+    /// Scripted answers instead of real calls (`firedrill kernel test`).
+    mock: Option<Arc<MockTargets>>,
 }
 
 impl Targets {
@@ -144,6 +148,22 @@ impl Targets {
             local: Arc::new(LocalExecutor),
             ssh: Arc::new(SshExecutor::new(config.ssh.clone(), config.retry.clone())),
             http: Arc::new(HttpExecutor::new(config.http.clone(), config.retry.clone())),
+            mock: None,
+        }
+    }
+
+    /// Targets named `names` whose every command and request is answered by
+    /// `mock` instead of performed: nothing on any machine is touched.
+    pub fn mocked(names: &[String], mock: MockTargets) -> Self {
+        let mut inventory = Inventory::default();
+        for name in names {
+            inventory
+                .targets
+                .insert(name.clone(), TargetSpec::Local(LocalTarget::default()));
+        }
+        Targets {
+            mock: Some(Arc::new(mock)),
+            ..Targets::new(inventory)
         }
     }
 
@@ -177,7 +197,11 @@ impl Targets {
         limits: ExecLimits,
         faults: &mut Faults,
     ) -> Result<ExecOutput, ExecError> {
-        match self.spec(name)? {
+        let spec = self.spec(name)?;
+        if let Some(mock) = &self.mock {
+            return mock.exec(name, command, limits.output_bytes);
+        }
+        match spec {
             TargetSpec::Local(spec) => self.local.exec(name, spec, command, limits).await,
             TargetSpec::Ssh(spec) => self.ssh.exec(name, spec, command, limits, faults).await,
             TargetSpec::Http(_) => Err(ExecError::WrongTransport {
@@ -194,6 +218,7 @@ impl Targets {
     /// target names, not addresses); anything else is taken as it is.
     pub fn resolve_url(&self, name: &str, url: &str) -> String {
         match self.inventory.get(name) {
+            Some(_) if self.mock.is_some() && url.starts_with('/') => format!("http://{name}{url}"),
             Some(TargetSpec::Http(spec)) if url.starts_with('/') => {
                 format!("{}{url}", spec.base_url.trim_end_matches('/'))
             }
@@ -259,7 +284,11 @@ impl Targets {
         limits: ExecLimits,
         faults: &mut Faults,
     ) -> Result<HttpOutput, ExecError> {
-        match self.spec(name)? {
+        let spec = self.spec(name)?;
+        if let Some(mock) = &self.mock {
+            return mock.http(name, &request, limits.output_bytes);
+        }
+        match spec {
             TargetSpec::Http(spec) => {
                 self.http
                     .request(name, spec, request, auth, limits, faults)

@@ -13,6 +13,7 @@ mod fanout;
 mod fleet;
 mod hostile;
 mod http;
+mod languages;
 mod overload;
 mod registry;
 mod runbooks;

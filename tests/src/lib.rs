@@ -75,6 +75,41 @@ pub fn build_guests() -> PathBuf {
         .clone()
 }
 
+/// Example kernels written in Python and JavaScript (`plugins/<name>`),
+/// built from source by `scripts/build-kernels`.
+pub const FOREIGN: &[&str] = &["log-rotate-py", "cert-expiry-js"];
+
+/// The component of foreign-language kernel `name` (one of [`FOREIGN`]),
+/// built from source first (once per process; the script skips kernels
+/// whose sources did not change, and serialises concurrent builds).
+///
+/// # Panics
+/// If the build fails: the tests cannot run without the kernels.
+#[allow(clippy::panic)]
+pub fn foreign_kernel(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    assert!(FOREIGN.contains(&name), "unknown foreign kernel {name}");
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(workspace_root().join("scripts/build-kernels"))
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run scripts/build-kernels: {e}"));
+            assert!(
+                status.success(),
+                "scripts/build-kernels failed; it needs python3 (venv, pip) and node/npm, and PyPI and npm reachable"
+            );
+            workspace_root().join("target/kernels")
+        })
+        .join(format!("{name}.wasm"))
+}
+
+/// The compiled-component cache every test host shares, so that a large
+/// (Python, JavaScript) component is compiled once per machine, not once
+/// per test. Entries are keyed by component digest and engine settings.
+pub fn kernel_cache_dir() -> PathBuf {
+    workspace_root().join("target/test-cache/kernels")
+}
+
 /// The `firedrill` binary of this build (`target/<profile>/firedrill`,
 /// beside this test's `deps/`), built first if this test run did not.
 ///
@@ -142,6 +177,7 @@ pub fn host_with(
     let config = HostConfig {
         limits,
         max_concurrent_invocations: 16,
+        cache_dir: Some(kernel_cache_dir()),
         ..HostConfig::default()
     };
     let targets = Targets::new(inventory);
@@ -298,7 +334,7 @@ impl TestEnv {
                 HostConfig {
                     limits,
                     max_concurrent_invocations: 32,
-                    cache_dir: Some(home.path().join("cache")),
+                    cache_dir: Some(kernel_cache_dir()),
                     ..HostConfig::default()
                 },
                 Targets::with_config(inventory, &targets),

@@ -21,7 +21,7 @@ fn elapsed(start: &str, end: Option<&str>) -> Option<f64> {
 }
 
 /// One host call as a line: effect, target, what, result.
-fn call_line(call: &Value, live: bool) -> String {
+pub(crate) fn call_line(call: &Value, live: bool) -> String {
     let effect = str_of(call, "effect");
     let what = match str_of(call, "kind") {
         "exec" => str_of(call, "command").to_string(),
