@@ -374,7 +374,7 @@ fn init_tracing(filter: &str, json: bool) {
 }
 
 /// Refused before anything ran.
-const EXIT_INVALID: u8 = 2;
+pub(crate) const EXIT_INVALID: u8 = 2;
 
 /// Run one parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -5,6 +5,7 @@ mod alertmanager;
 mod alerts;
 mod approvals;
 mod audit;
+mod authoring;
 mod cache;
 mod control;
 mod drills;

@@ -88,36 +88,13 @@ struct Check {
 /// `firedrill kernel test`: exit 0 when every check passed, 1 when the
 /// kernel failed one, 2 when the test itself is wrongly set up.
 pub async fn test(home: &Home, args: TestArgs) -> anyhow::Result<ExitCode> {
-    let mut mock = MockTargets::default();
-    for spec in &args.mock_exec {
-        mock.add_exec(spec)?;
-    }
-    for spec in &args.mock_http {
-        mock.add_http(spec)?;
-    }
-    let mut secrets = StaticSecrets::default();
-    for pair in &args.secrets {
-        let (name, value) = pair
-            .split_once('=')
-            .with_context(|| format!("--secret {name:?}: the form is NAME=VALUE", name = pair))?;
-        secrets.0.insert(name.to_string(), Secret::new(value));
-    }
-    let targets = if args.targets.is_empty() {
-        vec!["test-target".to_string()]
-    } else {
-        args.targets.clone()
+    let (mock, secrets, targets, input, expect) = match setup(&args) {
+        Ok(setup) => setup,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(super::EXIT_INVALID));
+        }
     };
-    let input = match &args.input_json {
-        Some(text) => serde_json::from_str(text).context("--input-json is not JSON")?,
-        None => read_input(args.input.as_deref())?,
-    };
-    let expect: Option<Value> = args
-        .expect
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-        .context("--expect is not JSON")?;
-
     let mut config = home.config().kernel.clone();
     if config.cache_dir.is_none() {
         config.cache_dir = Some(home.dir().join("cache").join("kernels"));
@@ -193,6 +170,51 @@ fn contains(actual: &Value, expected: &Value) -> bool {
             .all(|(k, v)| a.get(k).is_some_and(|av| contains(av, v))),
         _ => actual == expected,
     }
+}
+
+/// The scripted host and input from the arguments; an error here means
+/// the test is wrongly set up (exit 2), not that the kernel failed.
+#[allow(clippy::type_complexity)]
+fn setup(
+    args: &TestArgs,
+) -> anyhow::Result<(
+    MockTargets,
+    StaticSecrets,
+    Vec<String>,
+    Value,
+    Option<Value>,
+)> {
+    let mut mock = MockTargets::default();
+    for spec in &args.mock_exec {
+        mock.add_exec(spec)?;
+    }
+    for spec in &args.mock_http {
+        mock.add_http(spec)?;
+    }
+    let mut secrets = StaticSecrets::default();
+    for pair in &args.secrets {
+        let (name, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--secret {name:?}: the form is NAME=VALUE", name = pair))?;
+        secrets.0.insert(name.to_string(), Secret::new(value));
+    }
+    let targets = if args.targets.is_empty() {
+        vec!["test-target".to_string()]
+    } else {
+        args.targets.clone()
+    };
+    let input = match &args.input_json {
+        Some(text) => serde_json::from_str(text).context("--input-json is not JSON")?,
+        None => read_input(args.input.as_deref())?,
+    };
+    let expect: Option<Value> = args
+        .expect
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .context("--expect is not JSON")?;
+
+    Ok((mock, secrets, targets, input, expect))
 }
 
 fn read_input(path: Option<&std::path::Path>) -> anyhow::Result<Value> {
