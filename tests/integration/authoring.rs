@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use firedrill_tests::{firedrill_bin, foreign_kernel, workspace_root};
+use firedrill_tests::{firedrill_bin, foreign_kernel, reuse_language_tools, workspace_root};
 
 fn firedrill(home: &Path, args: &[&str]) -> Output {
     Command::new(firedrill_bin())
@@ -49,25 +49,8 @@ fn scaffolded_kernels_build_test_and_publish_in_every_language() {
         assert!(out.status.success(), "{lang}: {}", text(&out));
         let mut test = Command::new(dir.join("test.sh"));
         test.env("FIREDRILL", firedrill_bin())
-            .env("FIREDRILL_HOME", &home)
-            .env("CARGO_TARGET_DIR", root.join("target/scaffold"))
-            .env(
-                "FIREDRILL_PY_VENV",
-                root.join("plugins/log-rotate-py/.venv"),
-            );
-        if lang == "js" {
-            let example = root.join("plugins/cert-expiry-js");
-            std::os::unix::fs::symlink(example.join("node_modules"), dir.join("node_modules"))
-                .expect("link node_modules");
-            std::fs::copy(
-                example.join("package-lock.json"),
-                dir.join("package-lock.json"),
-            )
-            .expect("copy lock");
-        }
-        for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_ENCODED_RUSTFLAGS"] {
-            test.env_remove(var);
-        }
+            .env("FIREDRILL_HOME", &home);
+        reuse_language_tools(&dir, &mut test);
         let out = test.output().expect("run test.sh");
         let log = text(&out);
         assert!(out.status.success(), "{lang}: test.sh failed:\n{log}");

@@ -103,6 +103,38 @@ pub fn foreign_kernel(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
+/// Let a scaffolded kernel project in `dir` reuse the language tools the
+/// example kernels installed (the same pinned versions), so that building it
+/// downloads nothing: `cmd` (its build.sh or test.sh) gets the examples'
+/// virtualenv and a shared cargo target dir; a JavaScript project gets the
+/// example's `node_modules` and lock file.
+///
+/// # Panics
+/// If the links cannot be made.
+#[allow(clippy::expect_used)]
+pub fn reuse_language_tools(dir: &Path, cmd: &mut Command) {
+    let root = workspace_root();
+    if dir.join("package.json").exists() && !dir.join("node_modules").exists() {
+        let example = root.join("plugins/cert-expiry-js");
+        std::os::unix::fs::symlink(example.join("node_modules"), dir.join("node_modules"))
+            .expect("link node_modules");
+        std::fs::copy(
+            example.join("package-lock.json"),
+            dir.join("package-lock.json"),
+        )
+        .expect("copy lock");
+    }
+    cmd.env("CARGO_TARGET_DIR", root.join("target/scaffold"))
+        .env(
+            "FIREDRILL_PY_VENV",
+            root.join("plugins/log-rotate-py/.venv"),
+        );
+    // The outer cargo's settings must not leak into the kernel's build.
+    for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_ENCODED_RUSTFLAGS"] {
+        cmd.env_remove(var);
+    }
+}
+
 /// The compiled-component cache every test host shares, so that a large
 /// (Python, JavaScript) component is compiled once per machine, not once
 /// per test. Entries are keyed by component digest and engine settings.
