@@ -9,6 +9,7 @@ and does nothing). Reading (`df`, `du`) is `observe` and runs in dry-runs too.
 """
 
 import json
+import shlex
 
 import wit_world
 from componentize_py_types import Err
@@ -126,7 +127,9 @@ class WitWorld(wit_world.WitWorld):
             raise _fail(f"du -a -k {path} exited {du.exit_code}: {du.stderr.strip()}")
         truncated = []
         for size_kb, file in largest(du.stdout, suffix, max_files):
-            r = _exec(target, f"truncate -s 0 {file}")
+            # A file name from `du` may hold spaces: quote it, so that the host
+            # splits it back into one word (which `truncate -s 0 *` allows).
+            r = _exec(target, f"truncate -s 0 {shlex.quote(file)}")
             if r.exit_code != 0:
                 raise _fail(f"truncate -s 0 {file} exited {r.exit_code}: {r.stderr.strip()}")
             host.log(types.LogLevel.INFO, f"truncated {file} ({size_kb} KiB){' [planned]' if r.simulated else ''}")

@@ -56,6 +56,8 @@ fn cases() -> Vec<Case> {
                 let logs = dir.join("logs");
                 std::fs::create_dir_all(&logs).expect("logs dir");
                 std::fs::write(logs.join("app.log"), vec![b'x'; 300 << 10]).expect("write");
+                // A name with a space is still one word for the host.
+                std::fs::write(logs.join("old app.log"), vec![b'x'; 200 << 10]).expect("write");
                 std::fs::write(logs.join("keep.txt"), vec![b'x'; 300 << 10]).expect("write");
                 // Any filesystem in use is over 1%: the kernel acts.
                 json!({"path": logs.display().to_string(), "max_use_percent": 1})
@@ -347,6 +349,12 @@ async fn rust_python_and_javascript_kernels_run_in_one_runbook() {
         run.error
     );
     assert!((cases[1].changed)(&state), "logs not truncated");
+    let spaced = std::fs::metadata(state.join("logs/old app.log")).expect("spaced log");
+    assert_eq!(
+        spaced.len(),
+        0,
+        "a log whose name has a space is truncated too"
+    );
     assert!((cases[2].changed)(&state), "certificate not renewed");
     let steps = env.store.steps(&live).await.expect("steps");
     let renew = steps
