@@ -538,14 +538,30 @@ async fn admission_control_sheds_with_clear_errors_and_health_still_answers() {
     // the next API request is shed with 503 + Retry-After; health answers.
     use tokio::io::AsyncWriteExt;
     let addr = s.url.trim_start_matches("http://").to_string();
-    let mut slow = tokio::net::TcpStream::connect(&addr)
+    // The slow request must itself get the slot: if another request holds it
+    // at that moment, the slow one is shed at once (503, connection answered).
+    // Wait until it has been dispatched and is still unanswered.
+    let mut slow = None;
+    for _ in 0..50 {
+        let mut conn = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        conn.write_all(
+            format!("POST /api/v1/runs HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ops}\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{{\"runbook\"").as_bytes(),
+        )
         .await
-        .expect("connect");
-    slow.write_all(
-        format!("POST /api/v1/runs HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {ops}\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{{\"runbook\"").as_bytes(),
-    )
-    .await
-    .expect("write");
+        .expect("write");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut buf = [0u8; 64];
+        match conn.try_read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                slow = Some(conn);
+                break;
+            }
+            _ => continue, // answered (shed) or closed: try again
+        }
+    }
+    let slow = slow.expect("a slow request holds the in-flight slot");
     let mut shed = None;
     // Up to 10 s for the slow request to be in flight on a busy machine.
     for _ in 0..500 {
