@@ -5,9 +5,9 @@ use std::path::Path;
 use std::process::Command;
 
 use firedrill::Mode;
-use firedrill::kernel::{InvokeReport, InvokeRequest, KernelHost, KernelLimits};
+use firedrill::kernel::{InvokeReport, KernelHost, KernelLimits};
 use firedrill::secret::StaticSecrets;
-use firedrill_tests::{demo_inventory, guest_bytes, host_with, workspace_root};
+use firedrill_tests::{demo_inventory, guest_bytes, host_with, invoke_on_web1, workspace_root};
 use serde_json::json;
 
 struct Demo {
@@ -42,21 +42,7 @@ impl Demo {
     }
 
     async fn invoke(&self, package: &str, mode: Mode, input: serde_json::Value) -> InvokeReport {
-        let kernel = self.host.load(&guest_bytes(package)).await.expect("loads");
-        self.host
-            .invoke(
-                &kernel,
-                InvokeRequest {
-                    run_id: "run-1".into(),
-                    step_id: "step".into(),
-                    mode,
-                    actor: "user:test".into(),
-                    targets: vec!["web-1".into()],
-                    input,
-                    observer: None,
-                },
-            )
-            .await
+        invoke_on_web1(&self.host, &guest_bytes(package), mode, input).await
     }
 }
 

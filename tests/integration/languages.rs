@@ -11,12 +11,12 @@ use std::process::Command;
 
 use firedrill::Mode;
 use firedrill::executor::planned_changes;
-use firedrill::kernel::{
-    CallOutcome, InvokeError, InvokeReport, InvokeRequest, KernelHost, KernelLimits, Limit,
-};
+use firedrill::kernel::{CallOutcome, InvokeError, KernelLimits, Limit};
 use firedrill::secret::StaticSecrets;
 use firedrill::target::{Inventory, TargetSpec};
-use firedrill_tests::{TestEnv, demo_inventory, foreign_kernel, guest_bytes, host_with};
+use firedrill_tests::{
+    TestEnv, demo_inventory, foreign_kernel, guest_bytes, host_with, invoke_on_web1,
+};
 use serde_json::{Value, json};
 
 /// One kernel under the conformance checks, with what it needs on a target.
@@ -114,23 +114,6 @@ fn inventory(dir: &Path) -> Inventory {
     inventory
 }
 
-async fn invoke(host: &KernelHost, bytes: &[u8], mode: Mode, input: Value) -> InvokeReport {
-    let kernel = host.load(bytes).await.expect("loads");
-    host.invoke(
-        &kernel,
-        InvokeRequest {
-            run_id: "run-1".into(),
-            step_id: "step".into(),
-            mode,
-            actor: "user:test".into(),
-            targets: vec!["web-1".into()],
-            input,
-            observer: None,
-        },
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_language_passes_the_same_conformance_checks() {
     for case in cases() {
@@ -163,7 +146,7 @@ async fn every_language_passes_the_same_conformance_checks() {
         );
 
         // Schemas: a bad input is refused before the kernel runs.
-        let report = invoke(&host, &bytes, Mode::DryRun, case.invalid.clone()).await;
+        let report = invoke_on_web1(&host, &bytes, Mode::DryRun, case.invalid.clone()).await;
         assert!(
             matches!(report.result, Err(InvokeError::InvalidInput(_))),
             "{lang}: {:?}",
@@ -173,7 +156,7 @@ async fn every_language_passes_the_same_conformance_checks() {
 
         // Dry-run: observes for real, plans the change, changes nothing.
         let input = (case.setup)(dir.path());
-        let dry = invoke(&host, &bytes, Mode::DryRun, input.clone()).await;
+        let dry = invoke_on_web1(&host, &bytes, Mode::DryRun, input.clone()).await;
         let output = dry
             .result
             .as_ref()
@@ -196,7 +179,7 @@ async fn every_language_passes_the_same_conformance_checks() {
         );
 
         // Live: the change is made, on the target.
-        let live = invoke(&host, &bytes, Mode::Live, input).await;
+        let live = invoke_on_web1(&host, &bytes, Mode::Live, input).await;
         live.result
             .as_ref()
             .unwrap_or_else(|e| panic!("{lang}: live {e}"));
@@ -207,7 +190,7 @@ async fn every_language_passes_the_same_conformance_checks() {
         );
 
         // Denial: an input that would run a second command never does.
-        let smuggled = invoke(&host, &bytes, Mode::Live, (case.smuggle)(dir.path())).await;
+        let smuggled = invoke_on_web1(&host, &bytes, Mode::Live, (case.smuggle)(dir.path())).await;
         assert!(
             !dir.path().join("rebooted").exists(),
             "{lang}: `reboot` ran"
@@ -251,13 +234,13 @@ async fn every_language_is_held_to_the_limits() {
         let bytes = (case.bytes)();
         let input = (case.setup)(dir.path());
 
-        let report = invoke(&output, &bytes, Mode::DryRun, input.clone()).await;
+        let report = invoke_on_web1(&output, &bytes, Mode::DryRun, input.clone()).await;
         assert!(
             matches!(&report.result, Err(InvokeError::Limit(l)) if l.limit == Limit::Output),
             "{lang}: {:?}",
             report.result
         );
-        let report = invoke(&calls, &bytes, Mode::DryRun, input.clone()).await;
+        let report = invoke_on_web1(&calls, &bytes, Mode::DryRun, input.clone()).await;
         assert!(
             matches!(&report.result, Err(InvokeError::Limit(l)) if l.limit == Limit::HostCalls),
             "{lang}: {:?}",

@@ -219,6 +219,34 @@ pub fn host_with(
     )
 }
 
+/// Load `bytes` into `host` and invoke it once on target `web-1` (run
+/// `run-1`, step `step`, actor `user:test`).
+///
+/// # Panics
+/// If the component does not load.
+#[allow(clippy::expect_used)]
+pub async fn invoke_on_web1(
+    host: &KernelHost,
+    bytes: &[u8],
+    mode: firedrill::Mode,
+    input: serde_json::Value,
+) -> firedrill::kernel::InvokeReport {
+    let kernel = host.load(bytes).await.expect("loads");
+    host.invoke(
+        &kernel,
+        firedrill::kernel::InvokeRequest {
+            run_id: "run-1".into(),
+            step_id: "step".into(),
+            mode,
+            actor: "user:test".into(),
+            targets: vec!["web-1".into()],
+            input,
+            observer: None,
+        },
+    )
+    .await
+}
+
 /// A kernel host with test-sized limits (quick to hit) and one local target.
 pub fn test_host() -> Arc<KernelHost> {
     host_with(

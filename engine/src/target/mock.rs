@@ -44,7 +44,7 @@ impl MockTargets {
     pub fn add_exec(&mut self, spec: &str) -> Result<(), MockSpecError> {
         let err = |reason: String| MockSpecError {
             option: "--mock-exec",
-            spec: spec.to_string(),
+            spec: excerpt(spec),
             reason,
             form: EXEC_FORM,
         };
@@ -73,7 +73,7 @@ impl MockTargets {
     pub fn add_http(&mut self, spec: &str) -> Result<(), MockSpecError> {
         let err = |reason: String| MockSpecError {
             option: "--mock-http",
-            spec: spec.to_string(),
+            spec: excerpt(spec),
             reason,
             form: HTTP_FORM,
         };
@@ -180,6 +180,15 @@ impl MockTargets {
     /// Whether any answer is scripted.
     pub fn is_empty(&self) -> bool {
         self.exec.is_empty() && self.http.is_empty()
+    }
+}
+
+/// The start of a spec, for an error message (a spec may be up to 1 MiB).
+fn excerpt(spec: &str) -> String {
+    const SHOWN: usize = 120;
+    match spec.char_indices().nth(SHOWN) {
+        Some((i, _)) => format!("{}...", &spec[..i]),
+        None => spec.to_string(),
     }
 }
 
@@ -303,6 +312,27 @@ mod tests {
             m.http("api", &req("POST", "http://api/healthz"), 100)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn scripted_answers_are_bounded_at_max_mock_answer_bytes() {
+        let mut m = MockTargets::default();
+        let at = "x".repeat(MAX_MOCK_ANSWER_BYTES);
+        m.add_exec(&format!("cat *=>0,{at}")).expect("at the limit");
+        let over = format!("cat *=>0,{at}x");
+        let err = m.add_exec(&over).expect_err("over the limit");
+        assert!(err.to_string().contains("at most"), "{err}");
+        assert!(
+            err.to_string().len() < 1000,
+            "the error quotes an excerpt only"
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("big");
+        std::fs::write(&file, format!("{at}x")).expect("write");
+        let err = m
+            .add_http(&format!("GET http://*/=>200,@{}", file.display()))
+            .expect_err("file over the limit");
+        assert!(err.to_string().contains("at most"), "{err}");
     }
 
     #[test]
