@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::{Actor, NewEvent, now_rfc3339};
-use crate::executor::{PreparedRun, RunError, RunRequest, RunbookSource, Service};
+use crate::executor::{RunError, RunRequest, RunbookSource, Service};
 use crate::runbook::{Templates, parse_runbook};
 use crate::store::{Applied, Batch, StoreError, Write};
 
@@ -268,7 +268,7 @@ pub async fn handle(
     service: &Service,
     actor: &Actor,
     alerts: &[Alert],
-    admit: &(dyn Fn(PreparedRun) -> Result<String, String> + Send + Sync),
+    admit: &crate::drill::Admit,
 ) -> Result<Vec<Decision>, StoreError> {
     let templates = Templates::default();
     let mut decisions = Vec::new();
@@ -370,7 +370,7 @@ async fn decide(
     templates: &Templates,
     alert: &Alert,
     c: &Candidate,
-    admit: &(dyn Fn(PreparedRun) -> Result<String, String> + Send + Sync),
+    admit: &crate::drill::Admit,
 ) -> Result<Decision, StoreError> {
     let runbook = c.runbook.clone();
     if alert.status == AlertStatus::Resolved {
@@ -559,7 +559,7 @@ async fn decide(
     {
         return Ok(Decision::Duplicate { runbook });
     }
-    match admit(prepared) {
+    match admit(prepared).await {
         Ok(run_id) => Ok(Decision::Started { runbook, run_id }),
         Err(reason) => {
             store

@@ -264,7 +264,8 @@ pub enum RunsCommand {
     List {
         #[arg(long)]
         runbook: Option<String>,
-        /// running, succeeded, failed, interrupted, halted, cancelled, abandoned
+        /// queued, running, awaiting-approval, needs-attention, succeeded,
+        /// failed, interrupted, halted, cancelled, abandoned
         #[arg(long)]
         status: Option<String>,
         #[arg(long, default_value_t = 20)]
@@ -285,7 +286,8 @@ pub enum RunsCommand {
         #[arg(long)]
         reason: String,
     },
-    /// Continue a halted run from the step where it stopped, here and now.
+    /// Continue a halted run from the step where it stopped, or a run that
+    /// needs attention by running its unfinished step again, here and now.
     Resume {
         id: String,
         #[arg(long)]
@@ -293,7 +295,17 @@ pub enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Close a halted or interrupted run for good.
+    /// Continue a run that needs attention after its unfinished step,
+    /// marking that step skipped (you checked it made its change), here
+    /// and now.
+    Skip {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a halted, interrupted or needs-attention run for good.
     Abandon {
         id: String,
         #[arg(long)]
@@ -339,6 +351,7 @@ fn parse_input(text: &str) -> Result<(String, String), String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log, cli.log_json);
+    crate::failpoint::setup();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -990,6 +1003,11 @@ async fn kernel(home: &Home, actor: &Actor, cmd: KernelCommand) -> anyhow::Resul
 }
 
 async fn runs(home: &Home, actor: &Actor, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
+    let cmd_kind = if matches!(cmd, RunsCommand::Skip { .. }) {
+        "skip"
+    } else {
+        "other"
+    };
     match cmd {
         RunsCommand::List {
             runbook,
@@ -1000,7 +1018,7 @@ async fn runs(home: &Home, actor: &Actor, cmd: RunsCommand) -> anyhow::Result<Ex
             let status = status
                 .map(|s| {
                     RunStatus::parse(&s).with_context(|| {
-                        format!("--status {s:?}: use running, succeeded, failed, interrupted, halted, cancelled or abandoned")
+                        format!("--status {s:?}: use queued, running, awaiting-approval, needs-attention, succeeded, failed, interrupted, halted, cancelled or abandoned")
                     })
                 })
                 .transpose()?;
@@ -1038,9 +1056,14 @@ async fn runs(home: &Home, actor: &Actor, cmd: RunsCommand) -> anyhow::Result<Ex
                 format!("run {id} abandoned")
             })
         }
-        RunsCommand::Resume { id, reason, json } => {
+        RunsCommand::Resume { id, reason, json } | RunsCommand::Skip { id, reason, json } => {
             let service = home.service().await?;
-            let prepared = match service.prepare_resume(&id, actor, &reason).await {
+            let prepared = if matches!(cmd_kind, "skip") {
+                service.prepare_skip(&id, actor, &reason).await
+            } else {
+                service.prepare_resume(&id, actor, &reason).await
+            };
+            let prepared = match prepared {
                 Ok(p) => p,
                 Err(e) => return control(Err(e), String::new),
             };

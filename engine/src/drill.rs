@@ -402,6 +402,12 @@ pub struct Scheduler {
     clock: std::sync::Arc<dyn Clock>,
 }
 
+/// How drills and alerts start runs: queue one (the server's admission,
+/// with its limits) and answer its id, or why not.
+pub type Admit = dyn Fn(PreparedRun) -> futures::future::BoxFuture<'static, Result<String, String>>
+    + Send
+    + Sync;
+
 impl Scheduler {
     pub fn new(service: Service, clock: std::sync::Arc<dyn Clock>) -> Self {
         Scheduler { service, clock }
@@ -411,13 +417,8 @@ impl Scheduler {
         self.clock.now()
     }
 
-    /// Start every due drill through `admit`; `pending` says whether a run
-    /// id admitted earlier is still waiting to start.
-    pub async fn tick(
-        &self,
-        admit: &(dyn Fn(PreparedRun) -> Result<String, String> + Send + Sync),
-        pending: &(dyn Fn(&str) -> bool + Send + Sync),
-    ) -> Result<Vec<DrillEvent>, StoreError> {
+    /// Start every due drill through `admit`.
+    pub async fn tick(&self, admit: &Admit) -> Result<Vec<DrillEvent>, StoreError> {
         let store = self.service.store();
         let now = self.clock.now();
         let schedules = store.drill_schedules().await?;
@@ -447,9 +448,7 @@ impl Scheduler {
             if due > now {
                 continue;
             }
-            let busy = store.drill_running(&runbook).await?
-                || schedule.last_run_id.as_deref().is_some_and(pending);
-            if busy {
+            if store.drill_running(&runbook).await? {
                 events.push(DrillEvent::Busy { runbook });
                 continue;
             }
@@ -473,7 +472,7 @@ impl Scheduler {
                 continue;
             }
             let outcome = match prepared {
-                Ok(p) => match admit(p) {
+                Ok(p) => match admit(p).await {
                     Ok(run_id) => Ok(run_id),
                     Err(reason) => {
                         // Not admitted (server busy): due again at the next tick.

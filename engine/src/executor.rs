@@ -24,10 +24,13 @@ use crate::runbook::{
     KernelCatalog, Problems, Runbook, Step, Templates, ValidRunbook, parse_runbook, validate,
 };
 use crate::store::{
-    Applied, Batch, HostCallRow, RunRow, RunStatus, RunbookRow, StepRow, StepTargetRow, Store,
-    StoreError, Write,
+    Applied, Batch, Fence, HostCallRow, RunRow, RunStatus, RunbookRow, StepRow, StepTargetRow,
+    Store, StoreError, Write,
 };
+
+mod lease;
 use crate::{Effect, Mode};
+pub use lease::{NodeConfig, PickUp, RunLease};
 
 /// How often a run waiting for approval checks for decisions.
 const APPROVAL_POLL: Duration = Duration::from_millis(250);
@@ -82,6 +85,9 @@ pub enum RunError {
         runbook: String,
         switch: crate::switch::SwitchRow,
     },
+    /// The queue is full (a limit named in the text).
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -116,13 +122,26 @@ pub struct PreparedRun {
     pub gate: Option<crate::runbook::Approval>,
 }
 
-/// Where a resumed run picks up: the first step not done, and the outputs
-/// of the steps before it.
+/// A person's decision to continue a stopped run: it is queued again, and
+/// the node that claims it picks up from its stored steps.
 #[derive(Debug)]
 struct Resume {
-    from: usize,
-    steps: Value,
+    /// The run's status now (halted or needs-attention).
+    from: RunStatus,
+    /// For a run that needs attention: the step without a result and what
+    /// becomes of it (`retry`: run it again; `skipped`).
+    step: Option<(String, &'static str)>,
     reason: String,
+}
+
+/// A run this node claimed: its fencing epoch, and whose lease expired
+/// (a takeover) if any.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub run_id: String,
+    pub epoch: i64,
+    pub previous: Option<String>,
+    sent_at: Instant,
 }
 
 /// A run could not be cancelled, resumed or abandoned.
@@ -168,6 +187,7 @@ pub struct Service {
     registry: Registry,
     templates: Arc<Templates>,
     metrics: Arc<Metrics>,
+    node: Arc<NodeConfig>,
 }
 
 /// Parse `k=v` input values, typing each by the schema's declared type
@@ -206,6 +226,7 @@ struct RunCtx<'a> {
     /// Template context: inputs, steps (outputs so far), run.
     vars: Value,
     gate: Option<crate::runbook::Approval>,
+    lease: Arc<RunLease>,
 }
 
 /// How a step ended.
@@ -234,10 +255,15 @@ struct CallRecorder {
     step_id: String,
     target: String,
     attempt: i64,
+    lease: Arc<RunLease>,
 }
 
 #[async_trait::async_trait]
 impl CallObserver for CallRecorder {
+    fn may_change(&self) -> Result<(), String> {
+        self.lease.may_change()
+    }
+
     async fn host_call(&self, call: &HostCall) {
         let record = serde_json::to_value(call).unwrap_or_default();
         let denied = call.is_denied();
@@ -298,8 +324,9 @@ impl CallObserver for CallRecorder {
                 self.attempt,
                 call,
             )))
-            .event(event);
-        if let Err(e) = self.store.apply(batch).await {
+            .event(event)
+            .fenced(&self.lease.fence);
+        if let Err(e) = fenced(&self.lease.fence, self.store.apply(batch).await) {
             // The step's final record still carries every call; say loudly
             // that the incremental record failed.
             tracing::error!(run_id = %self.run_id, step = %self.step_id, error = %e, "cannot persist host call");
@@ -311,6 +338,17 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A fenced write's result: [`Applied::Fenced`] is an error (the run is no
+/// longer this node's).
+fn fenced(fence: &Fence, applied: Result<Applied, StoreError>) -> Result<Applied, StoreError> {
+    match applied? {
+        Applied::Fenced => Err(StoreError::Fenced {
+            run_id: fence.run_id.clone(),
+        }),
+        other => Ok(other),
+    }
+}
+
 impl Service {
     pub fn new(store: Arc<dyn Store>, host: Arc<KernelHost>, registry: Registry) -> Self {
         Service {
@@ -319,7 +357,24 @@ impl Service {
             registry,
             templates: Arc::new(Templates::default()),
             metrics: Arc::new(Metrics::default()),
+            node: Arc::new(NodeConfig::default().resolved().unwrap_or_default()),
         }
+    }
+
+    /// This service as node `node` (checked with [`NodeConfig::resolved`]).
+    pub fn with_node(mut self, node: NodeConfig) -> Self {
+        self.node = Arc::new(node);
+        self
+    }
+
+    pub fn node(&self) -> &NodeConfig {
+        &self.node
+    }
+
+    /// Apply a batch of the run `ctx` executes, fenced by its lease.
+    async fn write(&self, ctx: &RunCtx<'_>, batch: Batch) -> Result<Applied, StoreError> {
+        let fence = &ctx.lease.fence;
+        fenced(fence, self.store.apply(batch.fenced(fence)).await)
     }
 
     /// Make an earlier published version of `name` current again (what runs
@@ -464,7 +519,7 @@ impl Service {
                 reference,
                 existing: existing_digest,
             }),
-            Applied::Stale => Err(PublishError::Store(StoreError::Corrupt {
+            _ => Err(PublishError::Store(StoreError::Corrupt {
                 what: "runbook publish",
                 reason: "the store answered a publish as a conditional write".into(),
             })),
@@ -480,14 +535,425 @@ impl Service {
         self.execute_prepared(prepared).await
     }
 
-    /// Execute a prepared run to the end; returns its id.
+    /// Execute a prepared run to the end in this process; returns its id.
+    /// The run is queued and claimed by this node in one write, so no other
+    /// node can take it first.
     pub async fn execute_prepared(&self, run: PreparedRun) -> Result<String, RunError> {
-        if let Some(resume) = run.resume {
-            return self
-                .continue_run(&run.valid, run.mode, run.actor, run.inputs, run.id, resume)
-                .await;
+        let id = run.id.clone();
+        let sent_at = Instant::now();
+        let batch = self.admission(run, None).write(Write::ClaimQueued {
+            owner: self.node.id.clone(),
+            lease_ms: self.node.lease_ms_i64(),
+            only: Some(id.clone()),
+        });
+        match self.store.apply(batch).await? {
+            Applied::Claimed { run_id, epoch, .. } => {
+                self.execute_claimed(Claim {
+                    run_id,
+                    epoch,
+                    previous: None,
+                    sent_at,
+                })
+                .await
+            }
+            Applied::Refused(why) => Err(RunError::Busy(why)),
+            _ => Err(RunError::Busy(format!(
+                "run {id} was no longer waiting to be resumed (someone else resumed, skipped or abandoned it)"
+            ))),
         }
-        self.execute(run).await
+    }
+
+    /// Admit a prepared run into the queue; a node claims it. With `limits`
+    /// (`max_active`, `max_per_runbook`), refused when they are reached.
+    pub async fn enqueue(
+        &self,
+        run: PreparedRun,
+        limits: Option<(u64, u64)>,
+    ) -> Result<String, RunError> {
+        let id = run.id.clone();
+        match self.store.apply(self.admission(run, limits)).await? {
+            Applied::Done => Ok(id),
+            Applied::Refused(why) => Err(RunError::Busy(why)),
+            _ => Err(RunError::Busy(format!(
+                "run {id} was no longer waiting to be resumed (someone else resumed, skipped or abandoned it)"
+            ))),
+        }
+    }
+
+    /// The writes that queue `run`: a new run (`run.started`), or a
+    /// stopped one someone decided to continue (`run.resumed` /
+    /// `step.skipped`).
+    fn admission(&self, run: PreparedRun, limits: Option<(u64, u64)>) -> Batch {
+        let PreparedRun {
+            id,
+            mode,
+            actor,
+            draft,
+            inputs,
+            valid,
+            gate,
+            resume,
+            ..
+        } = run;
+        if let Some(resume) = resume {
+            let mut batch = Batch::new();
+            let mut action = "run.resumed";
+            if let Some((step, to)) = &resume.step {
+                let skipped = *to == "skipped";
+                if skipped {
+                    action = "run.step-skipped";
+                }
+                batch = batch.write(Write::DecideStep {
+                    run_id: id.clone(),
+                    step_id: step.clone(),
+                    from: "running".into(),
+                    to: (*to).to_string(),
+                    error: skipped.then(|| format!("skipped by {actor}: {}", resume.reason)),
+                });
+            }
+            return batch
+                .write(Write::TransitionRun {
+                    id: id.clone(),
+                    from: vec![resume.from],
+                    to: RunStatus::Queued,
+                    error: None,
+                    finished_at: None,
+                })
+                .event(
+                    NewEvent::new(&actor, action, format!("run:{id}"))
+                        .details(json!({
+                            "reason": resume.reason,
+                            "was": resume.from.as_str(),
+                            "step": resume.step.as_ref().map(|(s, _)| s),
+                        }))
+                        .run(&id),
+                );
+        }
+        let rb = &valid.runbook;
+        let kernels: BTreeMap<String, String> = valid
+            .kernels
+            .iter()
+            .map(|(r, k)| (r.to_string(), k.digest.clone()))
+            .collect();
+        let drill = actor == crate::drill::drill_actor();
+        let row = RunRow {
+            id: id.clone(),
+            runbook: rb.name.clone(),
+            runbook_version: i64::from(rb.version),
+            runbook_digest: valid.digest.clone(),
+            draft,
+            mode: mode.as_str().to_string(),
+            actor: actor.to_string(),
+            status: RunStatus::Queued,
+            inputs: inputs.clone(),
+            kernels: json!(kernels),
+            error: None,
+            started_at: now_rfc3339(),
+            finished_at: None,
+            cancel_requested: None,
+            drill,
+            owner: None,
+            epoch: 0,
+            gate: gate.as_ref().and_then(|g| serde_json::to_value(g).ok()),
+            source: draft.then(|| valid.source.clone()),
+        };
+        self.metrics
+            .run_started(&rb.name, mode.as_str(), actor.kind.trigger());
+        let (max_active, max_per_runbook) = limits.unwrap_or((u64::MAX, u64::MAX));
+        Batch::new()
+            .write(Write::EnqueueRun {
+                run: row,
+                max_active,
+                max_per_runbook,
+            })
+            .event(
+                NewEvent::new(
+                    &actor,
+                    "run.started",
+                    format!("runbook:{}@{}", rb.name, rb.version),
+                )
+                .details(json!({
+                    "mode": mode.as_str(),
+                    "runbook_digest": valid.digest,
+                    "draft": draft,
+                    "drill": drill,
+                    "kernels": kernels,
+                    "inputs": inputs,
+                }))
+                .run(&id),
+            )
+    }
+
+    /// Claim the oldest queued run for this node (`only` that one, when
+    /// given). `None` when there is nothing to claim.
+    pub async fn claim_queued(&self, only: Option<&str>) -> Result<Option<Claim>, StoreError> {
+        self.claim(Write::ClaimQueued {
+            owner: self.node.id.clone(),
+            lease_ms: self.node.lease_ms_i64(),
+            only: only.map(String::from),
+        })
+        .await
+    }
+
+    /// Take over one active run whose node stopped renewing its lease.
+    pub async fn take_over(&self) -> Result<Option<Claim>, StoreError> {
+        self.claim(Write::TakeOver {
+            owner: self.node.id.clone(),
+            lease_ms: self.node.lease_ms_i64(),
+        })
+        .await
+    }
+
+    async fn claim(&self, write: Write) -> Result<Option<Claim>, StoreError> {
+        let sent_at = Instant::now();
+        Ok(match self.store.apply(Batch::new().write(write)).await? {
+            Applied::Claimed {
+                run_id,
+                epoch,
+                previous,
+            } => Some(Claim {
+                run_id,
+                epoch,
+                previous,
+                sent_at,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Execute a run this node claimed, from where its stored steps say
+    /// (see [`lease::pick_up`]), renewing its lease until it ends.
+    pub async fn execute_claimed(&self, claim: Claim) -> Result<String, RunError> {
+        let id = claim.run_id.clone();
+        let lease = Arc::new(RunLease::new(
+            Fence {
+                run_id: id.clone(),
+                owner: self.node.id.clone(),
+                epoch: claim.epoch,
+            },
+            self.node.lease(),
+            claim.sent_at,
+        ));
+        let span = tracing::info_span!("run", run_id = %id);
+        let work = self.pick_up_and_drive(&lease, &claim).instrument(span);
+        tokio::select! {
+            result = work => result,
+            () = self.keep_lease(&lease) => Err(StoreError::Fenced { run_id: id }.into()),
+        }
+    }
+
+    /// Renew `lease` every heartbeat; returns when the lease is lost.
+    async fn keep_lease(&self, lease: &RunLease) {
+        let every = Duration::from_millis(self.node.heartbeat_ms);
+        loop {
+            tokio::time::sleep(every).await;
+            let sent_at = Instant::now();
+            let batch = Batch::new()
+                .write(Write::RenewLease {
+                    run_id: lease.fence.run_id.clone(),
+                    lease_ms: self.node.lease_ms_i64(),
+                })
+                .fenced(&lease.fence);
+            match self.store.apply(batch).await {
+                Ok(Applied::Done) => lease.renewed(sent_at),
+                Ok(_) => {
+                    tracing::warn!(run_id = %lease.fence.run_id, "lease lost: another node took the run over; stopping it here");
+                    // Let the run's own next write see the fence and stop;
+                    // give it a moment to do so cleanly.
+                    tokio::time::sleep(every).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(run_id = %lease.fence.run_id, error = %e, "cannot renew the run's lease; live changes stop when it runs low");
+                }
+            }
+        }
+    }
+
+    /// The runbook a stored run uses, checked against its recorded digests.
+    async fn stored_runbook(&self, run: &RunRow) -> Result<ValidRunbook, String> {
+        let (name, text) = match &run.source {
+            Some(text) => (format!("{} (draft)", run.runbook), text.clone()),
+            None => {
+                let row = self
+                    .store
+                    .runbook(&run.runbook, Some(run.runbook_version))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| {
+                        format!(
+                            "{}@{} is no longer published",
+                            run.runbook, run.runbook_version
+                        )
+                    })?;
+                (format!("{}@{}", row.name, row.version), row.source)
+            }
+        };
+        let valid = self
+            .validate(&name, &text)
+            .await
+            .map_err(|p| p.to_string())?;
+        if valid.digest != run.runbook_digest {
+            return Err(format!("{name} no longer has the digest this run used"));
+        }
+        let kernels: BTreeMap<String, String> = valid
+            .kernels
+            .iter()
+            .map(|(r, k)| (r.to_string(), k.digest.clone()))
+            .collect();
+        if json!(kernels) != run.kernels {
+            return Err(format!(
+                "the kernels of {name} no longer resolve to the digests this run used"
+            ));
+        }
+        Ok(valid)
+    }
+
+    async fn pick_up_and_drive(
+        &self,
+        lease: &Arc<RunLease>,
+        claim: &Claim,
+    ) -> Result<String, RunError> {
+        let id = claim.run_id.clone();
+        let run = self
+            .store
+            .run(&id)
+            .await?
+            .ok_or_else(|| RunError::Stored(id.clone(), "the claimed run is gone".into()))?;
+        let actor = Actor::parse(&run.actor).unwrap_or_else(|_| Actor::user(run.actor.clone()));
+        let mode = if run.mode == Mode::Live.as_str() {
+            Mode::Live
+        } else {
+            Mode::DryRun
+        };
+        let fence = &lease.fence;
+        let node = crate::audit::Actor {
+            kind: crate::audit::ActorKind::Scheduler,
+            id: format!("node:{}", self.node.id),
+        };
+        let end = |status: RunStatus, action: &'static str, why: String| {
+            Batch::new()
+                .write(Write::TransitionRun {
+                    id: id.clone(),
+                    from: vec![RunStatus::Running, RunStatus::AwaitingApproval],
+                    to: status,
+                    error: Some(why.clone()),
+                    finished_at: (status != RunStatus::NeedsAttention).then(now_rfc3339),
+                })
+                .event(
+                    NewEvent::new(&node, action, format!("run:{id}"))
+                        .outcome(status.as_str())
+                        .details(json!({"error": why, "epoch": claim.epoch, "previous_owner": claim.previous}))
+                        .run(&id),
+                )
+                .fenced(fence)
+        };
+        let valid = match self.stored_runbook(&run).await {
+            Ok(v) => v,
+            Err(why) => {
+                let why = format!("cannot continue run {id}: {why}; it was not started again");
+                fenced(
+                    fence,
+                    self.store
+                        .apply(end(RunStatus::Failed, "run.finished", why))
+                        .await,
+                )?;
+                return Ok(id);
+            }
+        };
+        let rb = &valid.runbook;
+        let main: Vec<&str> = rb.steps.iter().map(|s| s.id.as_str()).collect();
+        let rows = self.store.steps(&id).await?;
+        let targets = self.store.step_targets(&id).await?;
+        let idempotent = |i: usize| {
+            let step = &rb.steps[i];
+            mode == Mode::DryRun
+                || step.approval.is_some()
+                || valid.kernel(step).is_some_and(|k| k.manifest.idempotent)
+        };
+        let (from, steps, gate_done, rerun) = match lease::pick_up(
+            &main,
+            &rows,
+            &targets,
+            &idempotent,
+        ) {
+            PickUp::Failed(why) => {
+                fenced(
+                    fence,
+                    self.store
+                        .apply(end(RunStatus::Failed, "run.finished", why))
+                        .await,
+                )?;
+                self.metrics
+                    .run_finished(&rb.name, mode.as_str(), "failed", Duration::ZERO);
+                return Ok(id);
+            }
+            PickUp::NeedsAttention { step, why } => {
+                tracing::warn!(run_id = %id, step = %step, "run needs attention: a non-idempotent step has no result");
+                fenced(
+                    fence,
+                    self.store
+                        .apply(end(RunStatus::NeedsAttention, "run.needs-attention", why))
+                        .await,
+                )?;
+                return Ok(id);
+            }
+            PickUp::Continue {
+                from,
+                steps,
+                gate_done,
+                rerun,
+            } => (from, steps, gate_done, rerun),
+        };
+        if run.status == RunStatus::AwaitingApproval {
+            fenced(
+                fence,
+                self.store
+                    .apply(
+                        Batch::new()
+                            .write(Write::TransitionRun {
+                                id: id.clone(),
+                                from: vec![RunStatus::AwaitingApproval],
+                                to: RunStatus::Running,
+                                error: None,
+                                finished_at: None,
+                            })
+                            .fenced(fence),
+                    )
+                    .await,
+            )?;
+        }
+        if let Some(step) = &rerun {
+            fenced(fence, self.store.apply(Batch::new().event(
+                NewEvent::new(&node, "step.rerun", format!("step:{step}"))
+                    .details(json!({"why": if mode == Mode::DryRun { "dry-run: nothing was changed" } else { "its kernel declares idempotent" }, "previous_owner": claim.previous}))
+                    .run(&id),
+            ).fenced(fence)).await)?;
+        }
+        if claim.previous.is_some() || from > 0 {
+            tracing::info!(run_id = %id, from, ?rerun, "run picked up");
+        }
+        let gate = if gate_done {
+            None
+        } else {
+            run.gate
+                .clone()
+                .and_then(|g| serde_json::from_value(g).ok())
+        };
+        let ctx = RunCtx {
+            id: id.clone(),
+            valid: &valid,
+            mode,
+            actor: actor.clone(),
+            vars: json!({
+                "inputs": run.inputs,
+                "steps": steps,
+                "run": {"id": id, "mode": mode.as_str(), "actor": actor.to_string()},
+            }),
+            gate,
+            lease: lease.clone(),
+        };
+        self.drive(ctx, from).await
     }
 
     /// Run `id`, or [`ControlError::NotFound`].
@@ -521,6 +987,28 @@ impl Service {
     pub async fn cancel(&self, id: &str, actor: &Actor, reason: &str) -> Result<(), ControlError> {
         let reason = reason_of(reason)?;
         let run = self.existing_run(id).await?;
+        if run.status == RunStatus::Queued {
+            // Not started: it ends here. (If a node claimed it meanwhile,
+            // the request below stops it at its first step boundary.)
+            let request = format!("{actor}: {reason}");
+            let batch = Batch::new()
+                .write(Write::TransitionRun {
+                    id: id.to_string(),
+                    from: vec![RunStatus::Queued],
+                    to: RunStatus::Cancelled,
+                    error: Some(format!("cancelled before it started (by {request})")),
+                    finished_at: Some(now_rfc3339()),
+                })
+                .event(
+                    NewEvent::new(actor, "run.cancelled", format!("run:{id}"))
+                        .outcome("cancelled")
+                        .details(json!({"reason": reason, "was": "queued"}))
+                        .run(id),
+                );
+            if self.store.apply(batch).await? == Applied::Done {
+                return Ok(());
+            }
+        }
         let batch = Batch::new()
             .write(Write::RequestCancel {
                 id: id.to_string(),
@@ -547,7 +1035,11 @@ impl Service {
         let batch = Batch::new()
             .write(Write::TransitionRun {
                 id: id.to_string(),
-                from: vec![RunStatus::Halted, RunStatus::Interrupted],
+                from: vec![
+                    RunStatus::Halted,
+                    RunStatus::Interrupted,
+                    RunStatus::NeedsAttention,
+                ],
                 to: RunStatus::Abandoned,
                 error: Some(error),
                 finished_at: Some(now_rfc3339()),
@@ -561,60 +1053,67 @@ impl Service {
         self.apply_control(
             &run,
             batch,
-            "only halted or interrupted runs can be abandoned",
+            "only halted or interrupted runs, or runs that need attention, can be abandoned",
         )
         .await
     }
 
-    /// Check that halted run `id` can continue where it stopped: the same
-    /// published runbook version and kernels, the switch off for live runs,
-    /// no failed step. Execute it with [`Service::execute_prepared`].
+    /// Check that run `id` can continue: halted (from the step it stopped
+    /// before), or needing attention (its step without a result runs
+    /// again: the person resuming says that is safe). The same published
+    /// runbook version and kernels, the switch off for live runs, no failed
+    /// step. Queue it with [`Service::enqueue`] or execute it here with
+    /// [`Service::execute_prepared`].
     pub async fn prepare_resume(
         &self,
         id: &str,
         actor: &Actor,
         reason: &str,
     ) -> Result<PreparedRun, ControlError> {
+        self.prepare_continue(id, actor, reason, "retry").await
+    }
+
+    /// Check that run `id`, which needs attention, can continue after its
+    /// step without a result (marked skipped, by `actor`, for `reason`).
+    pub async fn prepare_skip(
+        &self,
+        id: &str,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<PreparedRun, ControlError> {
+        self.prepare_continue(id, actor, reason, "skipped").await
+    }
+
+    async fn prepare_continue(
+        &self,
+        id: &str,
+        actor: &Actor,
+        reason: &str,
+        decision: &'static str,
+    ) -> Result<PreparedRun, ControlError> {
         let reason = reason_of(reason)?;
         let run = self.existing_run(id).await?;
-        if run.status != RunStatus::Halted {
+        let allowed = if decision == "skipped" {
+            run.status == RunStatus::NeedsAttention
+        } else {
+            matches!(run.status, RunStatus::Halted | RunStatus::NeedsAttention)
+        };
+        if !allowed {
             return Err(ControlError::WrongState {
                 id: id.to_string(),
                 status: run.status.as_str(),
-                what: "only halted runs can be resumed; start a new run instead".into(),
+                what: if decision == "skipped" {
+                    "only a run that needs attention has a step to skip".into()
+                } else {
+                    "only halted runs and runs that need attention can be resumed; start a new run instead".into()
+                },
             });
         }
-        if run.draft {
-            return Err(ControlError::Refused(format!(
-                "run {id} ran a draft runbook file, which is not stored; publish it and start a new run, or abandon this one"
-            )));
-        }
-        let row = self
-            .store
-            .runbook(&run.runbook, Some(run.runbook_version))
-            .await?
-            .filter(|r| r.digest == run.runbook_digest)
-            .ok_or_else(|| {
-                ControlError::Refused(format!(
-                    "{}@{} as this run used it is no longer published; abandon the run",
-                    run.runbook, run.runbook_version
-                ))
-            })?;
-        let valid = self
-            .validate(&format!("{}@{}", row.name, row.version), &row.source)
-            .await
-            .map_err(RunError::Invalid)?;
-        let kernels: BTreeMap<String, String> = valid
-            .kernels
-            .iter()
-            .map(|(r, k)| (r.to_string(), k.digest.clone()))
-            .collect();
-        if json!(kernels) != run.kernels {
-            return Err(ControlError::Refused(format!(
-                "the kernels of {}@{} no longer resolve to the digests this run used; abandon it and start a new run",
-                run.runbook, run.runbook_version
-            )));
-        }
+        let valid = self.stored_runbook(&run).await.map_err(|why| {
+            ControlError::Refused(format!(
+                "cannot continue run {id}: {why}; abandon it and start a new run"
+            ))
+        })?;
         let mode = if run.mode == Mode::Live.as_str() {
             Mode::Live
         } else {
@@ -632,104 +1131,33 @@ impl Service {
         let rows = self.store.steps(id).await?;
         if let Some(failed) = rows.iter().find(|r| r.status == "failed") {
             return Err(ControlError::Refused(format!(
-                "step `{}` of run {id} failed before it halted; its on_failure steps may be half done, so it cannot be resumed: abandon it",
+                "step `{}` of run {id} failed before it stopped; its on_failure steps may be half done, so it cannot be resumed: abandon it",
                 failed.step_id
             )));
         }
-        let targets = self.store.step_targets(id).await?;
-        let mut steps = serde_json::Map::new();
-        let mut from = 0;
-        for step in &valid.runbook.steps {
-            let Some(r) = rows
-                .iter()
-                .find(|r| r.phase == "main" && r.step_id == step.id)
-                .filter(|r| r.status == "succeeded" || r.status == "skipped")
-            else {
-                break;
-            };
-            let per_target: serde_json::Map<String, Value> = targets
-                .iter()
-                .filter(|t| t.step_id == step.id)
-                .map(|t| {
-                    (
-                        t.target.clone(),
-                        json!({"status": t.status, "output": t.output, "error": t.error}),
-                    )
-                })
-                .collect();
-            steps.insert(
-                step.id.clone(),
-                json!({"status": r.status, "output": r.output, "targets": per_target}),
-            );
-            from += 1;
-        }
+        let step = if run.status == RunStatus::NeedsAttention {
+            let open = rows.iter().find(|r| r.status == "running").ok_or_else(|| {
+                ControlError::Refused(format!("run {id} has no step without a result; abandon it"))
+            })?;
+            Some((open.step_id.clone(), decision))
+        } else {
+            None
+        };
         Ok(PreparedRun {
             id: id.to_string(),
             runbook: run.runbook.clone(),
             mode,
             actor: actor.clone(),
-            draft: false,
+            draft: run.draft,
             inputs: run.inputs.clone(),
             valid,
             gate: None,
             resume: Some(Resume {
-                from,
-                steps: Value::Object(steps),
+                from: run.status,
+                step,
                 reason,
             }),
         })
-    }
-
-    /// Continue a halted run: mark it running again (unless something else
-    /// moved it meanwhile), then execute from where it stopped.
-    async fn continue_run(
-        &self,
-        valid: &ValidRunbook,
-        mode: Mode,
-        actor: Actor,
-        inputs: Value,
-        id: String,
-        resume: Resume,
-    ) -> Result<String, RunError> {
-        let rb = &valid.runbook;
-        let from_step = rb.steps.get(resume.from).map(|s| s.id.clone());
-        let applied = self
-            .store
-            .apply(
-                Batch::new()
-                    .write(Write::TransitionRun {
-                        id: id.clone(),
-                        from: vec![RunStatus::Halted],
-                        to: RunStatus::Running,
-                        error: None,
-                        finished_at: None,
-                    })
-                    .event(
-                        NewEvent::new(&actor, "run.resumed", format!("run:{id}"))
-                            .details(json!({"reason": resume.reason, "from_step": from_step}))
-                            .run(&id),
-                    ),
-            )
-            .await?;
-        if applied == Applied::Stale {
-            tracing::warn!(run_id = %id, "run was no longer halted when its resume started; nothing done");
-            return Ok(id);
-        }
-        tracing::info!(run_id = %id, from = ?from_step, "run resumed");
-        let ctx = RunCtx {
-            id: id.clone(),
-            valid,
-            mode,
-            actor: actor.clone(),
-            vars: json!({
-                "inputs": inputs,
-                "steps": resume.steps,
-                "run": {"id": id, "mode": mode.as_str(), "actor": actor.to_string()},
-            }),
-            gate: None,
-        };
-        let span = tracing::info_span!("run", run_id = %id);
-        self.drive(ctx, resume.from).instrument(span).await
     }
 
     /// Everything that can refuse a run, before anything is written:
@@ -797,78 +1225,6 @@ impl Service {
             resume: None,
             gate: None,
         })
-    }
-
-    async fn execute(&self, run: PreparedRun) -> Result<String, RunError> {
-        let PreparedRun {
-            id,
-            mode,
-            actor,
-            draft,
-            inputs,
-            valid,
-            gate,
-            ..
-        } = run;
-        let valid = &valid;
-        let rb = &valid.runbook;
-        let kernels: BTreeMap<String, String> = valid
-            .kernels
-            .iter()
-            .map(|(r, k)| (r.to_string(), k.digest.clone()))
-            .collect();
-        let drill = actor == crate::drill::drill_actor();
-        let run = RunRow {
-            id: id.clone(),
-            runbook: rb.name.clone(),
-            runbook_version: i64::from(rb.version),
-            runbook_digest: valid.digest.clone(),
-            draft,
-            mode: mode.as_str().to_string(),
-            actor: actor.to_string(),
-            status: RunStatus::Running,
-            inputs: inputs.clone(),
-            kernels: json!(kernels),
-            error: None,
-            started_at: now_rfc3339(),
-            finished_at: None,
-            cancel_requested: None,
-            drill,
-        };
-        let subject = format!("runbook:{}@{}", rb.name, rb.version);
-        self.store
-            .apply(
-                Batch::new().write(Write::InsertRun(run)).event(
-                    NewEvent::new(&actor, "run.started", subject)
-                        .details(json!({
-                            "mode": mode.as_str(),
-                            "runbook_digest": valid.digest,
-                            "draft": draft,
-                            "drill": drill,
-                            "kernels": kernels,
-                            "inputs": inputs,
-                        }))
-                        .run(&id),
-                ),
-            )
-            .await?;
-        tracing::info!(run_id = %id, runbook = %rb.name, mode = %mode, "run started");
-        self.metrics
-            .run_started(&rb.name, mode.as_str(), actor.kind.trigger());
-        let ctx = RunCtx {
-            id: id.clone(),
-            valid,
-            mode,
-            actor: actor.clone(),
-            vars: json!({
-                "inputs": inputs,
-                "steps": {},
-                "run": {"id": id, "mode": mode.as_str(), "actor": actor.to_string()},
-            }),
-            gate,
-        };
-        let span = tracing::info_span!("run", run_id = %id);
-        self.drive(ctx, 0).instrument(span).await
     }
 
     /// Why the run must stop before `step`: the big red switch (live runs)
@@ -990,23 +1346,23 @@ impl Service {
             ),
             (None, None) => (RunStatus::Succeeded, None),
         };
-        self.store
-            .apply(
-                Batch::new()
-                    .write(Write::FinishRun {
-                        id: id.clone(),
-                        status,
-                        error: error.clone(),
-                        finished_at: now_rfc3339(),
-                    })
-                    .event(
-                        NewEvent::new(&ctx.actor, "run.finished", subject)
-                            .outcome(status.as_str())
-                            .details(json!({"duration_ms": ms(started.elapsed()), "error": error}))
-                            .run(&id),
-                    ),
-            )
-            .await?;
+        self.write(
+            &ctx,
+            Batch::new()
+                .write(Write::FinishRun {
+                    id: id.clone(),
+                    status,
+                    error: error.clone(),
+                    finished_at: now_rfc3339(),
+                })
+                .event(
+                    NewEvent::new(&ctx.actor, "run.finished", subject)
+                        .outcome(status.as_str())
+                        .details(json!({"duration_ms": ms(started.elapsed()), "error": error}))
+                        .run(&id),
+                ),
+        )
+        .await?;
         tracing::info!(run_id = %id, status = status.as_str(), "run finished");
         self.metrics.run_finished(
             &rb.name,
@@ -1126,16 +1482,16 @@ impl Service {
                     row.status = "skipped".into();
                     row.finished_at = Some(now_rfc3339());
                     row.duration_ms = Some(0);
-                    self.store
-                        .apply(
-                            Batch::new().write(Write::UpsertStep(row)).event(
-                                NewEvent::new(&ctx.actor, "step.skipped", subject)
-                                    .outcome("skipped")
-                                    .details(json!({"when": when, "reason": "condition was false"}))
-                                    .run(&ctx.id),
-                            ),
-                        )
-                        .await?;
+                    self.write(
+                        ctx,
+                        Batch::new().write(Write::UpsertStep(row)).event(
+                            NewEvent::new(&ctx.actor, "step.skipped", subject)
+                                .outcome("skipped")
+                                .details(json!({"when": when, "reason": "condition was false"}))
+                                .run(&ctx.id),
+                        ),
+                    )
+                    .await?;
                     self.remember(ctx, step, "skipped", Value::Null);
                     return Ok(StepEnd::Skipped);
                 }
@@ -1162,20 +1518,20 @@ impl Service {
         };
         row.targets = json!(targets);
         row.input = Some(input.clone());
-        self.store
-            .apply(
-                Batch::new().write(Write::UpsertStep(row.clone())).event(
-                    NewEvent::new(&ctx.actor, "step.started", subject.clone())
-                        .details(json!({
-                            "kernel": kernel.reference(),
-                            "digest": kernel.digest,
-                            "targets": targets,
-                            "phase": phase,
-                        }))
-                        .run(&ctx.id),
-                ),
-            )
-            .await?;
+        self.write(
+            ctx,
+            Batch::new().write(Write::UpsertStep(row.clone())).event(
+                NewEvent::new(&ctx.actor, "step.started", subject.clone())
+                    .details(json!({
+                        "kernel": kernel.reference(),
+                        "digest": kernel.digest,
+                        "targets": targets,
+                        "phase": phase,
+                    }))
+                    .run(&ctx.id),
+            ),
+        )
+        .await?;
         let n = targets.len();
         let concurrency = step.max_concurrency.map_or(1, |a| a.of(n)).max(1);
         let max_errors = step.max_errors.map_or(0, |a| a.of(n));
@@ -1371,31 +1727,31 @@ impl Service {
             Err(_) if end.attempts == 0 => ("not-started", None, end.result.clone().err()),
             Err(e) => ("failed", None, Some(e.clone())),
         };
-        self.store
-            .apply(
-                Batch::new()
-                    .write(Write::UpsertStepTarget(StepTargetRow {
-                        run_id: ctx.id.clone(),
-                        step_id: step.id.clone(),
-                        target: end.target.clone(),
-                        status: status.into(),
-                        attempts: end.attempts,
-                        output,
-                        error: error.clone(),
-                        duration_ms: Some(end.duration_ms),
-                    }))
-                    .event(
-                        NewEvent::new(
-                            &ctx.actor,
-                            "step.target.finished",
-                            format!("target:{}", end.target),
-                        )
-                        .outcome(status)
-                        .details(json!({"step": step.id, "attempts": end.attempts, "error": error}))
-                        .run(&ctx.id),
-                    ),
-            )
-            .await?;
+        self.write(
+            ctx,
+            Batch::new()
+                .write(Write::UpsertStepTarget(StepTargetRow {
+                    run_id: ctx.id.clone(),
+                    step_id: step.id.clone(),
+                    target: end.target.clone(),
+                    status: status.into(),
+                    attempts: end.attempts,
+                    output,
+                    error: error.clone(),
+                    duration_ms: Some(end.duration_ms),
+                }))
+                .event(
+                    NewEvent::new(
+                        &ctx.actor,
+                        "step.target.finished",
+                        format!("target:{}", end.target),
+                    )
+                    .outcome(status)
+                    .details(json!({"step": step.id, "attempts": end.attempts, "error": error}))
+                    .run(&ctx.id),
+                ),
+        )
+        .await?;
         Ok(())
     }
 
@@ -1417,6 +1773,7 @@ impl Service {
             step_id: step.id.clone(),
             target: target.to_string(),
             attempt,
+            lease: ctx.lease.clone(),
         });
         let request = InvokeRequest {
             run_id: ctx.id.clone(),
@@ -1473,39 +1830,39 @@ impl Service {
             } else {
                 "dry-run: a live run waits here for approval"
             };
-            self.store
-                .apply(
-                    Batch::new().write(Write::UpsertStep(row.clone())).event(
-                        NewEvent::new(&ctx.actor, "step.started", subject)
-                            .details(json!({"approval": spec, "note": why}))
-                            .run(&ctx.id),
-                    ),
-                )
-                .await?;
+            self.write(
+                ctx,
+                Batch::new().write(Write::UpsertStep(row.clone())).event(
+                    NewEvent::new(&ctx.actor, "step.started", subject)
+                        .details(json!({"approval": spec, "note": why}))
+                        .run(&ctx.id),
+                ),
+            )
+            .await?;
             let output = json!({"approved": false, "would_require": spec, "note": why});
             let result = Ok(output);
             self.remember_result(ctx, &row.step_id, &result);
             return self.finish_step(ctx, row, started, result).await;
         }
         row.status = "awaiting-approval".into();
-        self.store
-            .apply(
-                Batch::new()
-                    .write(Write::UpsertStep(row.clone()))
-                    .write(Write::TransitionRun {
-                        id: ctx.id.clone(),
-                        from: vec![RunStatus::Running],
-                        to: RunStatus::AwaitingApproval,
-                        error: None,
-                        finished_at: None,
-                    })
-                    .event(
-                        NewEvent::new(&ctx.actor, "approval.requested", subject.clone())
-                            .details(spec.clone())
-                            .run(&ctx.id),
-                    ),
-            )
-            .await?;
+        self.write(
+            ctx,
+            Batch::new()
+                .write(Write::UpsertStep(row.clone()))
+                .write(Write::TransitionRun {
+                    id: ctx.id.clone(),
+                    from: vec![RunStatus::Running],
+                    to: RunStatus::AwaitingApproval,
+                    error: None,
+                    finished_at: None,
+                })
+                .event(
+                    NewEvent::new(&ctx.actor, "approval.requested", subject.clone())
+                        .details(spec.clone())
+                        .run(&ctx.id),
+                ),
+        )
+        .await?;
         tracing::info!(required = approval.required, "waiting for approval");
         let deadline = started + approval.timeout.0;
         let result = loop {
@@ -1542,15 +1899,17 @@ impl Service {
             }
             tokio::time::sleep(APPROVAL_POLL).await;
         };
-        self.store
-            .apply(Batch::new().write(Write::TransitionRun {
+        self.write(
+            ctx,
+            Batch::new().write(Write::TransitionRun {
                 id: ctx.id.clone(),
                 from: vec![RunStatus::AwaitingApproval],
                 to: RunStatus::Running,
                 error: None,
                 finished_at: None,
-            }))
-            .await?;
+            }),
+        )
+        .await?;
         self.remember_result(ctx, &row.step_id, &result);
         self.finish_step(ctx, row, started, result).await
     }
@@ -1701,8 +2060,7 @@ impl Service {
                 "error": row.error,
             }))
             .run(&ctx.id);
-        self.store
-            .apply(batch.write(Write::UpsertStep(row)).event(event))
+        self.write(ctx, batch.write(Write::UpsertStep(row)).event(event))
             .await?;
         Ok(end)
     }

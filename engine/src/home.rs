@@ -27,6 +27,8 @@ pub struct Config {
     pub targets: TargetsConfig,
     /// `firedrill serve`: listen address and admission limits.
     pub server: crate::server::ServerConfig,
+    /// This process as a node: its id and run leases.
+    pub node: crate::executor::NodeConfig,
 }
 
 /// The home directory could not be used.
@@ -117,7 +119,16 @@ impl Home {
     pub async fn service(&self) -> Result<Service, HomeError> {
         let store = self.store().await?;
         let registry = Registry::new(self.dir.join("kernels"), store.clone());
-        Ok(Service::new(store, Arc::new(self.kernel_host()?), registry))
+        let node = self
+            .config
+            .node
+            .clone()
+            .resolved()
+            .map_err(|message| HomeError::Config {
+                path: self.dir.join("firedrill.toml").display().to_string(),
+                message,
+            })?;
+        Ok(Service::new(store, Arc::new(self.kernel_host()?), registry).with_node(node))
     }
 
     pub fn inventory_path(&self) -> PathBuf {

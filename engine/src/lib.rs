@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod drill;
 pub mod executor;
+pub mod failpoint;
 pub mod home;
 pub mod kernel;
 pub mod metrics;

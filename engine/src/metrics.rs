@@ -17,6 +17,11 @@ const BUCKETS: [f64; 14] = [
 /// Every metric family: name, type, help. Only these may be recorded.
 const FAMILIES: &[(&str, &str, &str)] = &[
     (
+        "firedrill_runs_taken_over_total",
+        "counter",
+        "Runs this node took over after their node's lease expired.",
+    ),
+    (
         "firedrill_http_responses_total",
         "counter",
         "HTTP responses by status code.",

@@ -17,10 +17,9 @@
 mod api;
 mod manage;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::audit::now_rfc3339;
 use crate::executor::{PreparedRun, Service};
@@ -112,21 +111,23 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<Metrics>,
     in_flight: Arc<Semaphore>,
+    /// This node's run slots (`max-concurrent-runs`).
     run_slots: Arc<Semaphore>,
-    /// Runs admitted and not finished (queued + executing).
-    admitted: Arc<AtomicUsize>,
-    /// Ids of runs this server is executing.
-    active: Arc<Mutex<HashSet<String>>>,
-    /// Runs admitted and not finished: id -> runbook (answers for a run
-    /// still waiting for a slot, before it is in the store).
-    queued: Arc<Mutex<HashMap<String, String>>>,
-    /// Runs admitted and not finished, per runbook.
-    per_runbook: Arc<Mutex<HashMap<String, usize>>>,
-    /// Runs alerts may start (`trigger-runs-per-minute`).
+    /// Runs this node is executing: id -> fencing epoch.
+    active: Arc<Mutex<HashMap<String, i64>>>,
+    /// Wakes this node's worker when a run was queued here.
+    work: Arc<Notify>,
+    /// Whether this state's worker was started; it stops on `stop`.
+    worker_started: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Runs alerts may start (`trigger-runs-per-minute`, per node).
     trigger_rate: Arc<governor::DefaultDirectRateLimiter>,
     /// "Now" for drills and readiness.
     pub clock: Arc<dyn crate::drill::Clock>,
 }
+
+/// The drill scheduler's singleton lease: one node ticks at a time.
+pub const SCHEDULER_LEASE: &str = "drill-scheduler";
 
 impl AppState {
     pub fn new(service: Service, config: ServerConfig) -> Self {
@@ -143,10 +144,10 @@ impl AppState {
             clock,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             run_slots: Arc::new(Semaphore::new(config.max_concurrent_runs.max(1))),
-            admitted: Arc::new(AtomicUsize::new(0)),
-            active: Arc::new(Mutex::new(HashSet::new())),
-            per_runbook: Arc::new(Mutex::new(HashMap::new())),
-            queued: Arc::new(Mutex::new(HashMap::new())),
+            active: Arc::new(Mutex::new(HashMap::new())),
+            work: Arc::new(Notify::new()),
+            worker_started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            stop: Arc::new(tokio::sync::watch::channel(false).0),
             trigger_rate: Arc::new(governor::RateLimiter::direct(governor::Quota::per_minute(
                 NonZeroU32::new(config.trigger_runs_per_minute).unwrap_or(NonZeroU32::MIN),
             ))),
@@ -156,24 +157,9 @@ impl AppState {
         }
     }
 
-    /// Runs admitted and not yet finished.
-    pub fn admitted_runs(&self) -> usize {
-        self.admitted.load(Ordering::SeqCst)
-    }
-
-    /// The runbook of run `id` if it was admitted here and is not in the
-    /// store yet (queued, or about to record its start).
-    pub fn pending_run(&self, id: &str) -> Option<String> {
-        if let Some(rb) = lock(&self.queued).get(id) {
-            return Some(rb.clone());
-        }
-        None
-    }
-
-    /// Runs admitted and waiting for a slot.
-    pub fn queued_runs(&self) -> usize {
-        self.admitted_runs()
-            .saturating_sub(lock(&self.active).len())
+    /// Runs this node is executing.
+    pub fn executing_runs(&self) -> usize {
+        lock(&self.active).len()
     }
 
     /// Whether requests are being shed right now.
@@ -181,57 +167,38 @@ impl AppState {
         self.in_flight.available_permits() == 0
     }
 
-    /// Admit a prepared run: execute it in the background within the run
-    /// bounds, or refuse with 429 when the queue is full.
-    pub fn admit(&self, run: PreparedRun) -> Result<String, ApiError> {
-        let cap = self.config.max_concurrent_runs.max(1) + self.config.max_queued_runs;
-        let admitted = self.admitted.fetch_add(1, Ordering::SeqCst);
-        if admitted >= cap {
-            self.admitted.fetch_sub(1, Ordering::SeqCst);
-            self.metrics.shed("run-queue-full");
-            return Err(ApiError::too_many(format!(
-                "{cap} runs are already executing or queued (server.max-concurrent-runs + server.max-queued-runs); retry later"
-            )));
-        }
+    /// Admit a prepared run: queue it in the store (a node claims it), or
+    /// refuse with 429 when the queue is full. Queued, it survives a crash
+    /// of this node.
+    pub async fn admit(&self, run: PreparedRun) -> Result<String, ApiError> {
+        let max_active =
+            (self.config.max_concurrent_runs.max(1) + self.config.max_queued_runs) as u64;
+        let max_per_runbook = self.config.max_runs_per_runbook.max(1) as u64;
+        match self
+            .service
+            .enqueue(run, Some((max_active, max_per_runbook)))
+            .await
         {
-            let mut per_runbook = lock(&self.per_runbook);
-            let n = per_runbook.entry(run.runbook.clone()).or_insert(0);
-            if *n >= self.config.max_runs_per_runbook.max(1) {
-                self.admitted.fetch_sub(1, Ordering::SeqCst);
-                self.metrics.shed("runbook-busy");
-                return Err(ApiError::too_many(format!(
-                    "runbook {} already has {n} runs executing or queued (server.max-runs-per-runbook); wait for them or retry later",
-                    run.runbook
-                )));
+            Ok(id) => {
+                self.ensure_worker();
+                self.work.notify_one();
+                Ok(id)
             }
-            *n += 1;
+            Err(crate::executor::RunError::Busy(why)) => {
+                self.metrics.shed(if why.contains("max-runs-per-runbook") {
+                    "runbook-busy"
+                } else {
+                    "run-queue-full"
+                });
+                Err(ApiError::too_many(why))
+            }
+            Err(e) => Err(ApiError::internal(e)),
         }
-        let id = run.id.clone();
-        lock(&self.queued).insert(id.clone(), run.runbook.clone());
-        let state = self.clone();
-        tokio::spawn(async move {
-            let runbook = run.runbook.clone();
-            let slot = state.run_slots.clone().acquire_owned().await;
-            let id = run.id.clone();
-            lock(&state.active).insert(id.clone());
-            if let Err(e) = state.service.execute_prepared(run).await {
-                tracing::error!(run_id = %id, error = %e, "run could not be executed");
-            }
-            drop(slot);
-            lock(&state.active).remove(&id);
-            // Only now: until the run recorded its start, this is its record.
-            lock(&state.queued).remove(&id);
-            state.admitted.fetch_sub(1, Ordering::SeqCst);
-            if let Some(n) = lock(&state.per_runbook).get_mut(&runbook) {
-                *n = n.saturating_sub(1);
-            }
-        });
-        Ok(id)
     }
 
     /// Admit a run an alert started: within `trigger-runs-per-minute`,
     /// then as [`AppState::admit`].
-    pub fn admit_triggered(&self, run: PreparedRun) -> Result<String, ApiError> {
+    pub async fn admit_triggered(&self, run: PreparedRun) -> Result<String, ApiError> {
         if self.trigger_rate.check().is_err() {
             self.metrics.shed("trigger-rate");
             return Err(ApiError::unavailable(format!(
@@ -239,7 +206,7 @@ impl AppState {
                 self.config.trigger_runs_per_minute
             )));
         }
-        self.admit(run)
+        self.admit(run).await
     }
 
     /// The drill scheduler, starting drills through this server's admission.
@@ -247,21 +214,103 @@ impl AppState {
         crate::drill::Scheduler::new(self.service.clone(), self.clock.clone())
     }
 
-    /// One scheduler tick: start the drills that are due.
+    /// One scheduler tick: start the drills that are due, if this node
+    /// holds the scheduler lease (one node ticks at a time).
     pub async fn drill_tick(
         &self,
     ) -> Result<Vec<crate::drill::DrillEvent>, crate::store::StoreError> {
+        let node = self.service.node();
+        let held = self
+            .service
+            .store()
+            .apply(Batch::new().write(Write::HoldLease {
+                name: SCHEDULER_LEASE.into(),
+                owner: node.id.clone(),
+                lease_ms: node.lease_ms_i64(),
+            }))
+            .await?;
+        if held != crate::store::Applied::Done {
+            return Ok(Vec::new());
+        }
         let admit_state = self.clone();
-        let admit = move |run: PreparedRun| admit_state.admit(run).map_err(|e| e.message);
-        let pending_state = self.clone();
-        let pending = move |id: &str| pending_state.pending_run(id).is_some();
-        let events = self.scheduler().tick(&admit, &pending).await?;
+        let admit =
+            move |run: PreparedRun| -> futures::future::BoxFuture<'static, Result<String, String>> {
+                let state = admit_state.clone();
+                Box::pin(async move { state.admit(run).await.map_err(|e| e.message) })
+            };
+        let events = self.scheduler().tick(&admit).await?;
         for e in &events {
             if let crate::drill::DrillEvent::Skipped { .. } = e {
                 self.metrics.inc("firedrill_drills_skipped_total", &[]);
             }
         }
         Ok(events)
+    }
+
+    /// Start this node's worker unless it runs already (`serve` starts it;
+    /// an admission does too, for states used without `serve`).
+    pub fn ensure_worker(&self) {
+        if self
+            .worker_started
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let state = self.clone();
+        let stopped = self.stop.subscribe();
+        tokio::spawn(async move { state.work(stopped).await });
+    }
+
+    /// This node's worker: while it has a free run slot, claim a run (one
+    /// whose node stopped renewing its lease first, then the oldest queued
+    /// one) and execute it. Idle, it looks again every `node.poll-ms`, or
+    /// at once when a run is queued here.
+    async fn work(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let poll = Duration::from_millis(self.service.node().poll_ms);
+        let mut last_takeover: Option<Instant> = None;
+        loop {
+            let permit = tokio::select! {
+                p = self.run_slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = stopped.changed() => return,
+            };
+            let mut claim = None;
+            if last_takeover.is_none_or(|t| t.elapsed() >= poll) {
+                last_takeover = Some(Instant::now());
+                claim = self.service.take_over().await.unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot look for runs to take over; retrying");
+                    None
+                });
+            }
+            if claim.is_none() {
+                claim = self.service.claim_queued(None).await.unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot claim a queued run; retrying");
+                    None
+                });
+            }
+            let Some(claim) = claim else {
+                drop(permit);
+                tokio::select! {
+                    () = self.work.notified() => {}
+                    () = tokio::time::sleep(poll) => {}
+                    _ = stopped.changed() => return,
+                }
+                continue;
+            };
+            if let Some(previous) = &claim.previous {
+                self.metrics.inc("firedrill_runs_taken_over_total", &[]);
+                tracing::warn!(run_id = %claim.run_id, previous = %previous, "taking over a run whose node stopped renewing its lease");
+            }
+            lock(&self.active).insert(claim.run_id.clone(), claim.epoch);
+            let state = self.clone();
+            tokio::spawn(async move {
+                let id = claim.run_id.clone();
+                if let Err(e) = state.service.execute_claimed(claim).await {
+                    tracing::error!(run_id = %id, error = %e, "run could not be executed");
+                }
+                lock(&state.active).remove(&id);
+                drop(permit);
+            });
+        }
     }
 
     /// Wait for the runs this server is executing, up to the grace period;
@@ -271,8 +320,12 @@ impl AppState {
         while Instant::now() < deadline && !lock(&self.active).is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let left: Vec<String> = lock(&self.active).iter().cloned().collect();
-        for id in &left {
+        let left: Vec<(String, i64)> = lock(&self.active)
+            .iter()
+            .map(|(id, epoch)| (id.clone(), *epoch))
+            .collect();
+        let node = self.service.node().id.clone();
+        for (id, epoch) in &left {
             let error = "firedrill serve shut down while this run was in progress; the step in flight may or may not have completed: check the targets before running it again".to_string();
             let batch = Batch::new()
                 .write(Write::FinishRun {
@@ -285,7 +338,7 @@ impl AppState {
                     crate::audit::NewEvent::new(
                         &crate::audit::Actor {
                             kind: crate::audit::ActorKind::Scheduler,
-                            id: "serve".into(),
+                            id: format!("node:{node}"),
                         },
                         "run.interrupted",
                         format!("run:{id}"),
@@ -293,7 +346,12 @@ impl AppState {
                     .outcome("interrupted")
                     .details(serde_json::json!({"error": error}))
                     .run(id),
-                );
+                )
+                .fenced(&crate::store::Fence {
+                    run_id: id.clone(),
+                    owner: node.clone(),
+                    epoch: *epoch,
+                });
             if let Err(e) = self.service.store().apply(batch).await {
                 tracing::error!(run_id = %id, error = %e, "cannot record the run as interrupted");
             }
@@ -377,6 +435,7 @@ pub async fn serve(
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "firedrill serve listening");
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    state.ensure_worker();
     let drills = state.config.drills.then(|| {
         let state = state.clone();
         tokio::spawn(async move {
@@ -403,6 +462,7 @@ pub async fn serve(
     if let Some(task) = drills {
         let _ = task.await;
     }
+    let _ = state.stop.send(true);
     let interrupted = state.drain_runs().await;
     tracing::info!(interrupted, "firedrill serve stopped");
     Ok(())

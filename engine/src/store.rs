@@ -43,6 +43,8 @@ pub struct RunbookRow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunStatus {
+    /// Admitted and waiting for a node to claim it.
+    Queued,
     Running,
     Succeeded,
     Failed,
@@ -56,11 +58,16 @@ pub enum RunStatus {
     Abandoned,
     /// Waiting at an `approval` step for people to approve or deny.
     AwaitingApproval,
+    /// The node running it stopped (crash, lost lease) during a step whose
+    /// kernel is not idempotent, so the step may or may not have made its
+    /// change: a person decides (resume, skip, abort).
+    NeedsAttention,
 }
 
 impl RunStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Queued => "queued",
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
@@ -69,11 +76,13 @@ impl RunStatus {
             RunStatus::Cancelled => "cancelled",
             RunStatus::Abandoned => "abandoned",
             RunStatus::AwaitingApproval => "awaiting-approval",
+            RunStatus::NeedsAttention => "needs-attention",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
+            "queued" => RunStatus::Queued,
             "running" => RunStatus::Running,
             "succeeded" => RunStatus::Succeeded,
             "failed" => RunStatus::Failed,
@@ -82,6 +91,7 @@ impl RunStatus {
             "cancelled" => RunStatus::Cancelled,
             "abandoned" => RunStatus::Abandoned,
             "awaiting-approval" => RunStatus::AwaitingApproval,
+            "needs-attention" => RunStatus::NeedsAttention,
             _ => return None,
         })
     }
@@ -111,6 +121,45 @@ pub struct RunRow {
     /// Started by the drill scheduler (or `firedrill drill run`).
     #[serde(default)]
     pub drill: bool,
+    /// The node holding the run's lease (while queued: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Fencing epoch: incremented by every claim and takeover; a write
+    /// carrying an older epoch is refused.
+    #[serde(default)]
+    pub epoch: i64,
+    /// The approval a `require-approval` readiness policy puts before the
+    /// first step (JSON), kept for whichever node runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<serde_json::Value>,
+    /// A draft's runbook text (not published), so any node can run it.
+    #[serde(default, skip_serializing)]
+    pub source: Option<String>,
+}
+
+impl RunStatus {
+    /// Queued, running or awaiting approval: not stopped yet.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Queued | RunStatus::Running | RunStatus::AwaitingApproval
+        )
+    }
+
+    /// A node is responsible for the run (it holds or must take over the lease).
+    pub fn is_active(self) -> bool {
+        matches!(self, RunStatus::Running | RunStatus::AwaitingApproval)
+    }
+}
+
+/// The holder of a run's lease, carried by every write of that run: the
+/// store refuses the batch ([`Applied::Fenced`]) unless the run's owner and
+/// epoch are still these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub run_id: String,
+    pub owner: String,
+    pub epoch: i64,
 }
 
 /// One person's decision on an approval step.
@@ -283,10 +332,170 @@ pub enum Write {
         at: String,
         by: String,
     },
-    /// Mark every run still `running` as `interrupted` (after a crash).
-    InterruptRunning {
-        finished_at: String,
+    /// Admit a run as `queued` unless the queue is full:
+    /// [`Applied::Refused`] when `max_active` runs (queued, running or
+    /// awaiting approval) exist, or `max_per_runbook` of its runbook.
+    EnqueueRun {
+        run: RunRow,
+        max_active: u64,
+        max_per_runbook: u64,
     },
+    /// Claim the oldest queued run (only `only`, when given) for `owner`:
+    /// status running, epoch + 1, lease for `lease_ms`. [`Applied::Claimed`],
+    /// or [`Applied::Stale`] when there is none.
+    ClaimQueued {
+        owner: String,
+        lease_ms: i64,
+        only: Option<String>,
+    },
+    /// Take over one active run whose lease expired (its node crashed,
+    /// stopped or lost the database): [`Applied::Claimed`] with the previous
+    /// owner, or [`Applied::Stale`].
+    TakeOver {
+        owner: String,
+        lease_ms: i64,
+    },
+    /// Extend a run's lease (fenced: only its holder can).
+    RenewLease {
+        run_id: String,
+        lease_ms: i64,
+    },
+    /// Take or keep the named singleton lease (`drill-scheduler`):
+    /// [`Applied::Stale`] while another owner holds it unexpired.
+    HoldLease {
+        name: String,
+        owner: String,
+        lease_ms: i64,
+    },
+    /// A person's decision on a step a crashed node left without a result:
+    /// set its status (`retry` to run it again, `skipped`) if it is still
+    /// `from`; [`Applied::Stale`] otherwise.
+    DecideStep {
+        run_id: String,
+        step_id: String,
+        from: String,
+        to: String,
+        error: Option<String>,
+    },
+}
+
+impl Write {
+    /// A stable name for the kind of transition (failpoint names, logs).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Write::PublishKernel(_) => "publish-kernel",
+            Write::PublishRunbook(_) => "publish-runbook",
+            Write::InsertRun(_) => "insert-run",
+            Write::FinishRun { .. } => "finish-run",
+            Write::UpsertStep(s) if s.status == "running" => "step-intent",
+            Write::UpsertStep(_) => "step-result",
+            Write::UpsertStepTarget(_) => "step-target",
+            Write::InsertHostCall(_) => "host-call",
+            Write::InsertToken(_) => "insert-token",
+            Write::RevokeToken { .. } => "revoke-token",
+            Write::ClaimAlert { .. } => "claim-alert",
+            Write::ReleaseAlert { .. } => "release-alert",
+            Write::ResetBreaker { .. } => "reset-breaker",
+            Write::SetSwitch(_) => "set-switch",
+            Write::RequestCancel { .. } => "request-cancel",
+            Write::TransitionRun { .. } => "transition-run",
+            Write::ScheduleDrill { .. } => "schedule-drill",
+            Write::InsertApproval(_) => "insert-approval",
+            Write::SetCurrentRunbook { .. } => "set-current-runbook",
+            Write::EnqueueRun { .. } => "enqueue-run",
+            Write::ClaimQueued { .. } => "claim-run",
+            Write::TakeOver { .. } => "take-over",
+            Write::RenewLease { .. } => "renew-lease",
+            Write::HoldLease { .. } => "hold-lease",
+            Write::DecideStep { .. } => "decide-step",
+        }
+    }
+}
+
+/// Every durable transition a crash test can stop the process after
+/// (`store.after.KIND`), in the order a run passes them.
+pub const TRANSITIONS: &[&str] = &[
+    "enqueue-run",
+    "claim-run",
+    "step-intent",
+    "host-call",
+    "step-target",
+    "step-result",
+    "transition-run",
+    "renew-lease",
+    "finish-run",
+    "take-over",
+];
+
+/// Milliseconds since the Unix epoch (lease times).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Why [`Write::EnqueueRun`] refuses `run`, given the active runs counted
+/// in the same transaction.
+fn queue_refusal(
+    run: &RunRow,
+    active: i64,
+    of_runbook: i64,
+    max_active: u64,
+    max_per_runbook: u64,
+) -> Option<Applied> {
+    let over = |n: i64, max: u64| u64::try_from(n).unwrap_or(0) >= max;
+    if over(active, max_active) {
+        return Some(Applied::Refused(format!(
+            "{active} runs are already executing or queued (server.max-concurrent-runs + server.max-queued-runs = {max_active}); retry later"
+        )));
+    }
+    if over(of_runbook, max_per_runbook) {
+        return Some(Applied::Refused(format!(
+            "runbook {} already has {of_runbook} runs executing or queued (server.max-runs-per-runbook); wait for them or retry later",
+            run.runbook
+        )));
+    }
+    None
+}
+
+/// The audit record of a claim or takeover by `write`, if it claimed.
+fn claim_event_of(write: &Write, applied: &Applied) -> Option<NewEvent> {
+    match write {
+        Write::ClaimQueued { owner, .. } | Write::TakeOver { owner, .. } => {
+            claim_event(owner, applied)
+        }
+        _ => None,
+    }
+}
+
+/// The audit record of a claim or takeover, written in the same transaction.
+pub fn claim_event(owner: &str, claimed: &Applied) -> Option<NewEvent> {
+    let Applied::Claimed {
+        run_id,
+        epoch,
+        previous,
+    } = claimed
+    else {
+        return None;
+    };
+    let actor = crate::audit::Actor {
+        kind: crate::audit::ActorKind::Scheduler,
+        id: format!("node:{owner}"),
+    };
+    Some(
+        match previous {
+            None => NewEvent::new(&actor, "run.claimed", format!("run:{run_id}"))
+                .details(serde_json::json!({"node": owner, "epoch": epoch})),
+            Some(previous) => NewEvent::new(&actor, "run.taken-over", format!("run:{run_id}"))
+                .details(serde_json::json!({
+                    "node": owner,
+                    "epoch": epoch,
+                    "previous_owner": previous,
+                    "why": "the previous owner's lease expired without renewal",
+                })),
+        }
+        .run(run_id),
+    )
 }
 
 /// What applying a batch did.
@@ -301,6 +510,23 @@ pub enum Applied {
     },
     /// A conditional write found the row in another state: nothing written.
     Stale,
+    /// The batch's [`Fence`] no longer holds the run: nothing written.
+    Fenced,
+    /// A run was claimed (`previous`: the owner whose lease expired).
+    Claimed {
+        run_id: String,
+        epoch: i64,
+        previous: Option<String>,
+    },
+    /// Refused by a limit; the text says which.
+    Refused(String),
+}
+
+impl Applied {
+    /// Whether the batch's writes and events were kept.
+    pub fn wrote(&self) -> bool {
+        matches!(self, Applied::Done | Applied::Claimed { .. })
+    }
 }
 
 /// State changes and the audit events that record them, applied atomically.
@@ -308,6 +534,8 @@ pub enum Applied {
 pub struct Batch {
     pub writes: Vec<Write>,
     pub events: Vec<NewEvent>,
+    /// Apply only while this lease holds.
+    pub fence: Option<Fence>,
 }
 
 impl Batch {
@@ -322,6 +550,11 @@ impl Batch {
 
     pub fn event(mut self, e: NewEvent) -> Self {
         self.events.push(e);
+        self
+    }
+
+    pub fn fenced(mut self, fence: &Fence) -> Self {
+        self.fence = Some(fence.clone());
         self
     }
 }
@@ -371,6 +604,10 @@ pub enum StoreError {
     Corrupt { what: &'static str, reason: String },
     #[error("the store's writer has stopped; restart firedrill")]
     WriterGone,
+    #[error(
+        "this node no longer holds the lease of run {run_id} (it expired and another node took the run over, or the run was closed); it stopped without recording more"
+    )]
+    Fenced { run_id: String },
 }
 
 /// Durable state. One implementation per database.
@@ -399,7 +636,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         digest: &str,
         limit: i64,
     ) -> Result<Vec<RunRow>, StoreError>;
-    /// Whether a drill of `runbook` is running.
+    /// Whether a drill of `runbook` is queued or running.
     async fn drill_running(&self, runbook: &str) -> Result<bool, StoreError>;
     async fn drill_schedules(&self) -> Result<Vec<DrillScheduleRow>, StoreError>;
     /// Decisions on `step_id` of `run_id`, oldest first.
@@ -438,6 +675,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<RunStatus>, StoreError>;
     /// Every switch ever flipped, with its current state.
     async fn switches(&self) -> Result<Vec<crate::switch::SwitchRow>, StoreError>;
+    /// Runs waiting to be claimed.
+    async fn queued_runs(&self) -> Result<u64, StoreError>;
     /// Records with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
 }

@@ -59,7 +59,7 @@ async fn post(client: &reqwest::Client, url: &str, token: &str, fp: &str) -> (u1
 async fn wait_finished(env: &TestEnv, id: &str) {
     for _ in 0..6000 {
         if let Some(r) = env.store.run(id).await.expect("read")
-            && r.status != RunStatus::Running
+            && !r.status.is_pending()
         {
             assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
             return;

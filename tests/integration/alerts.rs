@@ -374,7 +374,7 @@ impl Env {
         for _ in 0..600 {
             // The row appears when the queued run starts executing.
             let run = self.env.store.run(id).await.expect("read");
-            if run.is_some_and(|r| r.status != firedrill::store::RunStatus::Running) {
+            if run.is_some_and(|r| !r.status.is_pending()) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

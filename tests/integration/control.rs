@@ -142,7 +142,7 @@ async fn a_cancelled_run_stops_at_the_next_step_boundary() {
     // The step in progress finishes; the next one never starts.
     std::fs::write(gate.join("go"), "").expect("go");
     assert_eq!(
-        api.wait_status(&id, |s| s != RunStatus::Running).await,
+        api.wait_status(&id, |s| !s.is_pending()).await,
         RunStatus::Cancelled
     );
     let run = api.env.store.run(&id).await.expect("read").expect("run");
@@ -202,7 +202,7 @@ async fn a_halted_run_is_resumed_where_it_stopped_or_abandoned() {
     for (id, gate) in &halted {
         std::fs::write(gate.join("go"), "").expect("go");
         assert_eq!(
-            api.wait_status(id, |s| s != RunStatus::Running).await,
+            api.wait_status(id, |s| !s.is_pending()).await,
             RunStatus::Halted
         );
     }
@@ -230,7 +230,7 @@ async fn a_halted_run_is_resumed_where_it_stopped_or_abandoned() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(
-        api.wait_status(first, |s| s != RunStatus::Running && s != RunStatus::Halted)
+        api.wait_status(first, |s| !s.is_pending() && s != RunStatus::Halted)
             .await,
         RunStatus::Succeeded
     );
@@ -339,7 +339,7 @@ async fn runs_are_listed_in_pages_and_runbooks_by_version() {
     let mut ids = Vec::new();
     for _ in 0..5 {
         let id = api.start_gated(&ops, &gate, "dry-run").await;
-        api.wait_status(&id, |s| s != RunStatus::Running).await;
+        api.wait_status(&id, |s| !s.is_pending()).await;
         ids.push(id);
     }
     ids.reverse();

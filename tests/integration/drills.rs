@@ -98,7 +98,7 @@ impl Drills {
     async fn wait(&self, id: &str) -> RunStatus {
         for _ in 0..600 {
             if let Some(r) = self.env.store.run(id).await.expect("read")
-                && r.status != RunStatus::Running
+                && !r.status.is_pending()
             {
                 return r.status;
             }
@@ -265,7 +265,7 @@ async fn the_scheduler_runs_due_drills_once_with_jitter_and_never_two_at_once() 
     }
     // ...and until both servers have let go of them.
     for _ in 0..600 {
-        if d.state.admitted_runs() == 0 && restarted.admitted_runs() == 0 {
+        if d.state.executing_runs() == 0 && restarted.executing_runs() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -482,7 +482,7 @@ async fn live_triggers_of_untested_runbooks_follow_the_readiness_policy() {
             .run(&id)
             .await
             .expect("read")
-            .is_some_and(|r| r.status != RunStatus::Running)
+            .is_some_and(|r| !r.status.is_pending())
         {
             break;
         }

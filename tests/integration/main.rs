@@ -15,6 +15,7 @@ mod fleet;
 mod hostile;
 mod http;
 mod languages;
+mod nodes;
 mod overload;
 mod registry;
 mod runbooks;

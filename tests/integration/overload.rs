@@ -108,7 +108,7 @@ async fn overload_is_shed_health_answers_and_no_decision_is_lost() {
         let mut done = false;
         for _ in 0..1200 {
             if let Some(r) = env.store.run(id).await.expect("read")
-                && r.status != RunStatus::Running
+                && !r.status.is_pending()
             {
                 assert_eq!(r.status, RunStatus::Succeeded, "{:?}", r.error);
                 done = true;

@@ -70,7 +70,7 @@ impl Server {
     async fn wait_finished(&self, id: &str) -> RunStatus {
         for _ in 0..600 {
             if let Some(r) = self.env.store.run(id).await.expect("read")
-                && r.status != RunStatus::Running
+                && !r.status.is_pending()
             {
                 return r.status;
             }

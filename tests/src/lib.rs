@@ -24,6 +24,7 @@ pub const GUESTS: &[(&str, &str)] = &[
     ("test-kernel-hostile", "test_kernel_hostile"),
     ("test-kernel-liar", "test_kernel_liar"),
     ("test-kernel-trivial", "test_kernel_trivial"),
+    ("test-kernel-ledger", "test_kernel_ledger"),
 ];
 
 /// The workspace root.
@@ -158,15 +159,17 @@ pub fn firedrill_bin() -> PathBuf {
                 .and_then(Path::parent)
                 .unwrap_or_else(|| panic!("no target dir above {}", exe.display()));
             let bin = dir.join("firedrill");
-            if !bin.exists() {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                let status = Command::new(cargo)
-                    .current_dir(workspace_root())
-                    .args(["build", "-p", "firedrill", "--bin", "firedrill"])
-                    .status()
-                    .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
-                assert!(status.success(), "building the firedrill binary failed");
-            }
+            // Always (a no-op when up to date): a stale binary would test
+            // old code. With failpoints, as this crate's dependency has
+            // them, so `cargo test --workspace` builds the same binary.
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(workspace_root())
+                .args(["build", "-p", "firedrill", "--bin", "firedrill"])
+                .args(["--features", "failpoints"])
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
+            assert!(status.success(), "building the firedrill binary failed");
             bin
         })
         .clone()
@@ -276,9 +279,15 @@ pub fn demo_inventory(name: &str, state_dir: &Path) -> Inventory {
     let mut inventory = Inventory::default().with_local(name);
     if let Some(TargetSpec::Local(spec)) = inventory.targets.get_mut(name) {
         let bin = workspace_root().join("runbooks/demo/bin");
+        // tests/bin: test-only stand-ins (`ledger`).
+        let test_bin = workspace_root().join("tests/bin");
         spec.env.insert(
             "PATH".into(),
-            format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
+            format!(
+                "{}:{}:/usr/local/bin:/usr/bin:/bin",
+                bin.display(),
+                test_bin.display()
+            ),
         );
         spec.env
             .insert("FIREDRILL_DEMO_DIR".into(), state_dir.display().to_string());

@@ -153,8 +153,22 @@ pub fn run_text(
                 run.error.as_deref().unwrap_or("")
             );
         }
+        RunStatus::Queued => {
+            let _ = writeln!(s, "queued: waiting for a node to start it");
+        }
         RunStatus::Running => {
-            let _ = writeln!(s, "still running (or the engine stopped while it ran)");
+            let _ = writeln!(
+                s,
+                "still running (if its node stopped, another takes it over when the lease expires)"
+            );
+        }
+        RunStatus::NeedsAttention => {
+            let _ = writeln!(s, "NEEDS ATTENTION: {}", run.error.as_deref().unwrap_or(""));
+            let _ = writeln!(
+                s,
+                "decide: `firedrill runs resume {id} --reason ...` (run that step again), `firedrill runs skip {id} --reason ...` (go on after it) or `firedrill runs abandon {id} --reason ...`",
+                id = run.id
+            );
         }
         RunStatus::Interrupted => {
             let _ = writeln!(s, "INTERRUPTED: {}", run.error.as_deref().unwrap_or(""));

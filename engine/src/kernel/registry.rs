@@ -178,7 +178,7 @@ impl Registry {
                 existing: existing_digest,
                 new: kernel.digest.clone(),
             }),
-            Applied::Stale => Err(StoreError::Corrupt {
+            _ => Err(StoreError::Corrupt {
                 what: "kernel publish",
                 reason: "the store answered a publish as a conditional write".into(),
             }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use firedrill_sdk::capability::{Refusal, check_target};
+use firedrill_sdk::capability::check_target;
 use firedrill_sdk::manifest::{Capabilities, Effect, Mode};
 use serde::Serialize;
 use wasmtime::component::ResourceTable;
@@ -149,6 +149,12 @@ pub struct LogLine {
 #[async_trait::async_trait]
 pub trait CallObserver: Send + Sync {
     async fn host_call(&self, call: &HostCall);
+
+    /// Whether a live change may be made now (the run's lease holds);
+    /// the refusal is recorded as a denied call.
+    fn may_change(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Which export is running: `describe` must not touch the host.
@@ -295,7 +301,7 @@ impl Sandbox {
     async fn deny(
         &mut self,
         call: CallKind,
-        refusal: Refusal,
+        refusal: impl std::fmt::Display,
         started: (u64, Instant),
     ) -> wit::HostError {
         let reason = refusal.to_string();
@@ -338,6 +344,19 @@ impl Sandbox {
         })?;
         self.redactor.add(secret.expose());
         Ok(Some(secret))
+    }
+
+    /// Before a live change: the observer's refusal (the run's lease is
+    /// running out), and the crash-test hook.
+    fn before_change(&self, effect: Effect) -> Result<(), String> {
+        if effect != Effect::Change {
+            return Ok(());
+        }
+        if let Some(observer) = &self.observer {
+            observer.may_change()?;
+        }
+        crate::failpoint::hit("host.before-change");
+        Ok(())
     }
 
     /// Whether a call with `effect` is recorded as planned instead of performed.
@@ -477,11 +496,17 @@ impl host::Host for Sandbox {
                 simulated: true,
             }));
         }
+        if let Err(why) = self.before_change(effect) {
+            return Ok(Err(self.deny(call, why, started).await));
+        }
         let mut faults = Faults::default();
         let result = self
             .targets
             .exec(&target, &matched.command, self.call_limits(), &mut faults)
             .await;
+        if effect == Effect::Change {
+            crate::failpoint::hit("host.after-change");
+        }
         let (outcome, answer) = match result {
             Ok(out) => (
                 CallOutcome::Ok {
@@ -545,6 +570,9 @@ impl host::Host for Sandbox {
                 simulated: true,
             }));
         }
+        if let Err(why) = self.before_change(cap.effect) {
+            return Ok(Err(self.deny(call, why, started).await));
+        }
         let mut faults = Faults::default();
         let result = match self.endpoint_auth(&request.target) {
             Ok(auth) => {
@@ -570,6 +598,9 @@ impl host::Host for Sandbox {
             }
             Err(e) => Err(e),
         };
+        if cap.effect == Effect::Change {
+            crate::failpoint::hit("host.after-change");
+        }
         let (outcome, answer) = match result {
             Ok(out) => (
                 CallOutcome::Ok {

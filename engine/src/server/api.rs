@@ -229,11 +229,12 @@ async fn metrics(State(state): State<AppState>, who: Principal) -> Result<String
         String::new(),
         head as f64,
     ));
+    let queued = state.service.store().queued_runs().await?;
     gauges.push((
-        "firedrill_runs_admitted",
-        "Runs admitted through the API and not finished (executing + queued).",
+        "firedrill_runs_executing",
+        "Runs this node is executing (server.max-concurrent-runs bounds it).",
         String::new(),
-        state.admitted_runs() as f64,
+        state.executing_runs() as f64,
     ));
     for r in crate::drill::readiness(&state.service, state.clock.now()).await? {
         let rb = format!("runbook=\"{}\"", r.runbook.replace(['"', '\\', '\n'], ""));
@@ -272,9 +273,9 @@ async fn metrics(State(state): State<AppState>, who: Principal) -> Result<String
     }
     gauges.push((
         "firedrill_run_queue_depth",
-        "Runs admitted and waiting for a slot (server.max-queued-runs bounds it).",
+        "Runs queued in the store, waiting for any node to claim them (server.max-queued-runs bounds it).",
         String::new(),
-        state.queued_runs() as f64,
+        queued as f64,
     ));
     Ok(state.metrics.render(&gauges))
 }
@@ -485,7 +486,7 @@ async fn start_run(
             RunError::Halted { .. } => ApiError::new(StatusCode::CONFLICT, "halted", e.to_string()),
             other => ApiError::internal(other),
         })?;
-    let id = state.admit(prepared)?;
+    let id = state.admit(prepared).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"run_id": id, "mode": mode.as_str(), "href": format!("/api/v1/runs/{id}")})),
@@ -515,7 +516,7 @@ async fn list_runs(
         None => None,
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "status {s:?} is not one of running, succeeded, failed, interrupted, halted"
+                "status {s:?} is not one of queued, running, awaiting-approval, needs-attention, succeeded, failed, interrupted, halted, cancelled, abandoned"
             ))
         })?),
     };
@@ -554,13 +555,7 @@ async fn get_run(
     let store = state.service.store();
     let missing = || ApiError::not_found(format!("no run {id:?}"));
     let Some(run) = store.run(&id).await? else {
-        // Admitted, waiting for a run slot (server.max-concurrent-runs).
-        return match state.pending_run(&id) {
-            Some(runbook) if who.0.covers(&runbook) => Ok(Json(
-                json!({"id": id, "runbook": runbook, "status": "queued"}),
-            )),
-            _ => Err(missing()),
-        };
+        return Err(missing());
     };
     if !who.0.covers(&run.runbook) {
         return Err(missing());
@@ -654,8 +649,9 @@ async fn dispatch(
     alerts: &[crate::alerts::Alert],
 ) -> Result<Response, ApiError> {
     let admit_state = state.clone();
-    let admit = move |run: crate::executor::PreparedRun| {
-        admit_state.admit_triggered(run).map_err(|e| e.message)
+    let admit = move |run: crate::executor::PreparedRun| -> futures::future::BoxFuture<'static, Result<String, String>> {
+        let state = admit_state.clone();
+        Box::pin(async move { state.admit_triggered(run).await.map_err(|e| e.message) })
     };
     let decisions = crate::alerts::handle(&state.service, actor, alerts, &admit).await?;
     for d in &decisions {

@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/tokens/{name}", delete(revoke_token))
         .route("/api/v1/runs/{id}/cancel", post(cancel_run))
         .route("/api/v1/runs/{id}/resume", post(resume_run))
+        .route("/api/v1/runs/{id}/skip", post(skip_run))
         .route("/api/v1/runs/{id}/abandon", post(abandon_run))
         .route("/api/v1/runs/{id}/approve", post(approve_run))
         .route("/api/v1/runs/{id}/deny", post(deny_run))
@@ -80,7 +81,7 @@ async fn run_drill(
             ),
         )
         .await?;
-    let id = state.admit(prepared)?;
+    let id = state.admit(prepared).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"run_id": id, "drill": true, "href": format!("/api/v1/runs/{id}")})),
@@ -333,16 +334,7 @@ async fn visible_run(
 ) -> Result<crate::store::RunRow, ApiError> {
     let missing = || ApiError::not_found(format!("no run {id:?}"));
     let Some(run) = state.service.store().run(id).await? else {
-        return match state.pending_run(id) {
-            Some(runbook) if who.0.covers(&runbook) => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!(
-                    "run {id} is queued for a run slot and has not started; retry once GET /api/v1/runs/{id} shows it running"
-                ),
-            )),
-            _ => Err(missing()),
-        };
+        return Err(missing());
     };
     if !who.0.covers(&run.runbook) {
         return Err(missing());
@@ -373,25 +365,55 @@ async fn cancel_run(
     ))
 }
 
-/// `POST /api/v1/runs/{id}/resume`: continue a halted run where it stopped.
+/// `POST /api/v1/runs/{id}/resume`: continue a halted run where it
+/// stopped, or a run that needs attention by running its unfinished step
+/// again.
 async fn resume_run(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    continue_run(state, who, id, body, false).await
+}
+
+/// `POST /api/v1/runs/{id}/skip`: continue a run that needs attention after
+/// its unfinished step (marked skipped).
+async fn skip_run(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    continue_run(state, who, id, body, true).await
+}
+
+async fn continue_run(
+    state: AppState,
+    who: Principal,
+    id: String,
+    body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
+    skip: bool,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     who.require(Action::StartRun)?;
     let Json(body) = body.map_err(|e| rejected(&e, REASON_BODY))?;
     visible_run(&state, &who, &id).await?;
-    let prepared = state
-        .service
-        .prepare_resume(&id, &who.0.actor(), &body.reason)
-        .await
-        .map_err(control_error)?;
-    let id = state.admit(prepared)?;
+    let actor = who.0.actor();
+    let prepared = if skip {
+        state.service.prepare_skip(&id, &actor, &body.reason).await
+    } else {
+        state
+            .service
+            .prepare_resume(&id, &actor, &body.reason)
+            .await
+    }
+    .map_err(control_error)?;
+    let id = state.admit(prepared).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"run_id": id, "resumed": true, "href": format!("/api/v1/runs/{id}")})),
+        Json(
+            json!({"run_id": id, "resumed": true, "skipped_step": skip, "href": format!("/api/v1/runs/{id}")}),
+        ),
     ))
 }
 

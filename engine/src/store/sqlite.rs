@@ -177,7 +177,7 @@ async fn commit_group(
             .map_err(sql("savepoint"))?;
         let (saved_seq, saved_hash) = (seq, hash.clone());
         let outcome = apply_batch(&mut tx, batch, &mut seq, &mut hash).await;
-        let keep = matches!(outcome, Ok(Applied::Done));
+        let keep = outcome.as_ref().is_ok_and(Applied::wrote);
         if !keep {
             sqlx::query("ROLLBACK TO batch")
                 .execute(&mut *tx)
@@ -192,6 +192,11 @@ async fn commit_group(
         results.push(outcome);
     }
     tx.commit().await.map_err(sql("commit"))?;
+    for ((batch, _), result) in group.iter().zip(&results) {
+        if result.as_ref().is_ok_and(Applied::wrote) {
+            crate::failpoint::after_commit(batch);
+        }
+    }
     Ok(results)
 }
 
@@ -201,13 +206,32 @@ async fn apply_batch(
     seq: &mut i64,
     hash: &mut String,
 ) -> Result<Applied, StoreError> {
-    for write in &batch.writes {
-        let applied = apply_write(tx, write).await?;
-        if applied != Applied::Done {
-            return Ok(applied);
+    if let Some(fence) = &batch.fence {
+        let holds: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM runs WHERE id = ? AND owner = ? AND epoch = ?")
+                .bind(&fence.run_id)
+                .bind(&fence.owner)
+                .bind(fence.epoch)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sql("check fence"))?;
+        if holds.is_none() {
+            return Ok(Applied::Fenced);
         }
     }
-    for event in &batch.events {
+    let mut result = Applied::Done;
+    let mut extra = Vec::new();
+    for write in &batch.writes {
+        let applied = apply_write(tx, write).await?;
+        if !applied.wrote() {
+            return Ok(applied);
+        }
+        if let Some(event) = super::claim_event_of(write, &applied) {
+            extra.push(event);
+            result = applied;
+        }
+    }
+    for event in batch.events.iter().chain(&extra) {
         let record = AuditRecord::seal(event, *seq + 1, hash);
         sqlx::query(
             "INSERT INTO audit_events (seq, time, actor_kind, actor_id, action, subject, outcome, details, run_id, prev_hash, hash)
@@ -230,7 +254,7 @@ async fn apply_batch(
         *seq = record.seq;
         *hash = record.hash;
     }
-    Ok(Applied::Done)
+    Ok(result)
 }
 
 async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied, StoreError> {
@@ -282,14 +306,7 @@ async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied
                 .await
                 .map_err(sql("clear current runbook"))?;
         }
-        Write::InsertRun(r) => {
-            sqlx::query("INSERT INTO runs (id, runbook, runbook_version, runbook_digest, draft, mode, actor, status, inputs, kernels, error, started_at, finished_at, drill) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-                .bind(&r.id).bind(&r.runbook).bind(r.runbook_version).bind(&r.runbook_digest)
-                .bind(r.draft).bind(&r.mode).bind(&r.actor).bind(r.status.as_str())
-                .bind(json_text(&r.inputs)).bind(json_text(&r.kernels)).bind(&r.error)
-                .bind(&r.started_at).bind(&r.finished_at).bind(r.drill)
-                .execute(&mut *tx).await.map_err(sql("insert run"))?;
-        }
+        Write::InsertRun(r) => insert_run(tx, r).await?,
         Write::FinishRun {
             id,
             status,
@@ -569,15 +586,144 @@ async fn apply_write(tx: &mut SqliteConnection, write: &Write) -> Result<Applied
             .await
             .map_err(sql("set current runbook"))?;
         }
-        Write::InterruptRunning { finished_at } => {
-            sqlx::query("UPDATE runs SET status = 'interrupted', finished_at = ?, error = 'the engine stopped while this run was in progress; check the targets before running it again' WHERE status IN ('running', 'awaiting-approval')")
-                .bind(finished_at)
+        Write::EnqueueRun {
+            run,
+            max_active,
+            max_per_runbook,
+        } => {
+            let (active, of_runbook): (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), COALESCE(SUM(runbook = ?), 0) FROM runs
+                 WHERE status IN ('queued', 'running', 'awaiting-approval')",
+            )
+            .bind(&run.runbook)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sql("count active runs"))?;
+            if let Some(refusal) =
+                super::queue_refusal(run, active, of_runbook, *max_active, *max_per_runbook)
+            {
+                return Ok(refusal);
+            }
+            insert_run(tx, run).await?;
+        }
+        Write::ClaimQueued {
+            owner,
+            lease_ms,
+            only,
+        } => {
+            let claimed: Option<(String, i64)> = sqlx::query_as(
+                "UPDATE runs SET status = 'running', owner = ?1, epoch = epoch + 1, lease_until = ?2
+                 WHERE id = (SELECT id FROM runs WHERE status = 'queued' AND (?3 IS NULL OR id = ?3) ORDER BY id LIMIT 1)
+                 RETURNING id, epoch",
+            )
+            .bind(owner)
+            .bind(super::now_ms() + lease_ms)
+            .bind(only)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql("claim run"))?;
+            return Ok(match claimed {
+                Some((run_id, epoch)) => Applied::Claimed {
+                    run_id,
+                    epoch,
+                    previous: None,
+                },
+                None => Applied::Stale,
+            });
+        }
+        Write::TakeOver { owner, lease_ms } => {
+            let now = super::now_ms();
+            let expired: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT id, owner FROM runs WHERE status IN ('running', 'awaiting-approval')
+                 AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT 1",
+            )
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(sql("find expired leases"))?;
+            let Some((run_id, previous)) = expired else {
+                return Ok(Applied::Stale);
+            };
+            let epoch: i64 = sqlx::query_scalar(
+                "UPDATE runs SET owner = ?, epoch = epoch + 1, lease_until = ? WHERE id = ? RETURNING epoch",
+            )
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(&run_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(sql("take over run"))?;
+            return Ok(Applied::Claimed {
+                run_id,
+                epoch,
+                previous: Some(previous.unwrap_or_else(|| "-".into())),
+            });
+        }
+        Write::RenewLease { run_id, lease_ms } => {
+            sqlx::query("UPDATE runs SET lease_until = ? WHERE id = ?")
+                .bind(super::now_ms() + lease_ms)
+                .bind(run_id)
                 .execute(&mut *tx)
                 .await
-                .map_err(sql("interrupt running runs"))?;
+                .map_err(sql("renew lease"))?;
+        }
+        Write::HoldLease {
+            name,
+            owner,
+            lease_ms,
+        } => {
+            let now = super::now_ms();
+            let held = sqlx::query(
+                "INSERT INTO leases (name, owner, lease_until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+                 WHERE leases.owner = excluded.owner OR leases.lease_until < ?4",
+            )
+            .bind(name)
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("hold lease"))?;
+            if held.rows_affected() == 0 {
+                return Ok(Applied::Stale);
+            }
+        }
+        Write::DecideStep {
+            run_id,
+            step_id,
+            from,
+            to,
+            error,
+        } => {
+            let done = sqlx::query(
+                "UPDATE steps SET status = ?, error = COALESCE(?, error) WHERE run_id = ? AND step_id = ? AND status = ?",
+            )
+            .bind(to)
+            .bind(error)
+            .bind(run_id)
+            .bind(step_id)
+            .bind(from)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("decide step"))?;
+            if done.rows_affected() == 0 {
+                return Ok(Applied::Stale);
+            }
         }
     }
     Ok(Applied::Done)
+}
+
+async fn insert_run(tx: &mut SqliteConnection, r: &RunRow) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO runs (id, runbook, runbook_version, runbook_digest, draft, mode, actor, status, inputs, kernels, error, started_at, finished_at, drill, owner, epoch, gate, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind(&r.id).bind(&r.runbook).bind(r.runbook_version).bind(&r.runbook_digest)
+        .bind(r.draft).bind(&r.mode).bind(&r.actor).bind(r.status.as_str())
+        .bind(json_text(&r.inputs)).bind(json_text(&r.kernels)).bind(&r.error)
+        .bind(&r.started_at).bind(&r.finished_at).bind(r.drill)
+        .bind(&r.owner).bind(r.epoch).bind(r.gate.as_ref().map(json_text)).bind(&r.source)
+        .execute(&mut *tx).await.map_err(sql("insert run"))?;
+    Ok(())
 }
 
 fn kernel_row(r: &SqliteRow) -> Result<KernelRow, StoreError> {
@@ -624,6 +770,10 @@ fn run_row(r: &SqliteRow) -> Result<RunRow, StoreError> {
         finished_at: r.get("finished_at"),
         cancel_requested: r.get("cancel_requested"),
         drill: r.get("drill"),
+        owner: r.get("owner"),
+        epoch: r.get("epoch"),
+        gate: opt_json("run gate", r.get("gate"))?,
+        source: r.get("source"),
     })
 }
 
@@ -806,7 +956,7 @@ impl Store for SqliteStore {
 
     async fn drill_running(&self, runbook: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM runs WHERE runbook = ? AND drill = 1 AND status = 'running'",
+            "SELECT COUNT(*) FROM runs WHERE runbook = ? AND drill = 1 AND status IN ('queued', 'running', 'awaiting-approval')",
         )
         .bind(runbook)
         .fetch_one(&self.reads)
@@ -974,6 +1124,14 @@ impl Store for SqliteStore {
         .collect())
     }
 
+    async fn queued_runs(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'queued'")
+            .fetch_one(&self.reads)
+            .await
+            .map_err(sql("count queued runs"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
         Ok(
             sqlx::query("SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?")
@@ -1054,7 +1212,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<RunStatus>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT r.status FROM alert_claims c JOIN runs r ON r.id = c.run_id
-             WHERE c.runbook = ? AND c.outcome = 'started' AND r.status != 'running'
+             WHERE c.runbook = ? AND c.outcome = 'started' AND r.status NOT IN ('queued', 'running', 'awaiting-approval')
                AND c.received_at > COALESCE((SELECT reset_at FROM breaker_resets WHERE runbook = ?), '')
              ORDER BY c.received_at DESC LIMIT ?",
         )

@@ -1,0 +1,436 @@
+//! Several `firedrill serve` processes on one database, and crashes: real
+//! node processes on a shared home (SQLite in WAL mode, the same store
+//! code every backend implements), killed with SIGKILL, paused with
+//! SIGSTOP, or aborted at a failpoint after each durable transition. What
+//! the target saw is counted on the target: the `ledger` kernel is not
+//! idempotent and appends one line per execution (`tests/bin/ledger`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use firedrill::Mode;
+use firedrill::audit::Actor;
+use firedrill::executor::{RunRequest, RunbookSource};
+use firedrill::store::{AuditFilter, RunFilter, RunStatus};
+use firedrill_tests::{TestEnv, firedrill_bin, guest_bytes};
+
+/// Short leases so takeovers happen within a test.
+const CONFIG: &str = "[node]\nlease-ms = 1500\nheartbeat-ms = 300\npoll-ms = 50\n\n[server]\nmax-concurrent-runs = 8\nmax-queued-runs = 5000\nmax-runs-per-runbook = 5000\ndrills = false\nshutdown-grace-ms = 100\n";
+
+/// One step: append this run's id to the ledger (optionally slowly).
+fn ledger_runbook(name: &str, before_ms: u64) -> String {
+    format!(
+        "apiVersion: firedrill/v1\nname: {name}\nversion: 1\nsteps:\n  - id: probe\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n  - id: append\n    kernel: ledger@0.1.0\n    targets: [demo-host]\n    with: {{ entry: \"{{{{ run.id }}}}\", before_ms: {before_ms} }}\n    timeout: 60s\n"
+    )
+}
+
+/// A `firedrill serve` process on the environment's home.
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Node {
+    fn start(env: &TestEnv, failpoints: Option<&str>) -> Node {
+        let mut cmd = Command::new(firedrill_bin());
+        cmd.env("FIREDRILL_HOME", env.home.path())
+            .args([
+                "--log",
+                "firedrill=warn",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(f) = failpoints {
+            cmd.env("FAILPOINTS", f);
+        }
+        let mut child = cmd.spawn().expect("start firedrill serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the address");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Node { child, url }
+    }
+
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"))
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), sig).expect("signal");
+    }
+
+    fn try_signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(self.pid(), sig);
+    }
+
+    /// SIGKILL: no shutdown, no cleanup.
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process has exited (a failpoint aborted it).
+    fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if !self.exited() {
+            self.try_signal(nix::sys::signal::Signal::SIGCONT);
+        }
+        self.kill9();
+    }
+}
+
+async fn env_with_ledger(runbooks: &[&str]) -> TestEnv {
+    let env = TestEnv::new().await;
+    std::fs::write(env.home.path().join("firedrill.toml"), CONFIG).expect("config");
+    env.service
+        .registry()
+        .publish(
+            env.service.host(),
+            &guest_bytes("test-kernel-ledger"),
+            &Actor::user("publisher"),
+        )
+        .await
+        .expect("publish ledger");
+    env.publish(runbooks).await;
+    env
+}
+
+/// Queue `n` live runs of `runbook` (as the API would) without executing them here.
+async fn queue(env: &TestEnv, runbook: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let prepared = env
+            .service
+            .prepare(RunRequest {
+                source: RunbookSource::Published {
+                    name: runbook.into(),
+                    version: None,
+                },
+                mode: Mode::Live,
+                actor: Actor::user("oncall"),
+                inputs: Vec::new(),
+            })
+            .await
+            .expect("prepare");
+        ids.push(env.service.enqueue(prepared, None).await.expect("queued"));
+    }
+    ids
+}
+
+/// The ledger on the target: entry -> how many times it was appended.
+fn ledger(env: &TestEnv) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    if let Ok(text) = std::fs::read_to_string(env.demo_state().join("ledger")) {
+        for line in text.lines() {
+            *counts.entry(line.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Wait until every run in `ids` satisfies `done`; returns their statuses.
+async fn wait_all(
+    env: &TestEnv,
+    ids: &[String],
+    within: Duration,
+    done: impl Fn(RunStatus) -> bool,
+) -> Vec<RunStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut statuses = Vec::with_capacity(ids.len());
+        for id in ids {
+            statuses.push(env.store.run(id).await.expect("read").expect("run").status);
+        }
+        if statuses.iter().all(|s| done(*s)) {
+            return statuses;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runs did not settle within {within:?}: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn actions(env: &TestEnv, run_id: &str) -> Vec<(String, String)> {
+    env.store
+        .audit(&AuditFilter {
+            run_id: Some(run_id.to_string()),
+            limit: 10_000,
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|r| (r.action, format!("{}:{}", r.actor_kind, r.actor_id)))
+        .collect()
+}
+
+async fn chain_verifies(env: &TestEnv) {
+    let report = firedrill::audit::verify_store(env.store.as_ref())
+        .await
+        .expect("verify");
+    assert!(report.first_bad.is_none(), "audit chain: {report:?}");
+}
+
+/// Wait until every run in `ids` has recorded its `append` step's intent.
+async fn wait_for_intent(env: &TestEnv, ids: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in ids {
+        loop {
+            let steps = env.store.steps(id).await.expect("steps");
+            if steps
+                .iter()
+                .any(|s| s.step_id == "append" && s.status == "running")
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "run {id} never reached `append`");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_execute_a_thousand_queued_runs_exactly_once() {
+    let env = env_with_ledger(&[&ledger_runbook("append", 0)]).await;
+    let ids = queue(&env, "append", 1000).await;
+    let a = Node::start(&env, None);
+    let b = Node::start(&env, None);
+    let statuses = wait_all(&env, &ids, Duration::from_secs(300), |s| !s.is_pending()).await;
+    assert!(statuses.iter().all(|s| *s == RunStatus::Succeeded));
+    let counts = ledger(&env);
+    assert_eq!(counts.len(), 1000, "one ledger entry per run");
+    for id in &ids {
+        assert_eq!(counts.get(id), Some(&1), "run {id} appended exactly once");
+    }
+    // Both nodes took part, and each run was claimed once.
+    let runs = env
+        .store
+        .runs(&RunFilter {
+            limit: 10_000,
+            ..RunFilter::default()
+        })
+        .await
+        .expect("runs");
+    let owners: HashSet<_> = runs.iter().filter_map(|r| r.owner.clone()).collect();
+    assert_eq!(owners.len(), 2, "both nodes executed runs: {owners:?}");
+    assert!(
+        runs.iter().all(|r| r.epoch == 1),
+        "no run was claimed twice"
+    );
+    chain_verifies(&env).await;
+    drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_runs_are_taken_over_and_the_unsafe_step_waits_for_a_person() {
+    let env = env_with_ledger(&[&ledger_runbook("slow", 3000)]).await;
+    let ids = queue(&env, "slow", 3).await;
+    let mut a = Node::start(&env, None);
+    wait_for_intent(&env, &ids).await;
+    a.kill9();
+    let first_owner = env
+        .store
+        .run(&ids[0])
+        .await
+        .expect("read")
+        .expect("run")
+        .owner;
+    let _b = Node::start(&env, None);
+    // After the lease expires, the other node takes each run over; the
+    // `append` step had started and its kernel is not idempotent.
+    let statuses = wait_all(&env, &ids, Duration::from_secs(60), |s| {
+        s == RunStatus::NeedsAttention
+    })
+    .await;
+    assert_eq!(statuses.len(), 3);
+    assert!(
+        ledger(&env).is_empty(),
+        "nothing was appended: {:?}",
+        ledger(&env)
+    );
+    let run = env.store.run(&ids[0]).await.expect("read").expect("run");
+    assert_ne!(run.owner, first_owner, "another node holds it now");
+    assert!(run.epoch >= 2, "a takeover increments the epoch");
+    let error = run.error.expect("why");
+    assert!(
+        error.contains("`append`") && error.contains("not idempotent"),
+        "{error}"
+    );
+    let acts = actions(&env, &ids[0]).await;
+    let names: Vec<&str> = acts.iter().map(|(a, _)| a.as_str()).collect();
+    assert!(names.contains(&"run.taken-over"), "{names:?}");
+    assert!(names.contains(&"run.needs-attention"), "{names:?}");
+
+    // A person decides: resume one (run the step again), skip one, abandon one.
+    let person = Actor::user("oncall-2");
+    let p = env
+        .service
+        .prepare_resume(&ids[0], &person, "checked: nothing was appended")
+        .await
+        .expect("resume");
+    env.service.enqueue(p, None).await.expect("queued");
+    let p = env
+        .service
+        .prepare_skip(&ids[1], &person, "appended by hand")
+        .await
+        .expect("skip");
+    env.service.enqueue(p, None).await.expect("queued");
+    env.service
+        .abandon(&ids[2], &person, "not needed any more")
+        .await
+        .expect("abandon");
+    let statuses = wait_all(&env, &ids, Duration::from_secs(60), |s| !s.is_pending()).await;
+    assert_eq!(
+        statuses,
+        vec![
+            RunStatus::Succeeded,
+            RunStatus::Succeeded,
+            RunStatus::Abandoned
+        ]
+    );
+    let counts = ledger(&env);
+    assert_eq!(counts.get(&ids[0]), Some(&1), "resumed: appended once");
+    assert_eq!(counts.get(&ids[1]), None, "skipped: not appended");
+    assert_eq!(counts.get(&ids[2]), None, "abandoned: not appended");
+    let steps = env.store.steps(&ids[1]).await.expect("steps");
+    let skipped = steps.iter().find(|s| s.step_id == "append").expect("step");
+    assert_eq!(skipped.status, "skipped");
+    assert!(
+        skipped
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("user:oncall-2")),
+        "{skipped:?}"
+    );
+    let acts = actions(&env, &ids[1]).await;
+    assert!(
+        acts.iter()
+            .any(|(a, who)| a == "run.step-skipped" && who == "user:oncall-2"),
+        "{acts:?}"
+    );
+    chain_verifies(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_past_its_lease_cannot_change_or_record_anything() {
+    let env = env_with_ledger(&[&ledger_runbook("paused", 2500)]).await;
+    let ids = queue(&env, "paused", 1).await;
+    let a = Node::start(&env, None);
+    wait_for_intent(&env, &ids).await;
+    a.signal(nix::sys::signal::Signal::SIGSTOP);
+    let _b = Node::start(&env, None);
+    wait_all(&env, &ids, Duration::from_secs(60), |s| {
+        s == RunStatus::NeedsAttention
+    })
+    .await;
+    let before = env.store.audit_page(0, 100_000).await.expect("audit").len();
+    // Wake the paused node: its kernel finishes sleeping and tries the
+    // change; its lease is gone, so the change is refused and every write
+    // it attempts is fenced off.
+    a.signal(nix::sys::signal::Signal::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(ledger(&env).is_empty(), "the paused node changed nothing");
+    let run = env.store.run(&ids[0]).await.expect("read").expect("run");
+    assert_eq!(run.status, RunStatus::NeedsAttention, "not overwritten");
+    let after = env.store.audit_page(0, 100_000).await.expect("audit");
+    assert_eq!(
+        after.len(),
+        before,
+        "no late record from the paused node: {:?}",
+        &after[before..]
+    );
+    let steps = env.store.steps(&ids[0]).await.expect("steps");
+    let append = steps.iter().find(|s| s.step_id == "append").expect("step");
+    assert_eq!(append.status, "running", "its late result was rejected");
+    chain_verifies(&env).await;
+}
+
+/// For each durable transition in turn: a node aborts right after it,
+/// another node (or the restarted one) picks the run up. Afterwards the
+/// store opens, the chain verifies, every run is terminal or needs
+/// attention, and no non-idempotent change ran twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_every_durable_transition_loses_nothing_and_repeats_no_change() {
+    let env = env_with_ledger(&[&ledger_runbook("crashy", 0)]).await;
+    let points: Vec<String> = firedrill::store::TRANSITIONS
+        .iter()
+        // Not on this runbook's path: admission happens in the test
+        // process, and there is no approval, takeover or long step.
+        .filter(|t| {
+            !matches!(
+                **t,
+                "enqueue-run" | "take-over" | "renew-lease" | "transition-run"
+            )
+        })
+        .map(|t| format!("store.after.{t}"))
+        .chain(["host.before-change".into(), "host.after-change".into()])
+        .collect();
+    let mut all = Vec::new();
+    for point in &points {
+        let ids = queue(&env, "crashy", 1).await;
+        let mut crashing = Node::start(&env, Some(&format!("{point}=return")));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !crashing.exited() {
+            assert!(
+                Instant::now() < deadline,
+                "the node never reached failpoint {point} (is the `failpoints` feature on?)"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let recovery = Node::start(&env, None);
+        let statuses = wait_all(&env, &ids, Duration::from_secs(60), |s| {
+            !s.is_pending() || s == RunStatus::NeedsAttention
+        })
+        .await;
+        assert!(
+            matches!(
+                statuses[0],
+                RunStatus::Succeeded | RunStatus::NeedsAttention
+            ),
+            "after a crash at {point}: {statuses:?}"
+        );
+        let counts = ledger(&env);
+        let n = counts.get(&ids[0]).copied().unwrap_or(0);
+        assert!(n <= 1, "the change ran {n} times after a crash at {point}");
+        if statuses[0] == RunStatus::Succeeded {
+            assert_eq!(n, 1, "succeeded after a crash at {point}, so appended once");
+        }
+        drop(recovery);
+        all.push((point.clone(), statuses[0], n));
+    }
+    // The crash right after the intent (or before the change) leaves a
+    // step that needs a person; one after the result needs nobody.
+    let status_at = |p: &str| {
+        all.iter()
+            .find(|(point, ..)| point == p)
+            .map(|(_, s, _)| *s)
+            .expect("point")
+    };
+    assert_eq!(
+        status_at("store.after.step-intent"),
+        RunStatus::Succeeded,
+        "the intent of the idempotent probe step: re-run"
+    );
+    assert_eq!(status_at("host.after-change"), RunStatus::NeedsAttention);
+    assert_eq!(status_at("store.after.finish-run"), RunStatus::Succeeded);
+    chain_verifies(&env).await;
+    eprintln!("crash points: {all:?}");
+}
