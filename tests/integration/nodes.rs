@@ -16,8 +16,16 @@ use firedrill::executor::{RunRequest, RunbookSource};
 use firedrill::store::{AuditFilter, RunFilter, RunStatus};
 use firedrill_tests::{TestEnv, firedrill_bin, guest_bytes};
 
-/// Short leases so takeovers happen within a test.
-const CONFIG: &str = "[node]\nlease-ms = 1500\nheartbeat-ms = 300\npoll-ms = 50\n\n[server]\nmax-concurrent-runs = 8\nmax-queued-runs = 5000\nmax-runs-per-runbook = 5000\ndrills = false\nshutdown-grace-ms = 100\n";
+/// Node settings: `lease-ms`, `heartbeat-ms`.
+fn config(lease_ms: u64, heartbeat_ms: u64) -> String {
+    format!(
+        "[node]\nlease-ms = {lease_ms}\nheartbeat-ms = {heartbeat_ms}\npoll-ms = 50\n\n[server]\nmax-concurrent-runs = 8\nmax-queued-runs = 5000\nmax-runs-per-runbook = 5000\ndrills = false\nshutdown-grace-ms = 100\n"
+    )
+}
+
+/// Short leases, so takeovers happen within a test (light load only: a
+/// lease must outlast the slowest store write under load).
+const SHORT: (u64, u64) = (1500, 300);
 
 /// One step: append this run's id to the ledger (optionally slowly).
 fn ledger_runbook(name: &str, before_ms: u64) -> String {
@@ -29,7 +37,6 @@ fn ledger_runbook(name: &str, before_ms: u64) -> String {
 /// A `firedrill serve` process on the environment's home.
 struct Node {
     child: Child,
-    url: String,
 }
 
 impl Node {
@@ -54,12 +61,12 @@ impl Node {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the address");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Node { child, url }
+        // Listening: its store is open and its worker started.
+        assert!(
+            line.starts_with("listening on http://127.0.0.1:"),
+            "unexpected first line {line:?}"
+        );
+        Node { child }
     }
 
     fn pid(&self) -> nix::unistd::Pid {
@@ -95,9 +102,13 @@ impl Drop for Node {
     }
 }
 
-async fn env_with_ledger(runbooks: &[&str]) -> TestEnv {
+async fn env_with_ledger(runbooks: &[&str], (lease_ms, heartbeat_ms): (u64, u64)) -> TestEnv {
     let env = TestEnv::new().await;
-    std::fs::write(env.home.path().join("firedrill.toml"), CONFIG).expect("config");
+    std::fs::write(
+        env.home.path().join("firedrill.toml"),
+        config(lease_ms, heartbeat_ms),
+    )
+    .expect("config");
     env.service
         .registry()
         .publish(
@@ -209,12 +220,21 @@ async fn wait_for_intent(env: &TestEnv, ids: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_execute_a_thousand_queued_runs_exactly_once() {
-    let env = env_with_ledger(&[&ledger_runbook("append", 0)]).await;
+    let env = env_with_ledger(&[&ledger_runbook("append", 0)], (15_000, 3_000)).await;
     let ids = queue(&env, "append", 1000).await;
     let a = Node::start(&env, None);
     let b = Node::start(&env, None);
     let statuses = wait_all(&env, &ids, Duration::from_secs(300), |s| !s.is_pending()).await;
-    assert!(statuses.iter().all(|s| *s == RunStatus::Succeeded));
+    for (id, status) in ids.iter().zip(&statuses) {
+        if *status != RunStatus::Succeeded {
+            let run = env.store.run(id).await.expect("read").expect("run");
+            let steps = env.store.steps(id).await.expect("steps");
+            panic!(
+                "run {id} ended {status:?}: {:?}; steps: {steps:?}",
+                run.error
+            );
+        }
+    }
     let counts = ledger(&env);
     assert_eq!(counts.len(), 1000, "one ledger entry per run");
     for id in &ids {
@@ -241,7 +261,7 @@ async fn two_nodes_execute_a_thousand_queued_runs_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_runs_are_taken_over_and_the_unsafe_step_waits_for_a_person() {
-    let env = env_with_ledger(&[&ledger_runbook("slow", 3000)]).await;
+    let env = env_with_ledger(&[&ledger_runbook("slow", 3000)], SHORT).await;
     let ids = queue(&env, "slow", 3).await;
     let mut a = Node::start(&env, None);
     wait_for_intent(&env, &ids).await;
@@ -331,7 +351,7 @@ async fn a_killed_nodes_runs_are_taken_over_and_the_unsafe_step_waits_for_a_pers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_node_past_its_lease_cannot_change_or_record_anything() {
-    let env = env_with_ledger(&[&ledger_runbook("paused", 2500)]).await;
+    let env = env_with_ledger(&[&ledger_runbook("paused", 2500)], SHORT).await;
     let ids = queue(&env, "paused", 1).await;
     let a = Node::start(&env, None);
     wait_for_intent(&env, &ids).await;
@@ -369,7 +389,7 @@ async fn a_paused_node_past_its_lease_cannot_change_or_record_anything() {
 /// attention, and no non-idempotent change ran twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_at_every_durable_transition_loses_nothing_and_repeats_no_change() {
-    let env = env_with_ledger(&[&ledger_runbook("crashy", 0)]).await;
+    let env = env_with_ledger(&[&ledger_runbook("crashy", 0)], SHORT).await;
     let points: Vec<String> = firedrill::store::TRANSITIONS
         .iter()
         // Not on this runbook's path: admission happens in the test

@@ -752,7 +752,13 @@ async fn shutdown_lets_runs_finish_within_the_grace_period_and_records_the_rest(
         let store = env.store.clone();
         async move {
             for _ in 0..600 {
-                if store.run(&id).await.expect("read").is_some() {
+                // Claimed by the node (not just queued).
+                if store
+                    .run(&id)
+                    .await
+                    .expect("read")
+                    .is_some_and(|r| r.status != RunStatus::Queued)
+                {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
