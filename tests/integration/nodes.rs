@@ -6,22 +6,12 @@
 //! idempotent and appends one line per execution (`tests/bin/ledger`).
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use firedrill::Mode;
 use firedrill::audit::Actor;
-use firedrill::executor::{RunRequest, RunbookSource};
 use firedrill::store::{AuditFilter, RunFilter, RunStatus};
-use firedrill_tests::{TestEnv, firedrill_bin, guest_bytes};
-
-/// Node settings: `lease-ms`, `heartbeat-ms`.
-fn config(lease_ms: u64, heartbeat_ms: u64) -> String {
-    format!(
-        "[node]\nlease-ms = {lease_ms}\nheartbeat-ms = {heartbeat_ms}\npoll-ms = 50\n\n[server]\nmax-concurrent-runs = 8\nmax-queued-runs = 5000\nmax-runs-per-runbook = 5000\ndrills = false\nshutdown-grace-ms = 100\n"
-    )
-}
+use firedrill_tests::nodes::{Node, config, queue};
+use firedrill_tests::{TestEnv, guest_bytes};
 
 /// Short leases, so takeovers happen within a test (light load only: a
 /// lease must outlast the slowest store write under load).
@@ -32,74 +22,6 @@ fn ledger_runbook(name: &str, before_ms: u64) -> String {
     format!(
         "apiVersion: firedrill/v1\nname: {name}\nversion: 1\nsteps:\n  - id: probe\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n  - id: append\n    kernel: ledger@0.1.0\n    targets: [demo-host]\n    with: {{ entry: \"{{{{ run.id }}}}\", before_ms: {before_ms} }}\n    timeout: 60s\n"
     )
-}
-
-/// A `firedrill serve` process on the environment's home.
-struct Node {
-    child: Child,
-}
-
-impl Node {
-    fn start(env: &TestEnv, failpoints: Option<&str>) -> Node {
-        let mut cmd = Command::new(firedrill_bin());
-        cmd.env("FIREDRILL_HOME", env.home.path())
-            .args([
-                "--log",
-                "firedrill=warn",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if let Some(f) = failpoints {
-            cmd.env("FAILPOINTS", f);
-        }
-        let mut child = cmd.spawn().expect("start firedrill serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the address");
-        // Listening: its store is open and its worker started.
-        assert!(
-            line.starts_with("listening on http://127.0.0.1:"),
-            "unexpected first line {line:?}"
-        );
-        Node { child }
-    }
-
-    fn pid(&self) -> nix::unistd::Pid {
-        nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"))
-    }
-
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(self.pid(), sig).expect("signal");
-    }
-
-    fn try_signal(&self, sig: nix::sys::signal::Signal) {
-        let _ = nix::sys::signal::kill(self.pid(), sig);
-    }
-
-    /// SIGKILL: no shutdown, no cleanup.
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Whether the process has exited (a failpoint aborted it).
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if !self.exited() {
-            self.try_signal(nix::sys::signal::Signal::SIGCONT);
-        }
-        self.kill9();
-    }
 }
 
 async fn env_with_ledger(runbooks: &[&str], (lease_ms, heartbeat_ms): (u64, u64)) -> TestEnv {
@@ -120,28 +42,6 @@ async fn env_with_ledger(runbooks: &[&str], (lease_ms, heartbeat_ms): (u64, u64)
         .expect("publish ledger");
     env.publish(runbooks).await;
     env
-}
-
-/// Queue `n` live runs of `runbook` (as the API would) without executing them here.
-async fn queue(env: &TestEnv, runbook: &str, n: usize) -> Vec<String> {
-    let mut ids = Vec::with_capacity(n);
-    for _ in 0..n {
-        let prepared = env
-            .service
-            .prepare(RunRequest {
-                source: RunbookSource::Published {
-                    name: runbook.into(),
-                    version: None,
-                },
-                mode: Mode::Live,
-                actor: Actor::user("oncall"),
-                inputs: Vec::new(),
-            })
-            .await
-            .expect("prepare");
-        ids.push(env.service.enqueue(prepared, None).await.expect("queued"));
-    }
-    ids
 }
 
 /// The ledger on the target: entry -> how many times it was appended.
