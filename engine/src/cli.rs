@@ -28,6 +28,15 @@ pub struct Cli {
     /// Home directory: store, kernel registry, caches, config, inventory.
     #[arg(long, global = true, env = "FIREDRILL_HOME")]
     pub home: Option<PathBuf>,
+    /// The store: `postgres://user:password@host:port/db` for several nodes
+    /// on one PostgreSQL (default: SQLite in the home; overrides `[store] url`).
+    #[arg(
+        long,
+        global = true,
+        env = "FIREDRILL_DATABASE",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
     /// Who is acting, for the audit log (`alice` or `kind:id`); default: the OS user.
     #[arg(long, global = true, env = "FIREDRILL_ACTOR")]
     pub actor: Option<String>,
@@ -391,7 +400,10 @@ pub(crate) const EXIT_INVALID: u8 = 2;
 
 /// Run one parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let home = Home::open(&cli.home.unwrap_or_else(home::default_dir))?;
+    let mut home = Home::open(&cli.home.unwrap_or_else(home::default_dir))?;
+    if let Some(url) = cli.database.clone() {
+        home.set_database(url);
+    }
     let actor = match &cli.actor {
         Some(a) => Actor::parse(a).map_err(|e| anyhow::anyhow!("--actor: {e}"))?,
         None => Actor::os_user(),

@@ -110,9 +110,16 @@ impl Home {
 
     /// Open the embedded store.
     pub async fn store(&self) -> Result<Arc<dyn Store>, HomeError> {
-        Ok(Arc::new(
-            SqliteStore::open(&self.database_path(), &self.config.store).await?,
-        ))
+        Ok(match &self.config.store.url {
+            Some(url) => Arc::new(crate::store::PgStore::open(url, &self.config.store).await?),
+            None => Arc::new(SqliteStore::open(&self.database_path(), &self.config.store).await?),
+        })
+    }
+
+    /// Use the PostgreSQL database at `url` instead of `[store] url` or the
+    /// home's SQLite file (`--database`, `FIREDRILL_DATABASE`).
+    pub fn set_database(&mut self, url: String) {
+        self.config.store.url = Some(url);
     }
 
     /// Everything the engine needs: store, kernel host, registry.

@@ -6,6 +6,8 @@
 //! them, applied in one transaction. A batch is acknowledged only after it is
 //! durable.
 
+mod postgres;
+mod sql;
 mod sqlite;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditRecord, NewEvent};
 use crate::kernel::HostCall;
 
+pub use postgres::{PgStore, redacted_url};
 pub use sqlite::{SqliteStore, StoreConfig, Synchronous};
 
 /// A published kernel version.

@@ -6,7 +6,9 @@
 //!
 //! `cargo bench -p firedrill-tests --bench nodes` (env NODES_RUNS: runs per
 //! round, default 600; NODES_ROUNDS: rounds, default 3).
-//! Backend: the embedded SQLite store, nodes sharing one home (WAL).
+//! Backend: the embedded SQLite store, nodes sharing one home (WAL); with
+//! `FIREDRILL_TEST_BACKEND=postgres`, a throwaway PostgreSQL server on
+//! loopback (started by the bench, as the tests do).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,11 +35,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 /// Runs per second for `nodes` nodes draining `runs` queued runs.
 async fn drain(nodes: usize, runs: usize) -> f64 {
     let env = TestEnv::new().await;
-    std::fs::write(
-        env.home.path().join("firedrill.toml"),
-        config(15_000, 3_000),
-    )
-    .expect("config");
+    firedrill_tests::nodes::append_config(&env, &config(15_000, 3_000));
     env.publish(&[ONE_STEP]).await;
     let ids = queue(&env, "one-step", runs).await;
     let started = Instant::now();

@@ -22,13 +22,49 @@ steps:
     with: { behaviour: "{{ inputs.behaviour }}" }
 "#;
 
-async fn raw(env: &TestEnv) -> SqliteConnection {
-    SqliteConnection::connect(&format!(
-        "sqlite://{}",
-        env.home.path().join("firedrill.db").display()
-    ))
-    .await
-    .expect("raw connection")
+/// A connection to the environment's database behind firedrill's back.
+enum Raw {
+    Sqlite(SqliteConnection),
+    Pg(sqlx::PgConnection),
+}
+
+impl Raw {
+    async fn exec(&mut self, statement: &str) -> Result<(), sqlx::Error> {
+        let sql = || sqlx::AssertSqlSafe(statement.to_string());
+        match self {
+            Raw::Sqlite(c) => sqlx::query(sql()).execute(c).await.map(|_| ()),
+            Raw::Pg(c) => sqlx::query(sql()).execute(c).await.map(|_| ()),
+        }
+    }
+
+    /// Statements that remove the append-only guard.
+    fn drop_guards(&self) -> &'static [&'static str] {
+        match self {
+            Raw::Sqlite(_) => &[
+                "DROP TRIGGER audit_events_no_update",
+                "DROP TRIGGER audit_events_no_delete",
+            ],
+            Raw::Pg(_) => &["DROP TRIGGER audit_events_no_change ON audit_events"],
+        }
+    }
+}
+
+async fn raw(env: &TestEnv) -> Raw {
+    match &env.database {
+        Some(url) => Raw::Pg(
+            <sqlx::PgConnection as sqlx::Connection>::connect(url)
+                .await
+                .expect("raw connection"),
+        ),
+        None => Raw::Sqlite(
+            SqliteConnection::connect(&format!(
+                "sqlite://{}",
+                env.home.path().join("firedrill.db").display()
+            ))
+            .await
+            .expect("raw connection"),
+        ),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,18 +92,12 @@ async fn chain_verifies_after_mixed_runs_and_detects_each_tampering() {
         "UPDATE audit_events SET outcome = 'ok' WHERE seq = 5",
         "DELETE FROM audit_events WHERE seq = 5",
     ] {
-        let err = sqlx::query(statement)
-            .execute(&mut db)
-            .await
-            .expect_err("append-only");
+        let err = db.exec(statement).await.expect_err("append-only");
         assert!(err.to_string().contains("append-only"), "{err}");
     }
     // Someone with raw write access drops the guard; the chain still tells.
-    for t in ["audit_events_no_update", "audit_events_no_delete"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TRIGGER {t}")))
-            .execute(&mut db)
-            .await
-            .expect("drop trigger");
+    for statement in db.drop_guards() {
+        db.exec(statement).await.expect("drop trigger");
     }
 
     // Each case: tamper, check the first bad record named, undo, check clean.
@@ -134,10 +164,9 @@ async fn chain_verifies_after_mixed_runs_and_detects_each_tampering() {
     }
 }
 
-async fn run_sql(db: &mut SqliteConnection, statements: &[String]) {
+async fn run_sql(db: &mut Raw, statements: &[String]) {
     for statement in statements {
-        sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
-            .execute(&mut *db)
+        db.exec(statement)
             .await
             .unwrap_or_else(|e| panic!("{statement}: {e}"));
     }

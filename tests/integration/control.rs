@@ -472,7 +472,7 @@ async fn kernels_and_tokens_are_managed_through_the_api() {
     let (status, _) = api.call("GET", "/api/v1/runs", &token, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // The token itself is nowhere in the store or the audit log.
-    let bytes = api.env.store_bytes();
+    let bytes = api.env.store_bytes().await;
     assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()));
 }
 

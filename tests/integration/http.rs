@@ -262,7 +262,7 @@ async fn the_endpoint_auth_secret_is_sent_but_never_recorded() {
     // in the kernel's output, its log and the host call record.
     let output = step.output.as_ref().expect("output");
     assert_eq!(output["body"], "ok auth=[Bearer [redacted]]");
-    let text = String::from_utf8_lossy(&env.store_bytes()).into_owned();
+    let text = String::from_utf8_lossy(&env.store_bytes().await).into_owned();
     assert!(!text.contains(CANARY), "the auth secret reached the store");
     assert!(text.contains("Bearer [redacted]"));
 }

@@ -26,11 +26,7 @@ fn ledger_runbook(name: &str, before_ms: u64) -> String {
 
 async fn env_with_ledger(runbooks: &[&str], (lease_ms, heartbeat_ms): (u64, u64)) -> TestEnv {
     let env = TestEnv::new().await;
-    std::fs::write(
-        env.home.path().join("firedrill.toml"),
-        config(lease_ms, heartbeat_ms),
-    )
-    .expect("config");
+    firedrill_tests::nodes::append_config(&env, &config(lease_ms, heartbeat_ms));
     env.service
         .registry()
         .publish(

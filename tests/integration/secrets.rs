@@ -73,7 +73,7 @@ async fn a_canary_secret_never_reaches_the_store_audit_or_outputs() {
         });
         assert!(!view.to_string().contains(CANARY), "leaked in {view}");
     }
-    let bytes = env.store_bytes();
+    let bytes = env.store_bytes().await;
     assert!(!bytes.is_empty());
     assert!(
         !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),

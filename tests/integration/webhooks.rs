@@ -277,7 +277,7 @@ async fn pagerduty_webhooks_are_verified_by_signature_and_start_one_run_per_inci
         .expect("audit");
     assert_eq!(ignored.len(), 2);
     // The signing secrets appear nowhere.
-    let bytes = env.store_bytes();
+    let bytes = env.store_bytes().await;
     for secret in [CANARY, CANARY_NEXT] {
         assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
     }

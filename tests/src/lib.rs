@@ -6,6 +6,7 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 pub mod nodes;
+pub mod pg;
 pub mod sshd;
 pub mod web;
 
@@ -303,6 +304,9 @@ pub struct TestEnv {
     pub home: tempfile::TempDir,
     pub service: Service,
     pub store: Arc<dyn Store>,
+    /// The PostgreSQL database (`FIREDRILL_TEST_BACKEND=postgres`), also
+    /// written to the home's `firedrill.toml` for the binary; `None`: SQLite.
+    pub database: Option<String>,
 }
 
 impl std::fmt::Debug for TestEnv {
@@ -394,11 +398,30 @@ impl TestEnv {
             serde_json::to_string(&inventory_json(&inventory)).expect("json"),
         )
         .expect("write inventory");
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&home.path().join("firedrill.db"), &StoreConfig::default())
-                .await
-                .expect("store opens"),
-        );
+        let database = if pg::enabled() {
+            Some(pg::new_database().await)
+        } else {
+            None
+        };
+        let store: Arc<dyn Store> = match &database {
+            Some(url) => {
+                std::fs::write(
+                    home.path().join("firedrill.toml"),
+                    format!("[store]\nurl = {url:?}\n"),
+                )
+                .expect("write config");
+                Arc::new(
+                    firedrill::store::PgStore::open(url, &StoreConfig::default())
+                        .await
+                        .expect("store opens"),
+                )
+            }
+            None => Arc::new(
+                SqliteStore::open(&home.path().join("firedrill.db"), &StoreConfig::default())
+                    .await
+                    .expect("store opens"),
+            ),
+        };
         let host = Arc::new(
             KernelHost::new(
                 HostConfig {
@@ -435,6 +458,7 @@ impl TestEnv {
             home,
             service,
             store,
+            database,
         }
     }
 
@@ -465,14 +489,40 @@ impl TestEnv {
             .unwrap_or(0)
     }
 
-    /// Every byte of the store's files (database, WAL), to search for
-    /// things that must never be recorded.
+    /// Everything the store holds: every byte of its files (database,
+    /// WAL) on SQLite, the text of every row of every table on PostgreSQL,
+    /// to search for things that must never be recorded.
     ///
     /// # Panics
-    /// If the home cannot be read.
+    /// If the store cannot be read.
     #[allow(clippy::expect_used)]
-    pub fn store_bytes(&self) -> Vec<u8> {
+    pub async fn store_bytes(&self) -> Vec<u8> {
         let mut all = Vec::new();
+        if let Some(url) = &self.database {
+            let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+                .await
+                .expect("connect");
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+            )
+            .fetch_all(&mut db)
+            .await
+            .expect("tables");
+            for table in tables {
+                // Table names come from the catalogue, quoted.
+                let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT CAST(t AS text) FROM \"{table}\" t"
+                )))
+                .fetch_all(&mut db)
+                .await
+                .expect("rows");
+                for row in rows {
+                    all.extend(row.into_bytes());
+                    all.push(b'\n');
+                }
+            }
+            return all;
+        }
         for entry in std::fs::read_dir(self.home.path()).expect("home") {
             let path = entry.expect("entry").path();
             let is_store = path

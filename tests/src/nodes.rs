@@ -95,6 +95,21 @@ impl Drop for Node {
     }
 }
 
+/// Add `text` to the home's `firedrill.toml` (which may name the store).
+///
+/// # Panics
+/// If the file cannot be written.
+#[allow(clippy::expect_used)]
+pub fn append_config(env: &TestEnv, text: &str) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(env.home.path().join("firedrill.toml"))
+        .expect("open config");
+    f.write_all(text.as_bytes()).expect("write config");
+}
+
 /// Queue `n` live runs of published `runbook` (as the API would), without
 /// executing them in this process; returns their ids.
 ///
