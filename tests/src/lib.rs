@@ -169,6 +169,12 @@ pub fn firedrill_bin() -> PathBuf {
                 .current_dir(workspace_root())
                 .args(["build", "-p", "firedrill", "--bin", "firedrill"])
                 .args(["--features", "failpoints"])
+                // The profile of the test or bench binary asking for it.
+                .args(if dir.ends_with("release") {
+                    &["--release"][..]
+                } else {
+                    &[][..]
+                })
                 .status()
                 .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
             assert!(status.success(), "building the firedrill binary failed");
