@@ -350,3 +350,43 @@ async fn a_crash_at_every_durable_transition_loses_nothing_and_repeats_no_change
     chain_verifies(&env).await;
     eprintln!("crash points: {all:?}");
 }
+
+/// A bounded soak: two nodes execute live runs while one of them is
+/// killed with SIGKILL and restarted, again and again. Afterwards every
+/// run is terminal or needs attention, no non-idempotent change ran twice,
+/// every run that succeeded made its change exactly once, and the audit
+/// chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill9_soak_against_live_runs_keeps_every_invariant() {
+    const RUNS: usize = 60;
+    /// Pauses between kills, in ms (fixed, so a failure replays).
+    const PAUSES: &[u64] = &[400, 900, 250, 1200, 600, 300, 800, 500];
+    let env = env_with_ledger(&[&ledger_runbook("soak", 200)], SHORT).await;
+    let ids = queue(&env, "soak", RUNS).await;
+    let mut nodes = [Node::start(&env, None), Node::start(&env, None)];
+    for (i, pause) in PAUSES.iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(*pause)).await;
+        let victim = i % 2;
+        nodes[victim].kill9();
+        nodes[victim] = Node::start(&env, None);
+    }
+    let statuses = wait_all(&env, &ids, Duration::from_secs(180), |s| {
+        !s.is_pending() || s == RunStatus::NeedsAttention
+    })
+    .await;
+    let counts = ledger(&env);
+    let mut summary: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, status) in ids.iter().zip(&statuses) {
+        *summary.entry(status.as_str().to_string()).or_insert(0) += 1;
+        let n = counts.get(id).copied().unwrap_or(0);
+        assert!(n <= 1, "run {id} appended {n} times");
+        match status {
+            RunStatus::Succeeded => assert_eq!(n, 1, "run {id} succeeded"),
+            RunStatus::NeedsAttention => {}
+            other => panic!("run {id} ended {other:?}"),
+        }
+    }
+    chain_verifies(&env).await;
+    eprintln!("soak: {summary:?}");
+    drop(nodes);
+}
