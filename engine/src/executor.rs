@@ -374,6 +374,11 @@ impl Service {
     /// Apply a batch of the run `ctx` executes, fenced by its lease.
     async fn write(&self, ctx: &RunCtx<'_>, batch: Batch) -> Result<Applied, StoreError> {
         let fence = &ctx.lease.fence;
+        if ctx.lease.surrendered() {
+            return Err(StoreError::Fenced {
+                run_id: fence.run_id.clone(),
+            });
+        }
         fenced(fence, self.store.apply(batch.fenced(fence)).await)
     }
 
@@ -747,6 +752,10 @@ impl Service {
         let every = Duration::from_millis(self.node.heartbeat_ms);
         loop {
             tokio::time::sleep(every).await;
+            if lease.surrendered() {
+                tracing::warn!(run_id = %lease.fence.run_id, "giving the run up: its lease ran low before a change (the node was paused or starved); another node takes it over");
+                std::future::pending::<()>().await;
+            }
             let sent_at = Instant::now();
             let batch = Batch::new()
                 .write(Write::RenewLease {

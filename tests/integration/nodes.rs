@@ -383,7 +383,14 @@ async fn a_kill9_soak_against_live_runs_keeps_every_invariant() {
         match status {
             RunStatus::Succeeded => assert_eq!(n, 1, "run {id} succeeded"),
             RunStatus::NeedsAttention => {}
-            other => panic!("run {id} ended {other:?}"),
+            other => {
+                let run = env.store.run(id).await.expect("read").expect("run");
+                let steps = env.store.steps(id).await.expect("steps");
+                panic!(
+                    "run {id} ended {other:?}: {:?}; steps: {steps:?}",
+                    run.error
+                )
+            }
         }
     }
     chain_verifies(&env).await;

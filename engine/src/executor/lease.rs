@@ -10,6 +10,7 @@
 //! paused past its lease makes no change on resuming.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,11 @@ pub struct RunLease {
     /// When the lease runs out by this node's monotonic clock: measured from
     /// the instant before the claim or renewal was sent.
     valid_until: Mutex<Instant>,
+    /// Set when a change was refused for a lease running low: this node
+    /// gives the run up (records nothing more, stops renewing) so another
+    /// node takes it over under the crash rules, instead of recording a
+    /// failure it did not cause.
+    surrendered: AtomicBool,
 }
 
 impl RunLease {
@@ -107,7 +113,13 @@ impl RunLease {
             fence,
             ttl,
             valid_until: Mutex::new(sent_at + ttl),
+            surrendered: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this node gave the run up (see [`RunLease::may_change`]).
+    pub fn surrendered(&self) -> bool {
+        self.surrendered.load(Ordering::SeqCst)
     }
 
     pub fn renewed(&self, sent_at: Instant) {
@@ -121,6 +133,7 @@ impl RunLease {
         let until = *self.valid_until.lock().unwrap_or_else(|e| e.into_inner());
         let left = until.saturating_duration_since(Instant::now());
         if left < self.ttl / 4 {
+            self.surrendered.store(true, Ordering::SeqCst);
             return Err(format!(
                 "this node's lease on run {} has {} ms left (it was not renewed in time: the node was paused or cannot reach the database); the change was not made, and another node will take the run over",
                 self.fence.run_id,
@@ -382,7 +395,9 @@ mod tests {
             .checked_sub(Duration::from_secs(50))
             .expect("clock");
         let stale = RunLease::new(fence, Duration::from_secs(60), old);
+        assert!(!stale.surrendered());
         let why = stale.may_change().expect_err("refused");
         assert!(why.contains("the change was not made"), "{why}");
+        assert!(stale.surrendered(), "the node gives the run up");
     }
 }
