@@ -107,6 +107,10 @@ pub enum Command {
         /// Overrides `[server] listen`.
         #[arg(long)]
         listen: Option<String>,
+        /// This node's id in leases and the audit log (overrides `[node] id`;
+        /// default: a random `node-…`), e.g. the host or pod name.
+        #[arg(long, env = "FIREDRILL_NODE_ID")]
+        node_id: Option<String>,
     },
     /// API tokens for `firedrill serve`.
     #[command(subcommand)]
@@ -441,7 +445,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Switch(cmd) => switch(&home, &actor, cmd).await,
         Command::Token(cmd) => token(&home, &actor, cmd).await,
-        Command::Serve { listen } => serve(&home, listen).await,
+        Command::Serve { listen, node_id } => {
+            if let Some(id) = node_id {
+                home.set_node_id(id);
+            }
+            serve(&home, listen).await
+        }
         Command::Trigger(TriggerCommand::Reset { runbook, reason }) => {
             let service = home.service().await?;
             match crate::alerts::reset_breaker(&service, &runbook, &reason, &actor).await {

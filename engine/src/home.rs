@@ -122,6 +122,12 @@ impl Home {
         self.config.store.url = Some(url);
     }
 
+    /// Name this process as a node (`serve --node-id`, `FIREDRILL_NODE_ID`)
+    /// instead of `[node] id`; validated with the rest of `[node]`.
+    pub fn set_node_id(&mut self, id: String) {
+        self.config.node.id = id;
+    }
+
     /// Everything the engine needs: store, kernel host, registry.
     pub async fn service(&self) -> Result<Service, HomeError> {
         let store = self.store().await?;

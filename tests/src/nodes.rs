@@ -29,8 +29,21 @@ impl Node {
     ///
     /// # Panics
     /// If it does not start listening.
-    #[allow(clippy::expect_used)]
     pub fn start(env: &TestEnv, failpoints: Option<&str>) -> Node {
+        Node::spawn(env, None, failpoints)
+    }
+
+    /// Start a node named `id` (`serve --node-id`), so a test can tell
+    /// which node holds a run.
+    ///
+    /// # Panics
+    /// If it does not start listening.
+    pub fn start_as(env: &TestEnv, id: &str) -> Node {
+        Node::spawn(env, Some(id), None)
+    }
+
+    #[allow(clippy::expect_used)]
+    fn spawn(env: &TestEnv, id: Option<&str>, failpoints: Option<&str>) -> Node {
         let mut cmd = Command::new(firedrill_bin());
         cmd.env("FIREDRILL_HOME", env.home.path())
             .args([
@@ -42,6 +55,9 @@ impl Node {
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if let Some(id) = id {
+            cmd.args(["--node-id", id]);
+        }
         if let Some(f) = failpoints {
             cmd.env("FAILPOINTS", f);
         }

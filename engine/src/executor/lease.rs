@@ -61,7 +61,7 @@ impl NodeConfig {
         }
         if self.id.len() > 128 || self.id.chars().any(char::is_control) {
             return Err(format!(
-                "node.id {:?} must be 1-128 printable characters",
+                "node id {:?} ([node] id or serve --node-id) must be 1-128 printable characters",
                 self.id
             ));
         }
