@@ -97,40 +97,43 @@ async fn audit_appends(store: Arc<dyn Store>, writers: usize, total: usize) -> f
     (total / writers * writers) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// `label: median X unit (rounds: a, b, c)`.
+fn report(label: &str, unit: &str, rates: &[f64]) {
+    let rounds: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    println!(
+        "  {label}: median {:.0} {unit} (rounds: {})",
+        median(rates.to_vec()),
+        rounds.join(", ")
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let runs = env_usize("NODES_RUNS", 600);
-    let rounds = env_usize("NODES_ROUNDS", 3);
-    println!(
-        "nodes bench: {runs} queued live runs per round, {rounds} rounds, SQLite (synchronous = full), nodes share one home"
-    );
+    let rounds = env_usize("NODES_ROUNDS", 5);
+    let backend = if firedrill_tests::pg::enabled() {
+        "PostgreSQL (a throwaway server on loopback)"
+    } else {
+        "SQLite (synchronous = full; nodes share one home)"
+    };
+    println!("nodes bench: {runs} queued live runs per round, {rounds} rounds, {backend}");
+    // Build the node binary before anything is timed.
+    let _ = firedrill_tests::firedrill_bin();
     for nodes in [1, 2] {
         let mut rates = Vec::new();
         for _ in 0..rounds {
             rates.push(drain(nodes, runs).await);
         }
-        println!(
-            "  {nodes} node(s): median {:.0} runs/s (rounds: {})",
-            median(rates.clone()),
-            rates
-                .iter()
-                .map(|r| format!("{r:.0}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        report(&format!("{nodes} node(s)"), "runs/s", &rates);
     }
     let mut rates = Vec::new();
     for _ in 0..rounds {
         let env = TestEnv::new().await;
         rates.push(audit_appends(env.store.clone(), 16, 8_000).await);
     }
-    println!(
-        "  audit appends (16 writers, 1 record per durable batch): median {:.0}/s (rounds: {})",
-        median(rates.clone()),
-        rates
-            .iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+    report(
+        "audit appends (16 writers, 1 record per durable batch)",
+        "records/s",
+        &rates,
     );
 }
