@@ -220,6 +220,21 @@ fn render(templates: &Templates, text: &str, alert: &Alert) -> Result<String, St
     }
 }
 
+/// Whether `runbook`'s trigger circuit breaker is open: its newest
+/// `threshold` triggered runs since the last reset all failed (0: never).
+pub async fn breaker_open(
+    store: &dyn crate::store::Store,
+    runbook: &str,
+    threshold: u32,
+) -> Result<bool, StoreError> {
+    if threshold == 0 {
+        return Ok(false);
+    }
+    let last = store.triggered_outcomes(runbook, threshold).await?;
+    Ok(last.len() == threshold as usize
+        && last.iter().all(|s| *s == crate::store::RunStatus::Failed))
+}
+
 /// Close `runbook`'s trigger circuit breaker: only triggered runs started
 /// from now on count. Audited with the reason.
 pub async fn reset_breaker(
@@ -428,10 +443,7 @@ async fn decide(
     };
     let breaker = c.trigger.breaker();
     if breaker > 0 {
-        let last = store.triggered_outcomes(&runbook, breaker).await?;
-        if last.len() == breaker as usize
-            && last.iter().all(|s| *s == crate::store::RunStatus::Failed)
-        {
+        if breaker_open(store.as_ref(), &runbook, breaker).await? {
             tracing::warn!(runbook = %runbook, failures = breaker, "trigger circuit breaker open");
             let claimed = claim("breaker-open", None);
             return settle(

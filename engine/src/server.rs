@@ -15,6 +15,8 @@
 //! action, 404 for runbooks and runs a runbook-limited token cannot see.
 
 mod api;
+mod console;
+mod events;
 mod manage;
 
 use std::collections::HashMap;
@@ -78,6 +80,21 @@ pub struct ServerConfig {
     /// signatures are checked against; two during a rotation. Empty (the
     /// default) refuses every PagerDuty request.
     pub pagerduty_secrets: Vec<String>,
+    /// Mark the console's session cookie `Secure` (sent over HTTPS only).
+    /// Set it when a TLS proxy is in front. Default false.
+    pub secure_cookie: bool,
+    /// How long a console sign-in lasts (the cookie's Max-Age), in
+    /// seconds; revoking the token ends it at once. Default 43,200 (12 h).
+    pub session_ttl_s: u64,
+    /// Live run streams (`GET /api/v1/runs/{id}/events`) open at once;
+    /// more are refused with 503. Default 64.
+    pub max_event_streams: usize,
+    /// How often a live run stream looks for changes, in milliseconds.
+    /// Default 250.
+    pub event_poll_ms: u64,
+    /// The longest a live run stream stays open, in seconds (the console
+    /// reconnects). Default 3,600.
+    pub event_stream_max_s: u64,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +114,11 @@ impl Default for ServerConfig {
             pagerduty_secrets: Vec::new(),
             drills: true,
             drill_tick_ms: 1000,
+            secure_cookie: false,
+            session_ttl_s: 43_200,
+            max_event_streams: 64,
+            event_poll_ms: 250,
+            event_stream_max_s: 3600,
         }
     }
 }
@@ -111,6 +133,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<Metrics>,
     in_flight: Arc<Semaphore>,
+    /// Live run streams open (`max-event-streams`).
+    event_streams: Arc<Semaphore>,
     /// This node's run slots (`max-concurrent-runs`).
     run_slots: Arc<Semaphore>,
     /// Runs this node is executing: id -> fencing epoch.
@@ -143,6 +167,7 @@ impl AppState {
         AppState {
             clock,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            event_streams: Arc::new(Semaphore::new(config.max_event_streams)),
             run_slots: Arc::new(Semaphore::new(config.max_concurrent_runs.max(1))),
             active: Arc::new(Mutex::new(HashMap::new())),
             work: Arc::new(Notify::new()),

@@ -6,6 +6,7 @@ mod alerts;
 mod approvals;
 mod audit;
 mod authoring;
+mod console;
 mod cache;
 mod control;
 mod drills;

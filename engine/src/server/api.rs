@@ -135,20 +135,33 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        let presented = parts
+        let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                unauthorized(
-                    "send `Authorization: Bearer <token>`; create a token with `firedrill token create`",
-                )
-            })?;
-        match crate::auth::authenticate(state.service.store().as_ref(), presented.trim()).await? {
-            Some(token) => Ok(Principal(token)),
-            None => Err(unauthorized("the token is unknown or revoked")),
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // The console's session cookie is the other way in; it carries a
+        // token too, and must come with the CSRF token to change anything.
+        let (presented, by_cookie) = match bearer {
+            Some(t) => (t.trim(), false),
+            None => match super::console::session_token(&parts.headers) {
+                Some(t) => (t, true),
+                None => {
+                    return Err(unauthorized(
+                        "send `Authorization: Bearer <token>` (or sign in to the console); create a token with `firedrill token create`",
+                    ));
+                }
+            },
+        };
+        let Some(token) =
+            crate::auth::authenticate(state.service.store().as_ref(), presented).await?
+        else {
+            return Err(unauthorized("the token is unknown or revoked"));
+        };
+        if by_cookie && !parts.method.is_safe() {
+            super::console::check_csrf(&parts.headers, presented)?;
         }
+        Ok(Principal(token))
     }
 }
 
@@ -162,11 +175,13 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runbooks/{name}", get(get_runbook))
         .route("/api/v1/runs", post(start_run).get(list_runs))
         .route("/api/v1/runs/{id}", get(get_run))
+        .route("/api/v1/runs/{id}/events", get(super::events::run_events))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/switch", get(get_switch).put(set_switch))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(super::manage::routes())
+        .merge(super::console::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint; see README, API") })
 }
 
@@ -393,9 +408,13 @@ async fn get_runbook(
             Some(v) => ApiError::not_found(format!("no runbook {name}@{v}")),
             None => ApiError::not_found(format!("no runbook {name:?}")),
         })?;
+    // The parsed definition (steps, kernels, targets, triggers, drill), for
+    // readers that should not parse YAML themselves.
+    let definition = crate::runbook::parse_runbook(&row.name, &row.source).ok();
     Ok(Json(json!({
         "name": row.name, "version": row.version, "digest": row.digest,
         "source": row.source, "published_at": row.published_at, "published_by": row.published_by,
+        "definition": definition,
     })))
 }
 
@@ -552,20 +571,39 @@ async fn get_run(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     who.require(Action::Read)?;
+    Ok(Json(run_view(&state, &who, &id).await?.1))
+}
+
+/// A run as the API shows it (steps, targets, host calls), and its status;
+/// a run of a runbook the caller cannot see does not exist.
+pub(super) async fn run_view(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> Result<(RunStatus, Value), ApiError> {
     let store = state.service.store();
     let missing = || ApiError::not_found(format!("no run {id:?}"));
-    let Some(run) = store.run(&id).await? else {
+    let Some(run) = store.run(id).await? else {
         return Err(missing());
     };
     if !who.0.covers(&run.runbook) {
         return Err(missing());
     }
-    let steps = store.steps(&id).await?;
-    let targets = store.step_targets(&id).await?;
-    let calls = store.host_calls(&id).await?;
-    Ok(Json(crate::cli::render::run_json(
-        &run, &steps, &targets, &calls, None,
-    )))
+    let steps = store.steps(id).await?;
+    let targets = store.step_targets(id).await?;
+    let calls = store.host_calls(id).await?;
+    let mut view = crate::cli::render::run_json(&run, &steps, &targets, &calls, None);
+    // The approval being waited for, with the decisions so far.
+    if let Some(step) = steps.iter().find(|s| s.status == "awaiting-approval") {
+        let decisions = store.approvals(id, &step.step_id).await?;
+        if let Some(o) = view.as_object_mut() {
+            o.insert(
+                "pending_approval".into(),
+                json!({"step": step.step_id, "spec": step.input, "decisions": decisions}),
+            );
+        }
+    }
+    Ok((run.status, view))
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{id}/deny", post(deny_run))
         .route("/api/v1/runbooks/{name}/rollback", post(rollback_runbook))
         .route("/api/v1/drills", get(drill_status))
+        .route("/api/v1/triggers", get(list_triggers))
         .route("/api/v1/drills/{runbook}/run", post(run_drill))
 }
 
@@ -151,15 +152,76 @@ async fn list_kernels(
     who: Principal,
 ) -> Result<Json<Value>, ApiError> {
     who.require(Action::Read)?;
+    // Which current runbook versions use each kernel.
+    let current: Vec<(String, i64, Vec<String>)> = current_runbooks(&state, &who)
+        .await?
+        .into_iter()
+        .map(|(row, rb)| {
+            let kernels = rb.steps.iter().chain(&rb.on_failure).map(|s| s.kernel.clone()).collect();
+            (row.name, row.version, kernels)
+        })
+        .collect();
     let kernels: Vec<Value> = state
         .service
         .store()
         .kernels()
         .await?
         .into_iter()
-        .map(|k| json!({"name": k.name, "version": k.version, "digest": k.digest, "size_bytes": k.size_bytes, "published_at": k.published_at, "published_by": k.published_by}))
+        .map(|k| {
+            let reference = format!("{}@{}", k.name, k.version);
+            let used_by: Vec<Value> = current
+                .iter()
+                .filter(|(_, _, kernels)| kernels.contains(&reference))
+                .map(|(name, version, _)| json!({"runbook": name, "version": version}))
+                .collect();
+            json!({"name": k.name, "version": k.version, "digest": k.digest, "size_bytes": k.size_bytes, "manifest": k.manifest, "published_at": k.published_at, "published_by": k.published_by, "used_by": used_by})
+        })
         .collect();
     Ok(Json(json!({"kernels": kernels})))
+}
+
+/// The current version of every runbook `who` can see, parsed (a version
+/// that no longer parses is left out).
+async fn current_runbooks(
+    state: &AppState,
+    who: &Principal,
+) -> Result<Vec<(crate::store::RunbookRow, crate::runbook::Runbook)>, ApiError> {
+    Ok(state
+        .service
+        .store()
+        .current_runbooks()
+        .await?
+        .into_iter()
+        .filter(|row| who.0.covers(&row.name))
+        .filter_map(|row| {
+            let rb = crate::runbook::parse_runbook(&row.name, &row.source).ok()?;
+            Some((row, rb))
+        })
+        .collect())
+}
+
+/// `GET /api/v1/triggers`: every alert trigger of the current runbook
+/// versions, with whether its runbook's circuit breaker is open (paused
+/// until `firedrill trigger reset`).
+async fn list_triggers(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    let store = state.service.store();
+    let mut out = Vec::new();
+    for (row, rb) in current_runbooks(&state, &who).await? {
+        // The breaker is per runbook; its threshold comes from the triggers.
+        let Some(threshold) = rb.triggers.iter().map(|t| t.breaker()).max() else {
+            continue;
+        };
+        let open = crate::alerts::breaker_open(store.as_ref(), &row.name, threshold).await?;
+        out.push(json!({
+            "runbook": row.name, "version": row.version, "breaker": threshold,
+            "breaker_open": open, "triggers": rb.triggers,
+        }));
+    }
+    Ok(Json(json!({"triggers": out})))
 }
 
 async fn get_kernel(

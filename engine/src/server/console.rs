@@ -1,0 +1,257 @@
+//! The web console: the page shell and its assets (compiled in from `web/`,
+//! so nothing is fetched from outside), sign-in with an API token kept in an
+//! HttpOnly `SameSite=Strict` cookie, and the CSRF check that every
+//! cookie-authenticated request that changes state must pass. The pages
+//! read and act through the same JSON API as every other client.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::api::{ApiError, Principal, rejected};
+use crate::audit::NewEvent;
+use crate::auth::Action;
+use crate::store::Batch;
+
+/// The cookie that carries the signed-in token.
+pub const SESSION_COOKIE: &str = "firedrill_session";
+/// The header a cookie-authenticated state-changing request must carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The console's files, compiled into the binary.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../web/console.js"),
+    ),
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../web/console.css"),
+    ),
+];
+const SHELL: &str = include_str!("../../../web/console.html");
+
+/// No script, style, font or image from anywhere but this server; no
+/// framing; forms and fetches go here only.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/console/") }))
+        .route("/console", get(|| async { Redirect::to("/console/") }))
+        .route("/console/", get(shell))
+        .route("/console/assets/{name}", get(asset))
+        .route(
+            "/console/session",
+            axum::routing::post(sign_in).delete(sign_out),
+        )
+        .route("/console/{*page}", get(shell))
+        .route("/api/v1/me", get(me))
+}
+
+fn hardened(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// Every console page is the same shell; the script renders the page the
+/// path names.
+async fn shell() -> Response {
+    hardened(
+        (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            SHELL,
+        )
+            .into_response(),
+    )
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, kind, body)) => hardened(
+            (
+                [
+                    (header::CONTENT_TYPE, *kind),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                *body,
+            )
+                .into_response(),
+        ),
+        None => ApiError::not_found(format!("no console asset {name:?}")).into_response(),
+    }
+}
+
+/// The CSRF token for a session: derived from the session's API token, so
+/// it needs no state and cannot be computed without the token.
+pub fn csrf_for(token: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"firedrill-console-csrf\0");
+    h.update(token.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The token in the session cookie, if any.
+pub fn session_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// A request authenticated by the session cookie that changes state must
+/// carry the session's CSRF token in `X-CSRF-Token`.
+pub fn check_csrf(headers: &HeaderMap, token: &str) -> Result<(), ApiError> {
+    let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    if sent.is_some_and(|s| constant_time_eq(s.as_bytes(), csrf_for(token).as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "this request changes state and came with the console's session cookie but without its X-CSRF-Token; reload the console page and try again",
+        ))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn session_cookie(state: &AppState, value: &str, max_age_s: u64) -> HeaderValue {
+    let secure = if state.config.secure_cookie {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie =
+        format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}");
+    // A token is printable ASCII (it was authenticated), so this cannot fail.
+    HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    token: String,
+}
+
+/// `POST /console/session {"token": "..."}`: check the token and keep it in
+/// the session cookie. Audited as `console.signed-in` by the token.
+async fn sign_in(
+    State(state): State<AppState>,
+    body: Result<Json<SignIn>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| rejected(&e, r#"{"token": TOKEN}"#))?;
+    let presented = body.token.trim();
+    let Some(token) =
+        crate::auth::authenticate(state.service.store().as_ref(), presented).await?
+    else {
+        state.metrics.denied("sign-in");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the token is unknown or revoked; create one with `firedrill token create`",
+        ));
+    };
+    let batch = Batch::new().event(
+        NewEvent::new(&token.actor(), "console.signed-in", &token.name)
+            .details(json!({"role": token.role.as_str()})),
+    );
+    state.service.store().apply(batch).await?;
+    let mut response = Json(whoami(&token, Some(presented))).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(&state, presented, state.config.session_ttl_s),
+    );
+    Ok(response)
+}
+
+/// `DELETE /console/session`: forget the cookie (CSRF-checked like any
+/// other change).
+async fn sign_out(State(state): State<AppState>, _who: Principal) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
+    response
+}
+
+fn whoami(token: &crate::auth::TokenRow, session: Option<&str>) -> Value {
+    let may = |a: Action| token.role.allows(a);
+    json!({
+        "name": token.name,
+        "actor": token.actor().to_string(),
+        "role": token.role.as_str(),
+        "runbooks": token.runbooks,
+        "may": {
+            "start_run": may(Action::StartRun),
+            "cancel_run": may(Action::CancelRun),
+            "approve": may(Action::Approve),
+            "publish": may(Action::Publish),
+            "engage_switch": may(Action::EngageSwitch),
+            "release_switch": may(Action::ReleaseSwitch),
+            "read_audit": token.runbooks.is_empty(),
+        },
+        "csrf": session.map(csrf_for),
+    })
+}
+
+/// `GET /api/v1/me`: who the caller is and what its role allows; with the
+/// session cookie, also the CSRF token the console sends back.
+async fn me(who: Principal, headers: HeaderMap) -> Json<Value> {
+    Json(whoami(&who.0, session_token(&headers)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; firedrill_session=fdt_abc ; b=2"),
+        );
+        assert_eq!(session_token(&h), Some("fdt_abc"));
+        h.insert(header::COOKIE, HeaderValue::from_static("firedrill_session="));
+        assert_eq!(session_token(&h), None, "an emptied cookie is no session");
+    }
+
+    #[test]
+    fn csrf_must_match_the_session() {
+        let mut h = HeaderMap::new();
+        assert!(check_csrf(&h, "fdt_one").is_err(), "missing");
+        h.insert(CSRF_HEADER, HeaderValue::from_str(&csrf_for("fdt_two")).expect("hex"));
+        assert!(check_csrf(&h, "fdt_one").is_err(), "another session's");
+        assert!(check_csrf(&h, "fdt_two").is_ok());
+        assert_ne!(csrf_for("fdt_one"), csrf_for("fdt_two"));
+    }
+}
