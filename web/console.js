@@ -517,13 +517,20 @@ async function auditPage() {
   ]);
   const rb = params.get("runbook");
   // A record belongs to a runbook when its subject or details name it.
-  const records = (data.records || []).filter((r) => !rb || JSON.stringify([r.subject, r.details]).includes(rb)).reverse();
+  const records = (data.records || []).filter((r) => !rb || (r.subject + " " + r.details).includes(rb)).reverse();
+  const bad = verify.first_bad;
   const chain = verify.error ? h("p", { class: "error" }, verify.error)
-    : h("p", {}, "Chain: ", badge(verify.ok ? "ok" : "failed"), " ", verify.records + " records checked" + (verify.ok ? "" : ": " + (verify.problem || JSON.stringify(verify))));
+    : h("p", { id: "chain" }, "Hash chain: ", badge(bad ? "failed" : "ok"), " ",
+      bad ? "record " + bad.seq + " breaks it: " + bad.problem
+        : verify.records + " records verified, head #" + verify.head_seq);
+  const details = (r) => { try { return JSON.parse(r.details); } catch { return r.details; } };
   page("Audit", chain, form,
-    table(["#", "At", "Actor", "Action", "Subject", "Outcome", "Run", "Details"], records.map((r) => [
-      String(r.seq), r.at, r.actor, r.action, r.subject, r.outcome, r.run_id ? runLink(r.run_id) : "",
-      Object.keys(r.details || {}).length ? h("details", {}, h("summary", {}, "details"), pre(r.details)) : ""]), "no records match"));
+    table(["#", "Time", "Actor", "Action", "Subject", "Outcome", "Run", "Details"], records.map((r) => {
+      const d = details(r);
+      return [String(r.seq), r.time, r.actor_kind + ":" + r.actor_id, r.action, r.subject, r.outcome,
+        r.run_id ? runLink(r.run_id) : "",
+        d && typeof d === "object" && Object.keys(d).length ? h("details", {}, h("summary", {}, "details"), pre(d)) : ""];
+    }), "no records match"));
 }
 
 async function kernelsPage() {

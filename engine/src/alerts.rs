@@ -442,20 +442,18 @@ async fn decide(
         .to_string()
     };
     let breaker = c.trigger.breaker();
-    if breaker > 0 {
-        if breaker_open(store.as_ref(), &runbook, breaker).await? {
-            tracing::warn!(runbook = %runbook, failures = breaker, "trigger circuit breaker open");
-            let claimed = claim("breaker-open", None);
-            return settle(
-                store.as_ref(),
-                claimed,
-                Decision::BreakerOpen {
-                    runbook,
-                    failures: breaker,
-                },
-            )
-            .await;
-        }
+    if breaker_open(store.as_ref(), &runbook, breaker).await? {
+        tracing::warn!(runbook = %runbook, failures = breaker, "trigger circuit breaker open");
+        let claimed = claim("breaker-open", None);
+        return settle(
+            store.as_ref(),
+            claimed,
+            Decision::BreakerOpen {
+                runbook,
+                failures: breaker,
+            },
+        )
+        .await;
     }
     if store
         .alert_runs_since(&runbook, &key, &ago(c.trigger.cooldown()))

@@ -66,7 +66,12 @@ impl Console {
     /// Sign in with `token`; the cookie header to send back and the CSRF token.
     async fn sign_in(&self, token: &str) -> (String, String) {
         let (status, headers, body) = self
-            .send("POST", "/console/session", &[], Some(json!({"token": token})))
+            .send(
+                "POST",
+                "/console/session",
+                &[],
+                Some(json!({"token": token})),
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let cookie = headers
@@ -86,18 +91,31 @@ async fn the_shell_and_assets_come_from_the_binary_with_strict_headers() {
         let (status, headers, body) = c.send("GET", path, &[], None).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         let csp = headers["content-security-policy"].to_str().expect("csp");
-        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+            "{csp}"
+        );
         assert_eq!(headers["x-frame-options"], "DENY");
         let html = body.as_str().expect("html");
         assert!(html.contains("/console/assets/console.js"), "{html}");
         // Nothing from outside: every script and stylesheet is ours.
-        assert!(!html.contains("http://") && !html.contains("https://"), "{html}");
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "{html}"
+        );
     }
     let (status, headers, body) = c.send("GET", "/console/assets/console.js", &[], None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(headers["content-type"].to_str().expect("type").starts_with("text/javascript"));
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/javascript")
+    );
     assert!(body.as_str().expect("js").contains("EventSource"));
-    let (status, _, _) = c.send("GET", "/console/assets/../../etc/passwd", &[], None).await;
+    let (status, _, _) = c
+        .send("GET", "/console/assets/../../etc/passwd", &[], None)
+        .await;
     assert_ne!(status, StatusCode::OK);
     let (status, _, _) = c.send("GET", "/console/assets/other.js", &[], None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -120,16 +138,32 @@ async fn sign_in_keeps_the_token_in_an_httponly_cookie_and_changes_need_csrf() {
     let alice = c.env.token("alice", Role::Admin, &[]).await;
     // An unknown token gets no cookie.
     let (status, headers, _) = c
-        .send("POST", "/console/session", &[], Some(json!({"token": "fdt_nope"})))
+        .send(
+            "POST",
+            "/console/session",
+            &[],
+            Some(json!({"token": "fdt_nope"})),
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(headers.get(SET_COOKIE).is_none());
     let (status, headers, body) = c
-        .send("POST", "/console/session", &[], Some(json!({"token": alice})))
+        .send(
+            "POST",
+            "/console/session",
+            &[],
+            Some(json!({"token": alice})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let set = headers[SET_COOKIE].to_str().expect("cookie");
-    for part in ["firedrill_session=", "HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+    for part in [
+        "firedrill_session=",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=43200",
+    ] {
         assert!(set.contains(part), "{part} missing in {set}");
     }
     assert!(!set.contains("Secure"), "plain HTTP by default: {set}");
@@ -137,7 +171,9 @@ async fn sign_in_keeps_the_token_in_an_httponly_cookie_and_changes_need_csrf() {
     let (cookie, csrf) = c.sign_in(&alice).await;
     let cookie = cookie.as_str();
     // The cookie authenticates reads.
-    let (status, _, me) = c.send("GET", "/api/v1/me", &[("cookie", cookie)], None).await;
+    let (status, _, me) = c
+        .send("GET", "/api/v1/me", &[("cookie", cookie)], None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["name"], "alice");
     assert_eq!(me["csrf"], csrf.as_str());
@@ -168,7 +204,12 @@ async fn sign_in_keeps_the_token_in_an_httponly_cookie_and_changes_need_csrf() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let switches = c.env.store.switches().await.expect("switches");
-    assert!(switches.iter().any(|s| s.engaged && s.actor == "token:alice"), "{switches:?}");
+    assert!(
+        switches
+            .iter()
+            .any(|s| s.engaged && s.actor == "token:alice"),
+        "{switches:?}"
+    );
     // Bearer clients are unaffected: no CSRF token needed.
     let (status, _, _) = c
         .send(
@@ -191,10 +232,19 @@ async fn sign_in_keeps_the_token_in_an_httponly_cookie_and_changes_need_csrf() {
         .await
         .expect("audit");
     assert_eq!(records.len(), 2);
-    assert_eq!(records[0].actor, "token:alice");
-    assert!(!serde_json::to_string(&records).expect("json").contains(&alice));
+    assert_eq!(
+        (records[0].actor_kind.as_str(), records[0].actor_id.as_str()),
+        ("token", "alice")
+    );
+    assert!(
+        !serde_json::to_string(&records)
+            .expect("json")
+            .contains(&alice)
+    );
     // Sign-out clears the cookie (and needs the CSRF token too).
-    let (status, _, _) = c.send("DELETE", "/console/session", &[("cookie", cookie)], None).await;
+    let (status, _, _) = c
+        .send("DELETE", "/console/session", &[("cookie", cookie)], None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, headers, _) = c
         .send(
@@ -205,12 +255,19 @@ async fn sign_in_keeps_the_token_in_an_httponly_cookie_and_changes_need_csrf() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert!(headers[SET_COOKIE].to_str().expect("cookie").contains("Max-Age=0"));
+    assert!(
+        headers[SET_COOKIE]
+            .to_str()
+            .expect("cookie")
+            .contains("Max-Age=0")
+    );
     // Revoking the token ends every session that holds it.
     auth::revoke(c.env.store.as_ref(), "alice", &Actor::user("admin"))
         .await
         .expect("revoke");
-    let (status, _, _) = c.send("GET", "/api/v1/me", &[("cookie", cookie)], None).await;
+    let (status, _, _) = c
+        .send("GET", "/api/v1/me", &[("cookie", cookie)], None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -224,11 +281,22 @@ async fn the_secure_flag_is_set_when_configured() {
     .await;
     let token = c.env.token("viewer", Role::Viewer, &[]).await;
     let (_, headers, body) = c
-        .send("POST", "/console/session", &[], Some(json!({"token": token})))
+        .send(
+            "POST",
+            "/console/session",
+            &[],
+            Some(json!({"token": token})),
+        )
         .await;
     let set = headers[SET_COOKIE].to_str().expect("cookie");
-    assert!(set.contains("; Secure") && set.contains("Max-Age=600"), "{set}");
-    assert_eq!(body["may"]["start_run"], false, "a viewer may not start runs");
+    assert!(
+        set.contains("; Secure") && set.contains("Max-Age=600"),
+        "{set}"
+    );
+    assert_eq!(
+        body["may"]["start_run"], false,
+        "a viewer may not start runs"
+    );
 }
 
 /// Read server-sent events from `resp` until the stream ends or `until`
@@ -288,8 +356,10 @@ async fn a_run_streams_each_change_until_it_finishes_and_streams_are_bounded() {
             "POST",
             "/api/v1/runs",
             &[("authorization", &bearer)],
-            Some(json!({"runbook": "waiter", "mode": "live", "force_untested": true,
-                "inputs": {"dir": gate.path().display().to_string()}})),
+            Some(
+                json!({"runbook": "waiter", "mode": "live", "force_untested": true,
+                "inputs": {"dir": gate.path().display().to_string()}}),
+            ),
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
@@ -302,16 +372,33 @@ async fn a_run_streams_each_change_until_it_finishes_and_streams_are_bounded() {
         .await
         .expect("stream");
     assert_eq!(stream.status(), StatusCode::OK);
-    assert!(stream.headers()["content-type"].to_str().expect("type").starts_with("text/event-stream"));
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/event-stream")
+    );
     // A second stream is over the limit of one.
     let (status, _, body) = c
-        .send("GET", &format!("/api/v1/runs/{id}/events"), &[("authorization", &bearer)], None)
+        .send(
+            "GET",
+            &format!("/api/v1/runs/{id}/events"),
+            &[("authorization", &bearer)],
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(body["error"]["message"].as_str().expect("message").contains("max-event-streams"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("max-event-streams")
+    );
     // The first event is the run as it is: waiting in its first step.
     let (first, ended) = read_events(stream, |_, v| {
-        v["steps"].as_array().is_some_and(|s| s.iter().any(|s| s["id"] == "wait"))
+        v["steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["id"] == "wait"))
     })
     .await;
     assert!(!ended);
@@ -340,7 +427,10 @@ async fn a_run_streams_each_change_until_it_finishes_and_streams_are_bounded() {
     assert_eq!(stream.status(), StatusCode::OK);
     let (events, ended) = read_events(stream, |_, _| false).await;
     assert!(ended, "the stream ends once the run settles");
-    let statuses: Vec<&str> = events.iter().map(|(_, v)| v["status"].as_str().unwrap_or("")).collect();
+    let statuses: Vec<&str> = events
+        .iter()
+        .map(|(_, v)| v["status"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(statuses.last(), Some(&"succeeded"), "{statuses:?}");
     // Each event is a change: no two in a row are the same.
     assert!(events.windows(2).all(|w| w[0].1 != w[1].1));
@@ -348,7 +438,12 @@ async fn a_run_streams_each_change_until_it_finishes_and_streams_are_bounded() {
     assert_eq!(last["steps"].as_array().expect("steps").len(), 2);
     // A run that does not exist (or is not visible) is refused before streaming.
     let (status, _, _) = c
-        .send("GET", "/api/v1/runs/nope/events", &[("authorization", &bearer)], None)
+        .send(
+            "GET",
+            "/api/v1/runs/nope/events",
+            &[("authorization", &bearer)],
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
@@ -389,7 +484,12 @@ async fn pages_read_triggers_kernels_with_their_users_and_parsed_runbooks() {
     // A token limited to one runbook sees only its triggers.
     let limited = c.env.token("limited", Role::Viewer, &["waiter"]).await;
     let (_, _, triggers) = c
-        .send("GET", "/api/v1/triggers", &[("authorization", &format!("Bearer {limited}"))], None)
+        .send(
+            "GET",
+            "/api/v1/triggers",
+            &[("authorization", &format!("Bearer {limited}"))],
+            None,
+        )
         .await;
     assert_eq!(triggers["triggers"], json!([]));
 }

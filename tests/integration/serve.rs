@@ -129,6 +129,21 @@ async fn authorization_matrix_every_role_by_every_endpoint() {
             READERS.to_vec(),
             true,
         ),
+        ("GET", "/api/v1/triggers", None, READERS.to_vec(), true),
+        // Who am I: any valid token may ask.
+        (
+            "GET",
+            "/api/v1/me",
+            None,
+            vec![
+                Role::Viewer,
+                Role::Operator,
+                Role::Approver,
+                Role::Admin,
+                Role::Webhook,
+            ],
+            true,
+        ),
         (
             "POST",
             "/api/v1/runbooks/validate",

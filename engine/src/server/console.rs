@@ -67,7 +67,10 @@ fn hardened(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }
@@ -150,8 +153,9 @@ fn session_cookie(state: &AppState, value: &str, max_age_s: u64) -> HeaderValue 
     } else {
         ""
     };
-    let cookie =
-        format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}");
+    let cookie = format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}"
+    );
     // A token is printable ASCII (it was authenticated), so this cannot fail.
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
 }
@@ -170,8 +174,7 @@ async fn sign_in(
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| rejected(&e, r#"{"token": TOKEN}"#))?;
     let presented = body.token.trim();
-    let Some(token) =
-        crate::auth::authenticate(state.service.store().as_ref(), presented).await?
+    let Some(token) = crate::auth::authenticate(state.service.store().as_ref(), presented).await?
     else {
         state.metrics.denied("sign-in");
         return Err(ApiError::new(
@@ -241,7 +244,10 @@ mod tests {
             HeaderValue::from_static("a=1; firedrill_session=fdt_abc ; b=2"),
         );
         assert_eq!(session_token(&h), Some("fdt_abc"));
-        h.insert(header::COOKIE, HeaderValue::from_static("firedrill_session="));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("firedrill_session="),
+        );
         assert_eq!(session_token(&h), None, "an emptied cookie is no session");
     }
 
@@ -249,7 +255,10 @@ mod tests {
     fn csrf_must_match_the_session() {
         let mut h = HeaderMap::new();
         assert!(check_csrf(&h, "fdt_one").is_err(), "missing");
-        h.insert(CSRF_HEADER, HeaderValue::from_str(&csrf_for("fdt_two")).expect("hex"));
+        h.insert(
+            CSRF_HEADER,
+            HeaderValue::from_str(&csrf_for("fdt_two")).expect("hex"),
+        );
         assert!(check_csrf(&h, "fdt_one").is_err(), "another session's");
         assert!(check_csrf(&h, "fdt_two").is_ok());
         assert_ne!(csrf_for("fdt_one"), csrf_for("fdt_two"));

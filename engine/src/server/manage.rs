@@ -157,7 +157,12 @@ async fn list_kernels(
         .await?
         .into_iter()
         .map(|(row, rb)| {
-            let kernels = rb.steps.iter().chain(&rb.on_failure).map(|s| s.kernel.clone()).collect();
+            let kernels = rb
+                .steps
+                .iter()
+                .chain(&rb.on_failure)
+                .map(|s| s.kernel.clone())
+                .collect();
             (row.name, row.version, kernels)
         })
         .collect();
