@@ -17,7 +17,14 @@ function h(tag, attrs = {}, ...children) {
     else if (k === "class") el.className = v;
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat(Infinity)) {
+  return fill(el, children, false);
+}
+
+// Put `children` (nested arrays, nodes, text; null and false skipped) into
+// `el`, replacing what it had when `replace`.
+function fill(el, children, replace = true) {
+  if (replace) el.replaceChildren();
+  for (const c of [children].flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -61,11 +68,12 @@ const q = (params) => {
 };
 
 const STATUS_CLASS = {
-  succeeded: "s-ok", ready: "s-ok", passed: "s-ok", ok: "s-ok", real: "s-bad",
+  succeeded: "s-ok", ready: "s-ok", passed: "s-ok", ok: "s-ok", real: "s-warn",
   failed: "s-bad", failing: "s-bad", "needs-attention": "s-bad", halted: "s-bad", engaged: "s-bad", open: "s-bad",
   running: "s-info", queued: "s-info", "awaiting-approval": "s-warn",
   stale: "s-warn", "dry-run-only": "s-warn", "never-drilled": "s-warn", interrupted: "s-warn", simulated: "s-info",
   cancelled: "s-muted", abandoned: "s-muted", skipped: "s-muted", released: "s-ok", closed: "s-ok",
+  change: "s-warn", observe: "s-muted",
 };
 
 // Status in words and colour, never colour alone.
@@ -84,6 +92,20 @@ function showError(where, e) {
 
 function pre(value) {
   return h("pre", {}, typeof value === "string" ? value : JSON.stringify(value, null, 2));
+}
+
+// A kernel's declared capabilities, one line each: what it may touch.
+function capabilities(caps) {
+  const items = [];
+  for (const [kind, list] of Object.entries(caps || {})) {
+    for (const c of list || []) {
+      if (typeof c === "string") items.push([kind, "", c]);
+      else items.push([kind, c.effect || "", c.pattern || c.url || c.name || JSON.stringify(c)]);
+    }
+  }
+  if (!items.length) return h("span", { class: "muted" }, "nothing (no host access)");
+  return h("ul", {}, items.map(([kind, effect, what]) =>
+    h("li", {}, kind + " ", effect ? badge(effect) : null, " ", h("code", {}, what))));
 }
 
 function runLink(id) {
@@ -113,7 +135,7 @@ function runsTable(runs, empty) {
 
 function page(title, ...children) {
   document.title = title + " · firedrill";
-  main.replaceChildren(h("h1", {}, title), ...children);
+  fill(main, [h("h1", {}, title), children]);
   main.focus({ preventScroll: true });
 }
 
@@ -348,7 +370,7 @@ async function runbookPage(name) {
     h("h2", {}, "Kernels and what they may touch"),
     table(["Kernel", "Digest", "Idempotent", "Capabilities"], kernels.map(([ref, k]) => k.error ? [ref, k.error, "", ""] : [
       h("a", { href: "/console/kernels#" + encodeURIComponent(ref) }, ref), h("span", { class: "mono" }, String(k.digest).slice(0, 19)),
-      k.manifest && k.manifest.idempotent ? "yes" : "no", pre((k.manifest && k.manifest.capabilities) || {})])), "no kernels"),
+      k.manifest && k.manifest.idempotent ? "yes" : "no", capabilities(k.manifest && k.manifest.capabilities)]), "no kernels"),
     h("h2", {}, "Triggers"),
     table(["Source", "Match", "Mode", "Cooldown", "Breaker"], (def.triggers || []).map((t) => [t.source, JSON.stringify(t.match || {}),
       t.mode || "dry-run", t.cooldown || "5m", trig && trig.breaker_open ? badge("open") : badge("closed")]), "no alert triggers"),
@@ -435,21 +457,7 @@ function runActions(run) {
       decisionForm("Abandon the run", "danger", true, (r) => api("POST", "/api/v1/runs/" + id + "/abandon", { reason: r })));
   }
   if (run.mode === "dry-run" && run.status === "succeeded" && !run.draft && me.may.start_run) {
-    const targets = planTargets(run);
-    const dialog = h("dialog", { "aria-labelledby": "live-h" });
-    const confirmBtn = h("button", { type: "button", class: "danger" }, "Run " + run.runbook + " live");
-    dialog.append(h("h2", { id: "live-h" }, "Run " + run.runbook + " version " + run.runbook_version + " live?"),
-      h("p", {}, "This makes the changes of this plan for real, on: ", h("strong", {}, targets.join(", ") || "(no targets)"), "."),
-      h("p", {}, run.planned_changes.length + " change(s) planned."),
-      h("div", { class: "inline" }, confirmBtn, h("button", { type: "button", onclick: () => dialog.close() }, "Cancel")));
-    confirmBtn.addEventListener("click", async () => {
-      confirmBtn.disabled = true;
-      try {
-        const r = await api("POST", "/api/v1/runs", { runbook: run.runbook, version: run.runbook_version, mode: "live", inputs: run.inputs || {} });
-        location.assign("/console/runs/" + encodeURIComponent(r.run_id));
-      } catch (e) { dialog.close(); showError(main, e); } finally { confirmBtn.disabled = false; }
-    });
-    out.append(h("p", {}, h("button", { type: "button", class: "primary", onclick: () => dialog.showModal() }, "Run live from this plan…")), dialog);
+    out.append(h("p", {}, actionButton("Run live from this plan…", "primary", main, () => confirmLive(run))));
   }
   return out;
 }
@@ -457,6 +465,38 @@ function runActions(run) {
 // The actions section is kept while the run's status and approvals are
 // unchanged, so a half-typed reason survives live updates.
 const actionsCache = { key: null, node: null };
+
+// "Run live" from a dry-run's plan: a confirmation that names the runbook,
+// its version and the targets; a runbook that has not passed a live drill
+// needs an explicit, audited override.
+async function confirmLive(run) {
+  const targets = planTargets(run);
+  const { runbooks } = await api("GET", "/api/v1/drills");
+  const readiness = runbooks.find((r) => r.runbook === run.runbook && r.version === run.runbook_version);
+  const ready = readiness && readiness.state === "ready";
+  const force = h("input", { type: "checkbox", name: "force_untested" });
+  const confirmBtn = h("button", { type: "button", class: "danger" }, "Run " + run.runbook + " live");
+  const dialog = h("dialog", { "aria-labelledby": "live-h" },
+    h("h2", { id: "live-h" }, "Run " + run.runbook + " version " + run.runbook_version + " live?"),
+    h("p", {}, "This makes the changes of this plan for real, on: ", h("strong", { class: "mono" }, targets.join(", ") || "(no targets)"), "."),
+    h("p", {}, (run.planned_changes || []).length + " change(s) planned."),
+    ready ? null : h("div", { class: "error" },
+      "This version is ", badge(readiness ? readiness.state : "never-drilled"), ": it has not passed a live drill within its max_age.",
+      h("label", {}, force, " Run it anyway (recorded in the audit log)")),
+    h("div", { class: "inline" }, confirmBtn, h("button", { type: "button", onclick: () => { dialog.close(); dialog.remove(); } }, "Cancel")));
+  confirmBtn.addEventListener("click", async () => {
+    confirmBtn.disabled = true;
+    try {
+      const r = await api("POST", "/api/v1/runs", {
+        runbook: run.runbook, version: run.runbook_version, mode: "live",
+        inputs: run.inputs || {}, force_untested: !ready && force.checked,
+      });
+      location.assign("/console/runs/" + encodeURIComponent(r.run_id));
+    } catch (e) { showError(dialog, e); } finally { confirmBtn.disabled = false; }
+  });
+  document.body.append(dialog);
+  dialog.showModal();
+}
 
 function renderRun(run, where) {
   const key = JSON.stringify([run.status, run.pending_approval || null]);
@@ -467,7 +507,7 @@ function renderRun(run, where) {
   const plan = run.mode === "dry-run"
     ? [h("h2", {}, "Plan: the changes a live run would make"), hostCallsTable(run.planned_changes || [])]
     : null;
-  where.replaceChildren(
+  fill(where, [
     h("dl", { class: "kv" },
       h("dt", {}, "Status"), h("dd", { id: "run-status", "aria-live": "polite" }, badge(run.status)),
       h("dt", {}, "Runbook"), h("dd", {}, runbookLink(run.runbook), " version " + run.runbook_version + (run.draft ? " (draft)" : "")),
@@ -480,7 +520,7 @@ function renderRun(run, where) {
     plan,
     h("h2", {}, "Timeline"),
     h("ol", { class: "timeline", id: "timeline" }, run.steps.map(stepItem)),
-    h("p", {}, h("a", { href: "/console/audit" + q({ run: run.run_id }) }, "Audit records of this run")));
+    h("p", {}, h("a", { href: "/console/audit" + q({ run: run.run_id }) }, "Audit records of this run"))]);
 }
 
 async function runPage(id) {
@@ -540,7 +580,7 @@ async function kernelsPage() {
       const ref = k.name + "@" + k.version;
       return [h("span", { id: ref }, ref), h("span", { class: "mono" }, k.digest), Math.round(k.size_bytes / 1024) + " KiB",
         k.manifest && k.manifest.idempotent ? "yes" : "no",
-        h("details", {}, h("summary", {}, "manifest"), pre(k.manifest)),
+        [capabilities(k.manifest && k.manifest.capabilities), h("details", {}, h("summary", {}, "manifest"), pre(k.manifest))],
         k.used_by.length ? k.used_by.map((u, i) => [i ? ", " : "", runbookLink(u.runbook), "@" + u.version]) : "unused",
         k.published_at + " by " + k.published_by];
     }), "no kernels published"));

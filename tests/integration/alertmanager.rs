@@ -13,6 +13,7 @@ use firedrill::auth::Role;
 use firedrill::server::ServerConfig;
 use firedrill::store::{AuditFilter, RunFilter};
 use firedrill_tests::TestEnv;
+use firedrill_tests::free_port;
 use serde_json::json;
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
@@ -39,13 +40,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 async fn received(env: &TestEnv) -> Vec<String> {

@@ -6,6 +6,7 @@ mod alerts;
 mod approvals;
 mod audit;
 mod authoring;
+mod browser;
 mod cache;
 mod console;
 mod control;

@@ -4,7 +4,7 @@
 //! dies with the test process (`setpriv --pdeathsig`), and its data dir is
 //! a temp dir. Selected with `FIREDRILL_TEST_BACKEND=postgres`.
 
-use std::net::TcpListener;
+use crate::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -48,13 +48,6 @@ fn as_server_user(program: &Path) -> Command {
 struct Server {
     port: u16,
     _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 #[allow(clippy::expect_used)]

@@ -11,13 +11,14 @@
 //! root's `.bashrc` runs `pyenv init`, ~70 ms per command).
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use firedrill::target::{SshAuth, SshTarget, TargetSpec};
 
+use crate::free_port;
 use crate::workspace_root;
 
 /// Where Debian's openssh-server puts the daemon.
@@ -48,13 +49,6 @@ fn keygen(path: &Path) {
         .status()
         .unwrap_or_else(|e| panic!("ssh-keygen: {e}"));
     assert!(status.success(), "ssh-keygen failed");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
 fn current_user() -> String {
