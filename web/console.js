@@ -413,8 +413,8 @@ function stepItem(s) {
       ? table(["Target", "Status", "Attempts", "Error"], s.targets_detail.map((t) => [t.target, badge(t.status), String(t.attempts), t.error || ""]))
       : null,
     s.host_calls && s.host_calls.length ? [h("h4", {}, "Host calls"), hostCallsTable(s.host_calls)] : null,
-    s.output != null ? h("details", {}, h("summary", {}, "Output"), pre(s.output)) : null,
-    s.logs && s.logs.length ? h("details", {}, h("summary", {}, "Logs (" + s.logs.length + ")"), pre(s.logs.map((l) => typeof l === "string" ? l : (l.level ? l.level + ": " : "") + (l.message || JSON.stringify(l))).join("\n"))) : null);
+    s.output != null ? h("details", { "data-key": s.phase + ":" + s.id + ":output" }, h("summary", {}, "Output"), pre(s.output)) : null,
+    s.logs && s.logs.length ? h("details", { "data-key": s.phase + ":" + s.id + ":logs" }, h("summary", {}, "Logs (" + s.logs.length + ")"), pre(s.logs.map((l) => typeof l === "string" ? l : (l.level ? l.level + ": " : "") + (l.message || JSON.stringify(l))).join("\n"))) : null);
 }
 
 function decisionForm(label, cls, needReason, onSubmit) {
@@ -447,7 +447,9 @@ function runActions(run) {
         : h("p", { class: "muted" }, me.actor === run.actor ? "You started this run: someone else must approve it." : "Your role may not approve.")));
   }
   const pending = ["queued", "running", "awaiting-approval"].includes(run.status);
-  if (pending && me.may.cancel_run) {
+  if (pending && run.cancel_requested) {
+    out.append(h("p", { class: "notice" }, "Cancellation requested (" + run.cancel_requested + "): the run stops at its next step boundary; the step in progress finishes first."));
+  } else if (pending && me.may.cancel_run) {
     out.append(decisionForm("Cancel the run", "danger", true, (r) => api("POST", "/api/v1/runs/" + id + "/cancel", { reason: r })));
   }
   if (run.status === "needs-attention" && me.may.start_run) {
@@ -461,10 +463,6 @@ function runActions(run) {
   }
   return out;
 }
-
-// The actions section is kept while the run's status and approvals are
-// unchanged, so a half-typed reason survives live updates.
-const actionsCache = { key: null, node: null };
 
 // "Run live" from a dry-run's plan: a confirmation that names the runbook,
 // its version and the targets; a runbook that has not passed a live drill
@@ -498,16 +496,21 @@ async function confirmLive(run) {
   dialog.showModal();
 }
 
-function renderRun(run, where) {
-  const key = JSON.stringify([run.status, run.pending_approval || null]);
-  if (actionsCache.key !== key) {
-    actionsCache.key = key;
-    actionsCache.node = runActions(run);
-  }
-  const plan = run.mode === "dry-run"
-    ? [h("h2", {}, "Plan: the changes a live run would make"), hostCallsTable(run.planned_changes || [])]
-    : null;
-  fill(where, [
+// The run page's parts. Live updates re-render the header, plan and
+// timeline in place; the actions (forms) only when the run's status,
+// approval or cancel request changed, so a half-typed reason is never
+// disturbed; open <details> stay open.
+function runSkeleton(where) {
+  const parts = {
+    head: h("div", {}), actions: h("div", { class: "actions" }), plan: h("div", {}),
+    timeline: h("ol", { class: "timeline", id: "timeline" }), foot: h("p", {}), actionsKey: null,
+  };
+  fill(where, [parts.head, parts.actions, parts.plan, h("h2", {}, "Timeline"), parts.timeline, parts.foot]);
+  return parts;
+}
+
+function renderRun(run, parts) {
+  fill(parts.head, [
     h("dl", { class: "kv" },
       h("dt", {}, "Status"), h("dd", { id: "run-status", "aria-live": "polite" }, badge(run.status)),
       h("dt", {}, "Runbook"), h("dd", {}, runbookLink(run.runbook), " version " + run.runbook_version + (run.draft ? " (draft)" : "")),
@@ -515,26 +518,34 @@ function renderRun(run, where) {
       h("dt", {}, "Started by"), h("dd", {}, run.actor),
       h("dt", {}, "Started"), h("dd", {}, run.started_at),
       h("dt", {}, "Finished"), h("dd", {}, run.finished_at || "—")),
-    run.error ? h("div", { class: "error" }, run.error) : null,
-    actionsCache.node,
-    plan,
-    h("h2", {}, "Timeline"),
-    h("ol", { class: "timeline", id: "timeline" }, run.steps.map(stepItem)),
-    h("p", {}, h("a", { href: "/console/audit" + q({ run: run.run_id }) }, "Audit records of this run"))]);
+    run.error ? h("div", { class: "error" }, run.error) : null]);
+  const key = JSON.stringify([run.status, run.pending_approval || null, run.cancel_requested || null]);
+  if (parts.actionsKey !== key) {
+    parts.actionsKey = key;
+    fill(parts.actions, runActions(run));
+  }
+  fill(parts.plan, run.mode === "dry-run"
+    ? [h("h2", {}, "Plan: the changes a live run would make"), hostCallsTable(run.planned_changes || [])]
+    : null);
+  const open = new Set([...parts.timeline.querySelectorAll("details[open]")].map((d) => d.dataset.key));
+  fill(parts.timeline, run.steps.map(stepItem));
+  parts.timeline.querySelectorAll("details").forEach((d) => { if (open.has(d.dataset.key)) d.open = true; });
+  fill(parts.foot, h("a", { href: "/console/audit" + q({ run: run.run_id }) }, "Audit records of this run"));
 }
 
 async function runPage(id) {
   const body = h("div", {});
   const live = h("p", { class: "muted", id: "live" }, "Connecting to live updates…");
   page("Run " + id, live, body);
-  renderRun(await api("GET", "/api/v1/runs/" + encodeURIComponent(id)), body);
+  const parts = runSkeleton(body);
+  renderRun(await api("GET", "/api/v1/runs/" + encodeURIComponent(id)), parts);
   const events = new EventSource("/api/v1/runs/" + encodeURIComponent(id) + "/events");
   let last = "";
   events.addEventListener("run", (ev) => {
     if (ev.data === last) return;
     last = ev.data;
     const run = JSON.parse(ev.data);
-    renderRun(run, body);
+    renderRun(run, parts);
     const settled = !["queued", "running", "awaiting-approval", "needs-attention"].includes(run.status);
     live.textContent = settled ? "The run has finished." : "Updating live.";
     if (settled) events.close();

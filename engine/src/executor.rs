@@ -324,9 +324,8 @@ impl CallObserver for CallRecorder {
                 self.attempt,
                 call,
             )))
-            .event(event)
-            .fenced(&self.lease.fence);
-        if let Err(e) = fenced(&self.lease.fence, self.store.apply(batch).await) {
+            .event(event);
+        if let Err(e) = apply_fenced(self.store.as_ref(), &self.lease.fence, batch).await {
             // The step's final record still carries every call; say loudly
             // that the incremental record failed.
             tracing::error!(run_id = %self.run_id, step = %self.step_id, error = %e, "cannot persist host call");
@@ -338,10 +337,14 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// A fenced write's result: [`Applied::Fenced`] is an error (the run is no
-/// longer this node's).
-fn fenced(fence: &Fence, applied: Result<Applied, StoreError>) -> Result<Applied, StoreError> {
-    match applied? {
+/// Apply `batch` only while `fence` holds: [`Applied::Fenced`] is an error
+/// (the run is no longer this node's).
+async fn apply_fenced(
+    store: &dyn Store,
+    fence: &Fence,
+    batch: Batch,
+) -> Result<Applied, StoreError> {
+    match store.apply(batch.fenced(fence)).await? {
         Applied::Fenced => Err(StoreError::Fenced {
             run_id: fence.run_id.clone(),
         }),
@@ -379,7 +382,7 @@ impl Service {
                 run_id: fence.run_id.clone(),
             });
         }
-        fenced(fence, self.store.apply(batch.fenced(fence)).await)
+        apply_fenced(self.store.as_ref(), fence, batch).await
     }
 
     /// Make an earlier published version of `name` current again (what runs
@@ -855,18 +858,17 @@ impl Service {
                         .details(json!({"error": why, "epoch": claim.epoch, "previous_owner": claim.previous}))
                         .run(&id),
                 )
-                .fenced(fence)
         };
         let valid = match self.stored_runbook(&run).await {
             Ok(v) => v,
             Err(why) => {
                 let why = format!("cannot continue run {id}: {why}; it was not started again");
-                fenced(
+                apply_fenced(
+                    self.store.as_ref(),
                     fence,
-                    self.store
-                        .apply(end(RunStatus::Failed, "run.finished", why))
-                        .await,
-                )?;
+                    end(RunStatus::Failed, "run.finished", why),
+                )
+                .await?;
                 return Ok(id);
             }
         };
@@ -887,24 +889,24 @@ impl Service {
             &idempotent,
         ) {
             PickUp::Failed(why) => {
-                fenced(
+                apply_fenced(
+                    self.store.as_ref(),
                     fence,
-                    self.store
-                        .apply(end(RunStatus::Failed, "run.finished", why))
-                        .await,
-                )?;
+                    end(RunStatus::Failed, "run.finished", why),
+                )
+                .await?;
                 self.metrics
                     .run_finished(&rb.name, mode.as_str(), "failed", Duration::ZERO);
                 return Ok(id);
             }
             PickUp::NeedsAttention { step, why } => {
                 tracing::warn!(run_id = %id, step = %step, "run needs attention: a non-idempotent step has no result");
-                fenced(
+                apply_fenced(
+                    self.store.as_ref(),
                     fence,
-                    self.store
-                        .apply(end(RunStatus::NeedsAttention, "run.needs-attention", why))
-                        .await,
-                )?;
+                    end(RunStatus::NeedsAttention, "run.needs-attention", why),
+                )
+                .await?;
                 return Ok(id);
             }
             PickUp::Continue {
@@ -915,29 +917,29 @@ impl Service {
             } => (from, steps, gate_done, rerun),
         };
         if run.status == RunStatus::AwaitingApproval {
-            fenced(
+            apply_fenced(
+                self.store.as_ref(),
                 fence,
-                self.store
-                    .apply(
-                        Batch::new()
-                            .write(Write::TransitionRun {
-                                id: id.clone(),
-                                from: vec![RunStatus::AwaitingApproval],
-                                to: RunStatus::Running,
-                                error: None,
-                                finished_at: None,
-                            })
-                            .fenced(fence),
-                    )
-                    .await,
-            )?;
+                Batch::new().write(Write::TransitionRun {
+                    id: id.clone(),
+                    from: vec![RunStatus::AwaitingApproval],
+                    to: RunStatus::Running,
+                    error: None,
+                    finished_at: None,
+                }),
+            )
+            .await?;
         }
         if let Some(step) = &rerun {
-            fenced(fence, self.store.apply(Batch::new().event(
-                NewEvent::new(&node, "step.rerun", format!("step:{step}"))
-                    .details(json!({"why": if mode == Mode::DryRun { "dry-run: nothing was changed" } else { "its kernel declares idempotent" }, "previous_owner": claim.previous}))
-                    .run(&id),
-            ).fenced(fence)).await)?;
+            let why = if mode == Mode::DryRun {
+                "dry-run: nothing was changed"
+            } else {
+                "its kernel declares idempotent"
+            };
+            let event = NewEvent::new(&node, "step.rerun", format!("step:{step}"))
+                .details(json!({"why": why, "previous_owner": claim.previous}))
+                .run(&id);
+            apply_fenced(self.store.as_ref(), fence, Batch::new().event(event)).await?;
         }
         if claim.previous.is_some() || from > 0 {
             tracing::info!(run_id = %id, from, ?rerun, "run picked up");

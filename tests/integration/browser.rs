@@ -213,7 +213,43 @@ async fn the_console_in_a_real_browser() {
             .is_some_and(|m| m.contains("two-person")),
         "{refused}"
     );
-    // Bob approves it from the same page.
+    // Cancel: alice stops a live run that waits inside its step.
+    let gate_c = tempfile::tempdir().expect("gate");
+    let cancelled = start_live(
+        &url,
+        &alice,
+        "waiter",
+        json!({"dir": gate_c.path().display().to_string()}),
+    )
+    .await;
+    wait_status(&env, &cancelled, RunStatus::Running).await;
+    b.open(&format!("{url}/console/runs/{cancelled}")).await;
+    b.wait_text("#run-status", "running", SHORT).await;
+    b.fill("main", "Reason", "wrong host").await;
+    b.click("main", "Cancel the run").await;
+    // The step in progress finishes first; the run stops at the boundary.
+    b.wait_text("main", "Cancellation requested", SHORT).await;
+    std::fs::write(gate_c.path().join("go"), "").expect("open the gate");
+    b.wait_text("#run-status", "cancelled", LONG).await;
+    let steps = env.store.steps(&cancelled).await.expect("steps");
+    assert!(
+        steps.iter().all(|s| s.step_id != "after"),
+        "a step ran after the cancel: {steps:?}"
+    );
+    // Two versions of a runbook, and the diff between them.
+    let v2 = GATED
+        .replace("version: 1", "version: 2")
+        .replace("required: 1", "required: 2");
+    env.publish(&[v2.as_str()]).await;
+    b.open(&format!("{url}/console/runbooks/gated")).await;
+    b.wait_text("main h1", "Runbook gated", SHORT).await;
+    b.click("main", "Show the diff").await;
+    let diff = b.wait_text("main .diff", "required: 2", SHORT).await;
+    assert!(
+        diff.contains("- version: 1") && diff.contains("+ version: 2"),
+        "{diff}"
+    );
+    // Bob approves the gated run from its page.
     b.click("#who", "Sign out").await;
     sign_in(&b, &url, &bob, "bob").await;
     b.open(&format!("{url}/console/runs/{gated}")).await;

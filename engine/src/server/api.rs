@@ -593,6 +593,9 @@ pub(super) async fn run_view(
     let targets = store.step_targets(id).await?;
     let calls = store.host_calls(id).await?;
     let mut view = crate::cli::render::run_json(&run, &steps, &targets, &calls, None);
+    if let (Some(request), Some(o)) = (&run.cancel_requested, view.as_object_mut()) {
+        o.insert("cancel_requested".into(), json!(request));
+    }
     // The approval being waited for, with the decisions so far.
     if let Some(step) = steps.iter().find(|s| s.status == "awaiting-approval") {
         let decisions = store.approvals(id, &step.step_id).await?;

@@ -39,8 +39,8 @@ pub enum Synchronous {
     Normal,
 }
 
-/// `[store]` in `firedrill.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `[store]` in `firedrill.toml`. Its `Debug` hides the database password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct StoreConfig {
     /// Durability of the write path (audit included). Default `full`.
@@ -58,6 +58,22 @@ pub struct StoreConfig {
     /// `FIREDRILL_DATABASE` to keep the password out of the file.
     #[serde(skip_serializing)]
     pub url: Option<String>,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("synchronous", &self.synchronous)
+            .field("write_batch_max", &self.write_batch_max)
+            .field("write_queue", &self.write_queue)
+            .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .field("read_connections", &self.read_connections)
+            .field(
+                "url",
+                &self.url.as_deref().map(super::postgres::redacted_url),
+            )
+            .finish()
+    }
 }
 
 impl Default for StoreConfig {
@@ -145,3 +161,19 @@ const RUNS_FILTER: &str =
              ORDER BY id DESC LIMIT ?3";
 
 super::sql::backend!(SqliteConnection, SqliteRow, SqliteStore);
+
+#[cfg(test)]
+mod tests {
+    use super::StoreConfig;
+
+    #[test]
+    fn debug_hides_the_database_password() {
+        let config = StoreConfig {
+            url: Some("postgres://firedrill:s3cret-pw@db.internal:5432/firedrill".into()),
+            ..StoreConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("db.internal"), "{shown}");
+    }
+}
