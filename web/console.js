@@ -452,11 +452,14 @@ function runActions(run) {
   } else if (pending && me.may.cancel_run) {
     out.append(decisionForm("Cancel the run", "danger", true, (r) => api("POST", "/api/v1/runs/" + id + "/cancel", { reason: r })));
   }
-  if (run.status === "needs-attention" && me.may.start_run) {
-    out.append(h("p", { class: "notice" }, "This run stopped for a person to decide. Check the targets, then:"),
-      decisionForm("Resume (run the step again)", "primary", true, (r) => api("POST", "/api/v1/runs/" + id + "/resume", { reason: r })),
-      decisionForm("Skip the step", "", true, (r) => api("POST", "/api/v1/runs/" + id + "/skip", { reason: r })),
-      decisionForm("Abandon the run", "danger", true, (r) => api("POST", "/api/v1/runs/" + id + "/abandon", { reason: r })));
+  if (run.status === "needs-attention" && (me.may.start_run || me.may.cancel_run)) {
+    out.append(h("div", {}, h("p", { class: "notice" }, "This run stopped for a person to decide. Check the targets, then:"),
+      me.may.start_run ? [
+        decisionForm("Resume (run the step again)", "primary", true, (r) => api("POST", "/api/v1/runs/" + id + "/resume", { reason: r })),
+        decisionForm("Skip the step", "", true, (r) => api("POST", "/api/v1/runs/" + id + "/skip", { reason: r }))] : null,
+      me.may.cancel_run
+        ? decisionForm("Abandon the run", "danger", true, (r) => api("POST", "/api/v1/runs/" + id + "/abandon", { reason: r }))
+        : null));
   }
   if (run.mode === "dry-run" && run.status === "succeeded" && !run.draft && me.may.start_run) {
     out.append(h("p", {}, actionButton("Run live from this plan…", "primary", main, () => confirmLive(run))));
