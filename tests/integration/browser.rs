@@ -59,6 +59,16 @@ async fn wait_status(env: &TestEnv, id: &str, want: RunStatus) {
     panic!("run {id} never became {want:?}");
 }
 
+/// Start a live `waiter` run as `token` and wait until it is inside its
+/// first step; it goes on when `go` is written into the returned directory.
+async fn start_waiting(env: &TestEnv, url: &str, token: &str) -> (tempfile::TempDir, String) {
+    let gate = tempfile::tempdir().expect("gate");
+    let dir = gate.path().display().to_string();
+    let id = start_live(url, token, "waiter", json!({ "dir": dir })).await;
+    wait_status(env, &id, RunStatus::Running).await;
+    (gate, id)
+}
+
 /// Mark the page, so [`assert_marked`] can tell it was not reloaded.
 async fn mark(b: &Browser) {
     b.client
@@ -214,15 +224,7 @@ async fn the_console_in_a_real_browser() {
         "{refused}"
     );
     // Cancel: alice stops a live run that waits inside its step.
-    let gate_c = tempfile::tempdir().expect("gate");
-    let cancelled = start_live(
-        &url,
-        &alice,
-        "waiter",
-        json!({"dir": gate_c.path().display().to_string()}),
-    )
-    .await;
-    wait_status(&env, &cancelled, RunStatus::Running).await;
+    let (gate_c, cancelled) = start_waiting(&env, &url, &alice).await;
     b.open(&format!("{url}/console/runs/{cancelled}")).await;
     b.wait_text("#run-status", "running", SHORT).await;
     b.fill("main", "Reason", "wrong host").await;
@@ -262,15 +264,7 @@ async fn the_console_in_a_real_browser() {
 
     // The big red switch: bob engages it while a live run waits inside its
     // first step; the run halts before the next one.
-    let gate = tempfile::tempdir().expect("gate");
-    let waiting = start_live(
-        &url,
-        &alice,
-        "waiter",
-        json!({"dir": gate.path().display().to_string()}),
-    )
-    .await;
-    wait_status(&env, &waiting, RunStatus::Running).await;
+    let (gate, waiting) = start_waiting(&env, &url, &alice).await;
     b.open(&format!("{url}/console/")).await;
     b.wait_text("main h1", "Overview", SHORT).await;
     b.fill("main", "Reason", "database failover in progress")

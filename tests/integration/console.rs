@@ -63,16 +63,47 @@ impl Console {
         (status, headers, value)
     }
 
-    /// Sign in with `token`; the cookie header to send back and the CSRF token.
-    async fn sign_in(&self, token: &str) -> (String, String) {
-        let (status, headers, body) = self
+    /// Start a live `waiter` run as `token`: it waits in its first step until
+    /// `go` is written into the returned directory.
+    async fn start_waiter(&self, token: &str) -> (tempfile::TempDir, String) {
+        let gate = tempfile::tempdir().expect("gate");
+        let dir = gate.path().display().to_string();
+        let (status, _, started) = self
             .send(
                 "POST",
-                "/console/session",
-                &[],
-                Some(json!({"token": token})),
+                "/api/v1/runs",
+                &[("authorization", &format!("Bearer {token}"))],
+                Some(json!({"runbook": "waiter", "mode": "live", "force_untested": true, "inputs": {"dir": dir}})),
             )
             .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+        (gate, started["run_id"].as_str().expect("id").to_string())
+    }
+
+    /// Open run `id`'s event stream as `token`.
+    async fn events(&self, token: &str, id: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/api/v1/runs/{id}/events", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("stream")
+    }
+
+    /// `POST /console/session` with `token`.
+    async fn post_session(&self, token: &str) -> (StatusCode, HeaderMap, Value) {
+        self.send(
+            "POST",
+            "/console/session",
+            &[],
+            Some(json!({"token": token})),
+        )
+        .await
+    }
+
+    /// Sign in with `token`; the cookie header to send back and the CSRF token.
+    async fn sign_in(&self, token: &str) -> (String, String) {
+        let (status, headers, body) = self.post_session(token).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let cookie = headers
             .get(SET_COOKIE)
@@ -137,24 +168,10 @@ async fn sign_in_keeps_the_token_in_an_httponly_cookie_and_changes_need_csrf() {
     let c = console(ServerConfig::default()).await;
     let alice = c.env.token("alice", Role::Admin, &[]).await;
     // An unknown token gets no cookie.
-    let (status, headers, _) = c
-        .send(
-            "POST",
-            "/console/session",
-            &[],
-            Some(json!({"token": "fdt_nope"})),
-        )
-        .await;
+    let (status, headers, _) = c.post_session("fdt_nope").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(headers.get(SET_COOKIE).is_none());
-    let (status, headers, body) = c
-        .send(
-            "POST",
-            "/console/session",
-            &[],
-            Some(json!({"token": alice})),
-        )
-        .await;
+    let (status, headers, body) = c.post_session(&alice).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let set = headers[SET_COOKIE].to_str().expect("cookie");
     for part in [
@@ -280,14 +297,7 @@ async fn the_secure_flag_is_set_when_configured() {
     })
     .await;
     let token = c.env.token("viewer", Role::Viewer, &[]).await;
-    let (_, headers, body) = c
-        .send(
-            "POST",
-            "/console/session",
-            &[],
-            Some(json!({"token": token})),
-        )
-        .await;
+    let (_, headers, body) = c.post_session(&token).await;
     let set = headers[SET_COOKIE].to_str().expect("cookie");
     assert!(
         set.contains("; Secure") && set.contains("Max-Age=600"),
@@ -350,27 +360,8 @@ async fn a_run_streams_each_change_until_it_finishes_and_streams_are_bounded() {
     .await;
     let token = c.env.token("oncall", Role::Operator, &[]).await;
     let bearer = format!("Bearer {token}");
-    let gate = tempfile::tempdir().expect("gate");
-    let (status, _, started) = c
-        .send(
-            "POST",
-            "/api/v1/runs",
-            &[("authorization", &bearer)],
-            Some(
-                json!({"runbook": "waiter", "mode": "live", "force_untested": true,
-                "inputs": {"dir": gate.path().display().to_string()}}),
-            ),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
-    let id = started["run_id"].as_str().expect("id").to_string();
-    let stream = c
-        .client
-        .get(format!("{}/api/v1/runs/{id}/events", c.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("stream");
+    let (gate, id) = c.start_waiter(&token).await;
+    let stream = c.events(&token, &id).await;
     assert_eq!(stream.status(), StatusCode::OK);
     assert!(
         stream.headers()["content-type"]
@@ -492,4 +483,27 @@ async fn pages_read_triggers_kernels_with_their_users_and_parsed_runbooks() {
         )
         .await;
     assert_eq!(triggers["triggers"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_closes_at_event_stream_max_s_even_while_the_run_goes_on() {
+    let c = console(ServerConfig {
+        event_stream_max_s: 1,
+        event_poll_ms: 50,
+        ..ServerConfig::default()
+    })
+    .await;
+    let token = c.env.token("oncall", Role::Operator, &[]).await;
+    let (gate, id) = c.start_waiter(&token).await;
+    let stream = c.events(&token, &id).await;
+    let (events, ended) = read_events(stream, |_, _| false).await;
+    assert!(ended, "the server closed the stream");
+    assert!(!events.is_empty(), "it sent the run first");
+    let run = c.env.store.run(&id).await.expect("read").expect("run");
+    assert!(
+        run.status.is_pending(),
+        "the run was still going: {:?}",
+        run.status
+    );
+    std::fs::write(gate.path().join("go"), "").expect("go");
 }

@@ -91,7 +91,7 @@ impl Browser {
         }
     }
 
-    /// Go to `url` and wait until the console rendered a page heading.
+    /// Go to `url` (the page then renders itself: wait with `wait_text`).
     ///
     /// # Panics
     /// If the page does not load.
