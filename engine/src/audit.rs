@@ -182,11 +182,23 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
-/// The canonical bytes of a record: a JSON array of its fields in a fixed
+/// The canonical form of a record: a JSON array of its fields in a fixed
 /// order (`details` as stored text), so that any change to any field changes
 /// the hash.
-fn canonical(r: &AuditRecord) -> Vec<u8> {
-    serde_json::to_vec(&(
+fn canonical_fields(
+    r: &AuditRecord,
+) -> (
+    i64,
+    &str,
+    &str,
+    &str,
+    &str,
+    &str,
+    &str,
+    &str,
+    &Option<String>,
+) {
+    (
         r.seq,
         &r.time,
         &r.actor_kind,
@@ -196,16 +208,39 @@ fn canonical(r: &AuditRecord) -> Vec<u8> {
         &r.outcome,
         &r.details,
         &r.run_id,
-    ))
-    .unwrap_or_default()
+    )
+}
+
+/// Feeds what is written to it into a hash (the canonical form is
+/// serialised straight into the hash, with no buffer in between).
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `SHA-256(prev_hash || canonical(record))`, as lowercase hex bytes.
+fn record_hash_hex(r: &AuditRecord) -> [u8; 64] {
+    let mut h = Sha256::new();
+    h.update(r.prev_hash.as_bytes());
+    // Serialising strings and integers into a writer that cannot fail
+    // cannot fail.
+    let _ = serde_json::to_writer(HashWriter(&mut h), &canonical_fields(r));
+    let mut hex = [0u8; 64];
+    let _ = hex::encode_to_slice(h.finalize(), &mut hex);
+    hex
 }
 
 /// `SHA-256(prev_hash || canonical(record))`, hex.
 pub fn record_hash(r: &AuditRecord) -> String {
-    let mut h = Sha256::new();
-    h.update(r.prev_hash.as_bytes());
-    h.update(canonical(r));
-    hex::encode(h.finalize())
+    String::from_utf8_lossy(&record_hash_hex(r)).into_owned()
 }
 
 /// Current UTC time, RFC 3339 with milliseconds.
@@ -298,7 +333,7 @@ impl Verifier {
                 "prev_hash does not match the previous record's hash: a record was inserted, deleted or reordered before this one"
                     .to_string(),
             )
-        } else if record_hash(r) != r.hash {
+        } else if record_hash_hex(r) != r.hash.as_bytes() {
             Some("contents do not match the record's hash: the record was modified".to_string())
         } else {
             None
@@ -312,7 +347,7 @@ impl Verifier {
                 false
             }
             None => {
-                self.prev_hash = r.hash.clone();
+                self.prev_hash.clone_from(&r.hash);
                 self.expected_seq += 1;
                 true
             }
@@ -343,21 +378,33 @@ pub fn verify<I: IntoIterator<Item = AuditRecord>>(records: I) -> Verification {
 /// Records read per page when verifying a store's chain.
 pub const VERIFY_PAGE: i64 = 10_000;
 
-/// Verify the whole chain in `store`, page by page.
+/// Verify the whole chain in `store`, page by page. The next page is read
+/// while the current one is hashed (on a blocking thread), so reading and
+/// hashing overlap.
 pub async fn verify_store(
     store: &dyn crate::store::Store,
 ) -> Result<Verification, crate::store::StoreError> {
     let mut verifier = Verifier::default();
-    let mut after = 0;
-    loop {
-        let page = store.audit_page(after, VERIFY_PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for r in &page {
-            if !verifier.push(r) {
-                return Ok(verifier.finish());
+    let mut page = store.audit_page(0, VERIFY_PAGE).await?;
+    while let Some(last) = page.last() {
+        let after = last.seq;
+        let check = tokio::task::spawn_blocking(move || {
+            for r in &page {
+                if !verifier.push(r) {
+                    break;
+                }
             }
+            verifier
+        });
+        let next = store.audit_page(after, VERIFY_PAGE).await;
+        verifier = match check.await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        if verifier.bad.is_some() {
+            break;
         }
+        page = next?;
     }
     Ok(verifier.finish())
 }
@@ -381,6 +428,34 @@ mod tests {
                 r
             })
             .collect()
+    }
+
+    #[test]
+    fn the_hash_is_sha256_of_prev_hash_and_the_json_array_of_fields() {
+        // The definition the stored chains were sealed with; the streaming
+        // hasher must keep producing exactly this.
+        for r in chain(3).iter().chain(std::iter::once(&AuditRecord {
+            run_id: None,
+            details: "{\"quote\":\"\\\" é \\u0001\"}".into(),
+            ..chain(1)[0].clone()
+        })) {
+            let canonical = serde_json::to_vec(&(
+                r.seq,
+                &r.time,
+                &r.actor_kind,
+                &r.actor_id,
+                &r.action,
+                &r.subject,
+                &r.outcome,
+                &r.details,
+                &r.run_id,
+            ))
+            .unwrap_or_default();
+            let mut h = Sha256::new();
+            h.update(r.prev_hash.as_bytes());
+            h.update(canonical);
+            assert_eq!(record_hash(r), hex::encode(h.finalize()));
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! share shed and how fast /healthz answered meanwhile.
 //!
 //! `cargo bench -p firedrill-tests --bench alerts` (env ALERT_RATE, alerts
-//! per second, default 20; ALERT_TOTAL, default 400).
+//! per second, default 200; ALERT_TOTAL per round, default 1,000;
+//! ALERT_ROUNDS, default 3). Part of `scripts/bench`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -16,31 +17,22 @@ use std::time::{Duration, Instant, SystemTime};
 use firedrill::auth::Role;
 use firedrill::server::ServerConfig;
 use firedrill::store::{AuditFilter, RunStatus};
+use firedrill_tests::bench::{self, Goal, Measure, Stat};
 use firedrill_tests::{TestEnv, alertmanager_payload, probe_on_alert};
 use serde_json::{Value, json};
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn report(what: &str, mut v: Vec<Duration>) {
-    v.sort();
+fn report(what: &str, v: &[Duration]) -> Vec<f64> {
+    let mut v: Vec<f64> = v.iter().map(|d| bench::ms(*d)).collect();
+    v.sort_by(f64::total_cmp);
     println!(
         "{what}: n={} p50={:.1} ms p90={:.1} ms p99={:.1} ms max={:.1} ms",
         v.len(),
-        percentile(&v, 0.5).as_secs_f64() * 1e3,
-        percentile(&v, 0.9).as_secs_f64() * 1e3,
-        percentile(&v, 0.99).as_secs_f64() * 1e3,
-        v.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        bench::percentile(&v, 0.5),
+        bench::percentile(&v, 0.9),
+        bench::percentile(&v, 0.99),
+        v.last().copied().unwrap_or_default(),
     );
+    v
 }
 
 async fn post(client: &reqwest::Client, url: &str, token: &str, fp: &str) -> (u16, Value) {
@@ -69,7 +61,15 @@ async fn wait_finished(env: &TestEnv, id: &str) {
     panic!("run {id} did not finish");
 }
 
-async fn steady(env: &TestEnv, url: &str, token: &str, phase: u8, rate: usize, total: usize) {
+/// One steady round; (alert → first host call, alert → answered), in ms.
+async fn steady(
+    env: &TestEnv,
+    url: &str,
+    token: &str,
+    phase: u8,
+    rate: usize,
+    total: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let client = reqwest::Client::new();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -117,11 +117,20 @@ async fn steady(env: &TestEnv, url: &str, token: &str, phase: u8, rate: usize, t
         "steady: {total} alerts offered at {rate}/s over {:.1} s, each starting a live run",
         offered.as_secs_f64()
     );
-    report("  alert -> first host call", first_call);
-    report("  alert -> webhook answered", acks);
+    (
+        report("  alert -> first host call", &first_call),
+        report("  alert -> webhook answered", &acks),
+    )
 }
 
-async fn overload(env: &TestEnv, url: &str, token: &str, senders: usize, per_sender: usize) {
+/// The overload phase: /healthz latencies (ms) and what happened.
+async fn overload(
+    env: &TestEnv,
+    url: &str,
+    token: &str,
+    senders: usize,
+    per_sender: usize,
+) -> (Vec<f64>, Value) {
     let client = reqwest::Client::new();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let health = {
@@ -186,17 +195,24 @@ async fn overload(env: &TestEnv, url: &str, token: &str, senders: usize, per_sen
         total - ok - shed,
         verified.records
     );
-    report("  /healthz during overload", health);
+    let detail = json!({
+        "offered": total, "senders": senders, "seconds": took.as_secs_f64(),
+        "answered_200": ok, "runs_started": started.len(), "shed_503": shed,
+        "other": total - ok - shed, "audit_records_verified": verified.records,
+    });
+    (report("  /healthz during overload", &health), detail)
 }
 
 fn main() {
-    let rate = env_usize("ALERT_RATE", 20);
-    let total = env_usize("ALERT_TOTAL", 400);
+    let rate = bench::size("ALERT_RATE", 200, 20);
+    let total = bench::size("ALERT_TOTAL", 1_000, 10);
+    let rounds = bench::size("ALERT_ROUNDS", 3, 1);
+    let senders = bench::size("OVERLOAD_SENDERS", 64, 4);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
+    let measures = rt.block_on(async {
         let env = TestEnv::new().await;
         env.publish(&[&probe_on_alert("probe-web", "WebDown")]).await;
         let token = env.token("alertmanager", Role::Webhook, &[]).await;
@@ -208,9 +224,16 @@ fn main() {
             })
             .await;
         // Warm up: compile caches, connections, SQLite pages.
-        steady(&env, &url, &token, 1, 10, 20).await;
+        steady(&env, &url, &token, 1, 10, 20.min(total)).await;
         println!("--- measured ---");
-        steady(&env, &url, &token, 2, rate, total).await;
+        let (mut first, mut answered) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let phase = u8::try_from(round + 2).expect("rounds < 254");
+            let (f, a) = steady(&env, &url, &token, phase, rate, total).await;
+            first.push(f);
+            answered.push(a);
+        }
+        let settings = json!({"rate_per_s": rate, "alerts_per_round": total});
 
         let env = TestEnv::new().await;
         env.publish(&[&probe_on_alert("probe-web", "WebDown")]).await;
@@ -227,6 +250,35 @@ fn main() {
             limits.max_in_flight, limits.max_concurrent_runs, limits.max_queued_runs, limits.trigger_runs_per_minute
         );
         let (url, _) = env.serve(limits).await;
-        overload(&env, &url, &token, 64, 30).await;
+        let (health, what) = overload(&env, &url, &token, senders, 30).await;
+        vec![
+            Measure::from_samples(
+                "alerts.first-host-call",
+                &format!("alert → first host call at {rate} alerts/s"),
+                "ms",
+                &first,
+            )
+            .goal(Goal::at_most(Stat::P99, 10.0))
+            .detail(settings.clone()),
+            Measure::from_samples(
+                "alerts.answered",
+                &format!("alert → webhook answered at {rate} alerts/s"),
+                "ms",
+                &answered,
+            )
+            .detail(settings),
+            Measure::from_samples(
+                "alerts.overload.healthz",
+                "/healthz while overloaded (shed with 503)",
+                "ms",
+                &[health],
+            )
+            .detail(what),
+        ]
     });
+    bench::write(
+        "alerts",
+        "cargo bench -p firedrill-tests --bench alerts",
+        &measures,
+    );
 }

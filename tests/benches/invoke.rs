@@ -1,16 +1,21 @@
 //! Instantiate + run of a trivial kernel through the full host path: input
 //! schema check, sandbox slot, fresh store with limits and WASI, instantiate
 //! from the `*Pre`, `run` (one log line, one host call), output schema check.
+//! Each invocation is timed on its own; rounds of invocations, one at a time.
 //!
-//! `cargo bench -p firedrill-tests --bench invoke`
+//! `cargo bench -p firedrill-tests --bench invoke` (env INVOKE_RUNS per
+//! round, default 5,000; INVOKE_ROUNDS, default 5). Part of `scripts/bench`.
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use std::time::Instant;
+
 use firedrill::Mode;
 use firedrill::kernel::InvokeRequest;
+use firedrill_tests::bench::{self, Goal, Measure, Stat};
 use firedrill_tests::{guest_bytes, test_host};
 
-#[allow(clippy::expect_used)]
-fn invoke(c: &mut Criterion) {
+fn main() {
+    let runs = bench::size("INVOKE_RUNS", 5_000, 50);
+    let rounds = bench::size("INVOKE_ROUNDS", 5, 2);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -29,22 +34,37 @@ fn invoke(c: &mut Criterion) {
         input: serde_json::json!({}),
         observer: None,
     };
-    // Sanity: the benchmark measures successful invocations only.
-    let report = rt.block_on(host.invoke(&kernel, request.clone()));
-    assert!(report.result.is_ok(), "{:?}", report.result);
-
-    c.bench_function("invoke/trivial", |b| {
-        b.to_async(&rt).iter(|| {
-            let request = request.clone();
-            let (host, kernel) = (&host, &kernel);
-            async move {
-                let report = host.invoke(kernel, request).await;
-                assert!(report.result.is_ok());
-                report
+    let samples: Vec<Vec<f64>> = rt.block_on(async {
+        // Warm up (and check: only successful invocations are measured).
+        for _ in 0..runs.min(500) {
+            let report = host.invoke(&kernel, request.clone()).await;
+            assert!(report.result.is_ok(), "{:?}", report.result);
+        }
+        let mut all = Vec::new();
+        for _ in 0..rounds {
+            let mut round = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let request = request.clone();
+                let started = Instant::now();
+                let report = host.invoke(&kernel, request).await;
+                round.push(bench::us(started.elapsed()));
+                assert!(report.result.is_ok(), "{:?}", report.result);
             }
-        });
+            all.push(round);
+        }
+        all
     });
+    let measure = Measure::from_samples(
+        "invoke.rust",
+        "kernel instantiate + run, Rust (trivial)",
+        "µs",
+        &samples,
+    )
+    .goal(Goal::at_most(Stat::Median, 30.0))
+    .detail(serde_json::json!({"kernel": "tests/kernels/trivial", "per_round": runs}));
+    bench::write(
+        "invoke",
+        "cargo bench -p firedrill-tests --bench invoke",
+        &[measure],
+    );
 }
-
-criterion_group!(benches, invoke);
-criterion_main!(benches);

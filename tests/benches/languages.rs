@@ -8,8 +8,8 @@
 //! the compiled-component cache), and instantiate + run (median, p99).
 //!
 //! `cargo bench -p firedrill-tests --bench languages`
-//! (`LANG_RUNS=N` invocations per language, default 200; results also in
-//! target/bench-languages.json)
+//! (`LANG_RUNS=N` invocations per round, default 200; `LANG_ROUNDS`,
+//! default 3). Part of `scripts/bench`.
 
 use std::path::Path;
 use std::process::Command;
@@ -21,16 +21,8 @@ use firedrill::cli::author::{Lang, scaffold};
 use firedrill::kernel::{HostConfig, InvokeRequest, KernelHost, KernelLimits};
 use firedrill::secret::StaticSecrets;
 use firedrill::target::{MockTargets, Targets};
-use firedrill_tests::{foreign_kernel, reuse_language_tools, workspace_root};
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
+use firedrill_tests::bench::{self, Measure};
+use firedrill_tests::{foreign_kernel, reuse_language_tools};
 
 fn host(cache: &Path) -> KernelHost {
     let mut mock = MockTargets::default();
@@ -63,17 +55,16 @@ fn build(dir: &Path, name: &str) -> Duration {
 fn main() {
     // Installs the pinned Python and JavaScript tools (and builds the examples).
     foreign_kernel("log-rotate-py");
-    let runs: usize = std::env::var("LANG_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let runs = bench::size("LANG_RUNS", 200, 20);
+    let rounds = bench::size("LANG_ROUNDS", 3, 1);
+    let first_loads = bench::size("LANG_FIRST_LOADS", 3, 1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut rows = Vec::new();
+    let mut measures = Vec::new();
     println!(
         "{:<11} {:>9} {:>10} {:>11} {:>11} {:>11} {:>11}",
         "language", "build s", "size MB", "first ms", "cached ms", "run p50 ms", "run p99 ms"
@@ -101,7 +92,7 @@ fn main() {
 
         // First load: compile (a fresh cache each time), three times.
         let mut first = Vec::new();
-        for i in 0..3 {
+        for i in 0..first_loads {
             let cache = tmp.path().join(format!("cache-{label}-{i}"));
             let h = host(&cache);
             let t = Instant::now();
@@ -111,7 +102,7 @@ fn main() {
         // Cached load: a new engine each time, reading the cache.
         let cache = tmp.path().join(format!("cache-{label}-0"));
         let mut cached = Vec::new();
-        for _ in 0..5 {
+        for _ in 0..first_loads + 2 {
             let h = host(&cache);
             let t = Instant::now();
             let k = rt.block_on(h.load(&bytes)).expect("loads");
@@ -130,39 +121,55 @@ fn main() {
             input: serde_json::json!({"unit": "web"}),
             observer: None,
         };
-        let mut times = Vec::with_capacity(runs);
-        for _ in 0..runs {
-            let t = Instant::now();
-            let report = rt.block_on(h.invoke(&kernel, request.clone()));
-            times.push(t.elapsed());
-            assert!(report.result.is_ok(), "{label}: {:?}", report.result);
+        let mut samples = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let mut times = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let t = Instant::now();
+                let report = rt.block_on(h.invoke(&kernel, request.clone()));
+                times.push(bench::us(t.elapsed()));
+                assert!(report.result.is_ok(), "{label}: {:?}", report.result);
+            }
+            samples.push(times);
         }
-        for v in [&mut first, &mut cached, &mut times] {
-            v.sort();
-        }
-        let row = serde_json::json!({
-            "language": label,
+        let ms_of = |v: &[Duration]| vec![v.iter().map(|d| bench::ms(*d)).collect::<Vec<_>>()];
+        let run = Measure::from_samples(
+            &format!("invoke.scaffold.{label}"),
+            &format!("kernel instantiate + run, {label} (scaffold, 1 exec)"),
+            "µs",
+            &samples,
+        )
+        .detail(serde_json::json!({
             "build_s": build_time.as_secs_f64(),
             "size_bytes": bytes.len(),
-            "first_load_ms_median": ms(percentile(&first, 0.5)),
-            "cached_load_ms_median": ms(percentile(&cached, 0.5)),
-            "run_ms_p50": ms(percentile(&times, 0.5)),
-            "run_ms_p99": ms(percentile(&times, 0.99)),
-            "runs": runs,
-        });
+        }));
         println!(
             "{:<11} {:>9.1} {:>10.1} {:>11.0} {:>11.1} {:>11.3} {:>11.3}",
             label,
             build_time.as_secs_f64(),
             bytes.len() as f64 / 1e6,
-            ms(percentile(&first, 0.5)),
-            ms(percentile(&cached, 0.5)),
-            ms(percentile(&times, 0.5)),
-            ms(percentile(&times, 0.99)),
+            bench::median(&ms_of(&first)[0]),
+            bench::median(&ms_of(&cached)[0]),
+            run.median / 1e3,
+            run.p99 / 1e3,
         );
-        rows.push(row);
+        measures.push(run);
+        measures.push(Measure::from_samples(
+            &format!("load.first.{label}"),
+            &format!("first load (compile), {label}"),
+            "ms",
+            &ms_of(&first),
+        ));
+        measures.push(Measure::from_samples(
+            &format!("load.cached.{label}"),
+            &format!("cached load, {label}"),
+            "ms",
+            &ms_of(&cached),
+        ));
     }
-    let out = workspace_root().join("target/bench-languages.json");
-    std::fs::write(&out, serde_json::to_string_pretty(&rows).expect("json")).expect("write");
-    println!("raw results: {}", out.display());
+    bench::write(
+        "languages",
+        "cargo bench -p firedrill-tests --bench languages",
+        &measures,
+    );
 }

@@ -1,9 +1,12 @@
-//! Runbook throughput: dry-runs of the 3-step demo runbook end to end (real
-//! kernels, real commands on the local target, durable store with
-//! `synchronous = FULL`, audit chain), sequentially and 16 at a time.
+//! Runbook throughput: dry-runs of a 3-step runbook end to end (durable
+//! store with `synchronous = FULL`, audit chain) by 1, 16 and 64 concurrent
+//! callers, in repeated rounds: the engine-only runbook (the `trivial`
+//! kernel, no process: firedrill's own cost) and the demo runbook (real
+//! kernels, real commands on the local target).
 //!
-//! `cargo bench -p firedrill-tests --bench runs` (env RUNS_TOTAL to change
-//! the number of runs per phase; default 800).
+//! `cargo bench -p firedrill-tests --bench runs` (env RUNS_TOTAL: runs per
+//! round at concurrency 16, default 800 (a quarter at 1, twice at 64);
+//! RUNS_ROUNDS, default 3). Part of `scripts/bench`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,12 +15,8 @@ use firedrill::Mode;
 use firedrill::audit::Actor;
 use firedrill::executor::{RunRequest, RunbookSource, Service};
 use firedrill::store::{RunFilter, RunStatus};
+use firedrill_tests::bench::{self, Goal, Measure, Stat};
 use firedrill_tests::{TestEnv, workspace_root};
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
 
 /// The same three-step shape (a probe, a conditional step, a final step)
 /// with a kernel that spawns no process: firedrill's own cost per run.
@@ -93,19 +92,18 @@ async fn phase(
 }
 
 fn main() {
-    let total: usize = std::env::var("RUNS_TOTAL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(800);
+    let total = bench::size("RUNS_TOTAL", 800, 32);
+    let rounds = bench::size("RUNS_ROUNDS", 3, 1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(async {
+    let measures = rt.block_on(async {
         let env = TestEnv::new().await;
-        let text = std::fs::read_to_string(workspace_root().join("runbooks/demo/restart-demo-web.yaml"))
-            .expect("demo runbook");
+        let text =
+            std::fs::read_to_string(workspace_root().join("runbooks/demo/restart-demo-web.yaml"))
+                .expect("demo runbook");
         env.service
             .publish_runbook("restart-demo-web.yaml", &text, &Actor::user("bench"))
             .await
@@ -115,34 +113,67 @@ fn main() {
             .await
             .expect("publish");
         let service = Arc::new(env.service.clone());
-        let mut results = Vec::new();
-        for (runbook, label) in [
-            ("restart-demo-web", "demo runbook (local target, 2 commands)"),
-            ("engine-only", "engine only (trivial kernel, no commands)"),
+        let mut measures = Vec::new();
+        for (runbook, key, label) in [
+            (
+                "engine-only",
+                "engine",
+                "engine only: trivial kernel, no process",
+            ),
+            (
+                "restart-demo-web",
+                "demo",
+                "demo runbook: 2 commands on the local target",
+            ),
         ] {
-        // Warm up: compile caches, page cache, connection pool.
-        phase(&service, runbook, 4, 40).await;
-        for concurrency in [1, 16] {
-            let n = if concurrency == 1 { total / 4 } else { total };
-            let (lat, wall) = phase(&service, runbook, concurrency, n).await;
-            let rate = lat.len() as f64 / wall.as_secs_f64();
-            println!(
-                "dry-run 3-step {label}, concurrency {concurrency:>2}: {} runs in {:.2} s = {rate:.0} runs/s; latency p50 {:.2} ms, p99 {:.2} ms",
-                lat.len(),
-                wall.as_secs_f64(),
-                percentile(&lat, 0.50).as_secs_f64() * 1e3,
-                percentile(&lat, 0.99).as_secs_f64() * 1e3,
-            );
-            results.push(serde_json::json!({
-                "runbook": runbook, "concurrency": concurrency, "runs": lat.len(), "runs_per_s": rate,
-                "p50_ms": percentile(&lat, 0.50).as_secs_f64() * 1e3,
-                "p99_ms": percentile(&lat, 0.99).as_secs_f64() * 1e3,
-            }));
+            // Warm up: compile caches, page cache, connection pool.
+            phase(&service, runbook, 4, 40.min(total)).await;
+            for concurrency in [1, 16, 64] {
+                let n = match concurrency {
+                    1 => total / 4,
+                    16 => total,
+                    _ => total * 2,
+                }
+                .max(concurrency);
+                let mut rates = Vec::new();
+                let mut latencies = Vec::new();
+                for _ in 0..rounds {
+                    let (lat, wall) = phase(&service, runbook, concurrency, n).await;
+                    rates.push(lat.len() as f64 / wall.as_secs_f64());
+                    latencies.extend(lat.iter().map(|d| bench::ms(*d)));
+                }
+                let (p50, p99) = bench::p50_p99(&latencies);
+                let mut m = Measure::from_rates(
+                    &format!("runs.{key}.c{concurrency}"),
+                    &format!("dry-run 3-step, {label}, concurrency {concurrency}"),
+                    "runs/s",
+                    &rates,
+                )
+                .detail(serde_json::json!({
+                    "runs_per_round": n,
+                    "latency_ms": {"p50": p50, "p99": p99},
+                }));
+                if key == "engine" && concurrency == 64 {
+                    m = m.goal(Goal::at_least(Stat::Median, 1000.0));
+                }
+                println!("  latency p50 {p50:.2} ms, p99 {p99:.2} ms");
+                measures.push(m);
+            }
         }
-        }
-        let runs = env.store.runs(&RunFilter { limit: 10_000, ..RunFilter::default() }).await.expect("runs");
-        println!("store holds {} runs; audit head verified by the test suite", runs.len());
-        let out = workspace_root().join("target/bench-runs.json");
-        let _ = std::fs::write(&out, serde_json::to_string_pretty(&results).unwrap_or_default());
+        let runs = env
+            .store
+            .runs(&RunFilter {
+                limit: 100_000,
+                ..RunFilter::default()
+            })
+            .await
+            .expect("runs");
+        assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded));
+        measures
     });
+    bench::write(
+        "runs",
+        "cargo bench -p firedrill-tests --bench runs",
+        &measures,
+    );
 }

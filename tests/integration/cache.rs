@@ -1,5 +1,6 @@
 //! The compiled-component cache: a second engine loads from disk, and a
-//! damaged cache entry is discarded and rebuilt instead of failing the load.
+//! damaged cache entry is discarded and rebuilt instead of failing the load,
+//! and concurrent loads of one kernel compile it once.
 
 use std::sync::Arc;
 
@@ -52,4 +53,30 @@ async fn second_engine_loads_from_cache_and_damaged_entries_are_rebuilt() {
     let third = host(dir.path()).load(&bytes).await.expect("rebuilds");
     assert_eq!(third.cache, CacheOutcome::Miss);
     assert_ne!(std::fs::read(&entries[0]).expect("rewritten"), b"garbage");
+}
+
+/// A burst of runs on a fresh node loads the same kernel many times at
+/// once: the first load compiles it, every other waits for it and gets the
+/// same loaded kernel (the memory benchmark's 1,000 runs used to compile it
+/// 1,000 times, minutes of CPU before any run reached its target).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_loads_of_one_kernel_compile_it_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bytes = Arc::new(guest_bytes("disk-usage"));
+    let host = Arc::new(host(dir.path()));
+    let loads: Vec<_> = (0..16)
+        .map(|_| {
+            let (host, bytes) = (host.clone(), bytes.clone());
+            tokio::spawn(async move { host.load(&bytes).await.expect("loads") })
+        })
+        .collect();
+    let mut kernels = Vec::new();
+    for l in loads {
+        kernels.push(l.await.expect("task"));
+    }
+    assert!(
+        kernels.iter().all(|k| Arc::ptr_eq(k, &kernels[0])),
+        "every load returned the one loaded kernel"
+    );
+    assert_eq!(kernels[0].cache, CacheOutcome::Miss, "compiled once, here");
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
+pub mod bench;
 pub mod browser;
 pub mod nodes;
 pub mod pg;
@@ -172,21 +173,29 @@ pub fn firedrill_bin() -> PathBuf {
                 .parent()
                 .and_then(Path::parent)
                 .unwrap_or_else(|| panic!("no target dir above {}", exe.display()));
-            let bin = dir.join("firedrill");
             // Always (a no-op when up to date): a stale binary would test
             // old code. With failpoints, as this crate's dependency has
             // them, so `cargo test --workspace` builds the same binary.
+            // A release build (benches) goes to its own target directory:
+            // `cargo bench -p firedrill-tests` resolves features differently
+            // from `cargo build -p firedrill`, and sharing target/release
+            // made each rebuild the other's dependencies (minutes per switch).
+            let release = dir.ends_with("release");
+            let bench_dir = workspace_root().join("target/bench-node");
+            let bin = if release {
+                bench_dir.join("release/firedrill")
+            } else {
+                dir.join("firedrill")
+            };
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .current_dir(workspace_root())
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(workspace_root())
                 .args(["build", "-p", "firedrill", "--bin", "firedrill"])
-                .args(["--features", "failpoints"])
-                // The profile of the test or bench binary asking for it.
-                .args(if dir.ends_with("release") {
-                    &["--release"][..]
-                } else {
-                    &[][..]
-                })
+                .args(["--features", "failpoints"]);
+            if release {
+                cmd.arg("--release").arg("--target-dir").arg(&bench_dir);
+            }
+            let status = cmd
                 .status()
                 .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
             assert!(status.success(), "building the firedrill binary failed");

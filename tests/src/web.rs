@@ -86,6 +86,18 @@ impl WebServer {
                 }),
             )
             .route(
+                "/wait/{ms}",
+                get(
+                    |State(c): State<Arc<Counters>>,
+                     axum::extract::Path(ms): axum::extract::Path<u64>| async move {
+                        // A slow target: answers after `ms` (the memory bench).
+                        c.requests.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        "late"
+                    },
+                ),
+            )
+            .route(
                 "/hops/{n}",
                 get(
                     |axum::extract::Path(n): axum::extract::Path<u32>| async move {

@@ -269,6 +269,10 @@ pub struct KernelHost {
     secrets: Arc<dyn SecretProvider>,
     cache: ComponentCache,
     loaded: Mutex<HashMap<String, Arc<LoadedKernel>>>,
+    /// Loads in progress, one lock per digest: concurrent loads of the same
+    /// kernel (a burst of runs after a restart) wait for the first instead
+    /// of each compiling it.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     permits: Arc<Semaphore>,
     _ticker: EpochTicker,
 }
@@ -331,6 +335,7 @@ impl KernelHost {
             targets,
             secrets,
             loaded: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
             _ticker: ticker,
         })
     }
@@ -382,6 +387,31 @@ impl KernelHost {
         if let Some(k) = self.loaded_kernel(&digest) {
             return Ok(k);
         }
+        // One load per digest at a time; whoever waited finds it loaded.
+        let gate = self
+            .loading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(digest.clone())
+            .or_default()
+            .clone();
+        let _loading = gate.lock().await;
+        if let Some(k) = self.loaded_kernel(&digest) {
+            return Ok(k);
+        }
+        let loaded = self.load_uncached(bytes, digest.clone()).await;
+        self.loading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&digest);
+        loaded
+    }
+
+    async fn load_uncached(
+        &self,
+        bytes: &[u8],
+        digest: String,
+    ) -> Result<Arc<LoadedKernel>, LoadError> {
         let (engine, cache, owned, d) = (
             self.engine.clone(),
             self.cache.clone(),

@@ -108,4 +108,10 @@ const RUNS_FILTER: &str = "SELECT * FROM runs WHERE (?1::text IS NULL OR runbook
              AND (?5::text IS NULL OR runbook IN (SELECT jsonb_array_elements_text(?5::jsonb)))
              ORDER BY id DESC LIMIT ?3";
 
+/// A page of the audit chain as one row (as for SQLite).
+const AUDIT_PAGE: &str =
+    "SELECT COALESCE(json_agg(json_build_array(seq, time, actor_kind, actor_id, action, subject,
+             outcome, details, run_id, prev_hash, hash)), '[]')::text
+             FROM (SELECT * FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2) page";
+
 super::sql::backend!(PgConnection, PgRow, PgStore);

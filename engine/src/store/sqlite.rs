@@ -160,6 +160,18 @@ const RUNS_FILTER: &str =
              AND (?5 IS NULL OR runbook IN (SELECT value FROM json_each(?5)))
              ORDER BY id DESC LIMIT ?3";
 
+/// A page of the audit chain as one row: a JSON array of each record's
+/// columns (in no particular order; `parse_audit_page` sorts by seq). Read
+/// row by row, the driver hands every row from its worker thread to the
+/// reader with a wake-up, which made reading, not hashing, the cost of
+/// `audit verify` (BENCHMARKS.md, "Profile and fix"). `group_concat`, not
+/// `json_group_array(... ORDER BY seq)`: the latter sorted the page in a
+/// temporary b-tree that spilled to disk.
+const AUDIT_PAGE: &str =
+    "SELECT '[' || COALESCE(group_concat(json_array(seq, time, actor_kind, actor_id, action,
+             subject, outcome, details, run_id, prev_hash, hash), ','), '') || ']'
+             FROM (SELECT * FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2)";
+
 super::sql::backend!(SqliteConnection, SqliteRow, SqliteStore);
 
 #[cfg(test)]
