@@ -1,10 +1,12 @@
 //! Alert to first host call: Alertmanager notifications posted to a real
 //! `firedrill serve` (loopback HTTP, bearer token, durable store) at a fixed
 //! open-loop rate; each starts a live run of a one-step runbook whose
-//! kernel runs a real command on the demo host. Reports the latency from
-//! sending the notification to the run's first host call (from the audit
-//! log's timestamps, millisecond resolution) and to the webhook's answer,
-//! then an overload phase: a burst far above the server's limits, with the
+//! kernel (`http-health`) makes a real HTTP request to a loopback endpoint.
+//! Reports the latency from sending the notification to the run's first
+//! host call (from the audit log's timestamps, millisecond resolution) and
+//! to the webhook's answer, and how many alerts were shed (503) because the
+//! server was at its run limits; then an overload phase (the process-starting
+//! `service-status` probe): a burst far above the server's limits, with the
 //! share shed and how fast /healthz answered meanwhile.
 //!
 //! `cargo bench -p firedrill-tests --bench alerts` (env ALERT_RATE, alerts
@@ -17,7 +19,9 @@ use std::time::{Duration, Instant, SystemTime};
 use firedrill::auth::Role;
 use firedrill::server::ServerConfig;
 use firedrill::store::{AuditFilter, RunStatus};
+use firedrill::target::{HttpTarget, Inventory, TargetSpec, TargetsConfig};
 use firedrill_tests::bench::{self, Goal, Measure, Stat};
+use firedrill_tests::web::WebServer;
 use firedrill_tests::{TestEnv, alertmanager_payload, probe_on_alert};
 use serde_json::{Value, json};
 
@@ -61,7 +65,9 @@ async fn wait_finished(env: &TestEnv, id: &str) {
     panic!("run {id} did not finish");
 }
 
-/// One steady round; (alert → first host call, alert → answered), in ms.
+/// One steady round; (alert → first host call, alert → answered) in ms of
+/// the alerts that started a run, and how many were shed (503: the server
+/// at its run limits).
 async fn steady(
     env: &TestEnv,
     url: &str,
@@ -69,7 +75,7 @@ async fn steady(
     phase: u8,
     rate: usize,
     total: usize,
-) -> (Vec<f64>, Vec<f64>) {
+) -> (Vec<f64>, Vec<f64>, usize) {
     let client = reqwest::Client::new();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -82,20 +88,24 @@ async fn steady(
             let sent = SystemTime::now();
             let started = Instant::now();
             let (status, answer) = post(&client, &url, &token, &format!("{phase:x}{i:07x}")).await;
+            if status == 503 {
+                return None;
+            }
             assert_eq!(status, 200, "{answer}");
             let run_id = answer["decisions"][0]["run_id"]
                 .as_str()
                 .unwrap_or_else(|| panic!("no run started: {answer}"))
                 .to_string();
-            (sent, started.elapsed(), run_id)
+            Some((sent, started.elapsed(), run_id))
         }));
     }
     let mut acks = Vec::new();
     let mut first_call = Vec::new();
     let mut runs = Vec::new();
     for t in tasks {
-        runs.push(t.await.expect("sender"));
+        runs.extend(t.await.expect("sender"));
     }
+    let shed = total - runs.len();
     let offered = wall.elapsed();
     for (sent, ack, run_id) in &runs {
         wait_finished(env, run_id).await;
@@ -114,12 +124,14 @@ async fn steady(
         acks.push(*ack);
     }
     println!(
-        "steady: {total} alerts offered at {rate}/s over {:.1} s, each starting a live run",
-        offered.as_secs_f64()
+        "steady: {total} alerts offered at {rate}/s over {:.1} s: {} started a live run, {shed} shed",
+        offered.as_secs_f64(),
+        runs.len()
     );
     (
         report("  alert -> first host call", &first_call),
         report("  alert -> webhook answered", &acks),
+        shed,
     )
 }
 
@@ -213,8 +225,26 @@ fn main() {
         .build()
         .expect("runtime");
     let measures = rt.block_on(async {
-        let env = TestEnv::new().await;
-        env.publish(&[&probe_on_alert("probe-web", "WebDown")]).await;
+        // The steady phase's runbook probes an HTTP endpoint: the first host
+        // call is a request, not a process start (which costs ~3 ms of CPU
+        // per start on this VM and would cap the rate, not firedrill).
+        let web = WebServer::start().await;
+        let mut extra = Inventory::default();
+        extra.targets.insert(
+            "api".into(),
+            TargetSpec::Http(HttpTarget {
+                base_url: web.url(""),
+                auth_secret: None,
+                allow_private: true,
+                labels: Default::default(),
+            }),
+        );
+        let env = TestEnv::with_targets(extra, TargetsConfig::default()).await;
+        env.publish(&[&probe_on_alert("probe-web", "WebDown")
+            .replace("service-status@1.0.0", "http-health@1.0.0")
+            .replace("[demo-host]", "[api]")
+            .replace("{ unit: \"{{ inputs.unit }}\" }", "{ path: /healthz }")])
+            .await;
         let token = env.token("alertmanager", Role::Webhook, &[]).await;
         let (url, _) = env
             .serve(ServerConfig {
@@ -226,14 +256,21 @@ fn main() {
         // Warm up: compile caches, connections, SQLite pages.
         steady(&env, &url, &token, 1, 10, 20.min(total)).await;
         println!("--- measured ---");
-        let (mut first, mut answered) = (Vec::new(), Vec::new());
+        let (mut first, mut answered, mut shed) = (Vec::new(), Vec::new(), 0);
         for round in 0..rounds {
             let phase = u8::try_from(round + 2).expect("rounds < 254");
-            let (f, a) = steady(&env, &url, &token, phase, rate, total).await;
+            let (f, a, s) = steady(&env, &url, &token, phase, rate, total).await;
             first.push(f);
             answered.push(a);
+            shed += s;
         }
-        let settings = json!({"rate_per_s": rate, "alerts_per_round": total});
+        let settings = json!({
+            "rate_per_s": rate,
+            "alerts_per_round": total,
+            "rounds": rounds,
+            "shed_503": shed,
+            "probe": "http-health GET on a loopback HTTP endpoint",
+        });
 
         let env = TestEnv::new().await;
         env.publish(&[&probe_on_alert("probe-web", "WebDown")]).await;
