@@ -283,3 +283,34 @@ async fn bytes_that_are_not_a_component_are_refused() {
     let err = host.load(b"hello").await.expect_err("not wasm");
     assert!(matches!(err, LoadError::NotAComponent(_)), "{err}");
 }
+
+/// Pooled sandboxes are reused, with the pages a kernel dirtied reset in
+/// place (PAGEMAP_SCAN) and kept resident: a value one invocation leaves in
+/// its linear memory is never seen by the next, one after another or many
+/// at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_survives_in_a_reused_sandbox() {
+    let host = test_host();
+    let kernel = load(&host, "test-kernel-hostile").await;
+    let seen = |report: firedrill::kernel::InvokeReport| {
+        let output = report.result.expect("remember succeeds");
+        output["seen"].as_u64().expect("seen")
+    };
+    for _ in 0..20 {
+        let report = host
+            .invoke(&kernel, request("remember", Mode::DryRun, json!({})))
+            .await;
+        assert_eq!(seen(report), 0, "an earlier invocation's memory survived");
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (host, kernel) = (host.clone(), kernel.clone());
+        tasks.push(tokio::spawn(async move {
+            host.invoke(&kernel, request("remember", Mode::DryRun, json!({})))
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(seen(t.await.expect("task")), 0);
+    }
+}

@@ -289,6 +289,11 @@ fn start_error(e: impl std::fmt::Display) -> HostStartError {
     HostStartError(e.to_string())
 }
 
+/// Bytes of each pooled linear memory kept resident between invocations
+/// (reset in place): bounds the memory a warm slot holds, at most
+/// `max-concurrent-invocations` times this.
+pub const KEEP_RESIDENT_BYTES: usize = 2 << 20;
+
 /// sha256 of `bytes`, as `sha256:<hex>`.
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -310,7 +315,15 @@ impl KernelHost {
             .total_tables(n.saturating_mul(8))
             .total_stacks(n)
             .max_memory_size(memory)
-            .table_elements(100_000);
+            .table_elements(100_000)
+            // Reset a slot by rewriting only the pages the last kernel
+            // dirtied (found with Linux's PAGEMAP_SCAN, 6.7+; elsewhere the
+            // first bytes are memset) and keep them resident, instead of
+            // madvise + a page fault per page on the next use: that was
+            // nearly half of an invocation's time (BENCHMARKS.md).
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+            .table_keep_resident(KEEP_RESIDENT_BYTES / 16);
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)

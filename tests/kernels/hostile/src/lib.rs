@@ -67,6 +67,13 @@ fn run(inv: Invocation) -> Result<String, KernelError> {
                 .map_err(|e| KernelError::Failed(format!("{e:?}")))?;
             ok(serde_json::json!({"echo": r.stdout}))
         }
+        "remember" => {
+            // Linear memory is reset between invocations: a value an
+            // earlier invocation left in a static must not be seen here.
+            static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let before = SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ok(serde_json::json!({"seen": before}))
+        }
         "loop" => {
             let mut x: u64 = 0;
             loop {
