@@ -198,11 +198,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join("firedrill.toml"),
-            "[kernel]\nmax-concurrent-invocations = 8\n[kernel.limits]\nmemory-bytes = 1048576\n",
+            "[kernel]\nmax-concurrent-invocations = 8\nkeep-resident-bytes = 0\n[kernel.limits]\nmemory-bytes = 1048576\n",
         )
         .expect("write");
         let home = Home::open(dir.path()).expect("opens");
         assert_eq!(home.config().kernel.limits.memory_bytes, 1 << 20);
         assert_eq!(home.config().kernel.max_concurrent_invocations, 8);
+        assert_eq!(home.config().kernel.keep_resident_bytes, 0);
     }
 }

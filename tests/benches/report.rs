@@ -220,7 +220,10 @@ fn main() {
         for (k, v) in obj {
             let v = match v {
                 Value::String(s) => s.clone(),
-                Value::Number(n) => n.as_f64().map(num).unwrap_or_default(),
+                Value::Number(n) => match n.as_u64() {
+                    Some(i) => i.to_string(),
+                    None => n.as_f64().map(|x| format!("{x:.1}")).unwrap_or_default(),
+                },
                 other => other.to_string(),
             };
             let _ = writeln!(md, "- {k}: {v}");

@@ -39,6 +39,12 @@ pub struct HostConfig {
     pub epoch_tick_ms: u64,
     /// Distinct kernels kept compiled in memory. Default 256.
     pub max_loaded_kernels: usize,
+    /// Bytes of each pooled sandbox's linear memory kept resident between
+    /// invocations and reset in place (only the pages a kernel dirtied, on
+    /// Linux 6.7+), instead of released and faulted back in. Warm slots hold
+    /// at most `max-concurrent-invocations` times this. 0: release all.
+    /// Default 2 MiB.
+    pub keep_resident_bytes: usize,
     /// Where compiled components are cached (`<home>/cache/kernels` by
     /// default; none disables the cache).
     pub cache_dir: Option<PathBuf>,
@@ -51,6 +57,7 @@ impl Default for HostConfig {
             max_concurrent_invocations: 64,
             epoch_tick_ms: 10,
             max_loaded_kernels: 256,
+            keep_resident_bytes: KEEP_RESIDENT_BYTES,
             cache_dir: None,
         }
     }
@@ -289,9 +296,7 @@ fn start_error(e: impl std::fmt::Display) -> HostStartError {
     HostStartError(e.to_string())
 }
 
-/// Bytes of each pooled linear memory kept resident between invocations
-/// (reset in place): bounds the memory a warm slot holds, at most
-/// `max-concurrent-invocations` times this.
+/// Default of `[kernel] keep-resident-bytes`.
 pub const KEEP_RESIDENT_BYTES: usize = 2 << 20;
 
 /// sha256 of `bytes`, as `sha256:<hex>`.
@@ -322,8 +327,8 @@ impl KernelHost {
             // madvise + a page fault per page on the next use: that was
             // nearly half of an invocation's time (BENCHMARKS.md).
             .pagemap_scan(wasmtime::Enabled::Auto)
-            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(KEEP_RESIDENT_BYTES / 16);
+            .linear_memory_keep_resident(config.keep_resident_bytes.min(memory))
+            .table_keep_resident(config.keep_resident_bytes / 16);
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
