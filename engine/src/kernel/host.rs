@@ -43,7 +43,9 @@ pub struct HostConfig {
     /// invocations and reset in place (only the pages a kernel dirtied, on
     /// Linux 6.7+), instead of released and faulted back in. Warm slots hold
     /// at most `max-concurrent-invocations` times this. 0: release all.
-    /// Default 2 MiB.
+    /// Default 2 MiB. On kernels without `PAGEMAP_SCAN` (before 6.7) the
+    /// whole amount is memset after every invocation: set it to 65536 or 0
+    /// there.
     pub keep_resident_bytes: usize,
     /// Where compiled components are cached (`<home>/cache/kernels` by
     /// default; none disables the cache).
