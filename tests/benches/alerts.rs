@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use firedrill::auth::Role;
 use firedrill::server::ServerConfig;
 use firedrill::store::{AuditFilter, RunStatus};
-use firedrill::target::{HttpTarget, Inventory, TargetSpec, TargetsConfig};
+use firedrill::target::TargetsConfig;
 use firedrill_tests::bench::{self, Goal, Measure, Stat};
 use firedrill_tests::web::WebServer;
 use firedrill_tests::{TestEnv, alertmanager_payload, probe_on_alert};
@@ -229,17 +229,7 @@ fn main() {
         // call is a request, not a process start (which costs ~3 ms of CPU
         // per start on this VM and would cap the rate, not firedrill).
         let web = WebServer::start().await;
-        let mut extra = Inventory::default();
-        extra.targets.insert(
-            "api".into(),
-            TargetSpec::Http(HttpTarget {
-                base_url: web.url(""),
-                auth_secret: None,
-                allow_private: true,
-                labels: Default::default(),
-            }),
-        );
-        let env = TestEnv::with_targets(extra, TargetsConfig::default()).await;
+        let env = TestEnv::with_targets(web.inventory("api"), TargetsConfig::default()).await;
         env.publish(&[&probe_on_alert("probe-web", "WebDown")
             .replace("service-status@1.0.0", "http-health@1.0.0")
             .replace("[demo-host]", "[api]")

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use firedrill::store::RunFilter;
-use firedrill::target::{HttpTarget, Inventory, TargetSpec, TargetsConfig};
+use firedrill::target::TargetsConfig;
 use firedrill_tests::TestEnv;
 use firedrill_tests::bench::{self, Goal, Measure, Stat};
 use firedrill_tests::nodes::{Node, append_config, queue};
@@ -40,17 +40,7 @@ fn rss_mib(pid: nix::unistd::Pid) -> (f64, f64) {
 /// One round: (RSS samples while every run waits, peak, idle RSS).
 async fn round(runs: usize) -> (Vec<f64>, f64, f64) {
     let web = WebServer::start().await;
-    let mut extra = Inventory::default();
-    extra.targets.insert(
-        "slow-api".into(),
-        TargetSpec::Http(HttpTarget {
-            base_url: web.url(""),
-            auth_secret: None,
-            allow_private: true,
-            labels: Default::default(),
-        }),
-    );
-    let env = TestEnv::with_targets(extra, TargetsConfig::default()).await;
+    let env = TestEnv::with_targets(web.inventory("slow-api"), TargetsConfig::default()).await;
     append_config(
         &env,
         &format!(

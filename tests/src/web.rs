@@ -136,6 +136,22 @@ impl WebServer {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// An inventory whose only target, `name`, is this server as an HTTP
+    /// endpoint (loopback allowed), for `TestEnv::with_targets`.
+    pub fn inventory(&self, name: &str) -> firedrill::target::Inventory {
+        let mut inventory = firedrill::target::Inventory::default();
+        inventory.targets.insert(
+            name.into(),
+            firedrill::target::TargetSpec::Http(firedrill::target::HttpTarget {
+                base_url: self.url(""),
+                auth_secret: None,
+                allow_private: true,
+                labels: Default::default(),
+            }),
+        );
+        inventory
+    }
+
     pub fn requests(&self) -> usize {
         self.counters.requests.load(Ordering::SeqCst)
     }
