@@ -77,7 +77,7 @@ fn scaffolded_kernels_build_test_and_publish_in_every_language() {
         );
     }
     // The Rust scaffold's own unit tests (the SDK's mock host) pass too.
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let out = firedrill_tests::cargo()
         .arg("test")
         .current_dir(tmp.path().join("restart-rust"))
         .env("CARGO_TARGET_DIR", root.join("target/scaffold"))

@@ -31,7 +31,6 @@ pub const GUESTS: &[(&str, &str)] = &[
     ("test-kernel-ledger", "test_kernel_ledger"),
 ];
 
-/// The workspace root.
 /// A port free on loopback right now (for a server a test starts).
 ///
 /// # Panics
@@ -43,11 +42,43 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
+/// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// A `cargo` command (the cargo running this test, if any) without the
+/// variables cargo sets for the crate under test (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_NAME`, ...). Build scripts that track them, such as ring's,
+/// would otherwise see a changed environment and rebuild, and the next
+/// top-level build would rebuild them back: about a minute each way on two
+/// cores, several times per CI run.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_for_crate) {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// Whether `name` is a variable cargo sets for the crate it builds or runs
+/// (not a setting for cargo itself, such as `CARGO_HOME` or
+/// `CARGO_TARGET_DIR`).
+fn set_for_crate(name: &str) -> bool {
+    const PREFIXES: [&str; 3] = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"];
+    const NAMES: [&str; 5] = [
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
 }
 
 /// Where guest components are built.
@@ -66,8 +97,7 @@ pub fn build_guests() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
+            let mut cmd = cargo();
             cmd.current_dir(workspace_root())
                 .args(["build", "--profile", "guest", "--target", "wasm32-wasip2"])
                 .arg("--target-dir")
@@ -187,8 +217,7 @@ pub fn firedrill_bin() -> PathBuf {
             } else {
                 dir.join("firedrill")
             };
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
+            let mut cmd = cargo();
             cmd.current_dir(workspace_root())
                 .args(["build", "-p", "firedrill", "--bin", "firedrill"])
                 .args(["--features", "failpoints"]);
@@ -716,4 +745,38 @@ triggers:
 readiness_policy: warn
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_for_crate;
+
+    #[test]
+    fn nested_cargo_drops_the_crate_variables_and_keeps_cargo_settings() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_EXE_firedrill",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "OUT_DIR",
+        ] {
+            assert!(set_for_crate(name), "{name} should be dropped");
+        }
+        for name in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_INCREMENTAL",
+            "CARGO_PROFILE_DEV_DEBUG",
+            "CARGO_BUILD_JOBS",
+            "RUSTFLAGS",
+            "PATH",
+        ] {
+            assert!(!set_for_crate(name), "{name} should be kept");
+        }
+    }
 }
