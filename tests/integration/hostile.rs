@@ -287,30 +287,60 @@ async fn bytes_that_are_not_a_component_are_refused() {
 /// Pooled sandboxes are reused, with the pages a kernel dirtied reset in
 /// place (PAGEMAP_SCAN) and kept resident: a value one invocation leaves in
 /// its linear memory is never seen by the next, one after another or many
-/// at once.
+/// at once. At each edge of `[kernel] keep-resident-bytes` too: 0 (release
+/// everything), the default, and more than a sandbox's memory (clamped).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_survives_in_a_reused_sandbox() {
-    let host = test_host();
-    let kernel = load(&host, "test-kernel-hostile").await;
-    let seen = |report: firedrill::kernel::InvokeReport| {
-        let output = report.result.expect("remember succeeds");
-        output["seen"].as_u64().expect("seen")
-    };
-    for _ in 0..20 {
-        let report = host
-            .invoke(&kernel, request("remember", Mode::DryRun, json!({})))
-            .await;
-        assert_eq!(seen(report), 0, "an earlier invocation's memory survived");
-    }
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let (host, kernel) = (host.clone(), kernel.clone());
-        tasks.push(tokio::spawn(async move {
-            host.invoke(&kernel, request("remember", Mode::DryRun, json!({})))
-                .await
-        }));
-    }
-    for t in tasks {
-        assert_eq!(seen(t.await.expect("task")), 0);
+    for keep in [
+        0,
+        firedrill::kernel::HostConfig::default().keep_resident_bytes,
+        usize::MAX,
+    ] {
+        let host = Arc::new(
+            KernelHost::new(
+                firedrill::kernel::HostConfig {
+                    limits: firedrill_tests::test_limits(),
+                    max_concurrent_invocations: 16,
+                    keep_resident_bytes: keep,
+                    cache_dir: Some(firedrill_tests::kernel_cache_dir()),
+                    ..firedrill::kernel::HostConfig::default()
+                },
+                firedrill::target::Targets::new(
+                    firedrill::target::Inventory::default().with_local("local"),
+                ),
+                Arc::new(firedrill::secret::StaticSecrets::default()),
+            )
+            .unwrap_or_else(|e| panic!("host with keep-resident-bytes {keep}: {e}")),
+        );
+        let kernel = load(&host, "test-kernel-hostile").await;
+        let seen = |report: InvokeReport| {
+            let output = report.result.expect("remember succeeds");
+            output["seen"].as_u64().expect("seen")
+        };
+        for _ in 0..20 {
+            let report = host
+                .invoke(&kernel, request("remember", Mode::DryRun, json!({})))
+                .await;
+            assert_eq!(
+                seen(report),
+                0,
+                "keep-resident-bytes {keep}: an earlier invocation's memory survived"
+            );
+        }
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let (host, kernel) = (host.clone(), kernel.clone());
+            tasks.push(tokio::spawn(async move {
+                host.invoke(&kernel, request("remember", Mode::DryRun, json!({})))
+                    .await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(
+                seen(t.await.expect("task")),
+                0,
+                "keep-resident-bytes {keep}"
+            );
+        }
     }
 }
