@@ -174,6 +174,14 @@ pub enum Decision {
         runbook: String,
         reason: String,
     },
+    /// The alert matches a runbook outside the sending token's scope:
+    /// nothing started. The runbook is named in the audit log only; the
+    /// sender is not told which runbook it was.
+    OutOfScope {
+        #[serde(skip)]
+        runbook: String,
+        reason: String,
+    },
 }
 
 /// A matching trigger, ready to decide on.
@@ -243,12 +251,12 @@ pub async fn reset_breaker(
     reason: &str,
     actor: &Actor,
 ) -> Result<(), String> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.len() > crate::switch::MAX_REASON_BYTES {
-        return Err(
-            "a reason is required to reset a circuit breaker (say why, for the audit log)".into(),
-        );
-    }
+    let Some(reason) = crate::switch::valid_reason(reason) else {
+        return Err(format!(
+            "a reason is required to reset a circuit breaker (say why, for the audit log): one line of printable text, at most {} bytes",
+            crate::switch::MAX_REASON_BYTES
+        ));
+    };
     if service
         .store()
         .runbook(runbook, None)
@@ -279,9 +287,13 @@ pub async fn reset_breaker(
 }
 
 /// Decide, and start runs through `admit`, for every alert.
+///
+/// `scope` is the runbooks the sender's token is limited to (empty: all);
+/// a matching runbook outside it starts nothing ([`Decision::OutOfScope`]).
 pub async fn handle(
     service: &Service,
     actor: &Actor,
+    scope: &[String],
     alerts: &[Alert],
     admit: &crate::drill::Admit,
 ) -> Result<Vec<Decision>, StoreError> {
@@ -289,7 +301,17 @@ pub async fn handle(
     let mut decisions = Vec::new();
     for alert in alerts {
         for c in candidates(service, alert).await? {
-            let decision = decide(service, actor, &templates, alert, &c, admit).await?;
+            let decision = if scope.is_empty() || scope.contains(&c.runbook) {
+                decide(service, actor, &templates, alert, &c, admit).await?
+            } else {
+                Decision::OutOfScope {
+                    runbook: c.runbook.clone(),
+                    reason: format!(
+                        "this alert matches a runbook outside the scope of {actor} (limited to {}); nothing was started",
+                        scope.join(", ")
+                    ),
+                }
+            };
             let (outcome, detail) = match &decision {
                 Decision::Started { run_id, .. } => ("started", json!({"run_id": run_id})),
                 Decision::Duplicate { .. } => ("duplicate", json!({})),
@@ -306,6 +328,7 @@ pub async fn handle(
                 ),
                 Decision::Halted { reason, .. }
                 | Decision::Refused { reason, .. }
+                | Decision::OutOfScope { reason, .. }
                 | Decision::Shed { reason, .. } => {
                     (outcome_name(&decision), json!({"reason": reason}))
                 }
@@ -359,7 +382,8 @@ impl Decision {
             | Decision::Halted { runbook, .. }
             | Decision::Refused { runbook, .. }
             | Decision::NotReady { runbook, .. }
-            | Decision::Shed { runbook, .. } => runbook,
+            | Decision::Shed { runbook, .. }
+            | Decision::OutOfScope { runbook, .. } => runbook,
         }
     }
 }
@@ -376,6 +400,7 @@ fn outcome_name(d: &Decision) -> &'static str {
         Decision::Refused { .. } => "refused",
         Decision::NotReady { .. } => "not-ready",
         Decision::Shed { .. } => "shed",
+        Decision::OutOfScope { .. } => "out-of-scope",
     }
 }
 

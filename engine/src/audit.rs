@@ -59,11 +59,44 @@ impl ActorKind {
     }
 }
 
+/// How an actor was established, recorded with every audit record it
+/// makes (`details.actor_auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    /// The operating-system user this CLI process runs as (its uid).
+    OsUser,
+    /// The OS user, naming a person with `--actor` (the person counted in
+    /// approvals stays the OS user).
+    OsUserNamed,
+    /// An API token (bearer or console session); the person is its owner.
+    Token,
+    /// A signed webhook delivery (PagerDuty's HMAC signature).
+    Signature,
+    /// The engine itself: the drill scheduler, a node.
+    Engine,
+    /// A record of a run, on behalf of whoever started it (see the run's
+    /// `run.started` record for how they were established).
+    Run,
+}
+
+/// How an actor was established, and the person behind it (if any).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ActorAuth {
+    pub via: Via,
+    /// The person who is accountable (a token's owner, the OS user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+}
+
 /// Who acted.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Actor {
     pub kind: ActorKind,
     pub id: String,
+    /// How it was established; `None` for actors made in code (tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ActorAuth>,
 }
 
 impl Actor {
@@ -71,24 +104,71 @@ impl Actor {
         Actor {
             kind: ActorKind::User,
             id: id.into(),
+            auth: None,
         }
     }
 
-    /// The OS user running this process (`$USER`, else the passwd name of
-    /// the uid, else `uid-N`).
+    /// An actor of `kind` established `via`, with no person behind it.
+    pub fn engine(kind: ActorKind, id: impl Into<String>, via: Via) -> Self {
+        Actor {
+            kind,
+            id: id.into(),
+            auth: Some(ActorAuth { via, person: None }),
+        }
+    }
+
+    /// The person accountable for this actor's actions, for the two-person
+    /// rule: a token's owner, the OS user behind a CLI; else the actor
+    /// itself.
+    pub fn person(&self) -> String {
+        match self.auth.as_ref().and_then(|a| a.person.as_ref()) {
+            Some(p) => format!("person:{p}"),
+            None => self.to_string(),
+        }
+    }
+
+    /// The OS user running this process (the passwd name of the uid, else
+    /// `uid-N`; `$USER` is not trusted: anyone can set it).
     pub fn os_user() -> Self {
         let uid = nix::unistd::getuid();
-        let name = std::env::var("USER")
+        let name = nix::unistd::User::from_uid(uid)
             .ok()
-            .filter(|u| !u.is_empty())
-            .or_else(|| {
-                nix::unistd::User::from_uid(uid)
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-            })
+            .flatten()
+            .map(|u| u.name)
             .unwrap_or_else(|| format!("uid-{uid}"));
-        Actor::user(name)
+        Actor {
+            auth: Some(ActorAuth {
+                via: Via::OsUser,
+                person: Some(name.clone()),
+            }),
+            ..Actor::user(name)
+        }
+    }
+
+    /// The actor of a CLI process: the OS user, or with `--actor NAME` that
+    /// person as named by the OS user (recorded as such; the OS user stays
+    /// the person counted in approvals). `--actor` can only name a person:
+    /// another kind (token, alert source, scheduler) is refused.
+    pub fn cli(named: Option<&str>) -> Result<Self, String> {
+        let os = Actor::os_user();
+        let Some(named) = named else {
+            return Ok(os);
+        };
+        let parsed = Actor::parse(named)?;
+        if parsed.kind != ActorKind::User {
+            return Err(format!(
+                "{named:?} claims to be a {}; at the CLI you act as the operating-system user ({}), and --actor may only name a person (`alice` or `user:alice`)",
+                parsed.kind.as_str(),
+                os.id
+            ));
+        }
+        Ok(Actor {
+            auth: Some(ActorAuth {
+                via: Via::OsUserNamed,
+                person: Some(os.id),
+            }),
+            ..parsed
+        })
     }
 
     /// Parse `kind:id` (`user:alice`); a bare name is a user.
@@ -110,6 +190,7 @@ impl Actor {
         Ok(Actor {
             kind,
             id: id.to_string(),
+            auth: None,
         })
     }
 }
@@ -161,6 +242,22 @@ impl NewEvent {
     pub fn run(mut self, run_id: &str) -> Self {
         self.run_id = Some(run_id.to_string());
         self
+    }
+
+    /// The details as recorded: with how the actor was established
+    /// (`actor_auth`), when known.
+    fn details_with_auth(&self) -> std::borrow::Cow<'_, serde_json::Value> {
+        match (&self.actor.auth, &self.details) {
+            (Some(auth), serde_json::Value::Object(map)) => {
+                let mut map = map.clone();
+                map.insert(
+                    "actor_auth".into(),
+                    serde_json::to_value(auth).unwrap_or_default(),
+                );
+                std::borrow::Cow::Owned(serde_json::Value::Object(map))
+            }
+            _ => std::borrow::Cow::Borrowed(&self.details),
+        }
     }
 }
 
@@ -259,7 +356,7 @@ impl AuditRecord {
             action: event.action.to_string(),
             subject: event.subject.clone(),
             outcome: event.outcome.clone(),
-            details: event.details.to_string(),
+            details: event.details_with_auth().to_string(),
             run_id: event.run_id.clone(),
             prev_hash: prev_hash.to_string(),
             hash: String::new(),

@@ -4,8 +4,28 @@
 //! audit chain); 2 the request was refused before anything ran (invalid
 //! runbook or inputs, bad arguments).
 
+// Everything the CLI prints passes through `term::output`: these shadow
+// the standard macros in this module and its children, so no line of
+// output can carry a control character that came from input.
+macro_rules! println {
+    () => { ::std::println!() };
+    ($($arg:tt)*) => { ::std::println!("{}", $crate::cli::term::output(&::std::format!($($arg)*))) };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { ::std::print!("{}", $crate::cli::term::output(&::std::format!($($arg)*))) };
+}
+macro_rules! eprintln {
+    () => { ::std::eprintln!() };
+    ($($arg:tt)*) => { ::std::eprintln!("{}", $crate::cli::term::output(&::std::format!($($arg)*))) };
+}
+#[allow(unused_macros)]
+macro_rules! eprint {
+    ($($arg:tt)*) => { ::std::eprint!("{}", $crate::cli::term::output(&::std::format!($($arg)*))) };
+}
+
 pub mod author;
 pub(crate) mod render;
+pub mod term;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,7 +57,9 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub database: Option<String>,
-    /// Who is acting, for the audit log (`alice` or `kind:id`); default: the OS user.
+    /// Name the person acting, for the audit log (`alice`), when the OS user
+    /// is shared; default: the OS user. Recorded as named by the OS user,
+    /// who stays the person counted in approvals; other kinds are refused.
     #[arg(long, global = true, env = "FIREDRILL_ACTOR")]
     pub actor: Option<String>,
     /// Log filter for diagnostics on stderr (e.g. `info`, `firedrill=debug`).
@@ -142,6 +164,10 @@ pub enum TokenCommand {
         /// Limit the token to these runbooks (repeatable; default all).
         #[arg(long = "runbook")]
         runbooks: Vec<String>,
+        /// The person the token belongs to (counted once in approvals,
+        /// named in the audit log).
+        #[arg(long)]
+        owner: String,
     },
     List {
         #[arg(long)]
@@ -362,6 +388,9 @@ fn parse_input(text: &str) -> Result<(String, String), String> {
 
 /// Parse the process arguments and run; returns the process exit code.
 pub fn main() -> ExitCode {
+    // Everything this process creates (database, WAL, kernel blobs, caches,
+    // keys) is owner-only, whatever umask it was started with.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     init_tracing(&cli.log, cli.log_json);
     crate::failpoint::setup();
@@ -408,9 +437,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(url) = cli.database.clone() {
         home.set_database(url);
     }
-    let actor = match &cli.actor {
-        Some(a) => Actor::parse(a).map_err(|e| anyhow::anyhow!("--actor: {e}"))?,
-        None => Actor::os_user(),
+    let actor = match Actor::cli(cli.actor.as_deref()) {
+        Ok(actor) => actor,
+        Err(e) => {
+            eprintln!("error: --actor: {e}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
     };
     match cli.command {
         Command::Run {
@@ -472,6 +504,17 @@ async fn serve(home: &Home, listen: Option<String>) -> anyhow::Result<ExitCode> 
     if let Some(l) = listen {
         config.listen = l;
     }
+    if let Err(e) = config.check() {
+        eprintln!("error: firedrill.toml: {e}");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key)
+        && let Err(e) = crate::server::listen::Tls::load(cert, key)
+    {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| {
@@ -483,7 +526,7 @@ async fn serve(home: &Home, listen: Option<String>) -> anyhow::Result<ExitCode> 
     let addr = listener.local_addr()?;
     let state = crate::server::AppState::new(home.service().await?, config);
     // The address on stdout, for scripts and tests (`--listen 127.0.0.1:0`).
-    println!("listening on http://{addr}");
+    println!("listening on {scheme}://{addr}");
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -516,12 +559,26 @@ async fn token(home: &Home, actor: &Actor, cmd: TokenCommand) -> anyhow::Result<
             name,
             role,
             runbooks,
-        } => match crate::auth::create(store.as_ref(), &name, role, runbooks, actor).await {
+            owner,
+        } => match crate::auth::create(
+            store.as_ref(),
+            crate::auth::TokenSpec {
+                name,
+                role,
+                runbooks,
+                owner,
+            },
+            None,
+            actor,
+        )
+        .await
+        {
             Ok((row, token)) => {
                 eprintln!(
-                    "created token {:?} (role {}, id {}); it is shown once and only its hash is kept:",
+                    "created token {:?} (role {}, owner {}, id {}); it is shown once and only its hash is kept:",
                     row.name,
                     row.role.as_str(),
+                    row.owner,
                     row.id
                 );
                 println!("{token}");
@@ -536,13 +593,18 @@ async fn token(home: &Home, actor: &Actor, cmd: TokenCommand) -> anyhow::Result<
             } else {
                 for t in &tokens {
                     println!(
-                        "{:<24} {:<9} {:<8} {} created {} by {}{}",
+                        "{:<24} {:<9} {:<8} owner {} {} created {} by {}{}",
                         t.name,
                         t.role.as_str(),
                         if t.revoked_at.is_some() {
                             "revoked"
                         } else {
                             "live"
+                        },
+                        if t.owner.is_empty() {
+                            "(none)"
+                        } else {
+                            &t.owner
                         },
                         if t.runbooks.is_empty() {
                             "all runbooks".to_string()
@@ -561,7 +623,7 @@ async fn token(home: &Home, actor: &Actor, cmd: TokenCommand) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
         TokenCommand::Revoke { token } => {
-            match crate::auth::revoke(store.as_ref(), &token, actor).await {
+            match crate::auth::revoke(store.as_ref(), &token, None, actor).await {
                 Ok(row) => {
                     println!("revoked token {:?} ({})", row.name, row.id);
                     Ok(ExitCode::SUCCESS)
@@ -584,7 +646,7 @@ async fn switch(home: &Home, actor: &Actor, cmd: SwitchCommand) -> anyhow::Resul
             }
             if !json {
                 for s in switches.iter().filter(|s| s.engaged) {
-                    println!("ENGAGED  {}", s.describe());
+                    println!("ENGAGED  {}", term::field(&s.describe()));
                 }
             }
             return Ok(ExitCode::SUCCESS);
@@ -612,8 +674,30 @@ async fn switch(home: &Home, actor: &Actor, cmd: SwitchCommand) -> anyhow::Resul
     }
 }
 
+/// Read a runbook file, refusing one larger than the runbook limit without
+/// reading it all.
 fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {what} {}", path.display()))
+    use std::io::Read as _;
+    let limit = crate::runbook::MAX_RUNBOOK_BYTES;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if bytes.len() > limit {
+        anyhow::bail!(
+            "{what} {} is larger than {limit} bytes, the limit for runbooks; split it or remove what it does not need",
+            path.display()
+        );
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{what} {} is not UTF-8 text (invalid byte at offset {}); save it as UTF-8",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// `name@version` or `name`.
@@ -835,7 +919,7 @@ async fn runbook(home: &Home, actor: &Actor, cmd: RunbookCommand) -> anyhow::Res
                     if json {
                         println!(
                             "{}",
-                            serde_json::json!({"valid": false, "problems": problems.problems})
+                            serde_json::json!({"valid": false, "problems": problems.problems, "omitted": problems.omitted})
                         );
                     } else {
                         eprintln!("{problems}");

@@ -30,10 +30,7 @@ use crate::store::{Applied, Batch, RunStatus, RunbookRow, StoreError, Write};
 
 /// The actor every drill runs as.
 pub fn drill_actor() -> Actor {
-    Actor {
-        kind: ActorKind::Scheduler,
-        id: "drill".into(),
-    }
+    Actor::engine(ActorKind::Scheduler, "drill", crate::audit::Via::Engine)
 }
 
 /// Where the scheduler's "now" comes from.

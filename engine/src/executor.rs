@@ -155,7 +155,10 @@ pub enum ControlError {
         status: &'static str,
         what: String,
     },
-    #[error("a reason is required (say why, for the audit log)")]
+    #[error(
+        "a reason is required (say why, for the audit log): one line of printable text, at most {} bytes",
+        crate::switch::MAX_REASON_BYTES
+    )]
     NoReason,
     #[error("{0}")]
     Refused(String),
@@ -172,11 +175,9 @@ impl From<RunError> for ControlError {
 }
 
 fn reason_of(reason: &str) -> Result<String, ControlError> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.len() > crate::switch::MAX_REASON_BYTES {
-        return Err(ControlError::NoReason);
-    }
-    Ok(reason.to_string())
+    crate::switch::valid_reason(reason)
+        .map(str::to_string)
+        .ok_or(ControlError::NoReason)
 }
 
 /// The engine's services, shared by every front end.
@@ -832,17 +833,22 @@ impl Service {
             .run(&id)
             .await?
             .ok_or_else(|| RunError::Stored(id.clone(), "the claimed run is gone".into()))?;
-        let actor = Actor::parse(&run.actor).unwrap_or_else(|_| Actor::user(run.actor.clone()));
+        let mut actor = Actor::parse(&run.actor).unwrap_or_else(|_| Actor::user(run.actor.clone()));
+        actor.auth = Some(crate::audit::ActorAuth {
+            via: crate::audit::Via::Run,
+            person: None,
+        });
         let mode = if run.mode == Mode::Live.as_str() {
             Mode::Live
         } else {
             Mode::DryRun
         };
         let fence = &lease.fence;
-        let node = crate::audit::Actor {
-            kind: crate::audit::ActorKind::Scheduler,
-            id: format!("node:{}", self.node.id),
-        };
+        let node = crate::audit::Actor::engine(
+            crate::audit::ActorKind::Scheduler,
+            format!("node:{}", self.node.id),
+            crate::audit::Via::Engine,
+        );
         let end = |status: RunStatus, action: &'static str, why: String| {
             Batch::new()
                 .write(Write::TransitionRun {
@@ -1220,6 +1226,20 @@ impl Service {
         if request.mode == Mode::Live
             && let Some(switch) = crate::switch::halting(self.store.as_ref(), &rb.name).await?
         {
+            // A refusal is an act too: who tried, and why it was refused.
+            self.store
+                .apply(
+                    Batch::new().event(
+                        NewEvent::new(
+                            &request.actor,
+                            "run.refused",
+                            format!("runbook:{}@{}", rb.name, rb.version),
+                        )
+                        .outcome("halted")
+                        .details(json!({"mode": "live", "reason": switch.describe()})),
+                    ),
+                )
+                .await?;
             return Err(RunError::Halted {
                 runbook: rb.name.clone(),
                 switch,
@@ -1962,9 +1982,20 @@ impl Service {
                 status: run.status.as_str(),
                 what: "it is not waiting for approval".into(),
             })?;
-        if actor.to_string() == run.actor {
+        if actor.kind == crate::audit::ActorKind::Token
+            && actor.auth.as_ref().is_none_or(|a| a.person.is_none())
+        {
             return Err(ControlError::Refused(format!(
-                "{actor} started run {run_id}; the two-person rule needs someone else to approve or deny it"
+                "token {:?} has no owner, so the person deciding is unknown; create a token with an owner (`firedrill token create --owner NAME`) to approve",
+                actor.id
+            )));
+        }
+        // People are counted, not tokens or names: the person behind the
+        // decision (a token's owner, the OS user at the CLI).
+        let person = actor.person();
+        if person == self.run_starter(run_id, &run.actor).await? {
+            return Err(ControlError::Refused(format!(
+                "{actor} ({person}) started run {run_id}; the two-person rule needs someone else to approve or deny it"
             )));
         }
         let allowed: Vec<String> = step
@@ -1993,7 +2024,7 @@ impl Service {
                     .write(Write::InsertApproval(crate::store::ApprovalRow {
                         run_id: run_id.to_string(),
                         step_id: step.step_id.clone(),
-                        approver: actor.to_string(),
+                        approver: person.clone(),
                         decision: decision.to_string(),
                         comment: comment.clone(),
                         at: now_rfc3339(),
@@ -2015,11 +2046,30 @@ impl Service {
             .await?;
         if applied != Applied::Done {
             return Err(ControlError::Refused(format!(
-                "{actor} already decided on step `{}` of run {run_id}; one person counts once",
+                "{person} already decided on step `{}` of run {run_id} (as {actor} or another of their tokens); one person counts once",
                 step.step_id
             )));
         }
         Ok(step.step_id)
+    }
+
+    /// The person who started `run_id`, as its `run.started` record
+    /// established them; else the run's recorded actor.
+    async fn run_starter(&self, run_id: &str, recorded: &str) -> Result<String, StoreError> {
+        let started = self
+            .store
+            .audit(&crate::store::AuditFilter {
+                run_id: Some(run_id.to_string()),
+                action: Some("run.started".into()),
+                limit: 1,
+                ..Default::default()
+            })
+            .await?;
+        let person = started.first().and_then(|r| {
+            let details: Value = serde_json::from_str(&r.details).ok()?;
+            details["actor_auth"]["person"].as_str().map(|p| format!("person:{p}"))
+        });
+        Ok(person.unwrap_or_else(|| recorded.to_string()))
     }
 
     fn remember(&self, ctx: &mut RunCtx<'_>, step: &Step, status: &str, output: Value) {

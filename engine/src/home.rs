@@ -59,6 +59,24 @@ pub struct Home {
     config: Config,
 }
 
+/// Warn when `path` is readable or writable by group or others: the home
+/// holds the store, kernels and secrets. A warning, not a refusal: the
+/// files inside are created owner-only regardless.
+pub fn warn_if_shared(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "{what} is accessible to other users; run `chmod 700 {}`",
+                path.display()
+            );
+        }
+    }
+}
+
 /// The default home: `$HOME/.firedrill`, or `./.firedrill` without `$HOME`.
 pub fn default_dir() -> PathBuf {
     std::env::var_os("HOME")
@@ -80,6 +98,7 @@ impl Home {
             .mode(0o700)
             .create(dir)
             .map_err(io)?;
+        warn_if_shared(dir, "the firedrill home");
         let config_path = dir.join("firedrill.toml");
         let config = match std::fs::read_to_string(&config_path) {
             Ok(text) => toml::from_str(&text).map_err(|e| HomeError::Config {
@@ -161,14 +180,16 @@ impl Home {
         let targets = Targets::with_config(self.inventory()?, &self.config.targets);
         let secrets: Arc<dyn SecretProvider> = match self.config.secrets.provider {
             Provider::Env => Arc::new(EnvSecrets),
-            Provider::File => Arc::new(FileSecrets {
-                dir: self
+            Provider::File => {
+                let dir = self
                     .config
                     .secrets
                     .dir
                     .clone()
-                    .unwrap_or_else(|| self.dir.join("secrets")),
-            }),
+                    .unwrap_or_else(|| self.dir.join("secrets"));
+                warn_if_shared(&dir, "the secrets directory");
+                Arc::new(FileSecrets { dir })
+            }
         };
         Ok(KernelHost::new(config, targets, secrets)?)
     }

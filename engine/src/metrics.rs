@@ -49,7 +49,7 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     (
         "firedrill_alert_decisions_total",
         "counter",
-        "Alerts matched to runbooks, by decision (started, duplicate, resolved, cooldown, rate-limited, breaker-open, halted, refused, shed).",
+        "Alerts matched to runbooks, by decision (started, duplicate, resolved, cooldown, rate-limited, breaker-open, halted, refused, shed, out-of-scope).",
     ),
     (
         "firedrill_host_calls_total",
@@ -60,6 +60,21 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "firedrill_retries_total",
         "counter",
         "Retries: step attempts after a failure (kind=step) and connection retries/reconnects inside host calls (kind=connect, reconnect).",
+    ),
+    (
+        "firedrill_config_errors_total",
+        "counter",
+        "Requests that failed on a misconfiguration of this server (what: the setting), not on load or the request.",
+    ),
+    (
+        "firedrill_pagerduty_replays_total",
+        "counter",
+        "Signed PagerDuty deliveries whose event id was handled before: answered, nothing recorded.",
+    ),
+    (
+        "firedrill_tls_handshake_failures_total",
+        "counter",
+        "Connections closed because their TLS handshake failed or took longer than server.header-read-timeout-ms.",
     ),
     (
         "firedrill_drills_skipped_total",

@@ -47,6 +47,28 @@ pub enum SecretError {
     Unsafe { path: String, mode: u32 },
     #[error("cannot read secret file {path}: {reason}")]
     Read { path: String, reason: String },
+    #[error(
+        "secret name {0:?} is not valid: use 1 to 64 letters, digits, '-' or '_', starting with a letter or digit (a name is never a path)"
+    )]
+    Name(String),
+}
+
+/// Whether `name` can name a secret: 1 to 64 ASCII letters, digits, `-`
+/// or `_`, so that it can never be read as a path (`../x`) or an option.
+pub fn valid_secret_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+}
+
+fn checked(name: &str) -> Result<(), SecretError> {
+    if valid_secret_name(name) {
+        Ok(())
+    } else {
+        Err(SecretError::Name(name.to_string()))
+    }
 }
 
 /// Where secret values come from.
@@ -71,6 +93,7 @@ impl EnvSecrets {
 
 impl SecretProvider for EnvSecrets {
     fn get(&self, name: &str) -> Result<Secret, SecretError> {
+        checked(name)?;
         let variable = Self::variable(name);
         std::env::var(&variable)
             .map(Secret::new)
@@ -91,8 +114,9 @@ pub struct FileSecrets {
 impl SecretProvider for FileSecrets {
     fn get(&self, name: &str) -> Result<Secret, SecretError> {
         use std::os::unix::fs::PermissionsExt;
-        // Names are validated by the manifest (letters, digits, '-', '_'),
-        // so they cannot escape the directory.
+        // Every name is checked here too (not only by the manifest), so no
+        // caller can make it escape the directory.
+        checked(name)?;
         let path = self.dir.join(name);
         let shown = path.display().to_string();
         let meta = match std::fs::metadata(&path) {
@@ -185,9 +209,16 @@ impl Redactor {
     }
 
     pub fn text(&self, text: &str) -> String {
-        self.values
-            .iter()
-            .fold(text.to_string(), |t, v| t.replace(v.as_str(), REDACTED))
+        self.values.iter().fold(text.to_string(), |t, v| {
+            // A secret that is part of the marker itself ("redacted") would
+            // survive being replaced by it: such a one is starred out.
+            let marker: std::borrow::Cow<'_, str> = if REDACTED.contains(v.as_str()) {
+                "*".repeat(v.chars().count().max(3)).into()
+            } else {
+                REDACTED.into()
+            };
+            t.replace(v.as_str(), &marker)
+        })
     }
 
     pub fn json(&self, value: &serde_json::Value) -> serde_json::Value {
@@ -208,6 +239,26 @@ impl Redactor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_names_never_reach_outside_the_secrets_directory() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("secrets");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let outside = root.path().join("outside_secret");
+        std::fs::write(&outside, "stolen").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let files = FileSecrets { dir };
+        for bad in ["../outside_secret", "../../outside_secret", "/etc/passwd", "a/b", "", ".", "..", "-rf"] {
+            assert!(
+                matches!(files.get(bad), Err(SecretError::Name(_))),
+                "{bad:?} must be refused as a name"
+            );
+            assert!(matches!(EnvSecrets.get(bad), Err(SecretError::Name(_))), "{bad:?}");
+        }
+        assert!(valid_secret_name("db-password_2"));
+    }
 
     #[test]
     fn secret_never_prints_itself() {

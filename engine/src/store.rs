@@ -273,6 +273,16 @@ pub enum Write {
         id: String,
         revoked_at: String,
     },
+    /// A console session for token `token_id` (the session id's hash),
+    /// valid until `expires_at`.
+    InsertSession {
+        hash: String,
+        token_id: String,
+        created_at: String,
+        expires_at: String,
+    },
+    /// End a console session (sign-out), and drop every expired one.
+    EndSession { hash: String, now: String },
     /// Claim an alert for a runbook; [`Applied::Conflict`] when it was claimed before.
     ClaimAlert {
         source: String,
@@ -396,6 +406,8 @@ impl Write {
             Write::InsertHostCall(_) => "host-call",
             Write::InsertToken(_) => "insert-token",
             Write::RevokeToken { .. } => "revoke-token",
+            Write::InsertSession { .. } => "insert-session",
+            Write::EndSession { .. } => "end-session",
             Write::ClaimAlert { .. } => "claim-alert",
             Write::ReleaseAlert { .. } => "release-alert",
             Write::ResetBreaker { .. } => "reset-breaker",
@@ -481,10 +493,11 @@ pub fn claim_event(owner: &str, claimed: &Applied) -> Option<NewEvent> {
     else {
         return None;
     };
-    let actor = crate::audit::Actor {
-        kind: crate::audit::ActorKind::Scheduler,
-        id: format!("node:{owner}"),
-    };
+    let actor = crate::audit::Actor::engine(
+        crate::audit::ActorKind::Scheduler,
+        format!("node:{owner}"),
+        crate::audit::Via::Engine,
+    );
     Some(
         match previous {
             None => NewEvent::new(&actor, "run.claimed", format!("run:{run_id}"))
@@ -654,6 +667,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every token, revoked ones included (hashes only).
     async fn tokens(&self) -> Result<Vec<crate::auth::TokenRow>, StoreError>;
     async fn token_by_hash(&self, hash: &str) -> Result<Option<crate::auth::TokenRow>, StoreError>;
+    /// The token of the console session whose id hashes to `hash`, if the
+    /// session has not expired by `now` (RFC 3339).
+    async fn session_token(
+        &self,
+        hash: &str,
+        now: &str,
+    ) -> Result<Option<crate::auth::TokenRow>, StoreError>;
     async fn alert_claim_exists(
         &self,
         source: &str,

@@ -18,6 +18,15 @@ pub const GLOBAL: &str = "global";
 /// Longest reason accepted, in bytes.
 pub const MAX_REASON_BYTES: usize = 1024;
 
+/// A reason or comment as given: trimmed, 1 to [`MAX_REASON_BYTES`] bytes,
+/// one line of printable text (no control characters: a reason is shown
+/// in terminals and consoles, and must not be able to fake their output).
+pub fn valid_reason(reason: &str) -> Option<&str> {
+    let reason = reason.trim();
+    (!reason.is_empty() && reason.len() <= MAX_REASON_BYTES && !reason.chars().any(char::is_control))
+        .then_some(reason)
+}
+
 /// The scope of one runbook's switch.
 pub fn runbook_scope(name: &str) -> String {
     format!("runbook:{name}")
@@ -40,7 +49,12 @@ impl SwitchRow {
     pub fn describe(&self) -> String {
         format!(
             "the big red switch ({}) was engaged by {} at {}: {}",
-            self.scope, self.actor, self.changed_at, self.reason
+            self.scope,
+            self.actor,
+            self.changed_at,
+            // Shown in terminals: a reason written straight into the store
+            // cannot fake a line of output.
+            crate::cli::term::field(&self.reason)
         )
     }
 }
@@ -49,7 +63,7 @@ impl SwitchRow {
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
     #[error(
-        "a reason is required to flip the switch (say why, for the audit log), at most {MAX_REASON_BYTES} bytes"
+        "a reason is required to flip the switch (say why, for the audit log): one line of printable text, at most {MAX_REASON_BYTES} bytes"
     )]
     Reason,
     #[error("runbook name {0:?} is not valid for a switch scope")]
@@ -79,10 +93,7 @@ pub async fn flip(
     reason: &str,
     actor: &Actor,
 ) -> Result<SwitchRow, SwitchError> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.len() > MAX_REASON_BYTES {
-        return Err(SwitchError::Reason);
-    }
+    let reason = valid_reason(reason).ok_or(SwitchError::Reason)?;
     let scope = match runbook {
         None => GLOBAL.to_string(),
         Some(name) => {

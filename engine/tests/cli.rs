@@ -549,6 +549,8 @@ fn tokens_are_shown_once_and_stored_only_as_hashes() {
             "alertmanager",
             "--role",
             "webhook",
+            "--owner",
+            "alice",
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -563,6 +565,8 @@ fn tokens_are_shown_once_and_stored_only_as_hashes() {
             "alertmanager",
             "--role",
             "viewer",
+            "--owner",
+            "alice",
         ],
     );
     assert_eq!(out.status.code(), Some(2), "a live name is unique");

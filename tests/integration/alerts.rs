@@ -255,9 +255,13 @@ async fn malformed_payloads_are_refused_with_the_reason() {
     // Only webhook tokens may post alerts.
     let (_, viewer) = auth::create(
         e.env.store.as_ref(),
-        "viewer",
-        Role::Admin,
-        Vec::new(),
+        auth::TokenSpec {
+            name: "viewer".into(),
+            role: Role::Admin,
+            runbooks: Vec::new(),
+            owner: "vic".into(),
+        },
+        None,
         &Actor::user("admin"),
     )
     .await

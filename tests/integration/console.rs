@@ -279,7 +279,7 @@ async fn sign_in_keeps_the_token_in_an_httponly_cookie_and_changes_need_csrf() {
             .contains("Max-Age=0")
     );
     // Revoking the token ends every session that holds it.
-    auth::revoke(c.env.store.as_ref(), "alice", &Actor::user("admin"))
+    auth::revoke(c.env.store.as_ref(), "alice", None, &Actor::user("admin"))
         .await
         .expect("revoke");
     let (status, _, _) = c

@@ -426,7 +426,7 @@ async fn kernels_and_tokens_are_managed_through_the_api() {
             "POST",
             "/api/v1/tokens",
             &ops,
-            Some(json!({"name": "x", "role": "viewer"})),
+            Some(json!({"name": "x", "role": "viewer", "owner": "xavier"})),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -435,7 +435,7 @@ async fn kernels_and_tokens_are_managed_through_the_api() {
             "POST",
             "/api/v1/tokens",
             &admin,
-            Some(json!({"name": "grafana", "role": "viewer"})),
+            Some(json!({"name": "grafana", "role": "viewer", "owner": "grace"})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -448,7 +448,7 @@ async fn kernels_and_tokens_are_managed_through_the_api() {
             "POST",
             "/api/v1/tokens",
             &admin,
-            Some(json!({"name": "grafana", "role": "viewer"})),
+            Some(json!({"name": "grafana", "role": "viewer", "owner": "grace"})),
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{dup}");
@@ -457,7 +457,7 @@ async fn kernels_and_tokens_are_managed_through_the_api() {
             "POST",
             "/api/v1/tokens",
             &admin,
-            Some(json!({"name": "y", "role": "root"})),
+            Some(json!({"name": "y", "role": "root", "owner": "yan"})),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");

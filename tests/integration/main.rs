@@ -1,6 +1,7 @@
 //! Integration tests: real components built from source, a real wasmtime host,
 //! real commands on the local target.
 
+mod adversarial;
 mod alertmanager;
 mod alerts;
 mod approvals;

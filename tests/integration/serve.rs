@@ -97,7 +97,7 @@ async fn authorization_matrix_every_role_by_every_endpoint() {
         tokens.push((role, s.token(role.as_str(), role, &[]).await));
     }
     let revoked = s.token("gone", Role::Admin, &[]).await;
-    auth::revoke(s.env.store.as_ref(), "gone", &Actor::user("admin"))
+    auth::revoke(s.env.store.as_ref(), "gone", None, &Actor::user("admin"))
         .await
         .expect("revoke");
     let live_run = json!({"runbook": "quick", "mode": "live", "force_untested": true});
@@ -223,7 +223,7 @@ async fn authorization_matrix_every_role_by_every_endpoint() {
         (
             "POST",
             "/api/v1/tokens",
-            Some(json!({"name": "made-by-matrix", "role": "viewer"})),
+            Some(json!({"name": "made-by-matrix", "role": "viewer", "owner": "matt"})),
             admin_only.clone(),
             true,
         ),

@@ -48,7 +48,8 @@ fn sign(secret: &str, body: &[u8]) -> String {
 
 fn incident(event_type: &str, id: &str, service: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"event": {
-        "id": "01DEN9CZ0HGDGMGAAHT4WJP9ZX",
+        // One delivery, one event id (a replay repeats it).
+        "id": format!("01DEN9CZ-{event_type}-{id}-{service}"),
         "event_type": event_type,
         "resource_type": "incident",
         "occurred_at": "2026-11-23T02:00:05.000Z",
@@ -169,6 +170,7 @@ async fn pagerduty_webhooks_are_verified_by_signature_and_start_one_run_per_inci
     // sends several while rotating): one run for the incident.
     let both = format!("{},{}", sign("retired", &body), sign(CANARY_NEXT, &body));
     let mut seen = Vec::new();
+    let mut replays = Vec::new();
     for signature in [sign(CANARY, &body), sign(CANARY_NEXT, &body), both] {
         let (status, answer) = post(
             &url,
@@ -179,8 +181,12 @@ async fn pagerduty_webhooks_are_verified_by_signature_and_start_one_run_per_inci
         .await;
         assert_eq!(status, 200, "{answer}");
         seen.extend(outcomes(&answer));
+        replays.push(answer["replay"] == json!(true));
     }
-    assert_eq!(seen, ["started", "duplicate", "duplicate"]);
+    // The same delivery again is a replay: recognised by its event id,
+    // answered, counted, nothing recorded.
+    assert_eq!(seen, ["started"]);
+    assert_eq!(replays, [false, true, true]);
     let runs = env.store.runs(&RunFilter::default()).await.expect("runs");
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].actor, "alert-source:pagerduty");

@@ -606,7 +606,7 @@ impl TestEnv {
     }
 
     /// An API token (`name`, `role`, limited to `runbooks` unless empty),
-    /// created by user `admin`.
+    /// created by user `admin`, belonging to a person of the same name.
     ///
     /// # Panics
     /// If it cannot be created.
@@ -617,11 +617,30 @@ impl TestEnv {
         role: firedrill::auth::Role,
         runbooks: &[&str],
     ) -> String {
+        self.token_of(name, role, runbooks, name).await
+    }
+
+    /// As [`TestEnv::token`], belonging to the person `owner`.
+    ///
+    /// # Panics
+    /// If it cannot be created.
+    #[allow(clippy::expect_used)]
+    pub async fn token_of(
+        &self,
+        name: &str,
+        role: firedrill::auth::Role,
+        runbooks: &[&str],
+        owner: &str,
+    ) -> String {
         firedrill::auth::create(
             self.store.as_ref(),
-            name,
-            role,
-            runbooks.iter().map(|s| s.to_string()).collect(),
+            firedrill::auth::TokenSpec {
+                name: name.to_string(),
+                role,
+                runbooks: runbooks.iter().map(|s| s.to_string()).collect(),
+                owner: owner.to_string(),
+            },
+            None,
             &Actor::user("admin"),
         )
         .await

@@ -116,6 +116,20 @@ pub enum PagerDutyDelivery {
 }
 
 impl PagerDutyEvent {
+    /// The delivery's event id (`event.id`), if the body has one.
+    pub fn event_id(body: &[u8]) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Outer {
+            event: Inner,
+        }
+        #[derive(Deserialize)]
+        struct Inner {
+            id: String,
+        }
+        let outer: Outer = serde_json::from_slice(body).ok()?;
+        (!outer.event.id.is_empty() && outer.event.id.len() <= super::MAX_ID_BYTES)
+            .then_some(outer.event.id)
+    }
     /// Parse a (verified) body; the error says what is wrong.
     pub fn parse(body: &[u8]) -> Result<PagerDutyDelivery, String> {
         let p: PagerDutyEvent = serde_json::from_slice(body)

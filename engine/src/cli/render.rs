@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use super::term::{field, sanitize_json, sanitized};
 use crate::audit::AuditRecord;
 use crate::executor::planned_changes;
 use crate::kernel::{KernelHost, LoadedKernel};
@@ -22,6 +23,10 @@ fn elapsed(start: &str, end: Option<&str>) -> Option<f64> {
 
 /// One host call as a line: effect, target, what, result.
 pub(crate) fn call_line(call: &Value, live: bool) -> String {
+    // Commands, URLs, output and reasons come from kernels and targets.
+    let mut call = call.clone();
+    sanitize_json(&mut call);
+    let call = &call;
     let effect = str_of(call, "effect");
     let what = match str_of(call, "kind") {
         "exec" => str_of(call, "command").to_string(),
@@ -63,6 +68,10 @@ pub fn run_text(
     per_target: &[StepTargetRow],
     calls: &[HostCallRow],
 ) -> String {
+    // Errors, outputs and actors may carry text from input.
+    let run = &sanitized(run);
+    let steps: &[StepRow] = &steps.iter().map(sanitized).collect::<Vec<_>>();
+    let per_target: &[StepTargetRow] = &per_target.iter().map(sanitized).collect::<Vec<_>>();
     let live = run.mode == "live";
     let mut s = String::new();
     let _ = writeln!(
@@ -278,7 +287,7 @@ pub fn runs_text(rows: &[RunRow]) -> String {
         "{:<36}  {:<24} {:<8} {:<12} {:<20} STARTED\n",
         "RUN", "RUNBOOK", "MODE", "STATUS", "ACTOR"
     );
-    for r in rows {
+    for r in rows.iter().map(sanitized) {
         let _ = writeln!(
             s,
             "{:<36}  {:<24} {:<8} {:<12} {:<20} {}",
@@ -304,8 +313,9 @@ pub fn audit_text(records: &[AuditRecord]) -> String {
         return "no audit records\n".into();
     }
     let _ = writeln!(s, "audit trail:");
-    for r in records {
-        let details: Value = serde_json::from_str(&r.details).unwrap_or(Value::Null);
+    for r in records.iter().map(sanitized) {
+        let mut details: Value = serde_json::from_str(&r.details).unwrap_or(Value::Null);
+        sanitize_json(&mut details);
         let what = match r.action.as_str() {
             "host.call" | "capability.denied" => format!(
                 "{} {}{}",
@@ -335,8 +345,9 @@ pub fn inspect_text(host: &KernelHost, kernel: &LoadedKernel) -> String {
     let m = &kernel.manifest;
     let l = &host.config().limits;
     let mut s = String::new();
-    let _ = writeln!(s, "{}", m.reference());
-    let _ = writeln!(s, "  description  {}", m.description);
+    // The manifest is the kernel author's text.
+    let _ = writeln!(s, "{}", field(&m.reference()));
+    let _ = writeln!(s, "  description  {}", field(&m.description));
     let _ = writeln!(s, "  digest       {}", kernel.digest);
     let _ = writeln!(s, "  size         {} bytes", kernel.size_bytes);
     let _ = writeln!(
@@ -352,17 +363,19 @@ pub fn inspect_text(host: &KernelHost, kernel: &LoadedKernel) -> String {
         let _ = writeln!(s, "    (none: this kernel cannot touch anything)");
     }
     for c in &m.capabilities.exec {
-        let _ = writeln!(s, "    exec  {:<8} {}", c.effect, c.pattern);
+        let _ = writeln!(s, "    exec  {:<8} {}", c.effect, field(&c.pattern));
     }
     for c in &m.capabilities.http {
         let _ = writeln!(
             s,
             "    http  {:<8} {} {}",
-            c.effect, c.method, c.url_pattern
+            c.effect,
+            field(&c.method),
+            field(&c.url_pattern)
         );
     }
     for name in &m.capabilities.secrets {
-        let _ = writeln!(s, "    secret         {name}");
+        let _ = writeln!(s, "    secret         {}", field(name));
     }
     let pretty = |v: &Value| {
         serde_json::to_string_pretty(v)
@@ -400,10 +413,7 @@ pub fn readiness_text(rows: &[crate::drill::ReadinessRow]) -> String {
             _ if !r.drilled => "no drill declared".into(),
             _ => "-".into(),
         };
-        let failure: String = r
-            .last_failure
-            .as_deref()
-            .unwrap_or("-")
+        let failure: String = field(r.last_failure.as_deref().unwrap_or("-"))
             .chars()
             .take(60)
             .collect();

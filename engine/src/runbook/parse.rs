@@ -6,11 +6,30 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use super::locate::Locator;
+use super::locate::{Locator, MAX_YAML_DEPTH, check_depth};
 use super::model::Runbook;
 
-/// Largest runbook file accepted.
+/// Largest runbook file accepted, checked before anything parses it.
 pub const MAX_RUNBOOK_BYTES: usize = 1 << 20;
+
+/// Most problems reported for one file; the rest are counted in
+/// [`Problems::omitted`].
+pub const MAX_PROBLEMS: usize = 100;
+
+/// Longest message of one problem, in bytes (a schema error can quote the
+/// whole offending value); longer ones are cut and say so.
+pub const MAX_PROBLEM_BYTES: usize = 512;
+
+fn bounded(message: String) -> String {
+    if message.len() <= MAX_PROBLEM_BYTES {
+        return message;
+    }
+    let mut cut = MAX_PROBLEM_BYTES;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... ({} bytes, cut)", &message[..cut], message.len())
+}
 
 /// One problem in a runbook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -26,12 +45,20 @@ pub struct Problem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 pub struct Problems {
     pub file: String,
+    /// The first [`MAX_PROBLEMS`] problems, in file order.
     pub problems: Vec<Problem>,
+    /// Problems found beyond those, not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
+        let n = self.problems.len() + self.omitted;
         write!(
             f,
             "{} has {n} problem{}:",
@@ -48,6 +75,13 @@ impl fmt::Display for Problems {
             } else {
                 write!(f, ": {}: {}", p.path, p.message)?;
             }
+        }
+        if self.omitted > 0 {
+            write!(
+                f,
+                "\n  ... and {} more (only the first {MAX_PROBLEMS} are listed; fix these and validate again)",
+                self.omitted
+            )?;
         }
         Ok(())
     }
@@ -87,13 +121,22 @@ impl<'a> Report<'a> {
         }
     }
 
+    /// A report that locates nothing (for text refused before indexing).
+    fn unindexed(file: &'a str) -> Self {
+        Report {
+            file,
+            locator: Locator::empty(),
+            problems: Vec::new(),
+        }
+    }
+
     pub fn add(&mut self, pointer: &str, message: impl Into<String>) {
         let pos = self.locator.find(pointer);
         self.problems.push(Problem {
             line: pos.map(|p| p.0),
             column: pos.map(|p| p.1),
             path: display_path(pointer),
-            message: message.into(),
+            message: bounded(message.into()),
         });
     }
 
@@ -107,7 +150,7 @@ impl<'a> Report<'a> {
             line,
             column,
             path: String::new(),
-            message: message.into(),
+            message: bounded(message.into()),
         });
     }
 
@@ -128,9 +171,12 @@ impl<'a> Report<'a> {
     pub fn into_problems(mut self) -> Problems {
         self.problems
             .sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column.unwrap_or(0)));
+        let omitted = self.problems.len().saturating_sub(MAX_PROBLEMS);
+        self.problems.truncate(MAX_PROBLEMS);
         Problems {
             file: self.file.to_string(),
             problems: self.problems,
+            omitted,
         }
     }
 }
@@ -202,28 +248,57 @@ fn check_durations(json: &serde_json::Value, report: &mut Report<'_>) {
     }
 }
 
-/// Parse `text` (from `file`) into a runbook, or every problem found.
-pub fn parse_runbook(file: &str, text: &str) -> Result<Runbook, Problems> {
-    let mut report = Report::new(file, text);
+/// The checks every runbook text passes before it is parsed: its size and
+/// its nesting depth.
+pub fn check_runbook_text(text: &str) -> Result<(), Problem> {
     if text.len() > MAX_RUNBOOK_BYTES {
-        report.add_at(
-            None,
-            None,
-            format!(
+        return Err(Problem {
+            line: None,
+            column: None,
+            path: String::new(),
+            message: format!(
                 "the file is {} bytes; runbooks are limited to {MAX_RUNBOOK_BYTES} bytes",
                 text.len()
             ),
-        );
+        });
+    }
+    check_depth(text, MAX_YAML_DEPTH).map_err(|at| Problem {
+        line: Some(at.line),
+        column: Some(at.column),
+        path: String::new(),
+        message: format!(
+            "nested more than {MAX_YAML_DEPTH} levels deep; runbooks are limited to {MAX_YAML_DEPTH} levels of mappings and sequences"
+        ),
+    })
+}
+
+/// Parse `text` (from `file`) into a runbook, or every problem found.
+///
+/// Before anything parses it, the text is checked for size
+/// ([`MAX_RUNBOOK_BYTES`]) and nesting ([`MAX_YAML_DEPTH`], without
+/// recursion), so no input can exhaust memory or the stack.
+pub fn parse_runbook(file: &str, text: &str) -> Result<Runbook, Problems> {
+    if let Err(problem) = check_runbook_text(text) {
+        let mut report = Report::unindexed(file);
+        report.problems.push(problem);
         return Err(report.into_problems());
     }
+    let mut report = Report::new(file, text);
     let yaml: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             let loc = e.location();
+            // Nesting the depth check could not see (the text stops being
+            // YAML for yaml-rust2 before the limit) still gets its message.
+            let message = if e.to_string().contains("recursion limit exceeded") {
+                format!("nested more than {MAX_YAML_DEPTH} levels deep; runbooks are limited to {MAX_YAML_DEPTH} levels of mappings and sequences")
+            } else {
+                format!("not valid YAML: {e}")
+            };
             report.add_at(
                 loc.as_ref().map(|l| l.line()),
                 loc.as_ref().map(|l| l.column()),
-                format!("not valid YAML: {e}"),
+                message,
             );
             return Err(report.into_problems());
         }

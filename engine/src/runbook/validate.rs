@@ -457,6 +457,7 @@ pub fn validate(
     let inputs_schema = inputs_schema.ok_or_else(|| Problems {
         file: file.to_string(),
         problems: Vec::new(),
+        omitted: 0,
     })?;
     Ok(ValidRunbook {
         digest: source_digest(text),

@@ -46,14 +46,26 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
     }
+    /// A failure on the server's side: the client gets a generic message
+    /// and an error id; the detail is logged with that id (it may name
+    /// files, databases or internal state).
     pub(super) fn internal(e: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %e, "request failed");
+        let id = uuid::Uuid::now_v7();
+        tracing::error!(error_id = %id, error = %e, "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            format!("{e}; the server log has details"),
+            format!("the server could not complete this request (error id {id}); the server log has the details under that id"),
         )
     }
+}
+
+/// What an error answer was, kept on the response for the admission layer
+/// (which audits refusals of authenticated callers).
+#[derive(Debug, Clone)]
+pub(super) struct Refusal {
+    pub code: &'static str,
+    pub message: String,
 }
 
 impl IntoResponse for ApiError {
@@ -63,6 +75,10 @@ impl IntoResponse for ApiError {
             Json(json!({"error": {"code": self.code, "message": self.message}})),
         )
             .into_response();
+        response.extensions_mut().insert(Refusal {
+            code: self.code,
+            message: self.message,
+        });
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -99,6 +115,44 @@ pub(super) fn rejected(e: &axum::extract::rejection::JsonRejection, expected: &s
     ApiError::bad_request(format!("{}; expected {expected}", e.body_text()))
 }
 
+/// A query string; a bad one is a 400 in the API's error shape, naming
+/// the parameter that is wrong.
+#[derive(Debug)]
+pub(super) struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let e = match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => return Ok(ApiQuery(v)),
+            Err(e) => e,
+        };
+        // Name the parameter: the first one that fails on its own (every
+        // query of this API is optional parameters only).
+        let query = parts.uri.query().unwrap_or_default();
+        let culprit = url::form_urlencoded::parse(query.as_bytes()).find_map(|(k, v)| {
+            let one: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair(&k, &v)
+                .finish();
+            let uri: axum::http::Uri = format!("/?{one}").parse().ok()?;
+            Query::<T>::try_from_uri(&uri)
+                .err()
+                .map(|e| (k.into_owned(), e.body_text()))
+        });
+        Err(ApiError::bad_request(match culprit {
+            Some((name, why)) => format!(
+                "query parameter `{}` is not valid: {why}; see README, API for the parameters this endpoint takes",
+                crate::cli::term::field(&name)
+            ),
+            None => format!(
+                "bad query string: {}; see README, API for the parameters this endpoint takes",
+                e.body_text()
+            ),
+        }))
+    }
+}
+
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Principal(pub TokenRow);
@@ -130,38 +184,87 @@ impl Principal {
     }
 }
 
+/// Who the caller is, as the admission layer found out from the request's
+/// headers (before any body is read); handlers get it as a [`Principal`].
+#[derive(Debug, Clone)]
+pub(super) enum Caller {
+    /// A live token: a bearer token, or the one behind a console session.
+    Token {
+        token: TokenRow,
+        /// The console session id, when it came through the cookie.
+        session: Option<String>,
+    },
+    /// A bearer token that is unknown or revoked.
+    BadToken,
+    /// A session cookie that is unknown, expired, ended or whose token was
+    /// revoked.
+    BadSession,
+    /// No credentials at all.
+    Anonymous,
+}
+
+/// Identify the caller from the headers: a bearer token first, else the
+/// console's session cookie.
+pub(super) async fn identify(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<Caller, crate::store::StoreError> {
+    let store = state.service.store();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(presented) = bearer {
+        return Ok(
+            match crate::auth::authenticate(store.as_ref(), presented.trim()).await? {
+                Some(token) => Caller::Token {
+                    token,
+                    session: None,
+                },
+                None => Caller::BadToken,
+            },
+        );
+    }
+    if let Some(session) = super::console::session_token(headers) {
+        return Ok(match crate::auth::session(store.as_ref(), session).await? {
+            Some(token) => Caller::Token {
+                token,
+                session: Some(session.to_string()),
+            },
+            None => Caller::BadSession,
+        });
+    }
+    Ok(Caller::Anonymous)
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        // The console's session cookie is the other way in; it carries a
-        // token too, and must come with the CSRF token to change anything.
-        let (presented, by_cookie) = match bearer {
-            Some(t) => (t.trim(), false),
-            None => match super::console::session_token(&parts.headers) {
-                Some(t) => (t, true),
-                None => {
-                    return Err(unauthorized(
-                        "send `Authorization: Bearer <token>` (or sign in to the console); create a token with `firedrill token create`",
-                    ));
+        let caller = match parts.extensions.get::<Caller>() {
+            Some(c) => c.clone(),
+            None => identify(state, &parts.headers).await?,
+        };
+        match caller {
+            Caller::Token { token, session } => {
+                // A cookie-authenticated change must carry the session's
+                // CSRF token.
+                if let Some(session) = session
+                    && !parts.method.is_safe()
+                {
+                    super::console::check_csrf(&parts.headers, &session)?;
                 }
-            },
-        };
-        let Some(token) =
-            crate::auth::authenticate(state.service.store().as_ref(), presented).await?
-        else {
-            return Err(unauthorized("the token is unknown or revoked"));
-        };
-        if by_cookie && !parts.method.is_safe() {
-            super::console::check_csrf(&parts.headers, presented)?;
+                Ok(Principal(token))
+            }
+            Caller::BadToken => Err(unauthorized("the token is unknown or revoked")),
+            Caller::BadSession => Err(unauthorized(
+                "the console session has expired, was signed out, or its token was revoked; sign in again",
+            )),
+            Caller::Anonymous => Err(unauthorized(
+                "send `Authorization: Bearer <token>` (or sign in to the console); create a token with `firedrill token create`",
+            )),
         }
-        Ok(Principal(token))
     }
 }
 
@@ -220,6 +323,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
 
 async fn metrics(State(state): State<AppState>, who: Principal) -> Result<String, ApiError> {
     who.require(Action::Read)?;
+    // The exposition names every runbook; a scoped token would learn of
+    // runbooks that, for it, do not exist.
+    unscoped_for(&who, "/metrics names every runbook")?;
     let store = state.service.store();
     let mut gauges = Vec::new();
     for s in store.switches().await? {
@@ -395,7 +501,7 @@ async fn get_runbook(
     State(state): State<AppState>,
     who: Principal,
     Path(name): Path<String>,
-    Query(q): Query<VersionQuery>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
 ) -> Result<Json<Value>, ApiError> {
     who.require(Action::Read)?;
     who.see(&name)?;
@@ -528,7 +634,7 @@ const MAX_PAGE: i64 = 1000;
 async fn list_runs(
     State(state): State<AppState>,
     who: Principal,
-    Query(q): Query<RunQuery>,
+    ApiQuery(q): ApiQuery<RunQuery>,
 ) -> Result<Json<Value>, ApiError> {
     who.require(Action::Read)?;
     let status = match q.status.as_deref() {
@@ -619,16 +725,24 @@ struct AuditQuery {
     limit: Option<i64>,
 }
 
-/// The audit log spans every runbook: tokens limited to some runbooks may
-/// not read it.
+/// Things that span every runbook (the audit log, metrics, the global
+/// switch, publishing): a token limited to some runbooks may not use them.
 pub(super) fn unscoped(who: &Principal) -> Result<(), ApiError> {
+    unscoped_for(who, "this spans every runbook")
+}
+
+/// As [`unscoped`], saying `what` is refused and why.
+pub(super) fn unscoped_for(who: &Principal, what: &str) -> Result<(), ApiError> {
     if who.0.runbooks.is_empty() {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "the audit log spans every runbook; a token limited to some runbooks may not read it",
+            format!(
+                "{what}; token {:?} is limited to some runbooks and may not use it: use a token without a runbook limit",
+                who.0.name
+            ),
         ))
     }
 }
@@ -636,10 +750,24 @@ pub(super) fn unscoped(who: &Principal) -> Result<(), ApiError> {
 async fn audit(
     State(state): State<AppState>,
     who: Principal,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     who.require(Action::Read)?;
-    unscoped(&who)?;
+    unscoped_for(&who, "the audit log spans every runbook")?;
+    // A filter that cannot match anything is a mistake, not an empty page.
+    // Normalised, so that it compares with the stored times as text.
+    let since = match &q.since {
+        None => None,
+        Some(since) => Some(
+            humantime::parse_rfc3339_weak(since)
+                .map(|t| humantime::format_rfc3339_millis(t).to_string())
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "query parameter `since` is {since:?}, not a UTC RFC 3339 time such as 2026-12-01T09:00:00Z"
+                    ))
+                })?,
+        ),
+    };
     let records = state
         .service
         .store()
@@ -647,7 +775,7 @@ async fn audit(
             run_id: q.run,
             actor: q.actor,
             action: q.action,
-            since: q.since,
+            since,
             limit: q.limit.unwrap_or(100).clamp(1, MAX_PAGE),
         })
         .await?;
@@ -659,7 +787,7 @@ async fn audit_verify(
     who: Principal,
 ) -> Result<Json<Value>, ApiError> {
     who.require(Action::Read)?;
-    unscoped(&who)?;
+    unscoped_for(&who, "the audit log spans every runbook")?;
     let v = crate::audit::verify_store(state.service.store().as_ref()).await?;
     Ok(Json(serde_json::to_value(&v).unwrap_or_default()))
 }
@@ -687,6 +815,7 @@ fn webhook_body(body: BodyResult) -> Result<axum::body::Bytes, ApiError> {
 async fn dispatch(
     state: &AppState,
     actor: &crate::audit::Actor,
+    scope: &[String],
     alerts: &[crate::alerts::Alert],
 ) -> Result<Response, ApiError> {
     let admit_state = state.clone();
@@ -694,7 +823,7 @@ async fn dispatch(
         let state = admit_state.clone();
         Box::pin(async move { state.admit_triggered(run).await.map_err(|e| e.message) })
     };
-    let decisions = crate::alerts::handle(&state.service, actor, alerts, &admit).await?;
+    let decisions = crate::alerts::handle(&state.service, actor, scope, alerts, &admit).await?;
     for d in &decisions {
         state.metrics.alert_decision(d);
     }
@@ -747,7 +876,7 @@ async fn token_alerts(
     who.require(Action::PostAlert)?;
     let body = webhook_body(body)?;
     let alerts = parse(&body).map_err(ApiError::bad_request)?;
-    dispatch(state, &who.0.actor(), &alerts).await
+    dispatch(state, &who.0.actor(), &who.0.runbooks, &alerts).await
 }
 
 /// `POST /api/v1/alerts/generic`: alerts from anything that can post JSON.
@@ -761,11 +890,14 @@ pub async fn generic(
 
 /// `POST /api/v1/alerts/pagerduty`: PagerDuty v3 webhooks, authenticated
 /// by their HMAC signature (PagerDuty cannot send a bearer token): 401
-/// without a valid signature, 403 when no secret is configured.
+/// without a valid signature, 403 when no secret is configured (answered
+/// before the body is read), 500 `misconfigured` when no configured secret
+/// can be read. A delivery whose event id was handled before is a replay:
+/// answered 200 and counted, nothing recorded.
 pub async fn pagerduty(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
-    body: BodyResult,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let forbidden = |m: String| ApiError::new(StatusCode::FORBIDDEN, "forbidden", m);
     let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
@@ -774,21 +906,6 @@ pub async fn pagerduty(
             "PagerDuty webhooks are not enabled; name the signing secret in server.pagerduty-secrets".into(),
         ));
     }
-    let mut secrets = Vec::new();
-    for name in &state.config.pagerduty_secrets {
-        match state.service.host().secrets().get(name) {
-            Ok(s) => secrets.push(s),
-            Err(e) => {
-                tracing::warn!(secret = %name, error = %e, "PagerDuty signing secret unavailable")
-            }
-        }
-    }
-    if secrets.is_empty() {
-        return Err(ApiError::unavailable(
-            "none of the secrets in server.pagerduty-secrets can be read; the server log says why",
-        ));
-    }
-    let body = webhook_body(body)?;
     let signature = headers
         .get("x-pagerduty-signature")
         .and_then(|v| v.to_str().ok())
@@ -797,14 +914,53 @@ pub async fn pagerduty(
                 "X-PagerDuty-Signature is missing; only PagerDuty v3 webhooks are accepted here"
                     .into(),
             )
+        })?
+        .to_string();
+    let mut secrets = Vec::new();
+    for name in &state.config.pagerduty_secrets {
+        match state.service.host().secrets().get(name) {
+            Ok(s) => secrets.push(s),
+            Err(e) => {
+                tracing::error!(secret = %name, error = %e, "PagerDuty signing secret unavailable")
+            }
+        }
+    }
+    if secrets.is_empty() {
+        state
+            .metrics
+            .inc("firedrill_config_errors_total", &[("what", "pagerduty-secrets")]);
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "misconfigured",
+            "none of the secrets in server.pagerduty-secrets can be read, so no delivery can be verified; the server's operator must fix it (the server log says why)",
+        ));
+    }
+    let body = axum::body::to_bytes(body, state.config.webhook_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "the webhook body is larger than server.webhook-body-bytes, or was not sent in time",
+            )
         })?;
-    crate::alerts::verify_pagerduty_signature(&secrets, signature, &body).map_err(unauthorized)?;
-    let actor = crate::audit::Actor {
-        kind: crate::audit::ActorKind::AlertSource,
-        id: "pagerduty".into(),
-    };
-    match crate::alerts::PagerDutyEvent::parse(&body).map_err(ApiError::bad_request)? {
-        crate::alerts::PagerDutyDelivery::Alert(alert) => dispatch(&state, &actor, &[alert]).await,
+    crate::alerts::verify_pagerduty_signature(&secrets, &signature, &body).map_err(unauthorized)?;
+    let event_id = crate::alerts::PagerDutyEvent::event_id(&body);
+    if let Some(id) = &event_id
+        && state.pagerduty_seen(id)
+    {
+        state.metrics.inc("firedrill_pagerduty_replays_total", &[]);
+        return Ok(Json(json!({"alerts": 0, "replay": true})).into_response());
+    }
+    let actor = crate::audit::Actor::engine(
+        crate::audit::ActorKind::AlertSource,
+        "pagerduty",
+        crate::audit::Via::Signature,
+    );
+    let response = match crate::alerts::PagerDutyEvent::parse(&body).map_err(ApiError::bad_request)? {
+        crate::alerts::PagerDutyDelivery::Alert(alert) => {
+            dispatch(&state, &actor, &[], &[alert]).await?
+        }
         crate::alerts::PagerDutyDelivery::Ignored(event_type) => {
             state
                 .service
@@ -816,9 +972,17 @@ pub async fn pagerduty(
                     ),
                 )
                 .await?;
-            Ok(Json(json!({"alerts": 0, "ignored": event_type})).into_response())
+            Json(json!({"alerts": 0, "ignored": event_type})).into_response()
         }
+    };
+    // Only a delivery that was handled is remembered: PagerDuty's retry
+    // of one that failed or was shed must be handled again.
+    if let Some(id) = event_id
+        && response.status().is_success()
+    {
+        state.remember_pagerduty(id);
     }
+    Ok(response)
 }
 
 async fn get_switch(

@@ -1,8 +1,11 @@
 //! The web console: the page shell and its assets (compiled in from `web/`,
-//! so nothing is fetched from outside), sign-in with an API token kept in an
-//! HttpOnly `SameSite=Strict` cookie, and the CSRF check that every
-//! cookie-authenticated request that changes state must pass. The pages
-//! read and act through the same JSON API as every other client.
+//! so nothing is fetched from outside), sign-in with an API token into a
+//! server-side session (the HttpOnly `SameSite=Strict` cookie carries a
+//! random session id, never the token; the server ends the session at
+//! `session-ttl-s`, at sign-out, or when the token is revoked), and the
+//! CSRF check that every cookie-authenticated request that changes state
+//! must pass. The pages read and act through the same JSON API as every
+//! other client, and render every value as text (no `innerHTML`).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -15,9 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::api::{ApiError, Principal, rejected};
-use crate::audit::NewEvent;
 use crate::auth::Action;
-use crate::store::Batch;
 
 /// The cookie that carries the signed-in token.
 pub const SESSION_COOKIE: &str = "firedrill_session";
@@ -51,7 +52,9 @@ pub fn routes() -> Router<AppState> {
         .route("/console/assets/{name}", get(asset))
         .route(
             "/console/session",
-            axum::routing::post(sign_in).delete(sign_out),
+            axum::routing::post(sign_in)
+                .delete(sign_out)
+                .layer(axum::extract::DefaultBodyLimit::max(SIGN_IN_BODY_BYTES)),
         )
         .route("/console/{*page}", get(shell))
         .route("/api/v1/me", get(me))
@@ -106,16 +109,16 @@ async fn asset(Path(name): Path<String>) -> Response {
     }
 }
 
-/// The CSRF token for a session: derived from the session's API token, so
-/// it needs no state and cannot be computed without the token.
-pub fn csrf_for(token: &str) -> String {
+/// The CSRF token for a session: derived from the session id, so it needs
+/// no state and cannot be computed without the session.
+pub fn csrf_for(session: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"firedrill-console-csrf\0");
-    h.update(token.as_bytes());
+    h.update(session.as_bytes());
     hex::encode(h.finalize())
 }
 
-/// The token in the session cookie, if any.
+/// The session id in the session cookie, if any.
 pub fn session_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
@@ -166,8 +169,12 @@ struct SignIn {
     token: String,
 }
 
-/// `POST /console/session {"token": "..."}`: check the token and keep it in
-/// the session cookie. Audited as `console.signed-in` by the token.
+/// Largest console sign-in body: a token and some JSON around it.
+pub const SIGN_IN_BODY_BYTES: usize = 4096;
+
+/// `POST /console/session {"token": "..."}`: check the token and start a
+/// server-side session; the cookie carries the session id. Audited as
+/// `console.signed-in` by the token.
 async fn sign_in(
     State(state): State<AppState>,
     body: Result<Json<SignIn>, axum::extract::rejection::JsonRejection>,
@@ -183,33 +190,42 @@ async fn sign_in(
             "the token is unknown or revoked; create one with `firedrill token create`",
         ));
     };
-    let batch = Batch::new().event(
-        NewEvent::new(&token.actor(), "console.signed-in", &token.name)
-            .details(json!({"role": token.role.as_str()})),
-    );
-    state.service.store().apply(batch).await?;
-    let mut response = Json(whoami(&token, Some(presented))).into_response();
+    let session = crate::auth::start_session(
+        state.service.store().as_ref(),
+        &token,
+        state.config.session_ttl_s,
+    )
+    .await?;
+    let mut response = Json(whoami(&token, Some(&session))).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(&state, presented, state.config.session_ttl_s),
+        session_cookie(&state, &session, state.config.session_ttl_s),
     );
     Ok(response)
 }
 
-/// `DELETE /console/session`: forget the cookie (CSRF-checked like any
-/// other change).
-async fn sign_out(State(state): State<AppState>, _who: Principal) -> Response {
+/// `DELETE /console/session`: end the session on the server and forget
+/// the cookie (CSRF-checked like any other change).
+async fn sign_out(
+    State(state): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(session) = session_token(&headers) {
+        crate::auth::end_session(state.service.store().as_ref(), session, &who.0).await?;
+    }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
         .insert(header::SET_COOKIE, session_cookie(&state, "", 0));
-    response
+    Ok(response)
 }
 
 fn whoami(token: &crate::auth::TokenRow, session: Option<&str>) -> Value {
     let may = |a: Action| token.role.allows(a);
     json!({
         "name": token.name,
+        "owner": token.owner,
         "actor": token.actor().to_string(),
         "role": token.role.as_str(),
         "runbooks": token.runbooks,

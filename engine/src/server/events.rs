@@ -1,6 +1,7 @@
 //! Server-sent events: a run, sent again each time it changes, so the
 //! console's timeline updates while the run executes without reloading.
-//! Bounded: `max-event-streams` open at once, each open at most
+//! Bounded: `max-event-streams` open at once (`max-event-streams-per-token`
+//! of them per token), each open at most
 //! `event-stream-max-s` (the browser's EventSource reconnects), polling the
 //! store every `event-poll-ms`.
 
@@ -31,6 +32,16 @@ pub async fn run_events(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     who.require(Action::Read)?;
+    let Some(slot) = state.stream_slot(&who.0.id) else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too-many-streams",
+            format!(
+                "token {:?} has {} live run streams open already (server.max-event-streams-per-token); close one",
+                who.0.name, state.config.max_event_streams_per_token
+            ),
+        ));
+    };
     let Ok(permit) = state.event_streams.clone().try_acquire_owned() else {
         return Err(ApiError::unavailable(format!(
             "{} live run streams are open already (server.max-event-streams); retry shortly",
@@ -89,9 +100,9 @@ pub async fn run_events(
             }
         }
     });
-    // The permit lives as long as the stream.
+    // The permit and the token's slot live as long as the stream.
     let stream = futures::StreamExt::map(stream, move |e| {
-        let _held = &permit;
+        let _held = (&permit, &slot);
         e
     });
     Ok(Sse::new(stream)

@@ -296,7 +296,15 @@ async fn list_tokens(
     who: Principal,
 ) -> Result<Json<Value>, ApiError> {
     who.require(Action::ManageTokens)?;
-    let tokens = state.service.store().tokens().await?;
+    // A token sees the tokens it could have created, and no others.
+    let tokens: Vec<_> = state
+        .service
+        .store()
+        .tokens()
+        .await?
+        .into_iter()
+        .filter(|t| who.0.may_manage(t))
+        .collect();
     Ok(Json(json!({"tokens": tokens})))
 }
 
@@ -307,6 +315,8 @@ struct NewToken {
     role: String,
     #[serde(default)]
     runbooks: Vec<String>,
+    /// The person the token belongs to.
+    owner: String,
 }
 
 /// `POST /api/v1/tokens`: the token is in this answer and nowhere else.
@@ -319,7 +329,7 @@ async fn create_token(
     let Json(body) = body.map_err(|e| {
         rejected(
             &e,
-            r#"{"name": NAME, "role": "viewer"|"operator"|"approver"|"admin"|"webhook", "runbooks"?: [NAME]}"#,
+            r#"{"name": NAME, "role": "viewer"|"operator"|"approver"|"admin"|"webhook", "owner": PERSON, "runbooks"?: [NAME]}"#,
         )
     })?;
     let role = Role::parse(&body.role).ok_or_else(|| {
@@ -330,9 +340,13 @@ async fn create_token(
     })?;
     let (row, token) = crate::auth::create(
         state.service.store().as_ref(),
-        &body.name,
-        role,
-        body.runbooks,
+        crate::auth::TokenSpec {
+            name: body.name,
+            role,
+            runbooks: body.runbooks,
+            owner: body.owner,
+        },
+        Some(&who.0),
         &who.0.actor(),
     )
     .await
@@ -341,12 +355,15 @@ async fn create_token(
         crate::auth::TokenError::Exists(_) => {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
         }
+        crate::auth::TokenError::Wider(_) => {
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+        }
         other => ApiError::bad_request(other.to_string()),
     })?;
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({"token": token, "id": row.id, "name": row.name, "role": row.role, "runbooks": row.runbooks,
+            json!({"token": token, "id": row.id, "name": row.name, "role": row.role, "runbooks": row.runbooks, "owner": row.owner,
             "note": "the token is shown once; store it now"}),
         ),
     ))
@@ -358,7 +375,12 @@ async fn revoke_token(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     who.require(Action::ManageTokens)?;
-    let row = crate::auth::revoke(state.service.store().as_ref(), &name, &who.0.actor())
+    let row = crate::auth::revoke(
+        state.service.store().as_ref(),
+        &name,
+        Some(&who.0),
+        &who.0.actor(),
+    )
         .await
         .map_err(|e| match e {
             crate::auth::TokenError::Store(e) => ApiError::internal(e),

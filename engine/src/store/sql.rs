@@ -382,7 +382,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             if let Some(existing_digest) = taken {
                 return Ok(Applied::Conflict { existing_digest });
             }
-            sqlx::query(q("INSERT INTO tokens (id, name, role, runbooks, hash, created_at, created_by, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)"))
+            sqlx::query(q("INSERT INTO tokens (id, name, role, runbooks, hash, created_at, created_by, revoked_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)"))
                 .bind(&t.id)
                 .bind(&t.name)
                 .bind(t.role.as_str())
@@ -390,6 +390,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                 .bind(&t.hash)
                 .bind(&t.created_at)
                 .bind(&t.created_by)
+                .bind(&t.owner)
                 .execute(&mut *tx)
                 .await
                 .map_err(sql("insert token"))?;
@@ -401,6 +402,29 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                 .execute(&mut *tx)
                 .await
                 .map_err(sql("revoke token"))?;
+        }
+        Write::InsertSession {
+            hash,
+            token_id,
+            created_at,
+            expires_at,
+        } => {
+            sqlx::query(q("INSERT INTO sessions (hash, token_id, created_at, expires_at) VALUES (?, ?, ?, ?)"))
+                .bind(hash)
+                .bind(token_id)
+                .bind(created_at)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("insert session"))?;
+        }
+        Write::EndSession { hash, now } => {
+            sqlx::query(q("DELETE FROM sessions WHERE hash = ? OR expires_at <= ?"))
+                .bind(hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("end session"))?;
         }
         Write::ClaimAlert {
             source,
@@ -834,6 +858,7 @@ fn token_row(r: &$row) -> Result<crate::auth::TokenRow, StoreError> {
         hash: r.get("hash"),
         created_at: r.get("created_at"),
         created_by: r.get("created_by"),
+        owner: r.get("owner"),
         revoked_at: r.get("revoked_at"),
     })
 }
@@ -1149,6 +1174,22 @@ impl Store for $store {
             .fetch_optional(&self.reads)
             .await
             .map_err(sql("read token"))?
+            .as_ref()
+            .map(token_row)
+            .transpose()
+    }
+
+    async fn session_token(
+        &self,
+        hash: &str,
+        now: &str,
+    ) -> Result<Option<crate::auth::TokenRow>, StoreError> {
+        sqlx::query(q("SELECT t.* FROM sessions s JOIN tokens t ON t.id = s.token_id WHERE s.hash = ? AND s.expires_at > ?"))
+            .bind(hash)
+            .bind(now)
+            .fetch_optional(&self.reads)
+            .await
+            .map_err(sql("read session"))?
             .as_ref()
             .map(token_row)
             .transpose()

@@ -89,6 +89,36 @@ impl Default for StoreConfig {
     }
 }
 
+/// Create `path` owner-only if it is missing, and make it, its `-wal`
+/// and its `-shm` owner-only if they exist.
+fn private_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::PathBuf::from(name);
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -103,6 +133,10 @@ impl SqliteStore {
             path: path.display().to_string(),
             source,
         };
+        // The database (and the WAL and SHM files SQLite creates with the
+        // database file's mode) holds the audit log and run history: owner
+        // only, whatever the umask or the directory's mode.
+        private_files(path).map_err(|e| open(sqlx::Error::Io(e)))?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(open)?
             .filename(path)
@@ -118,6 +152,8 @@ impl SqliteStore {
             .await
             .map_err(open)?;
         sqlx::migrate!("./migrations").run(&mut writer).await?;
+        // SQLite has created the WAL and SHM files by now.
+        private_files(path).map_err(|e| open(sqlx::Error::Io(e)))?;
         let reads = SqlitePoolOptions::new()
             .max_connections(config.read_connections.max(1))
             .connect_with(options.read_only(true))

@@ -235,6 +235,17 @@ impl Inventory {
                 });
             }
         };
+        if let Err(at) = crate::runbook::check_yaml_depth(&text, crate::runbook::MAX_YAML_DEPTH) {
+            return Err(InventoryError::Parse {
+                path: path.display().to_string(),
+                message: format!(
+                    "line {}, column {}: nested more than {} levels deep",
+                    at.line,
+                    at.column,
+                    crate::runbook::MAX_YAML_DEPTH
+                ),
+            });
+        }
         serde_yaml::from_str(&text).map_err(|e| InventoryError::Parse {
             path: path.display().to_string(),
             message: e.to_string(),
