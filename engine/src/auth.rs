@@ -153,7 +153,8 @@ impl TokenRow {
     /// Whether `runbooks` (a token's scope, empty = all) lies within this
     /// token's scope.
     pub fn covers_scope(&self, runbooks: &[String]) -> bool {
-        self.runbooks.is_empty() || (!runbooks.is_empty() && runbooks.iter().all(|r| self.covers(r)))
+        self.runbooks.is_empty()
+            || (!runbooks.is_empty() && runbooks.iter().all(|r| self.covers(r)))
     }
 
     /// Whether this token may see and revoke `other`: a role it includes,
@@ -264,7 +265,9 @@ pub async fn create(
         return Err(TokenError::Runbook(bad.clone()));
     }
     if let Some(asking) = within {
-        asking.may_mint(role, &runbooks).map_err(TokenError::Wider)?;
+        asking
+            .may_mint(role, &runbooks)
+            .map_err(TokenError::Wider)?;
     }
     let token = random_secret(TOKEN_PREFIX);
     let row = TokenRow {
@@ -503,7 +506,11 @@ mod tests {
         }
         // The hole that was reported: a runbook-scoped admin minting an
         // unscoped admin.
-        assert!(token(Role::Admin, &["alpha"]).may_mint(Role::Admin, &[]).is_err());
+        assert!(
+            token(Role::Admin, &["alpha"])
+                .may_mint(Role::Admin, &[])
+                .is_err()
+        );
     }
 
     #[test]

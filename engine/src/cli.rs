@@ -514,7 +514,11 @@ async fn serve(home: &Home, listen: Option<String>) -> anyhow::Result<ExitCode> 
         eprintln!("error: {e}");
         return Ok(ExitCode::from(EXIT_INVALID));
     }
-    let scheme = if config.tls_cert.is_some() { "https" } else { "http" };
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| {
@@ -679,8 +683,8 @@ async fn switch(home: &Home, actor: &Actor, cmd: SwitchCommand) -> anyhow::Resul
 fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {
     use std::io::Read as _;
     let limit = crate::runbook::MAX_RUNBOOK_BYTES;
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
     let mut bytes = Vec::new();
     file.take(limit as u64 + 1)
         .read_to_end(&mut bytes)

@@ -2067,7 +2067,9 @@ impl Service {
             .await?;
         let person = started.first().and_then(|r| {
             let details: Value = serde_json::from_str(&r.details).ok()?;
-            details["actor_auth"]["person"].as_str().map(|p| format!("person:{p}"))
+            details["actor_auth"]["person"]
+                .as_str()
+                .map(|p| format!("person:{p}"))
         });
         Ok(person.unwrap_or_else(|| recorded.to_string()))
     }

@@ -7,11 +7,13 @@ mod parse;
 mod template;
 mod validate;
 
+pub use locate::{MAX_YAML_DEPTH, TooDeep, check_depth as check_yaml_depth};
 pub use model::{
     API_VERSION, Amount, Approval, Drill, HumanDuration, KernelRef, MAX_RETRIES, MAX_STEPS,
     MAX_TARGETS, ReadinessPolicy, Retries, Runbook, Step, Trigger, TriggerMode, TriggerSource,
 };
-pub use locate::{MAX_YAML_DEPTH, TooDeep, check_depth as check_yaml_depth};
-pub use parse::{MAX_PROBLEMS, MAX_RUNBOOK_BYTES, Problem, Problems, check_runbook_text, parse_runbook};
+pub use parse::{
+    MAX_PROBLEMS, MAX_RUNBOOK_BYTES, Problem, Problems, check_runbook_text, parse_runbook,
+};
 pub use template::{TemplateError, Templates};
 pub use validate::{KernelCatalog, ValidRunbook, kernel_refs, source_digest, validate};

@@ -250,12 +250,24 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let files = FileSecrets { dir };
-        for bad in ["../outside_secret", "../../outside_secret", "/etc/passwd", "a/b", "", ".", "..", "-rf"] {
+        for bad in [
+            "../outside_secret",
+            "../../outside_secret",
+            "/etc/passwd",
+            "a/b",
+            "",
+            ".",
+            "..",
+            "-rf",
+        ] {
             assert!(
                 matches!(files.get(bad), Err(SecretError::Name(_))),
                 "{bad:?} must be refused as a name"
             );
-            assert!(matches!(EnvSecrets.get(bad), Err(SecretError::Name(_))), "{bad:?}");
+            assert!(
+                matches!(EnvSecrets.get(bad), Err(SecretError::Name(_))),
+                "{bad:?}"
+            );
         }
         assert!(valid_secret_name("db-password_2"));
     }

@@ -199,8 +199,14 @@ impl ServerConfig {
             ("header-read-timeout-ms", self.header_read_timeout_ms),
             ("idle-timeout-ms", self.idle_timeout_ms),
             ("request-timeout-ms", self.request_timeout_ms),
-            ("unauthenticated-timeout-ms", self.unauthenticated_timeout_ms),
-            ("max-event-streams-per-token", self.max_event_streams_per_token as u64),
+            (
+                "unauthenticated-timeout-ms",
+                self.unauthenticated_timeout_ms,
+            ),
+            (
+                "max-event-streams-per-token",
+                self.max_event_streams_per_token as u64,
+            ),
         ] {
             if value == 0 {
                 problems.push(format!("[server] {key} is 0; it must be at least 1"));
@@ -320,13 +326,9 @@ impl AppState {
         AppState {
             clock,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-            unauthenticated: Arc::new(Semaphore::new(
-                config.max_in_flight_unauthenticated.max(1),
-            )),
+            unauthenticated: Arc::new(Semaphore::new(config.max_in_flight_unauthenticated.max(1))),
             streams_per_token: Arc::new(Mutex::new(HashMap::new())),
-            pagerduty_seen: Arc::new(Mutex::new(RecentIds::new(
-                config.pagerduty_replay_window,
-            ))),
+            pagerduty_seen: Arc::new(Mutex::new(RecentIds::new(config.pagerduty_replay_window))),
             event_streams: Arc::new(Semaphore::new(config.max_event_streams)),
             run_slots: Arc::new(Semaphore::new(config.max_concurrent_runs.max(1))),
             active: Arc::new(Mutex::new(HashMap::new())),
@@ -598,7 +600,7 @@ async fn admission(State(state): State<AppState>, mut request: Request, next: Ne
         Err(e) => return ApiError::internal(e).into_response(),
     };
     let principal = match &caller {
-        api::Caller::Token { token, .. } => Some(token.clone()),
+        api::Caller::Token { token, .. } => Some(token.as_ref().clone()),
         _ => None,
     };
     let method = request.method().clone();

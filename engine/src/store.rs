@@ -282,7 +282,10 @@ pub enum Write {
         expires_at: String,
     },
     /// End a console session (sign-out), and drop every expired one.
-    EndSession { hash: String, now: String },
+    EndSession {
+        hash: String,
+        now: String,
+    },
     /// Claim an alert for a runbook; [`Applied::Conflict`] when it was claimed before.
     ClaimAlert {
         source: String,

@@ -23,8 +23,10 @@ pub const MAX_REASON_BYTES: usize = 1024;
 /// in terminals and consoles, and must not be able to fake their output).
 pub fn valid_reason(reason: &str) -> Option<&str> {
     let reason = reason.trim();
-    (!reason.is_empty() && reason.len() <= MAX_REASON_BYTES && !reason.chars().any(char::is_control))
-        .then_some(reason)
+    (!reason.is_empty()
+        && reason.len() <= MAX_REASON_BYTES
+        && !reason.chars().any(char::is_control))
+    .then_some(reason)
 }
 
 /// The scope of one runbook's switch.

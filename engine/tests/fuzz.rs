@@ -71,7 +71,10 @@ fn yamlish() -> impl Strategy<Value = String> {
         "[a-z0-9 :,\\-\\n]{0,12}",
         any::<String>(),
     ];
-    let deep = (1usize..5_000, prop_oneof![Just("- "), Just("["), Just("{a: ")])
+    let deep = (
+        1usize..5_000,
+        prop_oneof![Just("- "), Just("["), Just("{a: ")],
+    )
         .prop_map(|(n, p)| format!("x: {}1", p.repeat(n)));
     let huge = (1usize..200_000).prop_map(|n| format!("name: {}\n", "y".repeat(n)));
     let steps = (0usize..50).prop_map(|n| {
@@ -117,7 +120,10 @@ fn the_runbook_parser_takes_invalid_utf8_as_a_clear_refusal() {
 /// replaced, dropped, nested or made huge, and raw noise.
 fn payload(skeleton: serde_json::Value) -> impl Strategy<Value = Vec<u8>> {
     let base = serde_json::to_vec(&skeleton).unwrap_or_default();
-    let mutated = (Just(base.clone()), proptest::collection::vec((any::<usize>(), any::<u8>()), 0..16))
+    let mutated = (
+        Just(base.clone()),
+        proptest::collection::vec((any::<usize>(), any::<u8>()), 0..16),
+    )
         .prop_map(|(mut b, edits)| {
             for (at, byte) in edits {
                 if !b.is_empty() {
@@ -127,10 +133,14 @@ fn payload(skeleton: serde_json::Value) -> impl Strategy<Value = Vec<u8>> {
             }
             b
         });
-    let nested = (1usize..100_000).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n)).into_bytes());
+    let nested =
+        (1usize..100_000).prop_map(|n| format!("{}{}", "[".repeat(n), "]".repeat(n)).into_bytes());
     let labels = (0usize..2_000, "[\\PC]{0,40}").prop_map(move |(n, v)| {
         let mut s = skeleton.clone();
-        if let Some(alert) = s.pointer_mut("/alerts/0/labels").and_then(|l| l.as_object_mut()) {
+        if let Some(alert) = s
+            .pointer_mut("/alerts/0/labels")
+            .and_then(|l| l.as_object_mut())
+        {
             for i in 0..n {
                 alert.insert(format!("l{i}"), serde_json::Value::String(v.clone()));
             }
@@ -244,7 +254,13 @@ fn word() -> impl Strategy<Value = String> {
 }
 
 fn glob_word() -> impl Strategy<Value = String> {
-    prop_oneof![word(), Just("*".to_string()), Just("?".to_string()), Just("n*".to_string()), Just("[ab]".to_string())]
+    prop_oneof![
+        word(),
+        Just("*".to_string()),
+        Just("?".to_string()),
+        Just("n*".to_string()),
+        Just("[ab]".to_string())
+    ]
 }
 
 fn command() -> impl Strategy<Value = String> {
@@ -331,7 +347,11 @@ fn the_http_matcher_never_grants_what_no_pattern_allows() {
         Just("http://127.0.0.1:*/admin".to_string()),
         "https?://[a-z.*]{1,20}/[a-z/*]{0,20}",
     ];
-    let method = prop_oneof![Just("GET".to_string()), Just("POST".to_string()), Just("*".to_string())];
+    let method = prop_oneof![
+        Just("GET".to_string()),
+        Just("POST".to_string()),
+        Just("*".to_string())
+    ];
     proptest!(config(), |(
         caps in proptest::collection::vec((method.clone(), pattern, effect()), 0..4),
         (m, u) in (prop_oneof![Just("GET".to_string()), Just("POST".to_string()), Just("DELETE".to_string())], url),
@@ -371,10 +391,18 @@ fn the_template_renderer_never_panics_and_stays_bounded() {
         "[a-z0-9 .|()\\[\\]'\"+*~]{0,30}",
     ];
     let template = prop_oneof![
-        proptest::collection::vec(expr.clone(), 1..10).prop_map(|e| format!("{{{{ {} }}}}", e.join(" "))),
+        proptest::collection::vec(expr.clone(), 1..10)
+            .prop_map(|e| format!("{{{{ {} }}}}", e.join(" "))),
         (1usize..2_000).prop_map(|n| format!("{{{{ {}1{} }}}}", "(".repeat(n), ")".repeat(n))),
-        (1usize..2_000).prop_map(|n| format!("{}x{}", "{% if true %}".repeat(n), "{% endif %}".repeat(n))),
-        (1usize..500).prop_map(|n| format!("{{% for a in range(1000) %}}{}{{% endfor %}}", "{{ a }}".repeat(n))),
+        (1usize..2_000).prop_map(|n| format!(
+            "{}x{}",
+            "{% if true %}".repeat(n),
+            "{% endif %}".repeat(n)
+        )),
+        (1usize..500).prop_map(|n| format!(
+            "{{% for a in range(1000) %}}{}{{% endfor %}}",
+            "{{ a }}".repeat(n)
+        )),
         any::<String>(),
     ];
     proptest!(config(), |(t in template)| {

@@ -203,10 +203,7 @@ async fn deeply_nested_yaml_is_refused_and_the_server_keeps_serving() {
             Some(json!({ "source": nested_sequences(62) })),
         )
         .await;
-    assert!(
-        !answer.to_string().contains("nested more than"),
-        "{answer}"
-    );
+    assert!(!answer.to_string().contains("nested more than"), "{answer}");
     let (status, _) = a.call("GET", "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK, "the server is still up");
 }
@@ -228,13 +225,24 @@ fn the_cli_refuses_deep_huge_and_noisy_runbooks_with_a_clear_error() {
         let file = write(name, &source);
         let out = firedrill(home.path(), &["runbook", "validate", &file]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-        assert!(text(&out).contains("nested more than 64 levels"), "{}", text(&out));
+        assert!(
+            text(&out).contains("nested more than 64 levels"),
+            "{}",
+            text(&out)
+        );
     }
     // 10 MB was indexed (14 s, 369 MB) before it was refused.
-    let big = write("big.yaml", &format!("name: x\n# {}\n", "a".repeat(10 << 20)));
+    let big = write(
+        "big.yaml",
+        &format!("name: x\n# {}\n", "a".repeat(10 << 20)),
+    );
     let out = firedrill(home.path(), &["runbook", "validate", &big]);
     assert_ne!(out.status.code(), Some(0));
-    assert!(text(&out).contains("larger than 1048576 bytes"), "{}", text(&out));
+    assert!(
+        text(&out).contains("larger than 1048576 bytes"),
+        "{}",
+        text(&out)
+    );
     // A 240 KB source listed 20,000 problems (3.6 MB); now the first
     // ones and how many more.
     let mut noisy = String::from("apiVersion: firedrill/v1\nname: noisy\nversion: 1\nsteps:\n");
@@ -248,7 +256,10 @@ fn the_cli_refuses_deep_huge_and_noisy_runbooks_with_a_clear_error() {
     let report: Value = serde_json::from_slice(&out.stdout).expect("json");
     let listed = report["problems"].as_array().map_or(0, Vec::len);
     assert_eq!(listed, firedrill::runbook::MAX_PROBLEMS, "{report}");
-    assert!(report["omitted"].as_u64().expect("omitted") > 19_000, "{report}");
+    assert!(
+        report["omitted"].as_u64().expect("omitted") > 19_000,
+        "{report}"
+    );
 }
 
 // 2. A runbook-scoped admin became a full admin.
@@ -260,16 +271,19 @@ async fn a_scoped_admin_cannot_mint_see_or_revoke_wider_tokens() {
     a.env.token("root-viewer", Role::Viewer, &[]).await;
     a.env.token("beta-ops", Role::Operator, &["beta"]).await;
     a.env.token("alpha-ops", Role::Operator, &["alpha"]).await;
-    let mint = |name: &str, role: &str, runbooks: Value| {
-        json!({"name": name, "role": role, "owner": "mallory", "runbooks": runbooks})
-    };
+    let mint = |name: &str, role: &str, runbooks: Value| json!({"name": name, "role": role, "owner": "mallory", "runbooks": runbooks});
     for (body, why) in [
         (mint("escalated", "admin", json!([])), "unscoped admin"),
         (mint("wide", "viewer", json!([])), "unscoped viewer"),
         (mint("other", "viewer", json!(["beta"])), "another runbook"),
-        (mint("both", "viewer", json!(["alpha", "beta"])), "a wider scope"),
+        (
+            mint("both", "viewer", json!(["alpha", "beta"])),
+            "a wider scope",
+        ),
     ] {
-        let (status, answer) = a.call("POST", "/api/v1/tokens", Some(&scoped), Some(body)).await;
+        let (status, answer) = a
+            .call("POST", "/api/v1/tokens", Some(&scoped), Some(body))
+            .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{why}: {answer}");
     }
     let (status, answer) = a
@@ -295,7 +309,12 @@ async fn a_scoped_admin_cannot_mint_see_or_revoke_wider_tokens() {
     // And cannot revoke the others: they do not exist for it.
     for victim in ["root-viewer", "beta-ops", "default-missing"] {
         let (status, _) = a
-            .call("DELETE", &format!("/api/v1/tokens/{victim}"), Some(&scoped), None)
+            .call(
+                "DELETE",
+                &format!("/api/v1/tokens/{victim}"),
+                Some(&scoped),
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{victim}");
     }
@@ -346,7 +365,10 @@ async fn a_scoped_webhook_token_starts_only_runbooks_in_its_scope() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(answer["decisions"][0]["outcome"], "out-of-scope", "{answer}");
+    assert_eq!(
+        answer["decisions"][0]["outcome"], "out-of-scope",
+        "{answer}"
+    );
     assert!(
         !answer.to_string().contains("beta"),
         "the sender is not told which runbook: {answer}"
@@ -438,7 +460,12 @@ async fn unauthenticated_slow_bodies_never_take_the_budget_of_authenticated_work
     assert_eq!(status, StatusCode::OK);
     // More unauthenticated work is shed, and says which limit.
     let (status, answer) = a
-        .call("POST", "/console/session", None, Some(json!({"token": "x"})))
+        .call(
+            "POST",
+            "/console/session",
+            None,
+            Some(json!({"token": "x"})),
+        )
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
     assert!(answer.to_string().contains("max-in-flight-unauthenticated"));
@@ -446,8 +473,7 @@ async fn unauthenticated_slow_bodies_never_take_the_budget_of_authenticated_work
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_unauthenticated_body_gets_a_short_deadline_and_a_disabled_source_answers_at_once()
-{
+async fn a_slow_unauthenticated_body_gets_a_short_deadline_and_a_disabled_source_answers_at_once() {
     let a = api(ServerConfig {
         unauthenticated_timeout_ms: 300,
         ..ServerConfig::default()
@@ -513,7 +539,10 @@ async fn half_open_connections_are_dropped_and_connections_are_capped() {
             over_cap += 1;
         }
     }
-    assert!(over_cap >= 150, "{over_cap} of 200 over the cap were closed at once");
+    assert!(
+        over_cap >= 150,
+        "{over_cap} of 200 over the cap were closed at once"
+    );
     for s in half_open.iter_mut().take(100) {
         assert!(
             closed_by_server(s, Duration::from_secs(5)),
@@ -528,7 +557,10 @@ async fn half_open_connections_are_dropped_and_connections_are_capped() {
     // (Connections still waiting in the listen backlog when the first
     // hundred were closed got their turn, so fewer than 200 are shed.)
     let shed = a.state.metrics.shed_total();
-    assert!(shed >= 100, "connections over the cap are counted as shed: {shed}");
+    assert!(
+        shed >= 100,
+        "connections over the cap are counted as shed: {shed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -554,7 +586,8 @@ async fn an_idle_keep_alive_connection_is_closed() {
     // So is one that sends part of its headers and stops (after the idle
     // timeout and then the request timeout, without a byte).
     let mut s = TcpStream::connect(a.addr()).expect("connect");
-    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").expect("write");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .expect("write");
     assert!(closed_by_server(&mut s, Duration::from_secs(5)));
 }
 
@@ -564,10 +597,22 @@ async fn an_idle_keep_alive_connection_is_closed() {
 async fn two_tokens_of_one_person_count_once_in_an_approval() {
     let a = api(ServerConfig::default()).await;
     let boss = a.env.token_of("boss", Role::Admin, &[], "carol").await;
-    let one = a.env.token_of("alice-laptop", Role::Approver, &[], "alice").await;
-    let two = a.env.token_of("alice-phone", Role::Approver, &[], "alice").await;
-    let bobs = a.env.token_of("bob-laptop", Role::Approver, &[], "bob").await;
-    let carols = a.env.token_of("carol-approver", Role::Approver, &[], "carol").await;
+    let one = a
+        .env
+        .token_of("alice-laptop", Role::Approver, &[], "alice")
+        .await;
+    let two = a
+        .env
+        .token_of("alice-phone", Role::Approver, &[], "alice")
+        .await;
+    let bobs = a
+        .env
+        .token_of("bob-laptop", Role::Approver, &[], "bob")
+        .await;
+    let carols = a
+        .env
+        .token_of("carol-approver", Role::Approver, &[], "carol")
+        .await;
     let (status, answer) = a
         .call(
             "POST",
@@ -588,16 +633,27 @@ async fn two_tokens_of_one_person_count_once_in_an_approval() {
     let approve = format!("/api/v1/runs/{id}/approve");
     let ok = json!({"comment": "lgtm"});
     // The starter's own approver token is the same person.
-    let (status, answer) = a.call("POST", &approve, Some(&carols), Some(ok.clone())).await;
+    let (status, answer) = a
+        .call("POST", &approve, Some(&carols), Some(ok.clone()))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
     assert!(answer.to_string().contains("two-person"), "{answer}");
     let (status, _) = a.call("POST", &approve, Some(&one), Some(ok.clone())).await;
     assert_eq!(status, StatusCode::OK);
     let (status, answer) = a.call("POST", &approve, Some(&two), Some(ok.clone())).await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
-    assert!(answer.to_string().contains("one person counts once"), "{answer}");
+    assert!(
+        answer.to_string().contains("one person counts once"),
+        "{answer}"
+    );
     assert_eq!(
-        a.env.store.run(&id).await.expect("run").expect("exists").status,
+        a.env
+            .store
+            .run(&id)
+            .await
+            .expect("run")
+            .expect("exists")
+            .status,
         RunStatus::AwaitingApproval,
         "one person's two tokens did not meet a two-person rule"
     );
@@ -653,12 +709,20 @@ async fn at_the_cli_one_os_user_is_one_person_whatever_actor_it_names() {
     assert!(out.status.success(), "{}", text(&out));
     let out = approve("bob");
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("one person counts once"), "{}", text(&out));
+    assert!(
+        text(&out).contains("one person counts once"),
+        "{}",
+        text(&out)
+    );
     // No other kind of actor can be claimed.
     for claim in ["alert-source:pagerduty", "token:boss", "scheduler:drill"] {
         let out = firedrill(home, &["--actor", claim, "switch", "on", "--reason", "x"]);
         assert_eq!(out.status.code(), Some(2), "{claim}: {}", text(&out));
-        assert!(text(&out).contains("--actor may only name a person"), "{}", text(&out));
+        assert!(
+            text(&out).contains("--actor may only name a person"),
+            "{}",
+            text(&out)
+        );
     }
     // The record names the person as given and how the actor was known.
     let approved = a.audit("approval.approved").await;
@@ -718,17 +782,25 @@ async fn nothing_from_input_reaches_the_terminal_as_a_control_character() {
     // run error full of escapes.
     a.env
         .store
-        .apply(Batch::new().write(Write::SetSwitch(
-            serde_json::from_value(json!({
-                "scope": "global", "engaged": true, "reason": FAKE,
-                "actor": "user:mallory", "changed_at": "2026-12-01T00:00:00.000Z"
-            }))
-            .expect("switch row"),
-        )))
+        .apply(
+            Batch::new().write(Write::SetSwitch(
+                serde_json::from_value(json!({
+                    "scope": "global", "engaged": true, "reason": FAKE,
+                    "actor": "user:mallory", "changed_at": "2026-12-01T00:00:00.000Z"
+                }))
+                .expect("switch row"),
+            )),
+        )
         .await
         .expect("write");
     for _ in 0..200 {
-        if a.env.store.run(&id).await.expect("run").is_some_and(|r| !r.status.is_pending()) {
+        if a.env
+            .store
+            .run(&id)
+            .await
+            .expect("run")
+            .is_some_and(|r| !r.status.is_pending())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -747,18 +819,38 @@ async fn nothing_from_input_reaches_the_terminal_as_a_control_character() {
     }
     let out = firedrill(home, &["runs", "show", &id, "--json"]);
     let shown: Value = serde_json::from_slice(&out.stdout).expect("still JSON");
-    assert_eq!(shown["inputs"]["note"], FAKE, "JSON keeps the value exactly");
+    assert_eq!(
+        shown["inputs"]["note"], FAKE,
+        "JSON keeps the value exactly"
+    );
     // A live run refused by that switch says why, escaped too.
     let rb = a.env.home.path().join("alpha.yaml");
     std::fs::write(&rb, runbook("alpha", "AlphaDown")).expect("write");
-    let out = firedrill(home, &["run", &rb.display().to_string(), "--live", "--force-untested"]);
+    let out = firedrill(
+        home,
+        &[
+            "run",
+            &rb.display().to_string(),
+            "--live",
+            "--force-untested",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_clean("a refused run", &out.stderr);
-    assert!(text(&out).contains("SUCCEEDED all checks passed"), "{}", text(&out));
+    assert!(
+        text(&out).contains("SUCCEEDED all checks passed"),
+        "{}",
+        text(&out)
+    );
     // And the console renders every value as text, never as HTML.
     let script = std::fs::read_to_string(firedrill_tests::workspace_root().join("web/console.js"))
         .expect("console.js");
-    for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"] {
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+    ] {
         assert!(!script.contains(sink), "console.js uses {sink}");
     }
 }
@@ -789,12 +881,27 @@ fn every_file_in_the_home_is_owner_only_whatever_the_umask() {
     assert!(String::from_utf8_lossy(&line).contains("listening"));
     let mut seen = Vec::new();
     for entry in walk(&home) {
-        let mode = std::fs::metadata(&entry).expect("meta").permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&entry)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         if entry.is_file() {
             assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", entry.display());
-            seen.push(entry.file_name().expect("name").to_string_lossy().into_owned());
+            seen.push(
+                entry
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         } else {
-            assert_eq!(mode & 0o077, 0, "directory {} is mode {mode:o}", entry.display());
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "directory {} is mode {mode:o}",
+                entry.display()
+            );
         }
     }
     let _ = nix::sys::signal::kill(
@@ -1050,7 +1157,10 @@ async fn one_token_cannot_hold_every_run_stream() {
     let refused = open(&viewer).await.expect("stream");
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     let body: Value = refused.json().await.expect("json");
-    assert!(body.to_string().contains("max-event-streams-per-token"), "{body}");
+    assert!(
+        body.to_string().contains("max-event-streams-per-token"),
+        "{body}"
+    );
     // Another token is not affected, and a closed stream is given back.
     assert_eq!(open(&other).await.expect("stream").status(), StatusCode::OK);
     streams.pop();
@@ -1079,19 +1189,68 @@ fn test_pki(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::P
             .expect("openssl");
         assert!(status.success(), "openssl {args:?}");
     };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    run(&[&["req", "-x509"][..], &ec, &["-days", "2", "-subj", "/CN=firedrill test CA", "-keyout", "ca.key", "-out", "ca.pem"]].concat());
-    run(&[&["req"][..], &ec, &["-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "leaf.csr"]].concat());
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-days",
+            "2",
+            "-subj",
+            "/CN=firedrill test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+        ],
+    ]
+    .concat());
     std::fs::write(
         dir.join("leaf.ext"),
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .expect("ext");
     run(&[
-        "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "2", "-extfile", "leaf.ext", "-out", "cert.pem",
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "cert.pem",
     ]);
-    (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1135,10 +1294,17 @@ fn serve_warns_when_a_non_loopback_listener_has_no_tls_and_refuses_half_a_tls_co
     .expect("config");
     let out = firedrill(home.path(), &["serve", "--listen", "127.0.0.1:0"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("tls-cert and tls-key go together"), "{}", text(&out));
+    assert!(
+        text(&out).contains("tls-cert and tls-key go together"),
+        "{}",
+        text(&out)
+    );
     // Without TLS on every interface: warned at start (stopped right after).
-    std::fs::write(home.path().join("firedrill.toml"), "[server]\ndrills = false\n")
-        .expect("config");
+    std::fs::write(
+        home.path().join("firedrill.toml"),
+        "[server]\ndrills = false\n",
+    )
+    .expect("config");
     let mut child = Command::new(firedrill_bin())
         .arg("--home")
         .arg(home.path())
@@ -1151,7 +1317,10 @@ fn serve_warns_when_a_non_loopback_listener_has_no_tls_and_refuses_half_a_tls_co
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 return;
             }
@@ -1171,25 +1340,58 @@ fn serve_warns_when_a_non_loopback_listener_has_no_tls_and_refuses_half_a_tls_co
 async fn refusals_of_authenticated_callers_are_audited_and_anonymous_ones_counted() {
     let a = api(ServerConfig::default()).await;
     let viewer = a.env.token("viewer", Role::Viewer, &[]).await;
-    let before = a.env.store.audit(&AuditFilter { limit: 1000, ..AuditFilter::default() }).await.expect("audit").len();
+    let before = a
+        .env
+        .store
+        .audit(&AuditFilter {
+            limit: 1000,
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit")
+        .len();
     for _ in 0..20 {
-        let (status, _) = a.call("GET", "/api/v1/runs", Some("fdt_nonsense"), None).await;
+        let (status, _) = a
+            .call("GET", "/api/v1/runs", Some("fdt_nonsense"), None)
+            .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         let (status, _) = a.call("GET", "/api/v1/runs", None, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    let after = a.env.store.audit(&AuditFilter { limit: 1000, ..AuditFilter::default() }).await.expect("audit").len();
+    let after = a
+        .env
+        .store
+        .audit(&AuditFilter {
+            limit: 1000,
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit")
+        .len();
     assert_eq!(before, after, "unauthenticated requests write nothing");
     let (status, _) = a
-        .call("POST", "/api/v1/runs", Some(&viewer), Some(json!({"runbook": "alpha"})))
+        .call(
+            "POST",
+            "/api/v1/runs",
+            Some(&viewer),
+            Some(json!({"runbook": "alpha"})),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let refused = a.audit("request.refused").await;
     assert_eq!(refused.len(), 1);
-    assert_eq!((refused[0].actor_kind.as_str(), refused[0].actor_id.as_str()), ("token", "viewer"));
+    assert_eq!(
+        (refused[0].actor_kind.as_str(), refused[0].actor_id.as_str()),
+        ("token", "viewer")
+    );
     assert_eq!(refused[0].subject, "POST /api/v1/runs");
     let details: Value = serde_json::from_str(&refused[0].details).expect("details");
-    assert!(details["reason"].as_str().expect("reason").contains("role viewer"));
+    assert!(
+        details["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("role viewer")
+    );
     let admin = a.env.token("admin", Role::Admin, &[]).await;
     let (_, metrics) = a.call("GET", "/metrics", Some(&admin), None).await;
     assert!(
@@ -1200,9 +1402,15 @@ async fn refusals_of_authenticated_callers_are_audited_and_anonymous_ones_counte
         "{metrics}"
     );
     // A live run refused by the switch is recorded with who tried.
-    firedrill::switch::flip(a.env.store.as_ref(), None, true, "maintenance", &Actor::user("ops"))
-        .await
-        .expect("engage");
+    firedrill::switch::flip(
+        a.env.store.as_ref(),
+        None,
+        true,
+        "maintenance",
+        &Actor::user("ops"),
+    )
+    .await
+    .expect("engage");
     let ops = a.env.token("ops", Role::Operator, &[]).await;
     let (status, _) = a
         .call(

@@ -85,14 +85,20 @@ mod tests {
     fn escapes_what_a_terminal_would_act_on() {
         let fake = "ok\u{1b}[2K\r\u{1b}[32mSUCCEEDED all checks passed\u{1b}[0m";
         let shown = field(fake);
-        assert!(!shown.contains('\u{1b}') && !shown.contains('\r'), "{shown}");
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\r'),
+            "{shown}"
+        );
         assert_eq!(
             shown,
             "ok\\u001B[2K\\u000D\\u001B[32mSUCCEEDED all checks passed\\u001B[0m"
         );
         assert_eq!(field("two\nlines"), "two\\u000Alines");
         assert_eq!(output("two\nlines\tand a tab"), "two\nlines\tand a tab");
-        assert_eq!(output("bell\u{7} del\u{7f} csi\u{9b}"), "bell\\u0007 del\\u007F csi\\u009B");
+        assert_eq!(
+            output("bell\u{7} del\u{7f} csi\u{9b}"),
+            "bell\\u0007 del\\u007F csi\\u009B"
+        );
         assert_eq!(field("abc\u{202E}cba"), "abc\\u202Ecba");
         assert!(matches!(field("plain text, ünïcode"), Cow::Borrowed(_)));
     }
@@ -103,7 +109,10 @@ mod tests {
         let text = serde_json::to_string(&v).expect("json");
         let shown = output(&text);
         let back: serde_json::Value = serde_json::from_str(&shown).expect("still JSON");
-        assert_eq!(back, v, "the escapes are JSON escapes of the same characters");
+        assert_eq!(
+            back, v,
+            "the escapes are JSON escapes of the same characters"
+        );
         let mut clean = v.clone();
         sanitize_json(&mut clean);
         assert!(!clean.to_string().chars().any(dangerous), "{clean}");

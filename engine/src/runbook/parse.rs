@@ -291,7 +291,9 @@ pub fn parse_runbook(file: &str, text: &str) -> Result<Runbook, Problems> {
             // Nesting the depth check could not see (the text stops being
             // YAML for yaml-rust2 before the limit) still gets its message.
             let message = if e.to_string().contains("recursion limit exceeded") {
-                format!("nested more than {MAX_YAML_DEPTH} levels deep; runbooks are limited to {MAX_YAML_DEPTH} levels of mappings and sequences")
+                format!(
+                    "nested more than {MAX_YAML_DEPTH} levels deep; runbooks are limited to {MAX_YAML_DEPTH} levels of mappings and sequences"
+                )
             } else {
                 format!("not valid YAML: {e}")
             };

@@ -55,7 +55,9 @@ impl ApiError {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            format!("the server could not complete this request (error id {id}); the server log has the details under that id"),
+            format!(
+                "the server could not complete this request (error id {id}); the server log has the details under that id"
+            ),
         )
     }
 }
@@ -190,7 +192,7 @@ impl Principal {
 pub(super) enum Caller {
     /// A live token: a bearer token, or the one behind a console session.
     Token {
-        token: TokenRow,
+        token: Box<TokenRow>,
         /// The console session id, when it came through the cookie.
         session: Option<String>,
     },
@@ -218,7 +220,7 @@ pub(super) async fn identify(
         return Ok(
             match crate::auth::authenticate(store.as_ref(), presented.trim()).await? {
                 Some(token) => Caller::Token {
-                    token,
+                    token: Box::new(token),
                     session: None,
                 },
                 None => Caller::BadToken,
@@ -228,7 +230,7 @@ pub(super) async fn identify(
     if let Some(session) = super::console::session_token(headers) {
         return Ok(match crate::auth::session(store.as_ref(), session).await? {
             Some(token) => Caller::Token {
-                token,
+                token: Box::new(token),
                 session: Some(session.to_string()),
             },
             None => Caller::BadSession,
@@ -255,7 +257,7 @@ impl FromRequestParts<AppState> for Principal {
                 {
                     super::console::check_csrf(&parts.headers, &session)?;
                 }
-                Ok(Principal(token))
+                Ok(Principal(*token))
             }
             Caller::BadToken => Err(unauthorized("the token is unknown or revoked")),
             Caller::BadSession => Err(unauthorized(
@@ -926,9 +928,10 @@ pub async fn pagerduty(
         }
     }
     if secrets.is_empty() {
-        state
-            .metrics
-            .inc("firedrill_config_errors_total", &[("what", "pagerduty-secrets")]);
+        state.metrics.inc(
+            "firedrill_config_errors_total",
+            &[("what", "pagerduty-secrets")],
+        );
         return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "misconfigured",
@@ -957,24 +960,25 @@ pub async fn pagerduty(
         "pagerduty",
         crate::audit::Via::Signature,
     );
-    let response = match crate::alerts::PagerDutyEvent::parse(&body).map_err(ApiError::bad_request)? {
-        crate::alerts::PagerDutyDelivery::Alert(alert) => {
-            dispatch(&state, &actor, &[], &[alert]).await?
-        }
-        crate::alerts::PagerDutyDelivery::Ignored(event_type) => {
-            state
-                .service
-                .store()
-                .apply(
-                    crate::store::Batch::new().event(
-                        crate::audit::NewEvent::new(&actor, "alert.ignored", "pagerduty")
-                            .details(json!({"event_type": event_type})),
-                    ),
-                )
-                .await?;
-            Json(json!({"alerts": 0, "ignored": event_type})).into_response()
-        }
-    };
+    let response =
+        match crate::alerts::PagerDutyEvent::parse(&body).map_err(ApiError::bad_request)? {
+            crate::alerts::PagerDutyDelivery::Alert(alert) => {
+                dispatch(&state, &actor, &[], &[alert]).await?
+            }
+            crate::alerts::PagerDutyDelivery::Ignored(event_type) => {
+                state
+                    .service
+                    .store()
+                    .apply(
+                        crate::store::Batch::new().event(
+                            crate::audit::NewEvent::new(&actor, "alert.ignored", "pagerduty")
+                                .details(json!({"event_type": event_type})),
+                        ),
+                    )
+                    .await?;
+                Json(json!({"alerts": 0, "ignored": event_type})).into_response()
+            }
+        };
     // Only a delivery that was handled is remembered: PagerDuty's retry
     // of one that failed or was shed must be handled again.
     if let Some(id) = event_id

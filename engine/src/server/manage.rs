@@ -381,12 +381,12 @@ async fn revoke_token(
         Some(&who.0),
         &who.0.actor(),
     )
-        .await
-        .map_err(|e| match e {
-            crate::auth::TokenError::Store(e) => ApiError::internal(e),
-            crate::auth::TokenError::NotFound(_) => ApiError::not_found(e.to_string()),
-            other => ApiError::bad_request(other.to_string()),
-        })?;
+    .await
+    .map_err(|e| match e {
+        crate::auth::TokenError::Store(e) => ApiError::internal(e),
+        crate::auth::TokenError::NotFound(_) => ApiError::not_found(e.to_string()),
+        other => ApiError::bad_request(other.to_string()),
+    })?;
     Ok(Json(
         json!({"revoked": row.name, "id": row.id, "revoked_at": row.revoked_at}),
     ))
