@@ -157,7 +157,7 @@ impl Actor {
         let parsed = Actor::parse(named)?;
         if parsed.kind != ActorKind::User {
             return Err(format!(
-                "{named:?} claims to be a {}; at the CLI you act as the operating-system user ({}), and --actor may only name a person (`alice` or `user:alice`)",
+                "{named:?} claims the actor kind {:?}; at the CLI you act as the operating-system user ({}), and --actor may only name a person (`alice` or `user:alice`)",
                 parsed.kind.as_str(),
                 os.id
             ));
@@ -182,7 +182,7 @@ impl Actor {
             ),
             None => (ActorKind::User, text),
         };
-        if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+        if id.is_empty() || id.len() > 128 || id.chars().any(crate::cli::term::dangerous) {
             return Err(format!(
                 "actor id {id:?} must be 1 to 128 printable characters"
             ));

@@ -8,7 +8,9 @@
 //! runbooks, the runbook is one of them).
 //!
 //! Every token belongs to a person (its `owner`, required at creation),
-//! who is the one counted in an approval. A token that manages tokens may
+//! who is the one counted in an approval. Only the machine owner (the CLI)
+//! names the owner; a token minted through the API belongs to the same
+//! person as the token that minted it. A token that manages tokens may
 //! only see, create and revoke tokens no wider than itself: a role it
 //! includes ([`Role::includes`]) and runbooks within its own
 //! ([`TokenRow::may_manage`]).
@@ -252,8 +254,21 @@ pub async fn create(
         name,
         role,
         runbooks,
-        owner,
+        mut owner,
     } = spec;
+    // Through the API a token is minted for its minter's own person: one
+    // who could name any owner could approve twice as two invented people.
+    // Tokens for other people come from the machine owner (the CLI).
+    if let Some(asking) = within {
+        if owner.is_empty() {
+            owner = asking.owner.clone();
+        } else if owner != asking.owner {
+            return Err(TokenError::Wider(format!(
+                "a token created through the API belongs to the person behind the token creating it ({:?}); a token for {owner:?} must be created by the machine owner: `firedrill token create --owner {owner} ...`",
+                asking.owner
+            )));
+        }
+    }
     let name = name.as_str();
     if !valid_name(name) {
         return Err(TokenError::Name(name.to_string()));

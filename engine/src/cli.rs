@@ -414,13 +414,14 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing(filter: &str, json: bool) {
-    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Log lines carry input too (actors, names, errors): they pass the
+    // same filter as everything else printed, so no colours either.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_writer(|| term::Escaping(std::io::stderr()))
+        .with_ansi(false);
     let _ = if json {
         builder.json().try_init()
     } else {
@@ -594,6 +595,10 @@ async fn token(home: &Home, actor: &Actor, cmd: TokenCommand) -> anyhow::Result<
             let tokens = store.tokens().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else if tokens.is_empty() {
+                println!(
+                    "no tokens; create one with `firedrill token create --name N --role R --owner PERSON`"
+                );
             } else {
                 for t in &tokens {
                     println!(

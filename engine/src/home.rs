@@ -103,7 +103,8 @@ impl Home {
         let config = match std::fs::read_to_string(&config_path) {
             Ok(text) => toml::from_str(&text).map_err(|e| HomeError::Config {
                 path: config_path.display().to_string(),
-                message: e.to_string(),
+                // The error quotes the offending line: keep it readable.
+                message: e.to_string().chars().take(2_000).collect(),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
             Err(e) => return Err(io(e)),

@@ -67,6 +67,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Requests that failed on a misconfiguration of this server (what: the setting), not on load or the request.",
     ),
     (
+        "firedrill_refusals_unaudited_total",
+        "counter",
+        "Refusals of authenticated callers beyond server.refusals-audited-per-minute (per token): counted, not audited.",
+    ),
+    (
         "firedrill_pagerduty_replays_total",
         "counter",
         "Signed PagerDuty deliveries whose event id was handled before: answered, nothing recorded.",

@@ -58,6 +58,11 @@ pub struct ServerConfig {
     /// accepted (and counted as shed `max-connections`). Keep it below the
     /// process's file-descriptor limit. Default 1,024.
     pub max_connections: usize,
+    /// Connections one client address may hold open at once (so that one
+    /// client cannot take every connection); more are closed as soon as
+    /// they are accepted. Behind a proxy every client has the proxy's
+    /// address: raise it or set 0 (no per-address limit). Default 128.
+    pub max_connections_per_ip: usize,
     /// How long a client may take to send a request's headers (and, with
     /// TLS, to finish the handshake) before the connection is closed, in
     /// milliseconds. Default 10,000.
@@ -115,6 +120,11 @@ pub struct ServerConfig {
     /// kept across restarts (a replayed `incident.triggered` is still
     /// deduplicated by its alert claim). 0 remembers none. Default 10,000.
     pub pagerduty_replay_window: usize,
+    /// Refusals (403, 409) of one token recorded in the audit log per
+    /// minute; more are only counted (`firedrill_refusals_unaudited_total`),
+    /// so that a token hammering what it may not do cannot fill the log.
+    /// Default 30.
+    pub refusals_audited_per_minute: u32,
     /// Mark the console's session cookie `Secure` (sent over HTTPS only).
     /// Set it when a TLS proxy is in front. Default false.
     pub secure_cookie: bool,
@@ -142,6 +152,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             max_connections: 1024,
+            max_connections_per_ip: 128,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             max_in_flight_unauthenticated: 32,
@@ -158,6 +169,7 @@ impl Default for ServerConfig {
             trigger_runs_per_minute: 30,
             pagerduty_secrets: Vec::new(),
             pagerduty_replay_window: 10_000,
+            refusals_audited_per_minute: 30,
             drills: true,
             drill_tick_ms: 1000,
             secure_cookie: false,
@@ -237,6 +249,9 @@ pub struct AppState {
     unauthenticated: Arc<Semaphore>,
     /// PagerDuty event ids handled recently (`pagerduty-replay-window`).
     pagerduty_seen: Arc<Mutex<RecentIds>>,
+    /// Refusals audited per token in the current minute
+    /// (`refusals-audited-per-minute`): token id -> (minute, count).
+    refusals: Arc<Mutex<HashMap<String, (u64, u32)>>>,
     /// Live run streams open per token (`max-event-streams-per-token`).
     streams_per_token: Arc<Mutex<HashMap<String, usize>>>,
     /// Live run streams open (`max-event-streams`).
@@ -328,6 +343,7 @@ impl AppState {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             unauthenticated: Arc::new(Semaphore::new(config.max_in_flight_unauthenticated.max(1))),
             streams_per_token: Arc::new(Mutex::new(HashMap::new())),
+            refusals: Arc::new(Mutex::new(HashMap::new())),
             pagerduty_seen: Arc::new(Mutex::new(RecentIds::new(config.pagerduty_replay_window))),
             event_streams: Arc::new(Semaphore::new(config.max_event_streams)),
             run_slots: Arc::new(Semaphore::new(config.max_concurrent_runs.max(1))),
@@ -342,6 +358,23 @@ impl AppState {
             config: Arc::new(config),
             service,
         }
+    }
+
+    /// Whether another refusal of token `id` may be audited this minute
+    /// (`refusals-audited-per-minute`); takes it if so.
+    fn refusal_budget(&self, id: &str) -> bool {
+        let minute = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 60);
+        let mut seen = lock(&self.refusals);
+        seen.retain(|_, (m, _)| *m == minute);
+        let (m, n) = seen.entry(id.to_string()).or_insert((minute, 0));
+        *m = minute;
+        if *n >= self.config.refusals_audited_per_minute {
+            return false;
+        }
+        *n += 1;
+        true
     }
 
     /// Whether PagerDuty event `id` was handled recently on this node.
@@ -681,6 +714,10 @@ async fn audit_refusal(
         return;
     };
     if refusal.code == "halted" {
+        return;
+    }
+    if !state.refusal_budget(&token.id) {
+        state.metrics.inc("firedrill_refusals_unaudited_total", &[]);
         return;
     }
     let event = crate::audit::NewEvent::new(

@@ -271,7 +271,7 @@ async fn a_scoped_admin_cannot_mint_see_or_revoke_wider_tokens() {
     a.env.token("root-viewer", Role::Viewer, &[]).await;
     a.env.token("beta-ops", Role::Operator, &["beta"]).await;
     a.env.token("alpha-ops", Role::Operator, &["alpha"]).await;
-    let mint = |name: &str, role: &str, runbooks: Value| json!({"name": name, "role": role, "owner": "mallory", "runbooks": runbooks});
+    let mint = |name: &str, role: &str, runbooks: Value| json!({"name": name, "role": role, "runbooks": runbooks});
     for (body, why) in [
         (mint("escalated", "admin", json!([])), "unscoped admin"),
         (mint("wide", "viewer", json!([])), "unscoped viewer"),
@@ -295,7 +295,7 @@ async fn a_scoped_admin_cannot_mint_see_or_revoke_wider_tokens() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
-    assert_eq!(answer["owner"], "mallory");
+    assert_eq!(answer["owner"], "alpha-admin", "the minter's own person");
     // It sees only tokens within its scope.
     let (_, listed) = a.call("GET", "/api/v1/tokens", Some(&scoped), None).await;
     let mut names: Vec<&str> = listed["tokens"]
@@ -332,17 +332,44 @@ async fn a_scoped_admin_cannot_mint_see_or_revoke_wider_tokens() {
             >= 4,
         "{refused:?}"
     );
-    // A token without an owner cannot be created at all.
-    let admin = a.env.token("root", Role::Admin, &[]).await;
+    // Through the API, a token can only be minted for its minter's own
+    // person: an admin inventing "bob" and "carol" could approve alone.
+    let admin = a.env.token_of("root", Role::Admin, &[], "alice").await;
+    for owner in ["bob", "carol"] {
+        let (status, answer) = a
+            .call(
+                "POST",
+                "/api/v1/tokens",
+                Some(&admin),
+                Some(json!({"name": format!("{owner}-approver"), "role": "approver", "owner": owner})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+        assert!(
+            answer
+                .to_string()
+                .contains("firedrill token create --owner"),
+            "{answer}"
+        );
+    }
     let (status, answer) = a
         .call(
             "POST",
             "/api/v1/tokens",
             Some(&admin),
-            Some(json!({"name": "nobody", "role": "viewer"})),
+            Some(json!({"name": "alice-approver", "role": "approver", "owner": "alice"})),
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    // At the CLI (the machine owner) a token without an owner is refused.
+    let out = firedrill(
+        a.env.home.path(),
+        &[
+            "token", "create", "--name", "nobody", "--role", "viewer", "--owner", "",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("token owner"), "{}", text(&out));
 }
 
 // 3. A webhook token's runbook scope was ignored.
@@ -518,6 +545,8 @@ async fn half_open_connections_are_dropped_and_connections_are_capped() {
     let a = api(ServerConfig {
         header_read_timeout_ms: 500,
         max_connections: 100,
+        // Every test client is 127.0.0.1: the per-address cap is tested below.
+        max_connections_per_ip: 0,
         ..ServerConfig::default()
     })
     .await;
@@ -560,6 +589,40 @@ async fn half_open_connections_are_dropped_and_connections_are_capped() {
     assert!(
         shed >= 100,
         "connections over the cap are counted as shed: {shed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_cannot_take_every_connection() {
+    let a = api(ServerConfig {
+        max_connections_per_ip: 5,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut held: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(a.addr()).expect("connect"))
+        .collect();
+    // Let the server accept those five before the sixth arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut sixth = TcpStream::connect(a.addr()).expect("connect");
+    assert!(
+        closed_by_server(&mut sixth, Duration::from_secs(2)),
+        "the sixth is closed at once"
+    );
+    assert!(
+        !closed_by_server(&mut held[0], Duration::from_millis(200)),
+        "the five stay"
+    );
+    let admin = a.env.token("admin", Role::Admin, &[]).await;
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, metrics) = a.call("GET", "/metrics", Some(&admin), None).await;
+    assert!(
+        metrics
+            .as_str()
+            .expect("text")
+            .contains("firedrill_shed_total{reason=\"max-connections-per-ip\"} 1"),
+        "{metrics}"
     );
 }
 
@@ -1174,6 +1237,23 @@ async fn one_token_cannot_hold_every_run_stream() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(reopened, StatusCode::OK);
+    // Revoking the token ends its open streams, not only its next request.
+    let mut stream = open(&other).await.expect("stream");
+    firedrill::auth::revoke(a.env.store.as_ref(), "other", None, &Actor::user("admin"))
+        .await
+        .expect("revoke");
+    let mut seen = String::new();
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream went on after revocation: {seen}");
+    assert!(
+        seen.contains("event: error") && seen.contains("revoked"),
+        "{seen}"
+    );
 }
 
 /// A test CA (its certificate) and a server certificate for 127.0.0.1
@@ -1338,7 +1418,11 @@ fn serve_warns_when_a_non_loopback_listener_has_no_tls_and_refuses_half_a_tls_co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_of_authenticated_callers_are_audited_and_anonymous_ones_counted() {
-    let a = api(ServerConfig::default()).await;
+    let a = api(ServerConfig {
+        refusals_audited_per_minute: 3,
+        ..ServerConfig::default()
+    })
+    .await;
     let viewer = a.env.token("viewer", Role::Viewer, &[]).await;
     let before = a
         .env
@@ -1392,6 +1476,21 @@ async fn refusals_of_authenticated_callers_are_audited_and_anonymous_ones_counte
             .expect("reason")
             .contains("role viewer")
     );
+    // A token hammering what it may not do cannot fill the log.
+    for _ in 0..10 {
+        let (status, _) = a
+            .call(
+                "PUT",
+                "/api/v1/switch",
+                Some(&viewer),
+                Some(json!({"engaged": false, "reason": "x"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    // 3 a minute per token (6 if the minute turned during the loop).
+    let audited = a.audit("request.refused").await.len();
+    assert!(audited == 3 || audited == 6, "{audited} refusals audited");
     let admin = a.env.token("admin", Role::Admin, &[]).await;
     let (_, metrics) = a.call("GET", "/metrics", Some(&admin), None).await;
     assert!(
@@ -1399,6 +1498,13 @@ async fn refusals_of_authenticated_callers_are_audited_and_anonymous_ones_counte
             .as_str()
             .expect("text")
             .contains("firedrill_denied_total{reason=\"unauthenticated\"} 40"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.as_str().expect("text").contains(&format!(
+            "firedrill_refusals_unaudited_total {}",
+            11 - audited
+        )),
         "{metrics}"
     );
     // A live run refused by the switch is recorded with who tried.

@@ -142,7 +142,8 @@ async fn a_live_run_waits_for_two_distinct_approvers_who_did_not_start_it() {
     let steps = api.env.store.steps(&id).await.expect("steps");
     let gate = steps.iter().find(|s| s.step_id == "approve").expect("gate");
     let approvers = gate.output.as_ref().expect("output")["approvers"].clone();
-    assert_eq!(approvers, json!(["token:alice", "token:bob"]));
+    // People are counted: each token's owner.
+    assert_eq!(approvers, json!(["person:alice", "person:bob"]));
     assert!(
         steps
             .iter()
@@ -189,7 +190,7 @@ async fn denial_timeout_roles_cancel_and_dry_run() {
     assert!(
         run.error
             .expect("error")
-            .contains("denied by token:alice: wrong region")
+            .contains("denied by person:alice: wrong region")
     );
     assert!(
         !api.env

@@ -426,7 +426,7 @@ async fn kernels_and_tokens_are_managed_through_the_api() {
             "POST",
             "/api/v1/tokens",
             &ops,
-            Some(json!({"name": "x", "role": "viewer", "owner": "xavier"})),
+            Some(json!({"name": "x", "role": "viewer"})),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -435,7 +435,7 @@ async fn kernels_and_tokens_are_managed_through_the_api() {
             "POST",
             "/api/v1/tokens",
             &admin,
-            Some(json!({"name": "grafana", "role": "viewer", "owner": "grace"})),
+            Some(json!({"name": "grafana", "role": "viewer"})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -448,7 +448,7 @@ async fn kernels_and_tokens_are_managed_through_the_api() {
             "POST",
             "/api/v1/tokens",
             &admin,
-            Some(json!({"name": "grafana", "role": "viewer", "owner": "grace"})),
+            Some(json!({"name": "grafana", "role": "viewer"})),
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{dup}");
@@ -457,7 +457,7 @@ async fn kernels_and_tokens_are_managed_through_the_api() {
             "POST",
             "/api/v1/tokens",
             &admin,
-            Some(json!({"name": "y", "role": "root", "owner": "yan"})),
+            Some(json!({"name": "y", "role": "root"})),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");

@@ -13,12 +13,30 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-/// Characters a terminal may act on: C0 and C1 controls, DEL, and the
-/// Unicode bidirectional and invisible formatting characters (which can
-/// reorder or hide what is shown).
-fn dangerous(c: char) -> bool {
+/// Characters a terminal may act on: C0 and C1 controls, DEL, the Unicode
+/// line and paragraph separators, and the bidirectional and invisible
+/// formatting characters (which can reorder or hide what is shown).
+/// Reasons, comments and actor names may not contain any of them.
+pub fn dangerous(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// A writer that passes what is written through [`output`] (for log
+/// lines: tracing's formatter writes one event per call).
+#[derive(Debug)]
+pub struct Escaping<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for Escaping<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.0.write_all(output(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 fn escape(text: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
@@ -100,6 +118,14 @@ mod tests {
             "bell\\u0007 del\\u007F csi\\u009B"
         );
         assert_eq!(field("abc\u{202E}cba"), "abc\\u202Ecba");
+        assert_eq!(field("line\u{2028}sep"), "line\\u2028sep");
+        let mut log = Escaping(Vec::new());
+        std::io::Write::write_all(&mut log, "WARN actor=al\u{202e}ice\n".as_bytes())
+            .expect("write");
+        assert_eq!(
+            String::from_utf8(log.0).expect("utf8"),
+            "WARN actor=al\\u202Eice\n"
+        );
         assert!(matches!(field("plain text, ünïcode"), Cow::Borrowed(_)));
     }
 

@@ -136,16 +136,25 @@ fn walk(
 
 /// An upper bound of the flow nesting (`[` and `{`) of `text`, in one pass:
 /// brackets in comments and quoted scalars do not count, brackets in plain
-/// scalars do (so it can only over-estimate). YAML parsers track flow
-/// levels in ways that cost O(depth) per level (100,000 `[` took a minute
-/// in a debug build), so deep flow nesting is refused before they see it.
+/// scalars do (so it can only over-estimate). A quote opens a quoted
+/// scalar only where YAML can start one (a line's first character, or
+/// after whitespace or `[{,` that follow an indicator: `:`, `-`, `?`, `[`,
+/// `{`, `,`), so a quote inside a plain scalar (`a: -'`) cannot hide the
+/// brackets after it. YAML parsers track flow levels in ways that cost
+/// O(depth) per level (100,000 `[` took a minute in a debug build), so
+/// deep flow nesting is refused before they see it.
 fn flow_depth(text: &str, max_depth: usize) -> Result<(), TooDeep> {
     let (mut line, mut column) = (1usize, 0usize);
     let mut depth = 0usize;
     let mut chars = text.chars().peekable();
+    // The previous character, and the last one that was not whitespace
+    // ('\n' at the start of the text and of every line).
     let mut previous = '\n';
+    let mut significant = '\n';
     while let Some(c) = chars.next() {
         column += 1;
+        let scalar_start = (previous.is_whitespace() || matches!(previous, '[' | '{' | ','))
+            && matches!(significant, '\n' | ':' | '-' | '?' | '[' | '{' | ',');
         match c {
             '\n' => {
                 line += 1;
@@ -157,7 +166,7 @@ fn flow_depth(text: &str, max_depth: usize) -> Result<(), TooDeep> {
                     chars.next();
                 }
             }
-            '\'' | '"' if !previous.is_alphanumeric() => {
+            '\'' | '"' if scalar_start => {
                 // A quoted scalar: skip to its closing quote (`''` and `\"`
                 // are escapes), counting lines.
                 while let Some(q) = chars.next() {
@@ -186,6 +195,11 @@ fn flow_depth(text: &str, max_depth: usize) -> Result<(), TooDeep> {
             }
             ']' | '}' => depth = depth.saturating_sub(1),
             _ => {}
+        }
+        if c == '\n' {
+            significant = '\n';
+        } else if !c.is_whitespace() {
+            significant = c;
         }
         previous = c;
     }
@@ -294,6 +308,19 @@ mod tests {
             format!("a: 'it''s {many}'\n"),
         ] {
             assert_eq!(check_depth(&text, MAX_YAML_DEPTH), Ok(()), "{text}");
+        }
+        // A quote inside a plain scalar opens nothing (found in review: it
+        // hid the brackets after it from this check).
+        for text in [
+            format!("name: x\na: -'\nb: {}", "[".repeat(40_000)),
+            format!("a: it's\nb: {}", "[".repeat(1_000)),
+            format!("a: x\"\nb: {{{}", "[".repeat(1_000)),
+        ] {
+            assert!(
+                check_depth(&text, MAX_YAML_DEPTH).is_err(),
+                "{}",
+                &text[..12]
+            );
         }
         // Unclosed: 100,000 of them are refused at the 65th, at once.
         let e = check_depth(&format!("x: {}", "[".repeat(100_000)), MAX_YAML_DEPTH)

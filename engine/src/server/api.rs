@@ -311,8 +311,11 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if let Err(e) = state.service.store().switches().await {
+        // Unauthenticated: the store's own error stays in the log.
+        let id = uuid::Uuid::now_v7();
+        tracing::error!(error_id = %id, error = %e, "readiness check: the store is not reachable");
         return Err(ApiError::unavailable(format!(
-            "the store is not reachable: {e}"
+            "the store is not reachable (error id {id}; the server log has the details)"
         )));
     }
     if state.shedding() {

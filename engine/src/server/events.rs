@@ -14,9 +14,29 @@ use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use super::AppState;
-use super::api::{ApiError, Principal, run_view};
+use super::api::{ApiError, Caller, Principal, run_view};
 use crate::auth::Action;
 use crate::store::RunStatus;
+
+/// Whether the credentials a stream was opened with still hold: the
+/// token is live, and the console session (if it came through one) has
+/// not ended or expired.
+async fn still_valid(
+    state: &AppState,
+    who: &Principal,
+    session: Option<&str>,
+) -> Result<bool, crate::store::StoreError> {
+    let store = state.service.store();
+    Ok(match session {
+        Some(s) => crate::auth::session(store.as_ref(), s)
+            .await?
+            .is_some_and(|t| t.id == who.0.id),
+        None => store
+            .token_by_hash(&who.0.hash)
+            .await?
+            .is_some_and(|t| t.revoked_at.is_none()),
+    })
+}
 
 /// Whether a run in `status` can still change on its own or by a decision.
 fn settled(status: RunStatus) -> bool {
@@ -29,8 +49,13 @@ fn settled(status: RunStatus) -> bool {
 pub async fn run_events(
     State(state): State<AppState>,
     who: Principal,
+    caller: Option<axum::Extension<Caller>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let session = caller.and_then(|axum::Extension(c)| match c {
+        Caller::Token { session, .. } => session,
+        _ => None,
+    });
     who.require(Action::Read)?;
     let Some(slot) = state.stream_slot(&who.0.id) else {
         return Err(ApiError::new(
@@ -63,7 +88,7 @@ pub async fn run_events(
         done: false,
     };
     let stream = futures::stream::unfold(cursor, move |mut c| {
-        let (state, who, id) = (state.clone(), who.clone(), id.clone());
+        let (state, who, id, session) = (state.clone(), who.clone(), id.clone(), session.clone());
         async move {
             if c.done {
                 return None;
@@ -76,7 +101,17 @@ pub async fn run_events(
                             return None;
                         }
                         tokio::time::sleep(poll).await;
-                        run_view(&state, &who, &id).await
+                        // A revoked token or an ended session ends its
+                        // streams too, not only its next request.
+                        match still_valid(&state, &who, session.as_deref()).await {
+                            Ok(true) => run_view(&state, &who, &id).await,
+                            Ok(false) => Err(ApiError::new(
+                                axum::http::StatusCode::UNAUTHORIZED,
+                                "unauthorized",
+                                "the token was revoked or the console session ended; sign in again",
+                            )),
+                            Err(e) => Err(ApiError::internal(e)),
+                        }
                     }
                 };
                 let (status, value) = match view {

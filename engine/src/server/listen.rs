@@ -1,5 +1,6 @@
 //! Accepting connections, before any request is read: at most
-//! `max-connections` open at once (more are closed at once and counted),
+//! `max-connections` open at once and `max-connections-per-ip` from one
+//! client address (more are closed at once and counted),
 //! TLS when `tls-cert` and `tls-key` are set (reloaded on SIGHUP), and
 //! connections dropped when their request headers take longer than
 //! `header-read-timeout-ms` (hyper's HTTP/1 header timer; the TLS handshake
@@ -9,6 +10,8 @@
 //! answer, and a connection that stays silent for `request-timeout-ms`
 //! more is dropped). HTTP/1.1 by hyper, the application by axum.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,6 +103,44 @@ impl Tls {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
         )
+    }
+}
+
+/// Connections open per client address.
+type Peers = Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>;
+
+/// One connection of one client address (`max-connections-per-ip`),
+/// given back when dropped.
+struct PeerSlot {
+    ip: IpAddr,
+    peers: Peers,
+}
+
+impl PeerSlot {
+    /// A slot for `ip`, unless it holds `max` already (0: no limit).
+    fn take(peers: &Peers, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut open = peers.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            ip,
+            peers: peers.clone(),
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -241,6 +282,7 @@ pub async fn accept(
         linger: Duration::from_millis(config.request_timeout_ms.max(1)),
     };
     let (stop, stopping) = watch::channel(false);
+    let peers: Peers = Arc::new(std::sync::Mutex::new(HashMap::new()));
     let reload = tls.clone().map(|tls| {
         tokio::spawn(async move {
             let Ok(mut hup) =
@@ -279,6 +321,13 @@ pub async fn accept(
             drop(socket);
             continue;
         };
+        let Some(per_peer) = PeerSlot::take(&peers, peer.ip(), config.max_connections_per_ip)
+        else {
+            state.metrics.shed("max-connections-per-ip");
+            tracing::debug!(%peer, "connection refused: server.max-connections-per-ip reached");
+            drop(socket);
+            continue;
+        };
         let _ = socket.set_nodelay(true);
         let app = app.clone();
         let stopping = stopping.clone();
@@ -303,6 +352,7 @@ pub async fn accept(
                     }
                 }
             }
+            drop(per_peer);
             drop(permit);
         });
     }

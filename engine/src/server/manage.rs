@@ -315,7 +315,9 @@ struct NewToken {
     role: String,
     #[serde(default)]
     runbooks: Vec<String>,
-    /// The person the token belongs to.
+    /// The person the token belongs to: the caller's own (the default);
+    /// anyone else is refused (tokens for other people are made at the CLI).
+    #[serde(default)]
     owner: String,
 }
 
@@ -329,7 +331,7 @@ async fn create_token(
     let Json(body) = body.map_err(|e| {
         rejected(
             &e,
-            r#"{"name": NAME, "role": "viewer"|"operator"|"approver"|"admin"|"webhook", "owner": PERSON, "runbooks"?: [NAME]}"#,
+            r#"{"name": NAME, "role": "viewer"|"operator"|"approver"|"admin"|"webhook", "owner"?: PERSON, "runbooks"?: [NAME]}"#,
         )
     })?;
     let role = Role::parse(&body.role).ok_or_else(|| {
