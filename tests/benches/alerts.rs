@@ -240,6 +240,9 @@ fn main() {
             .serve(ServerConfig {
                 trigger_runs_per_minute: 1_000_000,
                 max_runs_per_runbook: 1_000,
+                // One load generator on one address: the per-address
+                // connection cap is not what is measured.
+                max_connections_per_ip: 0,
                 ..ServerConfig::default()
             })
             .await;
@@ -270,6 +273,7 @@ fn main() {
             max_concurrent_runs: 4,
             max_queued_runs: 16,
             trigger_runs_per_minute: 600,
+            max_connections_per_ip: 0,
             ..ServerConfig::default()
         };
         println!(

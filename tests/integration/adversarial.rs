@@ -87,23 +87,19 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.client.request(
-            method.parse().expect("method"),
-            format!("{}{path}", self.url),
-        );
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        firedrill_tests::api_call(&self.client, &self.url, method, path, token, body).await
+    }
+
+    async fn audit_len(&self) -> usize {
+        self.env
+            .store
+            .audit(&AuditFilter {
+                limit: 1000,
+                ..AuditFilter::default()
+            })
+            .await
+            .expect("audit")
+            .len()
     }
 
     fn addr(&self) -> String {
@@ -151,21 +147,11 @@ fn nested_flow_mappings(levels: usize) -> String {
 
 /// Run the binary on `home` with `args`.
 fn firedrill(home: &Path, args: &[&str]) -> Output {
-    Command::new(firedrill_bin())
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("FIREDRILL_ACTOR")
-        .output()
-        .expect("run firedrill")
+    firedrill_tests::run_firedrill(home, args)
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    firedrill_tests::output_text(out)
 }
 
 // 1. One request crashed `firedrill serve`; the CLI died the same way.
@@ -1424,16 +1410,7 @@ async fn refusals_of_authenticated_callers_are_audited_and_anonymous_ones_counte
     })
     .await;
     let viewer = a.env.token("viewer", Role::Viewer, &[]).await;
-    let before = a
-        .env
-        .store
-        .audit(&AuditFilter {
-            limit: 1000,
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("audit")
-        .len();
+    let before = a.audit_len().await;
     for _ in 0..20 {
         let (status, _) = a
             .call("GET", "/api/v1/runs", Some("fdt_nonsense"), None)
@@ -1442,16 +1419,7 @@ async fn refusals_of_authenticated_callers_are_audited_and_anonymous_ones_counte
         let (status, _) = a.call("GET", "/api/v1/runs", None, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    let after = a
-        .env
-        .store
-        .audit(&AuditFilter {
-            limit: 1000,
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("audit")
-        .len();
+    let after = a.audit_len().await;
     assert_eq!(before, after, "unauthenticated requests write nothing");
     let (status, _) = a
         .call(

@@ -8,19 +8,11 @@ use std::process::{Command, Output};
 use firedrill_tests::{firedrill_bin, foreign_kernel, reuse_language_tools, workspace_root};
 
 fn firedrill(home: &Path, args: &[&str]) -> Output {
-    Command::new(firedrill_bin())
-        .args(args)
-        .env("FIREDRILL_HOME", home)
-        .output()
-        .expect("run firedrill")
+    firedrill_tests::run_firedrill(home, args)
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    firedrill_tests::output_text(out)
 }
 
 #[test]

@@ -48,23 +48,7 @@ impl Server {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.client.request(
-            method.parse().expect("method"),
-            format!("{}{path}", self.url),
-        );
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        firedrill_tests::api_call(&self.client, &self.url, method, path, token, body).await
     }
 
     async fn wait_finished(&self, id: &str) -> RunStatus {
