@@ -642,6 +642,25 @@ async fn an_idle_keep_alive_connection_is_closed() {
 
 // 7. The two-person rule was met by one person; the actor was self-asserted.
 
+/// Wait until run `id` waits for approval (a slow machine may take a while
+/// to claim it); anything else it becomes is a failure, with its error.
+async fn wait_awaiting(a: &Api, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let run = a.env.store.run(id).await.expect("run").expect("exists");
+        if run.status == RunStatus::AwaitingApproval {
+            return;
+        }
+        assert!(
+            run.status.is_pending() && Instant::now() < deadline,
+            "run {id} did not come to wait for approval: {:?} {:?}",
+            run.status,
+            run.error
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tokens_of_one_person_count_once_in_an_approval() {
     let a = api(ServerConfig::default()).await;
@@ -672,13 +691,7 @@ async fn two_tokens_of_one_person_count_once_in_an_approval() {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let id = answer["run_id"].as_str().expect("id").to_string();
-    for _ in 0..200 {
-        let run = a.env.store.run(&id).await.expect("run").expect("exists");
-        if run.status == RunStatus::AwaitingApproval {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_awaiting(&a, &id).await;
     let approve = format!("/api/v1/runs/{id}/approve");
     let ok = json!({"comment": "lgtm"});
     // The starter's own approver token is the same person.
@@ -729,6 +742,9 @@ async fn two_tokens_of_one_person_count_once_in_an_approval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_cli_one_os_user_is_one_person_whatever_actor_it_names() {
+    // Built before the run starts: on a fresh clone the first build takes
+    // minutes, longer than the approval step waits (CI found it).
+    firedrill_bin();
     let a = api(ServerConfig::default()).await;
     let boss = a.env.token_of("boss", Role::Admin, &[], "carol").await;
     let (_, answer) = a
@@ -740,13 +756,7 @@ async fn at_the_cli_one_os_user_is_one_person_whatever_actor_it_names() {
         )
         .await;
     let id = answer["run_id"].as_str().expect("id").to_string();
-    for _ in 0..200 {
-        let run = a.env.store.run(&id).await.expect("run").expect("exists");
-        if run.status == RunStatus::AwaitingApproval {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_awaiting(&a, &id).await;
     let home = a.env.home.path();
     let approve = |actor: &str| {
         firedrill(

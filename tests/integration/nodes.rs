@@ -97,6 +97,41 @@ async fn chain_verifies(env: &TestEnv) {
 }
 
 /// Wait until every run in `ids` has recorded its `append` step's intent.
+/// SIGSTOP `node`, but not while it holds SQLite's write lock: a process
+/// frozen inside a write transaction blocks every other writer of the file
+/// until it runs again (a limit of one SQLite file shared by processes;
+/// PostgreSQL is the backend for several nodes). Under load that was hit
+/// in one of two full runs: the other node could not even take over. So:
+/// pause, and if the file cannot be written, let it run a moment and
+/// pause again. On PostgreSQL, a plain pause.
+async fn pause_outside_a_write(env: &TestEnv, node: &Node) {
+    use nix::sys::signal::Signal;
+    use sqlx::Connection as _;
+    for _ in 0..100 {
+        node.signal(Signal::SIGSTOP);
+        if env.database.is_some() {
+            return;
+        }
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(env.home.path().join("firedrill.db"))
+            .busy_timeout(Duration::from_millis(0));
+        let mut probe = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .expect("open the store file");
+        let writable = sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut probe)
+            .await
+            .is_ok();
+        if writable {
+            let _ = sqlx::query("ROLLBACK").execute(&mut probe).await;
+            return;
+        }
+        node.signal(Signal::SIGCONT);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the node was inside a write every time it was paused");
+}
+
 async fn wait_for_intent(env: &TestEnv, ids: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     for id in ids {
@@ -251,7 +286,7 @@ async fn a_paused_node_past_its_lease_cannot_change_or_record_anything() {
     let ids = queue(&env, "paused", 1).await;
     let a = Node::start(&env, None);
     wait_for_intent(&env, &ids).await;
-    a.signal(nix::sys::signal::Signal::SIGSTOP);
+    pause_outside_a_write(&env, &a).await;
     let _b = Node::start(&env, None);
     wait_all(&env, &ids, Duration::from_secs(60), |s| {
         s == RunStatus::NeedsAttention
