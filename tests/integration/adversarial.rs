@@ -90,6 +90,20 @@ impl Api {
         firedrill_tests::api_call(&self.client, &self.url, method, path, token, body).await
     }
 
+    /// Start a live run of `gated` (it waits for two approvals) as `token`.
+    async fn start_gated(&self, token: &str) -> String {
+        let (status, answer) = self
+            .call(
+                "POST",
+                "/api/v1/runs",
+                Some(token),
+                Some(json!({"runbook": "gated", "mode": "live", "force_untested": true})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        answer["run_id"].as_str().expect("id").to_string()
+    }
+
     async fn audit_len(&self) -> usize {
         self.env
             .store
@@ -681,16 +695,7 @@ async fn two_tokens_of_one_person_count_once_in_an_approval() {
         .env
         .token_of("carol-approver", Role::Approver, &[], "carol")
         .await;
-    let (status, answer) = a
-        .call(
-            "POST",
-            "/api/v1/runs",
-            Some(&boss),
-            Some(json!({"runbook": "gated", "mode": "live", "force_untested": true})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    let id = answer["run_id"].as_str().expect("id").to_string();
+    let id = a.start_gated(&boss).await;
     wait_awaiting(&a, &id).await;
     let approve = format!("/api/v1/runs/{id}/approve");
     let ok = json!({"comment": "lgtm"});
@@ -747,15 +752,7 @@ async fn at_the_cli_one_os_user_is_one_person_whatever_actor_it_names() {
     firedrill_bin();
     let a = api(ServerConfig::default()).await;
     let boss = a.env.token_of("boss", Role::Admin, &[], "carol").await;
-    let (_, answer) = a
-        .call(
-            "POST",
-            "/api/v1/runs",
-            Some(&boss),
-            Some(json!({"runbook": "gated", "mode": "live", "force_untested": true})),
-        )
-        .await;
-    let id = answer["run_id"].as_str().expect("id").to_string();
+    let id = a.start_gated(&boss).await;
     wait_awaiting(&a, &id).await;
     let home = a.env.home.path();
     let approve = |actor: &str| {
@@ -1192,15 +1189,7 @@ async fn one_token_cannot_hold_every_run_stream() {
     let viewer = a.env.token("viewer", Role::Viewer, &[]).await;
     let other = a.env.token("other", Role::Viewer, &[]).await;
     let ops = a.env.token("ops", Role::Operator, &[]).await;
-    let (_, answer) = a
-        .call(
-            "POST",
-            "/api/v1/runs",
-            Some(&ops),
-            Some(json!({"runbook": "gated", "mode": "live", "force_untested": true})),
-        )
-        .await;
-    let id = answer["run_id"].as_str().expect("id").to_string();
+    let id = a.start_gated(&ops).await;
     let open = |token: &str| {
         a.client
             .get(format!("{}/api/v1/runs/{id}/events", a.url))
