@@ -277,8 +277,12 @@ pub async fn reset_breaker(
                     reason: reason.to_string(),
                 })
                 .event(
-                    NewEvent::new(actor, "trigger.breaker.reset", format!("runbook:{runbook}"))
-                        .details(json!({"reason": reason})),
+                    NewEvent::new(
+                        actor,
+                        crate::audit::Action::TriggerBreakerReset,
+                        format!("runbook:{runbook}"),
+                    )
+                    .details(json!({"reason": reason})),
                 ),
         )
         .await
@@ -337,16 +341,20 @@ pub async fn handle(
                 .store()
                 .apply(
                     Batch::new().event(
-                        NewEvent::new(actor, "alert.received", format!("runbook:{}", c.runbook))
-                            .outcome(outcome)
-                            .details(json!({
-                                "source": alert.source,
-                                "fingerprint": alert.fingerprint,
-                                "starts_at": alert.starts_at,
-                                "status": alert.status,
-                                "labels": alert.labels,
-                                "decision": detail,
-                            })),
+                        NewEvent::new(
+                            actor,
+                            crate::audit::Action::AlertReceived,
+                            format!("runbook:{}", c.runbook),
+                        )
+                        .outcome(outcome)
+                        .details(json!({
+                            "source": alert.source,
+                            "fingerprint": alert.fingerprint,
+                            "starts_at": alert.starts_at,
+                            "status": alert.status,
+                            "labels": alert.labels,
+                            "decision": detail,
+                        })),
                     ),
                 )
                 .await?;
@@ -371,6 +379,14 @@ async fn settle(
 }
 
 impl Decision {
+    /// The decision's name (`started`, `duplicate`, ...), as in its JSON.
+    pub fn outcome(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v["outcome"].as_str().map(String::from))
+            .unwrap_or_default()
+    }
+
     pub fn runbook(&self) -> &str {
         match self {
             Decision::Started { runbook, .. }
@@ -541,7 +557,7 @@ async fn decide(
         tracing::warn!(runbook = %runbook, readiness = state, "live trigger of an untested runbook (readiness_policy: warn)");
         store
             .apply(Batch::new().event(
-                NewEvent::new(actor, "run.untested", format!("runbook:{runbook}"))
+                NewEvent::new(actor, crate::audit::Action::RunUntested, format!("runbook:{runbook}"))
                     .outcome(state)
                     .details(json!({"policy": if gate.is_some() { "require-approval" } else { "warn" }, "readiness": state, "fingerprint": alert.fingerprint})),
             ))

@@ -11,6 +11,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+mod action;
+pub use action::Action;
+
 /// `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -117,6 +120,16 @@ impl Actor {
         }
     }
 
+    /// The drill scheduler (and `firedrill drill run`).
+    pub fn drill() -> Self {
+        Actor::engine(ActorKind::Scheduler, "drill", Via::Engine)
+    }
+
+    /// Whether this is the drill scheduler, however it was established.
+    pub fn is_drill(&self) -> bool {
+        self.kind == ActorKind::Scheduler && self.id == "drill"
+    }
+
     /// The person accountable for this actor's actions, for the two-person
     /// rule: a token's owner, the OS user behind a CLI; else the actor
     /// itself.
@@ -182,7 +195,7 @@ impl Actor {
             ),
             None => (ActorKind::User, text),
         };
-        if id.is_empty() || id.len() > 128 || id.chars().any(crate::cli::term::dangerous) {
+        if id.is_empty() || id.len() > 128 || id.chars().any(crate::term::dangerous) {
             return Err(format!(
                 "actor id {id:?} must be 1 to 128 printable characters"
             ));
@@ -205,7 +218,7 @@ impl fmt::Display for Actor {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewEvent {
     pub actor: Actor,
-    /// `run.started`, `step.finished`, `host.call`, `capability.denied`, ...
+    /// `run.started`, `step.finished`, `host.call`, ... ([`Action`]).
     pub action: &'static str,
     /// What was acted on: `run:ID`, `runbook:NAME@V`, `kernel:NAME@V`, ...
     pub subject: String,
@@ -218,7 +231,14 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    pub fn new(actor: &Actor, action: &'static str, subject: impl Into<String>) -> Self {
+    pub fn new(actor: &Actor, action: Action, subject: impl Into<String>) -> Self {
+        Self::custom(actor, action.as_str(), subject)
+    }
+
+    /// A record whose action is not one of the engine's [`Action`]s: for
+    /// tools and tests that append records of their own (the chain takes
+    /// any text).
+    pub fn custom(actor: &Actor, action: &'static str, subject: impl Into<String>) -> Self {
         NewEvent {
             actor: actor.clone(),
             action,
@@ -405,6 +425,11 @@ impl Default for Verifier {
 }
 
 impl Verifier {
+    /// Whether a bad record has been found (nothing more is checked).
+    pub fn found_bad(&self) -> bool {
+        self.bad.is_some()
+    }
+
     /// Check the next record; false once a bad record has been found.
     pub fn push(&mut self, r: &AuditRecord) -> bool {
         if self.bad.is_some() {
@@ -475,37 +500,6 @@ pub fn verify<I: IntoIterator<Item = AuditRecord>>(records: I) -> Verification {
 /// Records read per page when verifying a store's chain.
 pub const VERIFY_PAGE: i64 = 10_000;
 
-/// Verify the whole chain in `store`, page by page. The next page is read
-/// while the current one is hashed (on a blocking thread), so reading and
-/// hashing overlap.
-pub async fn verify_store(
-    store: &dyn crate::store::Store,
-) -> Result<Verification, crate::store::StoreError> {
-    let mut verifier = Verifier::default();
-    let mut page = store.audit_page(0, VERIFY_PAGE).await?;
-    while let Some(last) = page.last() {
-        let after = last.seq;
-        let check = tokio::task::spawn_blocking(move || {
-            for r in &page {
-                if !verifier.push(r) {
-                    break;
-                }
-            }
-            verifier
-        });
-        let next = store.audit_page(after, VERIFY_PAGE).await;
-        verifier = match check.await {
-            Ok(v) => v,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        };
-        if verifier.bad.is_some() {
-            break;
-        }
-        page = next?;
-    }
-    Ok(verifier.finish())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,8 +510,12 @@ mod tests {
         (1..=n)
             .map(|seq| {
                 let r = AuditRecord::seal(
-                    &NewEvent::new(&actor, "run.started", format!("run:{seq}"))
-                        .details(serde_json::json!({"i": seq})),
+                    &NewEvent::new(
+                        &actor,
+                        crate::audit::Action::RunStarted,
+                        format!("run:{seq}"),
+                    )
+                    .details(serde_json::json!({"i": seq})),
                     seq,
                     &prev,
                 );

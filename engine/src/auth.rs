@@ -16,7 +16,6 @@
 //! ([`TokenRow::may_manage`]).
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{Actor, ActorKind, NewEvent, now_rfc3339};
@@ -27,107 +26,9 @@ pub const TOKEN_PREFIX: &str = "fdt_";
 /// Every console session id starts with this.
 pub const SESSION_PREFIX: &str = "fds_";
 
-/// What a token may do.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// Read runbooks, kernels, runs, audit, switch state.
-    Viewer,
-    /// Viewer, plus start runs (dry-run and live), cancel runs, engage the switch.
-    Operator,
-    /// Viewer, plus approve steps that wait for approval.
-    Approver,
-    /// Everything: publish runbooks and kernels, release the switch, manage tokens.
-    Admin,
-    /// Only post alerts to the alert endpoints.
-    Webhook,
-}
+pub use crate::role::{Action, Role};
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Approver => "approver",
-            Role::Admin => "admin",
-            Role::Webhook => "webhook",
-        }
-    }
-
-    /// Whether a token of this role may hold every right of a token of
-    /// `other`: admin includes every role; any other role only itself.
-    pub fn includes(self, other: Role) -> bool {
-        self == Role::Admin || self == other
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "viewer" => Role::Viewer,
-            "operator" => Role::Operator,
-            "approver" => Role::Approver,
-            "admin" => Role::Admin,
-            "webhook" => Role::Webhook,
-            _ => return None,
-        })
-    }
-
-    /// Whether this role may perform `action`.
-    pub fn allows(self, action: Action) -> bool {
-        use Action::*;
-        match self {
-            Role::Admin => action != PostAlert,
-            Role::Webhook => action == PostAlert,
-            Role::Viewer => action == Read,
-            Role::Operator => matches!(action, Read | StartRun | CancelRun | EngageSwitch),
-            Role::Approver => matches!(action, Read | Approve | EngageSwitch),
-        }
-    }
-}
-
-/// What a request wants to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Read,
-    StartRun,
-    CancelRun,
-    Approve,
-    Publish,
-    EngageSwitch,
-    ReleaseSwitch,
-    ManageTokens,
-    PostAlert,
-}
-
-/// A stored token (never the token itself).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRow {
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    /// Runbooks this token is limited to; empty = all.
-    pub runbooks: Vec<String>,
-    /// SHA-256 of the token, hex.
-    #[serde(skip_serializing)]
-    pub hash: String,
-    pub created_at: String,
-    pub created_by: String,
-    /// The person this token belongs to; counted once in an approval.
-    /// Empty for tokens created before owners were recorded.
-    pub owner: String,
-    pub revoked_at: Option<String>,
-}
+pub use crate::store::TokenRow;
 
 impl TokenRow {
     /// The actor a request with this token is recorded as.
@@ -296,7 +197,7 @@ pub async fn create(
         owner,
         revoked_at: None,
     };
-    let event = NewEvent::new(by, "token.created", format!("token:{name}")).details(
+    let event = NewEvent::new(by, crate::audit::Action::TokenCreated, format!("token:{name}")).details(
         serde_json::json!({"id": row.id, "role": role.as_str(), "runbooks": row.runbooks, "owner": row.owner}),
     );
     match store
@@ -329,8 +230,12 @@ pub async fn revoke(
         .filter(|t| within.is_none_or(|w| w.may_manage(t)))
         .ok_or_else(|| TokenError::NotFound(which.to_string()))?;
     let at = now_rfc3339();
-    let event = NewEvent::new(by, "token.revoked", format!("token:{}", row.name))
-        .details(serde_json::json!({"id": row.id, "role": row.role.as_str()}));
+    let event = NewEvent::new(
+        by,
+        crate::audit::Action::TokenRevoked,
+        format!("token:{}", row.name),
+    )
+    .details(serde_json::json!({"id": row.id, "role": row.role.as_str()}));
     store
         .apply(
             Batch::new()
@@ -376,8 +281,12 @@ pub async fn start_session(
                     expires_at: humantime::format_rfc3339_millis(expires).to_string(),
                 })
                 .event(
-                    NewEvent::new(&token.actor(), "console.signed-in", &token.name)
-                        .details(serde_json::json!({"role": token.role.as_str(), "ttl_s": ttl_s})),
+                    NewEvent::new(
+                        &token.actor(),
+                        crate::audit::Action::ConsoleSignedIn,
+                        &token.name,
+                    )
+                    .details(serde_json::json!({"role": token.role.as_str(), "ttl_s": ttl_s})),
                 ),
         )
         .await?;
@@ -411,7 +320,7 @@ pub async fn end_session(
                 })
                 .event(NewEvent::new(
                     &token.actor(),
-                    "console.signed-out",
+                    crate::audit::Action::ConsoleSignedOut,
                     &token.name,
                 )),
         )

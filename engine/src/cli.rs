@@ -9,23 +9,24 @@
 // output can carry a control character that came from input.
 macro_rules! println {
     () => { ::std::println!() };
-    ($($arg:tt)*) => { ::std::println!("{}", $crate::cli::term::output(&::std::format!($($arg)*))) };
+    ($($arg:tt)*) => { ::std::println!("{}", $crate::term::output(&::std::format!($($arg)*))) };
 }
 macro_rules! print {
-    ($($arg:tt)*) => { ::std::print!("{}", $crate::cli::term::output(&::std::format!($($arg)*))) };
+    ($($arg:tt)*) => { ::std::print!("{}", $crate::term::output(&::std::format!($($arg)*))) };
 }
 macro_rules! eprintln {
     () => { ::std::eprintln!() };
-    ($($arg:tt)*) => { ::std::eprintln!("{}", $crate::cli::term::output(&::std::format!($($arg)*))) };
+    ($($arg:tt)*) => { ::std::eprintln!("{}", $crate::term::output(&::std::format!($($arg)*))) };
 }
 #[allow(unused_macros)]
 macro_rules! eprint {
-    ($($arg:tt)*) => { ::std::eprint!("{}", $crate::cli::term::output(&::std::format!($($arg)*))) };
+    ($($arg:tt)*) => { ::std::eprint!("{}", $crate::term::output(&::std::format!($($arg)*))) };
 }
 
 pub mod author;
+mod exit;
 pub(crate) mod render;
-pub mod term;
+use crate::term;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,11 +35,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::Mode;
-use crate::audit::{Actor, verify_store};
-use crate::executor::{PublishError, RunError, RunRequest, RunbookSource, Service};
+use crate::audit::Actor;
+use crate::executor::{PublishError, RunRequest, RunbookSource, Service};
 use crate::home::{self, Home};
 use crate::kernel::{KernelHost, LoadedKernel, Published};
 use crate::runbook::Runbook;
+use crate::store::verify_store;
 use crate::store::{AuditFilter, RunFilter, RunStatus};
 
 /// firedrill: runbooks of sandboxed recovery kernels, dry-run by default.
@@ -408,7 +410,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit::code_of(&e)
         }
     }
 }
@@ -429,8 +431,7 @@ fn init_tracing(filter: &str, json: bool) {
     };
 }
 
-/// Refused before anything ran.
-pub(crate) const EXIT_INVALID: u8 = 2;
+pub(crate) use exit::EXIT_INVALID;
 
 /// Run one parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -760,12 +761,7 @@ async fn run_runbook(
     };
     let id = match service.run(request).await {
         Ok(id) => id,
-        Err(
-            e @ (RunError::Invalid(_)
-            | RunError::Inputs { .. }
-            | RunError::NotFound(_)
-            | RunError::Halted { .. }),
-        ) => {
+        Err(e) if exit::run_refused(&e) => {
             eprintln!("error: {e}\nnothing was run.");
             return Ok(ExitCode::from(EXIT_INVALID));
         }
@@ -813,7 +809,17 @@ async fn approve(
 ) -> anyhow::Result<ExitCode> {
     let service = home.service().await?;
     let result = service
-        .decide_approval(run, actor, None, yes, comment)
+        .decide_approval(
+            run,
+            actor,
+            None,
+            if yes {
+                crate::executor::Decision::Approve
+            } else {
+                crate::executor::Decision::Deny
+            },
+            comment,
+        )
         .await
         .map(|_| ());
     control(result, || {
@@ -839,7 +845,7 @@ async fn drill(home: &Home, cmd: DrillCommand) -> anyhow::Result<ExitCode> {
         DrillCommand::Run { runbook, json } => {
             let prepared = match crate::drill::prepare_drill(&service, &runbook).await {
                 Ok(p) => p,
-                Err(RunError::Store(e)) => return Err(e.into()),
+                Err(e) if !exit::run_refused(&e) => return Err(e.into()),
                 Err(e) => {
                     eprintln!("error: {e}\nno drill was run.");
                     return Ok(ExitCode::from(EXIT_INVALID));
@@ -879,13 +885,11 @@ async fn show_run(
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&render::run_json(
-                &run,
-                &steps,
-                &targets,
-                &calls,
-                with_audit.then_some(&trail)
-            ))?
+            serde_json::to_string_pretty(&{
+                let mut report = crate::executor::RunReport::new(&run, &steps, &targets, &calls);
+                report.audit = with_audit.then_some(trail.clone());
+                report
+            })?
         );
     } else {
         print!("{}", render::run_text(&run, &steps, &targets, &calls));
@@ -1192,13 +1196,12 @@ fn control(
     result: Result<(), crate::executor::ControlError>,
     done: impl FnOnce() -> String,
 ) -> anyhow::Result<ExitCode> {
-    use crate::executor::ControlError;
     match result {
         Ok(()) => {
             println!("{}", done());
             Ok(ExitCode::SUCCESS)
         }
-        Err(ControlError::Store(e)) => Err(e.into()),
+        Err(e) if !exit::control_refused(&e) => Err(e.into()),
         Err(e) => {
             eprintln!("error: {e}");
             Ok(ExitCode::from(EXIT_INVALID))
@@ -1266,7 +1269,7 @@ async fn inventory_check(home: &Home, probe: bool, json: bool) -> anyhow::Result
     let mut probes = Vec::new();
     if probe {
         let targets =
-            crate::target::Targets::with_config(inventory.clone(), &home.config().targets);
+            crate::transport::Targets::with_config(inventory.clone(), &home.config().targets);
         // Concurrently, so that a fleet of unreachable hosts takes one
         // timeout, not one each; the executors' own pools bound the fan-out.
         let checks = inventory.targets.keys().map(|name| {

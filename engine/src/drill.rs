@@ -23,14 +23,14 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::audit::{Actor, ActorKind, NewEvent};
+use crate::audit::{Actor, NewEvent};
 use crate::executor::{PreparedRun, RunError, RunRequest, RunbookSource, Service};
-use crate::runbook::{Drill, Runbook, parse_runbook};
+use crate::runbook::{Runbook, parse_runbook};
 use crate::store::{Applied, Batch, RunStatus, RunbookRow, StoreError, Write};
 
 /// The actor every drill runs as.
 pub fn drill_actor() -> Actor {
-    Actor::engine(ActorKind::Scheduler, "drill", crate::audit::Via::Engine)
+    Actor::drill()
 }
 
 /// Where the scheduler's "now" comes from.
@@ -81,60 +81,7 @@ fn parse_time(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(text).ok()
 }
 
-fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
-    use std::str::FromStr as _;
-    croner::Cron::from_str(expr).map_err(|e| {
-        format!("{expr:?} is not a cron expression (minute hour day month weekday): {e}")
-    })
-}
-
-/// The longest gap between two occurrences of `expr` over the next few
-/// occurrences (to check max_age and jitter against); an error if `expr`
-/// does not parse or never fires.
-pub fn cron_interval(expr: &str) -> Result<Duration, String> {
-    let cron = parse_cron(expr)?;
-    let mut at = chrono::Utc::now();
-    let mut longest = Duration::ZERO;
-    let mut previous: Option<chrono::DateTime<chrono::Utc>> = None;
-    for _ in 0..16 {
-        let next = cron
-            .find_next_occurrence(&at, false)
-            .map_err(|e| format!("{expr:?} never fires: {e}"))?;
-        if let Some(p) = previous {
-            longest = longest.max((next - p).to_std().unwrap_or_default());
-        }
-        previous = Some(next);
-        at = next;
-    }
-    Ok(longest)
-}
-
-/// When the drill after one due at `due` (and fired at `now`) is due,
-/// before jitter: the next slot of the schedule after `now`, so a drill
-/// missed while the server was down runs once, not once per missed slot.
-pub fn next_slot(drill: &Drill, due: SystemTime, now: SystemTime) -> SystemTime {
-    if let Some(every) = &drill.every {
-        let mut next = due + every.0;
-        if next <= now {
-            next = now + every.0;
-        }
-        return next;
-    }
-    let cron = drill.cron.as_deref().and_then(|c| parse_cron(c).ok());
-    let after: chrono::DateTime<chrono::Utc> = now.into();
-    cron.and_then(|c| c.find_next_occurrence(&after, false).ok())
-        .map_or(now + Duration::from_secs(24 * 3600), SystemTime::from)
-}
-
-/// `base` plus a random share of the drill's jitter.
-pub fn with_jitter(drill: &Drill, base: SystemTime) -> SystemTime {
-    let jitter = drill.jitter();
-    if jitter.is_zero() {
-        return base;
-    }
-    let ms = u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX);
-    base + Duration::from_millis(rand::random_range(0..=ms))
-}
+pub use crate::runbook::schedule::{cron_interval, next_slot, with_jitter};
 
 /// How ready a runbook is for an emergency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -318,9 +265,13 @@ pub async fn record_forced(
         .store()
         .apply(
             Batch::new().event(
-                NewEvent::new(actor, "run.untested", format!("runbook:{what}"))
-                    .outcome(state.as_str())
-                    .details(json!({"forced": true, "readiness": state.as_str()})),
+                NewEvent::new(
+                    actor,
+                    crate::audit::Action::RunUntested,
+                    format!("runbook:{what}"),
+                )
+                .outcome(state.as_str())
+                .details(json!({"forced": true, "readiness": state.as_str()})),
             ),
         )
         .await?;
@@ -494,7 +445,7 @@ impl Scheduler {
                             Batch::new().event(
                                 NewEvent::new(
                                     &drill_actor(),
-                                    "drill.skipped",
+                                    crate::audit::Action::DrillSkipped,
                                     format!("runbook:{runbook}"),
                                 )
                                 .outcome("skipped")

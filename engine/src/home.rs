@@ -11,7 +11,7 @@ use crate::executor::Service;
 use crate::kernel::{HostConfig, HostStartError, KernelHost, Registry};
 use crate::secret::{EnvSecrets, FileSecrets, Provider, SecretProvider, SecretsConfig};
 use crate::store::{SqliteStore, Store, StoreConfig, StoreError};
-use crate::target::{Inventory, InventoryError, Targets, TargetsConfig};
+use crate::transport::{Inventory, InventoryError, Targets, TargetsConfig};
 
 /// `firedrill.toml`. Unknown keys are refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! firedrill: runbook engine whose steps are sandboxed WebAssembly recovery kernels.
 //!
 //! See ARCHITECTURE.md for the map. Modules own their data:
-//! [`kernel`] (wasm host, limits, capabilities, registry), [`target`]
+//! [`kernel`] (wasm host, limits, capabilities, registry), [`transport`]
 //! (inventory and executors), [`secret`], [`home`] (the home directory and its
 //! config) and [`cli`] (the command line; `main.rs` only calls it).
 
@@ -16,11 +16,14 @@ pub mod home;
 pub mod kernel;
 pub mod metrics;
 pub mod retry;
+pub mod role;
 pub mod runbook;
 pub mod secret;
 pub mod server;
 pub mod store;
 pub mod switch;
-pub mod target;
+pub mod term;
+pub mod transport;
+pub mod yaml;
 
 pub use firedrill_sdk::manifest::{Effect, Manifest, Mode};

@@ -221,10 +221,8 @@ impl Metrics {
         );
     }
 
-    pub fn alert_decision(&self, d: &crate::alerts::Decision) {
-        let v = serde_json::to_value(d).unwrap_or_default();
-        let runbook = v["runbook"].as_str().unwrap_or_default();
-        let outcome = v["outcome"].as_str().unwrap_or_default();
+    /// One alert's decision (`outcome`) for `runbook`.
+    pub fn alert_decision(&self, runbook: &str, outcome: &str) {
         self.inc(
             "firedrill_alert_decisions_total",
             &[("runbook", runbook), ("decision", outcome)],

@@ -1,13 +1,13 @@
 //! Runbooks: the YAML format, parsing with precise locations, templates, and
 //! validation before anything runs.
 
-mod locate;
 mod model;
 mod parse;
+pub mod schedule;
 mod template;
 mod validate;
 
-pub use locate::{MAX_YAML_DEPTH, TooDeep, check_depth as check_yaml_depth};
+pub use crate::yaml::{MAX_YAML_DEPTH, TooDeep, check_depth as check_yaml_depth};
 pub use model::{
     API_VERSION, Amount, Approval, Drill, HumanDuration, KernelRef, MAX_RETRIES, MAX_STEPS,
     MAX_TARGETS, ReadinessPolicy, Retries, Runbook, Step, Trigger, TriggerMode, TriggerSource,

@@ -16,6 +16,7 @@
 
 mod api;
 mod console;
+mod error;
 mod events;
 pub mod listen;
 mod manage;
@@ -24,7 +25,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -32,11 +33,10 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 
-use crate::audit::now_rfc3339;
 use crate::executor::{PreparedRun, Service};
-use crate::store::{Batch, RunStatus, Write};
+use crate::store::{Batch, Write};
 
 pub use crate::metrics::Metrics;
 pub use api::{ApiError, OPENAPI};
@@ -256,15 +256,8 @@ pub struct AppState {
     streams_per_token: Arc<Mutex<HashMap<String, usize>>>,
     /// Live run streams open (`max-event-streams`).
     event_streams: Arc<Semaphore>,
-    /// This node's run slots (`max-concurrent-runs`).
-    run_slots: Arc<Semaphore>,
-    /// Runs this node is executing: id -> fencing epoch.
-    active: Arc<Mutex<HashMap<String, i64>>>,
-    /// Wakes this node's worker when a run was queued here.
-    work: Arc<Notify>,
-    /// Whether this state's worker was started; it stops on `stop`.
-    worker_started: Arc<std::sync::atomic::AtomicBool>,
-    stop: Arc<tokio::sync::watch::Sender<bool>>,
+    /// This node's worker (`max-concurrent-runs` run slots).
+    worker: crate::executor::Worker,
     /// Runs alerts may start (`trigger-runs-per-minute`, per node).
     trigger_rate: Arc<governor::DefaultDirectRateLimiter>,
     /// "Now" for drills and readiness.
@@ -346,11 +339,7 @@ impl AppState {
             refusals: Arc::new(Mutex::new(HashMap::new())),
             pagerduty_seen: Arc::new(Mutex::new(RecentIds::new(config.pagerduty_replay_window))),
             event_streams: Arc::new(Semaphore::new(config.max_event_streams)),
-            run_slots: Arc::new(Semaphore::new(config.max_concurrent_runs.max(1))),
-            active: Arc::new(Mutex::new(HashMap::new())),
-            work: Arc::new(Notify::new()),
-            worker_started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            stop: Arc::new(tokio::sync::watch::channel(false).0),
+            worker: crate::executor::Worker::new(service.clone(), config.max_concurrent_runs),
             trigger_rate: Arc::new(governor::RateLimiter::direct(governor::Quota::per_minute(
                 NonZeroU32::new(config.trigger_runs_per_minute).unwrap_or(NonZeroU32::MIN),
             ))),
@@ -404,7 +393,7 @@ impl AppState {
 
     /// Runs this node is executing.
     pub fn executing_runs(&self) -> usize {
-        lock(&self.active).len()
+        self.worker.executing()
     }
 
     /// Whether requests are being shed right now.
@@ -425,19 +414,15 @@ impl AppState {
             .await
         {
             Ok(id) => {
-                self.ensure_worker();
-                self.work.notify_one();
+                self.worker.wake();
                 Ok(id)
             }
-            Err(crate::executor::RunError::Busy(why)) => {
-                self.metrics.shed(if why.contains("max-runs-per-runbook") {
-                    "runbook-busy"
-                } else {
-                    "run-queue-full"
-                });
-                Err(ApiError::too_many(why))
+            Err(e) => {
+                if let crate::executor::RunError::Busy(why) = &e {
+                    self.metrics.shed(why.shed_reason());
+                }
+                Err(e.into())
             }
-            Err(e) => Err(ApiError::internal(e)),
         }
     }
 
@@ -495,114 +480,16 @@ impl AppState {
     /// Start this node's worker unless it runs already (`serve` starts it;
     /// an admission does too, for states used without `serve`).
     pub fn ensure_worker(&self) {
-        if self
-            .worker_started
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            return;
-        }
-        let state = self.clone();
-        let stopped = self.stop.subscribe();
-        tokio::spawn(async move { state.work(stopped).await });
+        self.worker.wake();
     }
 
-    /// This node's worker: while it has a free run slot, claim a run (one
-    /// whose node stopped renewing its lease first, then the oldest queued
-    /// one) and execute it. Idle, it looks again every `node.poll-ms`, or
-    /// at once when a run is queued here.
-    async fn work(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
-        let poll = Duration::from_millis(self.service.node().poll_ms);
-        let mut last_takeover: Option<Instant> = None;
-        loop {
-            let permit = tokio::select! {
-                p = self.run_slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                _ = stopped.changed() => return,
-            };
-            let mut claim = None;
-            if last_takeover.is_none_or(|t| t.elapsed() >= poll) {
-                last_takeover = Some(Instant::now());
-                claim = self.service.take_over().await.unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "cannot look for runs to take over; retrying");
-                    None
-                });
-            }
-            if claim.is_none() {
-                claim = self.service.claim_queued(None).await.unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "cannot claim a queued run; retrying");
-                    None
-                });
-            }
-            let Some(claim) = claim else {
-                drop(permit);
-                tokio::select! {
-                    () = self.work.notified() => {}
-                    () = tokio::time::sleep(poll) => {}
-                    _ = stopped.changed() => return,
-                }
-                continue;
-            };
-            if let Some(previous) = &claim.previous {
-                self.metrics.inc("firedrill_runs_taken_over_total", &[]);
-                tracing::warn!(run_id = %claim.run_id, previous = %previous, "taking over a run whose node stopped renewing its lease");
-            }
-            lock(&self.active).insert(claim.run_id.clone(), claim.epoch);
-            let state = self.clone();
-            tokio::spawn(async move {
-                let id = claim.run_id.clone();
-                if let Err(e) = state.service.execute_claimed(claim).await {
-                    tracing::error!(run_id = %id, error = %e, "run could not be executed");
-                }
-                lock(&state.active).remove(&id);
-                drop(permit);
-            });
-        }
-    }
-
-    /// Wait for the runs this server is executing, up to the grace period;
-    /// record the rest as interrupted. Returns how many were interrupted.
+    /// Stop claiming runs, wait for the runs this server is executing up
+    /// to the grace period, and record the rest as interrupted. Returns
+    /// how many were interrupted.
     pub async fn drain_runs(&self) -> usize {
-        let deadline = Instant::now() + Duration::from_millis(self.config.shutdown_grace_ms);
-        while Instant::now() < deadline && !lock(&self.active).is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let left: Vec<(String, i64)> = lock(&self.active)
-            .iter()
-            .map(|(id, epoch)| (id.clone(), *epoch))
-            .collect();
-        let node = self.service.node().id.clone();
-        for (id, epoch) in &left {
-            let error = "firedrill serve shut down while this run was in progress; the step in flight may or may not have completed: check the targets before running it again".to_string();
-            let batch = Batch::new()
-                .write(Write::FinishRun {
-                    id: id.clone(),
-                    status: RunStatus::Interrupted,
-                    error: Some(error.clone()),
-                    finished_at: now_rfc3339(),
-                })
-                .event(
-                    crate::audit::NewEvent::new(
-                        &crate::audit::Actor::engine(
-                            crate::audit::ActorKind::Scheduler,
-                            format!("node:{node}"),
-                            crate::audit::Via::Engine,
-                        ),
-                        "run.interrupted",
-                        format!("run:{id}"),
-                    )
-                    .outcome("interrupted")
-                    .details(serde_json::json!({"error": error}))
-                    .run(id),
-                )
-                .fenced(&crate::store::Fence {
-                    run_id: id.clone(),
-                    owner: node.clone(),
-                    epoch: *epoch,
-                });
-            if let Err(e) = self.service.store().apply(batch).await {
-                tracing::error!(run_id = %id, error = %e, "cannot record the run as interrupted");
-            }
-        }
-        left.len()
+        self.worker
+            .drain(Duration::from_millis(self.config.shutdown_grace_ms))
+            .await
     }
 }
 
@@ -722,7 +609,7 @@ async fn audit_refusal(
     }
     let event = crate::audit::NewEvent::new(
         &token.actor(),
-        "request.refused",
+        crate::audit::Action::RequestRefused,
         format!("{method} {path}"),
     )
     .outcome(refusal.code)
@@ -756,7 +643,7 @@ pub fn router(state: AppState) -> Router {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
-                format!("{method} is not allowed on this endpoint; see README, API"),
+                format!("{method} is not allowed on this endpoint; see docs/api.md"),
             )
         })
         .layer(axum::middleware::from_fn_with_state(
@@ -814,7 +701,6 @@ pub async fn serve(
     if let Some(task) = drills {
         let _ = task.await;
     }
-    let _ = state.stop.send(true);
     let interrupted = state.drain_runs().await;
     tracing::info!(interrupted, "firedrill serve stopped");
     Ok(())

@@ -9,14 +9,15 @@
 mod postgres;
 mod sql;
 mod sqlite;
+mod status;
 
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditRecord, NewEvent};
-use crate::kernel::HostCall;
 
 pub use postgres::{PgStore, redacted_url};
 pub use sqlite::{SqliteStore, StoreConfig, Synchronous};
+pub use status::{Phase, QueueRefusal, RunStatus, StepStatus, TargetStatus};
 
 /// A published kernel version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,63 +42,35 @@ pub struct RunbookRow {
     pub published_by: String,
 }
 
-/// Run status. Terminal: succeeded, failed, interrupted, halted, cancelled,
-/// abandoned (halted and interrupted runs may be resumed or abandoned).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RunStatus {
-    /// Admitted and waiting for a node to claim it.
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    /// The engine stopped (crash, kill) while the run was in progress.
-    Interrupted,
-    /// Stopped at a step boundary by the big red switch.
-    Halted,
-    /// Stopped at a step boundary because someone cancelled it.
-    Cancelled,
-    /// A halted or interrupted run someone decided not to resume.
-    Abandoned,
-    /// Waiting at an `approval` step for people to approve or deny.
-    AwaitingApproval,
-    /// The node running it stopped (crash, lost lease) during a step whose
-    /// kernel is not idempotent, so the step may or may not have made its
-    /// change: a person decides (resume, skip, abort).
-    NeedsAttention,
+/// A stored token (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub role: crate::role::Role,
+    /// Runbooks this token is limited to; empty = all.
+    pub runbooks: Vec<String>,
+    /// SHA-256 of the token, hex.
+    #[serde(skip_serializing)]
+    pub hash: String,
+    pub created_at: String,
+    pub created_by: String,
+    /// The person this token belongs to; counted once in an approval.
+    /// Empty for tokens created before owners were recorded.
+    pub owner: String,
+    pub revoked_at: Option<String>,
 }
 
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Queued => "queued",
-            RunStatus::Running => "running",
-            RunStatus::Succeeded => "succeeded",
-            RunStatus::Failed => "failed",
-            RunStatus::Interrupted => "interrupted",
-            RunStatus::Halted => "halted",
-            RunStatus::Cancelled => "cancelled",
-            RunStatus::Abandoned => "abandoned",
-            RunStatus::AwaitingApproval => "awaiting-approval",
-            RunStatus::NeedsAttention => "needs-attention",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "queued" => RunStatus::Queued,
-            "running" => RunStatus::Running,
-            "succeeded" => RunStatus::Succeeded,
-            "failed" => RunStatus::Failed,
-            "interrupted" => RunStatus::Interrupted,
-            "halted" => RunStatus::Halted,
-            "cancelled" => RunStatus::Cancelled,
-            "abandoned" => RunStatus::Abandoned,
-            "awaiting-approval" => RunStatus::AwaitingApproval,
-            "needs-attention" => RunStatus::NeedsAttention,
-            _ => return None,
-        })
-    }
+/// One switch's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchRow {
+    /// `global` or `runbook:<name>`.
+    pub scope: String,
+    pub engaged: bool,
+    pub reason: String,
+    /// Who flipped it last, as `kind:id`.
+    pub actor: String,
+    pub changed_at: String,
 }
 
 /// One run.
@@ -140,21 +113,6 @@ pub struct RunRow {
     pub source: Option<String>,
 }
 
-impl RunStatus {
-    /// Queued, running or awaiting approval: not stopped yet.
-    pub fn is_pending(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Queued | RunStatus::Running | RunStatus::AwaitingApproval
-        )
-    }
-
-    /// A node is responsible for the run (it holds or must take over the lease).
-    pub fn is_active(self) -> bool {
-        matches!(self, RunStatus::Running | RunStatus::AwaitingApproval)
-    }
-}
-
 /// The holder of a run's lease, carried by every write of that run: the
 /// store refuses the batch ([`Applied::Fenced`]) unless the run's owner and
 /// epoch are still these.
@@ -193,12 +151,10 @@ pub struct StepRow {
     pub run_id: String,
     pub step_id: String,
     pub position: i64,
-    /// `main` or `on_failure`.
-    pub phase: String,
+    pub phase: Phase,
     pub kernel: String,
     pub kernel_digest: Option<String>,
-    /// running, succeeded, failed, skipped.
-    pub status: String,
+    pub status: StepStatus,
     pub attempts: i64,
     pub targets: serde_json::Value,
     pub input: Option<serde_json::Value>,
@@ -216,8 +172,7 @@ pub struct StepTargetRow {
     pub run_id: String,
     pub step_id: String,
     pub target: String,
-    /// succeeded, failed, not-started (max_errors was exceeded first).
-    pub status: String,
+    pub status: TargetStatus,
     pub attempts: i64,
     pub output: Option<serde_json::Value>,
     pub error: Option<String>,
@@ -237,19 +192,6 @@ pub struct HostCallRow {
     pub call: serde_json::Value,
 }
 
-impl HostCallRow {
-    pub fn new(run_id: &str, step_id: &str, target: &str, attempt: i64, call: &HostCall) -> Self {
-        HostCallRow {
-            run_id: run_id.to_string(),
-            step_id: step_id.to_string(),
-            target: target.to_string(),
-            attempt,
-            index: i64::from(call.index),
-            call: serde_json::to_value(call).unwrap_or_default(),
-        }
-    }
-}
-
 /// One state change.
 #[derive(Debug, Clone)]
 pub enum Write {
@@ -258,6 +200,7 @@ pub enum Write {
     PublishKernel(KernelRow),
     PublishRunbook(RunbookRow),
     InsertRun(RunRow),
+    /// End a running run ([`Applied::Stale`] when it is not running).
     FinishRun {
         id: String,
         status: RunStatus,
@@ -267,8 +210,8 @@ pub enum Write {
     UpsertStep(StepRow),
     UpsertStepTarget(StepTargetRow),
     InsertHostCall(HostCallRow),
-    /// A new API token; [`Applied::Conflict`] when a live token has its name.
-    InsertToken(crate::auth::TokenRow),
+    /// A new API token; [`Applied::Exists`] when a live token has its name.
+    InsertToken(TokenRow),
     RevokeToken {
         id: String,
         revoked_at: String,
@@ -286,7 +229,7 @@ pub enum Write {
         hash: String,
         now: String,
     },
-    /// Claim an alert for a runbook; [`Applied::Conflict`] when it was claimed before.
+    /// Claim an alert for a runbook; [`Applied::Exists`] when it was claimed before.
     ClaimAlert {
         source: String,
         fingerprint: String,
@@ -312,7 +255,7 @@ pub enum Write {
         reason: String,
     },
     /// Engage or release a big red switch (one row per scope).
-    SetSwitch(crate::switch::SwitchRow),
+    SetSwitch(SwitchRow),
     /// Ask a running run to stop at its next step boundary;
     /// [`Applied::Stale`] when it is not running.
     RequestCancel {
@@ -338,7 +281,7 @@ pub enum Write {
         next_due_at: String,
         last_run_id: Option<String>,
     },
-    /// Record a decision; [`Applied::Conflict`] when this person already
+    /// Record a decision; [`Applied::Exists`] when this person already
     /// decided on this step.
     InsertApproval(ApprovalRow),
     /// Make `version` the current version of runbook `name` (a rollback).
@@ -389,8 +332,8 @@ pub enum Write {
     DecideStep {
         run_id: String,
         step_id: String,
-        from: String,
-        to: String,
+        from: StepStatus,
+        to: StepStatus,
         error: Option<String>,
     },
 }
@@ -403,7 +346,7 @@ impl Write {
             Write::PublishRunbook(_) => "publish-runbook",
             Write::InsertRun(_) => "insert-run",
             Write::FinishRun { .. } => "finish-run",
-            Write::UpsertStep(s) if s.status == "running" => "step-intent",
+            Write::UpsertStep(s) if s.status == StepStatus::Running => "step-intent",
             Write::UpsertStep(_) => "step-result",
             Write::UpsertStepTarget(_) => "step-target",
             Write::InsertHostCall(_) => "host-call",
@@ -462,18 +405,21 @@ fn queue_refusal(
     max_per_runbook: u64,
 ) -> Option<Applied> {
     let over = |n: i64, max: u64| u64::try_from(n).unwrap_or(0) >= max;
-    if over(active, max_active) {
-        return Some(Applied::Refused(format!(
-            "{active} runs are already executing or queued (server.max-concurrent-runs + server.max-queued-runs = {max_active}); retry later"
-        )));
-    }
-    if over(of_runbook, max_per_runbook) {
-        return Some(Applied::Refused(format!(
-            "runbook {} already has {of_runbook} runs executing or queued (server.max-runs-per-runbook); wait for them or retry later",
-            run.runbook
-        )));
-    }
-    None
+    let refusal = if over(active, max_active) {
+        QueueRefusal::Full {
+            active,
+            max: max_active,
+        }
+    } else if over(of_runbook, max_per_runbook) {
+        QueueRefusal::RunbookBusy {
+            runbook: run.runbook.clone(),
+            active: of_runbook,
+            max: max_per_runbook,
+        }
+    } else {
+        return None;
+    };
+    Some(Applied::Refused(refusal))
 }
 
 /// The audit record of a claim or takeover by `write`, if it claimed.
@@ -503,15 +449,23 @@ pub fn claim_event(owner: &str, claimed: &Applied) -> Option<NewEvent> {
     );
     Some(
         match previous {
-            None => NewEvent::new(&actor, "run.claimed", format!("run:{run_id}"))
-                .details(serde_json::json!({"node": owner, "epoch": epoch})),
-            Some(previous) => NewEvent::new(&actor, "run.taken-over", format!("run:{run_id}"))
-                .details(serde_json::json!({
-                    "node": owner,
-                    "epoch": epoch,
-                    "previous_owner": previous,
-                    "why": "the previous owner's lease expired without renewal",
-                })),
+            None => NewEvent::new(
+                &actor,
+                crate::audit::Action::RunClaimed,
+                format!("run:{run_id}"),
+            )
+            .details(serde_json::json!({"node": owner, "epoch": epoch})),
+            Some(previous) => NewEvent::new(
+                &actor,
+                crate::audit::Action::RunTakenOver,
+                format!("run:{run_id}"),
+            )
+            .details(serde_json::json!({
+                "node": owner,
+                "epoch": epoch,
+                "previous_owner": previous,
+                "why": "the previous owner's lease expired without renewal",
+            })),
         }
         .run(run_id),
     )
@@ -537,8 +491,11 @@ pub enum Applied {
         epoch: i64,
         previous: Option<String>,
     },
-    /// Refused by a limit; the text says which.
-    Refused(String),
+    /// An insert whose row exists (a token name in use, an alert claimed
+    /// before, a person's second decision): nothing written.
+    Exists,
+    /// The queue refused a run.
+    Refused(QueueRefusal),
 }
 
 impl Applied {
@@ -627,6 +584,16 @@ pub enum StoreError {
         "this node no longer holds the lease of run {run_id} (it expired and another node took the run over, or the run was closed); it stopped without recording more"
     )]
     Fenced { run_id: String },
+    /// A status write the transition table ([`RunStatus::may_move`]) does
+    /// not have: a bug in the engine, refused so it cannot corrupt a run.
+    #[error(
+        "run {run_id} cannot move from {from} to {to}; this is a bug in firedrill, please report it"
+    )]
+    BadTransition {
+        run_id: String,
+        from: RunStatus,
+        to: RunStatus,
+    },
 }
 
 /// Durable state. One implementation per database.
@@ -668,15 +635,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn host_calls(&self, run_id: &str) -> Result<Vec<HostCallRow>, StoreError>;
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
     /// Every token, revoked ones included (hashes only).
-    async fn tokens(&self) -> Result<Vec<crate::auth::TokenRow>, StoreError>;
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<crate::auth::TokenRow>, StoreError>;
+    async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError>;
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
     /// The token of the console session whose id hashes to `hash`, if the
     /// session has not expired by `now` (RFC 3339).
-    async fn session_token(
-        &self,
-        hash: &str,
-        now: &str,
-    ) -> Result<Option<crate::auth::TokenRow>, StoreError>;
+    async fn session_token(&self, hash: &str, now: &str) -> Result<Option<TokenRow>, StoreError>;
     async fn alert_claim_exists(
         &self,
         source: &str,
@@ -700,9 +663,38 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> Result<Vec<RunStatus>, StoreError>;
     /// Every switch ever flipped, with its current state.
-    async fn switches(&self) -> Result<Vec<crate::switch::SwitchRow>, StoreError>;
+    async fn switches(&self) -> Result<Vec<SwitchRow>, StoreError>;
     /// Runs waiting to be claimed.
     async fn queued_runs(&self) -> Result<u64, StoreError>;
     /// Records with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// Verify the whole chain in `store`, page by page. The next page is read
+/// while the current one is hashed (on a blocking thread), so reading and
+/// hashing overlap.
+pub async fn verify_store(store: &dyn Store) -> Result<crate::audit::Verification, StoreError> {
+    let mut verifier = crate::audit::Verifier::default();
+    let mut page = store.audit_page(0, crate::audit::VERIFY_PAGE).await?;
+    while let Some(last) = page.last() {
+        let after = last.seq;
+        let check = tokio::task::spawn_blocking(move || {
+            for r in &page {
+                if !verifier.push(r) {
+                    break;
+                }
+            }
+            verifier
+        });
+        let next = store.audit_page(after, crate::audit::VERIFY_PAGE).await;
+        verifier = match check.await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        if verifier.found_bad() {
+            break;
+        }
+        page = next?;
+    }
+    Ok(verifier.finish())
 }

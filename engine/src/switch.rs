@@ -7,8 +7,6 @@
 //! audit event (`switch.engaged` / `switch.released`) with its actor, in the
 //! same transaction as the change.
 
-use serde::{Deserialize, Serialize};
-
 use crate::audit::{Actor, NewEvent, now_rfc3339};
 use crate::store::{Batch, Store, StoreError, Write};
 
@@ -34,17 +32,7 @@ pub fn runbook_scope(name: &str) -> String {
     format!("runbook:{name}")
 }
 
-/// One switch's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SwitchRow {
-    /// `global` or `runbook:<name>`.
-    pub scope: String,
-    pub engaged: bool,
-    pub reason: String,
-    /// Who flipped it last, as `kind:id`.
-    pub actor: String,
-    pub changed_at: String,
-}
+pub use crate::store::SwitchRow;
 
 impl SwitchRow {
     /// One line for humans: what is halted, by whom, why.
@@ -56,7 +44,7 @@ impl SwitchRow {
             self.changed_at,
             // Shown in terminals: a reason written straight into the store
             // cannot fake a line of output.
-            crate::cli::term::field(&self.reason)
+            crate::term::field(&self.reason)
         )
     }
 }
@@ -124,9 +112,9 @@ pub async fn flip(
         changed_at: now_rfc3339(),
     };
     let action = if engaged {
-        "switch.engaged"
+        crate::audit::Action::SwitchEngaged
     } else {
-        "switch.released"
+        crate::audit::Action::SwitchReleased
     };
     store
         .apply(

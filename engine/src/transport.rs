@@ -1,4 +1,5 @@
-//! Targets: the inventory of what kernels may act on, and the executors that reach them.
+//! Transports: the inventory of what kernels may act on (`inventory.rs`), and
+//! the executors that reach each target by its `transport:`.
 //!
 //! The kernel host never runs a command itself; it asks [`Targets`] to resolve a
 //! granted target name to its inventory entry and executor: `local`

@@ -1,4 +1,6 @@
-//! Where in the YAML text a value lives: JSON pointer -> line and column.
+//! YAML utilities with no runbook knowledge: the non-recursive nesting
+//! check every YAML input passes first ([`check_depth`]), and where in the
+//! text a value lives (JSON pointer -> line and column, [`Locator`]).
 
 use std::collections::HashMap;
 

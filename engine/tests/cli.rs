@@ -400,7 +400,7 @@ fn inventory_check_validates_and_probes() {
 
 #[test]
 fn inventory_check_probes_ssh_targets_and_shows_the_key_to_pin() {
-    use firedrill::target::{Inventory, TargetSpec};
+    use firedrill::transport::{Inventory, TargetSpec};
     let sshd = firedrill_tests::sshd::Sshd::start();
     let home = tempfile::tempdir().expect("tempdir");
     let mut inventory = Inventory::default();
@@ -446,7 +446,7 @@ fn inventory_check_probes_ssh_targets_and_shows_the_key_to_pin() {
 
 #[test]
 fn ssh_agent_auth_is_used_when_the_inventory_says_agent() {
-    use firedrill::target::{Inventory, SshAuth, TargetSpec};
+    use firedrill::transport::{Inventory, SshAuth, TargetSpec};
     let sshd = firedrill_tests::sshd::Sshd::start();
     let agent = firedrill_tests::sshd::Agent::start(&[&sshd.client_key()]);
     let home = tempfile::tempdir().expect("tempdir");

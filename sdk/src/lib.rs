@@ -35,6 +35,7 @@
 
 pub mod capability;
 pub mod manifest;
+pub mod pattern;
 
 #[cfg(feature = "kernel")]
 pub mod guest;

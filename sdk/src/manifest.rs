@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::capability::{CommandPattern, PatternError, UrlPattern};
+use crate::pattern::{CommandPattern, PatternError, UrlPattern};
 
 /// How a run executes. Dry-run is the default everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]

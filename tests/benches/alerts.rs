@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use firedrill::auth::Role;
 use firedrill::server::ServerConfig;
 use firedrill::store::{AuditFilter, RunStatus};
-use firedrill::target::TargetsConfig;
+use firedrill::transport::TargetsConfig;
 use firedrill_tests::bench::{self, Goal, Measure, Stat};
 use firedrill_tests::web::WebServer;
 use firedrill_tests::{TestEnv, alertmanager_payload, probe_on_alert};
@@ -195,7 +195,7 @@ async fn overload(
     for id in &started {
         wait_finished(env, id).await;
     }
-    let verified = firedrill::audit::verify_store(env.store.as_ref())
+    let verified = firedrill::store::verify_store(env.store.as_ref())
         .await
         .expect("verify");
     assert!(verified.first_bad.is_none());

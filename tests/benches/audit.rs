@@ -8,8 +8,9 @@
 
 use std::time::Instant;
 
-use firedrill::audit::{Actor, NewEvent, verify_store};
+use firedrill::audit::{Actor, NewEvent};
 use firedrill::store::Batch;
+use firedrill::store::verify_store;
 use firedrill_tests::TestEnv;
 use firedrill_tests::bench::{self, Goal, Measure, Stat};
 
@@ -28,7 +29,7 @@ async fn main() {
         for i in 0..FILL_BATCH.min(records - b * FILL_BATCH) {
             let run = format!("run-{:08}", (b * FILL_BATCH + i) / 12);
             batch = batch.event(
-                NewEvent::new(&actor, "host.call", format!("web-{}", i % 40))
+                NewEvent::custom(&actor, "host.call", format!("web-{}", i % 40))
                     .details(serde_json::json!({
                         "step": "restart",
                         "target": format!("web-{}", i % 40),

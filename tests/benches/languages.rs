@@ -20,7 +20,7 @@ use firedrill::Mode;
 use firedrill::cli::author::{Lang, scaffold};
 use firedrill::kernel::{HostConfig, InvokeRequest, KernelHost, KernelLimits};
 use firedrill::secret::StaticSecrets;
-use firedrill::target::{MockTargets, Targets};
+use firedrill::transport::{MockTargets, Targets};
 use firedrill_tests::bench::{self, Measure};
 use firedrill_tests::{foreign_kernel, reuse_language_tools};
 

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use firedrill::store::RunFilter;
-use firedrill::target::TargetsConfig;
+use firedrill::transport::TargetsConfig;
 use firedrill_tests::TestEnv;
 use firedrill_tests::bench::{self, Goal, Measure, Stat};
 use firedrill_tests::nodes::{Node, append_config, queue};

@@ -80,7 +80,7 @@ async fn audit_appends(store: Arc<dyn Store>, writers: usize, total: usize) -> f
                 let actor = Actor::user("bench");
                 for i in 0..total / writers {
                     store
-                        .apply(Batch::new().event(NewEvent::new(
+                        .apply(Batch::new().event(NewEvent::custom(
                             &actor,
                             "bench.append",
                             format!("w{w}:{i}"),

@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use firedrill::Mode;
 use firedrill::store::RunStatus;
-use firedrill::target::{Inventory, SshConfig, TargetsConfig};
+use firedrill::transport::{Inventory, SshConfig, TargetsConfig};
 use firedrill_tests::bench::{self, Goal, Measure, Stat};
 use firedrill_tests::sshd::Sshd;
 use firedrill_tests::{TestEnv, workspace_root};

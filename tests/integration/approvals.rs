@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Parser as _;
 use firedrill::auth::Role;
 use firedrill::server::ServerConfig;
-use firedrill::store::{AuditFilter, RunStatus};
+use firedrill::store::{AuditFilter, RunStatus, StepStatus};
 use firedrill_tests::{TestEnv, alertmanager_payload};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -147,7 +147,7 @@ async fn a_live_run_waits_for_two_distinct_approvers_who_did_not_start_it() {
     assert!(
         steps
             .iter()
-            .any(|s| s.step_id == "act" && s.status == "succeeded")
+            .any(|s| s.step_id == "act" && s.status == StepStatus::Succeeded)
     );
     let approved = api
         .env

@@ -3,7 +3,7 @@
 //! tampering done behind firedrill's back.
 
 use firedrill::Mode;
-use firedrill::audit::verify_store;
+use firedrill::store::verify_store;
 use firedrill_tests::TestEnv;
 use sqlx::{Connection, SqliteConnection};
 
@@ -198,8 +198,9 @@ async fn verify_reads_exact_records_across_pages_and_finds_tampering_on_a_later_
         let mut batch = Batch::new();
         for _ in 0..500.min(records - appended) {
             let text = awkward[(appended % 5) as usize];
-            let mut event = NewEvent::new(&Actor::user(text), text, format!("{text}:{appended}"))
-                .details(serde_json::json!({ "text": text, "i": appended }));
+            let mut event =
+                NewEvent::custom(&Actor::user(text), text, format!("{text}:{appended}"))
+                    .details(serde_json::json!({ "text": text, "i": appended }));
             if appended % 2 == 0 {
                 event = event.run(&format!("run-{}", appended / 10));
             }

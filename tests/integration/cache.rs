@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use firedrill::kernel::{CacheOutcome, HostConfig, KernelHost};
 use firedrill::secret::StaticSecrets;
-use firedrill::target::{Inventory, Targets};
+use firedrill::transport::{Inventory, Targets};
 use firedrill_tests::guest_bytes;
 
 fn host(cache: &std::path::Path) -> KernelHost {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use firedrill::auth::Role;
 use firedrill::server::ServerConfig;
-use firedrill::store::{AuditFilter, RunStatus};
+use firedrill::store::{AuditFilter, RunStatus, StepStatus};
 use firedrill_tests::TestEnv;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -241,7 +241,7 @@ async fn a_halted_run_is_resumed_where_it_stopped_or_abandoned() {
         .iter()
         .find(|s| s.step_id == "after")
         .expect("after ran");
-    assert_eq!(after.status, "succeeded");
+    assert_eq!(after.status, StepStatus::Succeeded);
     let started = api
         .env
         .store

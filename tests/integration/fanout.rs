@@ -3,7 +3,7 @@
 //! too many), `max_targets` (blast radius), per-target results.
 
 use firedrill::Mode;
-use firedrill::store::RunStatus;
+use firedrill::store::{RunStatus, TargetStatus};
 use firedrill_tests::TestEnv;
 
 fn runbook(targets: &str, limits: &str, dir: &std::path::Path, fail: &[&str]) -> String {
@@ -39,7 +39,7 @@ async fn a_group_fans_out_one_invocation_per_target_with_per_target_results() {
     assert!(
         per_target
             .iter()
-            .all(|t| t.status == "succeeded" && t.attempts == 1)
+            .all(|t| t.status == TargetStatus::Succeeded && t.attempts == 1)
     );
     // Each invocation was granted only its own target.
     let calls = env.store.host_calls(&id).await.expect("calls");
@@ -77,7 +77,7 @@ async fn max_errors_stops_new_targets_and_fails_the_step() {
         .await
         .expect("targets")
         .into_iter()
-        .map(|t| (t.target, t.status))
+        .map(|t| (t.target, t.status.to_string()))
         .collect();
     assert_eq!(
         statuses,

@@ -6,7 +6,7 @@
 
 use firedrill::Mode;
 use firedrill::store::RunStatus;
-use firedrill::target::{HttpTarget, Inventory, RetryConfig, TargetSpec, TargetsConfig};
+use firedrill::transport::{HttpTarget, Inventory, RetryConfig, TargetSpec, TargetsConfig};
 use firedrill_tests::sshd::Sshd;
 use firedrill_tests::web::WebServer;
 use firedrill_tests::{TestEnv, workspace_root};
@@ -135,7 +135,7 @@ async fn fan_out_over_five_hosts_stops_at_max_errors_with_the_failure_recorded()
         .await
         .expect("targets")
         .into_iter()
-        .map(|t| (t.target, t.status))
+        .map(|t| (t.target, t.status.to_string()))
         .collect();
     assert_eq!(
         statuses,

@@ -305,8 +305,8 @@ async fn nothing_survives_in_a_reused_sandbox() {
                     cache_dir: Some(firedrill_tests::kernel_cache_dir()),
                     ..firedrill::kernel::HostConfig::default()
                 },
-                firedrill::target::Targets::new(
-                    firedrill::target::Inventory::default().with_local("local"),
+                firedrill::transport::Targets::new(
+                    firedrill::transport::Inventory::default().with_local("local"),
                 ),
                 Arc::new(firedrill::secret::StaticSecrets::default()),
             )

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use firedrill::Mode;
-use firedrill::target::{
+use firedrill::transport::{
     ExecError, ExecLimits, Faults, HttpOutput, HttpRequest, HttpTarget, Inventory, RetryConfig,
     TargetSpec, Targets, TargetsConfig,
 };
@@ -277,7 +277,7 @@ async fn redirect_count_and_request_body_limits_hold_at_their_edges() {
     let t = Targets::with_config(
         inventory,
         &TargetsConfig {
-            http: firedrill::target::HttpConfig {
+            http: firedrill::transport::HttpConfig {
                 max_redirects: 3,
                 request_bytes: 1024,
                 ..Default::default()

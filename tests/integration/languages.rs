@@ -13,7 +13,7 @@ use firedrill::Mode;
 use firedrill::executor::planned_changes;
 use firedrill::kernel::{CallOutcome, InvokeError, KernelLimits, Limit};
 use firedrill::secret::StaticSecrets;
-use firedrill::target::{Inventory, TargetSpec};
+use firedrill::transport::{Inventory, TargetSpec};
 use firedrill_tests::{
     TestEnv, demo_inventory, foreign_kernel, guest_bytes, host_with, invoke_on_web1,
 };

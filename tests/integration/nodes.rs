@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use firedrill::audit::Actor;
-use firedrill::store::{AuditFilter, RunFilter, RunStatus};
+use firedrill::store::{AuditFilter, RunFilter, RunStatus, StepStatus};
 use firedrill_tests::nodes::{Node, config, queue};
 use firedrill_tests::{TestEnv, guest_bytes};
 
@@ -90,7 +90,7 @@ async fn actions(env: &TestEnv, run_id: &str) -> Vec<(String, String)> {
 }
 
 async fn chain_verifies(env: &TestEnv) {
-    let report = firedrill::audit::verify_store(env.store.as_ref())
+    let report = firedrill::store::verify_store(env.store.as_ref())
         .await
         .expect("verify");
     assert!(report.first_bad.is_none(), "audit chain: {report:?}");
@@ -139,7 +139,7 @@ async fn wait_for_intent(env: &TestEnv, ids: &[String]) {
             let steps = env.store.steps(id).await.expect("steps");
             if steps
                 .iter()
-                .any(|s| s.step_id == "append" && s.status == "running")
+                .any(|s| s.step_id == "append" && s.status == StepStatus::Running)
             {
                 break;
             }
@@ -263,7 +263,7 @@ async fn a_killed_nodes_runs_are_taken_over_and_the_unsafe_step_waits_for_a_pers
     assert_eq!(counts.get(&ids[2]), None, "abandoned: not appended");
     let steps = env.store.steps(&ids[1]).await.expect("steps");
     let skipped = steps.iter().find(|s| s.step_id == "append").expect("step");
-    assert_eq!(skipped.status, "skipped");
+    assert_eq!(skipped.status, StepStatus::Skipped);
     assert!(
         skipped
             .error
@@ -310,7 +310,11 @@ async fn a_paused_node_past_its_lease_cannot_change_or_record_anything() {
     );
     let steps = env.store.steps(&ids[0]).await.expect("steps");
     let append = steps.iter().find(|s| s.step_id == "append").expect("step");
-    assert_eq!(append.status, "running", "its late result was rejected");
+    assert_eq!(
+        append.status,
+        StepStatus::Running,
+        "its late result was rejected"
+    );
     chain_verifies(&env).await;
 }
 
@@ -421,7 +425,7 @@ async fn a_kill9_soak_against_live_runs_keeps_every_invariant() {
                 let steps = env.store.steps(id).await.expect("steps");
                 if steps
                     .iter()
-                    .any(|s| s.step_id == "append" && s.status == "running")
+                    .any(|s| s.step_id == "append" && s.status == StepStatus::Running)
                 {
                     inside = true;
                     break;

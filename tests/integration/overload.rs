@@ -138,7 +138,7 @@ async fn overload_is_shed_health_answers_and_no_decision_is_lost() {
         .await
         .expect("audit");
     assert_eq!(received.len(), decisions.len());
-    let verified = firedrill::audit::verify_store(env.store.as_ref())
+    let verified = firedrill::store::verify_store(env.store.as_ref())
         .await
         .expect("verify");
     assert!(verified.first_bad.is_none(), "{verified:?}");

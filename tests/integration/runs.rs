@@ -4,7 +4,7 @@
 
 use firedrill::Mode;
 use firedrill::executor::planned_changes;
-use firedrill::store::{AuditFilter, RunStatus};
+use firedrill::store::{AuditFilter, RunStatus, StepStatus};
 use firedrill_tests::TestEnv;
 
 const RESTART: &str = r#"apiVersion: firedrill/v1
@@ -46,7 +46,7 @@ async fn step_status(env: &TestEnv, id: &str) -> Vec<(String, String, i64)> {
         .await
         .expect("steps")
         .into_iter()
-        .map(|s| (s.step_id, s.status, s.attempts))
+        .map(|s| (s.step_id, s.status.to_string(), s.attempts))
         .collect()
 }
 
@@ -129,7 +129,7 @@ async fn runs_record_runbook_and_kernel_digests_and_the_actor() {
     );
     assert!(kernels.contains_key("restart-service@1.0.0"));
     for step in env.store.steps(&id).await.expect("steps") {
-        if step.status != "skipped" {
+        if step.status != StepStatus::Skipped {
             assert_eq!(
                 step.kernel_digest.as_deref(),
                 kernels[&step.kernel].as_str()

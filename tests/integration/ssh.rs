@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use firedrill::target::{
+use firedrill::transport::{
     ExecError, ExecLimits, Faults, Inventory, RetryConfig, SshAuth, SshConfig, SshTarget,
     TargetSpec, Targets, TargetsConfig,
 };
@@ -47,7 +47,7 @@ async fn exec(
     name: &str,
     cmd: &str,
     l: ExecLimits,
-) -> (Result<firedrill::target::ExecOutput, ExecError>, Faults) {
+) -> (Result<firedrill::transport::ExecOutput, ExecError>, Faults) {
     let mut faults = Faults::default();
     let r = t.exec(name, cmd, l, &mut faults).await;
     (r, faults)
@@ -96,11 +96,14 @@ async fn unknown_host_key_is_refused_before_authentication() {
     let blob = key.split_whitespace().nth(1).expect("blob");
     assert!(err.contains("is not pinned"), "{err}");
     // The message shows the presented fingerprint and the line to pin.
-    let pinned = firedrill::target::PinnedKey::parse(&key).expect("parses");
-    let firedrill::target::PinnedKey::Key { blob: raw, .. } = pinned else {
+    let pinned = firedrill::transport::PinnedKey::parse(&key).expect("parses");
+    let firedrill::transport::PinnedKey::Key { blob: raw, .. } = pinned else {
         panic!("key")
     };
-    assert!(err.contains(&firedrill::target::fingerprint(&raw)), "{err}");
+    assert!(
+        err.contains(&firedrill::transport::fingerprint(&raw)),
+        "{err}"
+    );
     assert!(err.contains(blob), "{err}");
     // Permanent: no retry. And the server never saw a userauth request.
     assert!(faults.is_empty());
@@ -125,13 +128,13 @@ async fn rotated_host_key_is_refused_and_a_fingerprint_pin_works() {
         .0
         .expect("pinned key accepted");
     // A SHA256 fingerprint pin, on a non-22 port, works too.
-    let firedrill::target::PinnedKey::Key { blob, .. } =
-        firedrill::target::PinnedKey::parse(&sshd.host_key_line()).expect("parses")
+    let firedrill::transport::PinnedKey::Key { blob, .. } =
+        firedrill::transport::PinnedKey::parse(&sshd.host_key_line()).expect("parses")
     else {
         panic!("key")
     };
     let mut by_fp = pinned.clone();
-    by_fp.host_key = Some(firedrill::target::fingerprint(&blob));
+    by_fp.host_key = Some(firedrill::transport::fingerprint(&blob));
     let t2 = targets(vec![("web", TargetSpec::Ssh(by_fp))], SshConfig::default());
     exec(&t2, "web", "true", limits(10_000, 64))
         .await

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use firedrill::audit::{Actor, NewEvent, verify_store};
+use firedrill::audit::{Actor, NewEvent};
+use firedrill::store::verify_store;
 use firedrill::store::{
     Applied, AuditFilter, Batch, KernelRow, SqliteStore, Store, StoreConfig, Write,
 };
@@ -26,7 +27,7 @@ fn publish(name: &str, digest: &str) -> Batch {
         .write(Write::PublishKernel(kernel(name, digest)))
         .event(NewEvent::new(
             &Actor::user("test"),
-            "kernel.published",
+            firedrill::audit::Action::KernelPublished,
             format!("kernel:{name}@1.0.0"),
         ))
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use firedrill::Mode;
 use firedrill::audit::Actor;
 use firedrill::executor::RunError;
-use firedrill::store::{AuditFilter, RunFilter, RunStatus};
+use firedrill::store::{AuditFilter, RunFilter, RunStatus, StepStatus};
 use firedrill::switch::{self, SwitchError};
 use firedrill_tests::TestEnv;
 
@@ -123,13 +123,12 @@ async fn engaged_switch_refuses_live_runs_but_not_dry_runs_and_is_scoped() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_run_in_progress_halts_at_the_next_step_boundary() {
-    let env = TestEnv::new().await;
-    let dir = env.home.path().join("marks");
+/// Start a live run of `two_steps` and engage the global switch while
+/// its first step is in flight; returns the run's id once it halted.
+async fn halted_run(env: &TestEnv, dir: &std::path::Path) -> String {
     std::fs::create_dir_all(dir.join("cleanup")).expect("dir");
     let service = env.service.clone();
-    let text = two_steps("gamma", &dir);
+    let text = two_steps("gamma", dir);
     let run = tokio::spawn(async move {
         service
             .run(firedrill::executor::RunRequest {
@@ -150,7 +149,7 @@ async fn a_live_run_in_progress_halts_at_the_next_step_boundary() {
             let steps = env.store.steps(&r.id).await.expect("steps");
             if steps
                 .iter()
-                .any(|s| s.step_id == "first" && s.status == "running")
+                .any(|s| s.step_id == "first" && s.status == StepStatus::Running)
             {
                 break r.id.clone();
             }
@@ -169,6 +168,14 @@ async fn a_live_run_in_progress_halts_at_the_next_step_boundary() {
     // Let the first step finish.
     std::fs::write(dir.join("go"), "").expect("go");
     assert_eq!(run.await.expect("joins").expect("runs"), id);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_run_in_progress_halts_at_the_next_step_boundary() {
+    let env = TestEnv::new().await;
+    let dir = env.home.path().join("marks");
+    let id = halted_run(&env, &dir).await;
 
     let row = env.store.run(&id).await.expect("read").expect("run");
     assert_eq!(row.status, RunStatus::Halted);
@@ -179,7 +186,7 @@ async fn a_live_run_in_progress_halts_at_the_next_step_boundary() {
     );
     let steps = env.store.steps(&id).await.expect("steps");
     assert_eq!(steps.len(), 1, "only the first step ran");
-    assert_eq!(steps[0].status, "succeeded");
+    assert_eq!(steps[0].status, StepStatus::Succeeded);
     // Neither the second step nor on_failure touched the target.
     assert!(!dir.join("demo-host").exists());
     assert!(!dir.join("cleanup").join("demo-host").exists());
@@ -193,4 +200,74 @@ async fn a_live_run_in_progress_halts_at_the_next_step_boundary() {
         .await
         .expect("audit");
     assert_eq!(finished[0].outcome, "halted");
+}
+
+/// Two people resume the same halted run at once: one wins; the other is
+/// told someone else continued it first (409 conflict), not that the queue
+/// is full (429), and no load is counted as shed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_resuming_one_halted_run_the_second_gets_a_conflict_not_a_full_queue() {
+    let env = TestEnv::new().await;
+    let dir = env.home.path().join("marks");
+    let id = halted_run(&env, &dir).await;
+    switch::flip(
+        env.store.as_ref(),
+        None,
+        false,
+        "incident over",
+        &Actor::user("alice"),
+    )
+    .await
+    .expect("released");
+    let service = &env.service;
+    let mut prepared = Vec::new();
+    for who in ["alice", "bob", "carol"] {
+        prepared.push(
+            service
+                .prepare_resume(&id, &Actor::user(who), "the incident is over")
+                .await
+                .expect("halted runs can be resumed"),
+        );
+    }
+    let carol = prepared.pop().expect("carol");
+    let bob = prepared.pop().expect("bob");
+    let alice = prepared.pop().expect("alice");
+    let state = firedrill::server::AppState::new(
+        service.clone(),
+        firedrill::server::ServerConfig::default(),
+    );
+    assert_eq!(state.admit(alice).await.expect("the first resume wins"), id);
+    let lost = state.admit(bob).await.expect_err("the second loses");
+    assert_eq!(lost.status.as_u16(), 409, "{}", lost.message);
+    assert_eq!(lost.code, "conflict");
+    assert!(lost.message.contains("someone else"), "{}", lost.message);
+    assert_eq!(
+        service.metrics().shed_total(),
+        0,
+        "a lost race is not shed load"
+    );
+    // The same at the service (the CLI's path).
+    let err = service.enqueue(carol, None).await.expect_err("loses too");
+    assert!(
+        matches!(
+            err,
+            RunError::LostRace {
+                was: RunStatus::Halted,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // One resume is recorded, not three.
+    let resumed = env
+        .store
+        .audit(&AuditFilter {
+            run_id: Some(id.clone()),
+            action: Some("run.resumed".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0].actor_id, "alice");
 }

@@ -17,7 +17,7 @@ use firedrill::executor::{RunRequest, RunbookSource, Service};
 use firedrill::kernel::{HostConfig, KernelHost, KernelLimits, Registry};
 use firedrill::secret::StaticSecrets;
 use firedrill::store::{SqliteStore, Store, StoreConfig};
-use firedrill::target::{Inventory, TargetSpec, Targets, TargetsConfig};
+use firedrill::transport::{Inventory, TargetSpec, Targets, TargetsConfig};
 
 /// Guest crates and the component file each produces.
 pub const GUESTS: &[(&str, &str)] = &[

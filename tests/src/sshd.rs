@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use firedrill::target::{SshAuth, SshTarget, TargetSpec};
+use firedrill::transport::{SshAuth, SshTarget, TargetSpec};
 
 use crate::free_port;
 use crate::workspace_root;

@@ -138,11 +138,11 @@ impl WebServer {
 
     /// An inventory whose only target, `name`, is this server as an HTTP
     /// endpoint (loopback allowed), for `TestEnv::with_targets`.
-    pub fn inventory(&self, name: &str) -> firedrill::target::Inventory {
-        let mut inventory = firedrill::target::Inventory::default();
+    pub fn inventory(&self, name: &str) -> firedrill::transport::Inventory {
+        let mut inventory = firedrill::transport::Inventory::default();
         inventory.targets.insert(
             name.into(),
-            firedrill::target::TargetSpec::Http(firedrill::target::HttpTarget {
+            firedrill::transport::TargetSpec::Http(firedrill::transport::HttpTarget {
                 base_url: self.url(""),
                 auth_secret: None,
                 allow_private: true,

@@ -22,7 +22,7 @@ use crate::Mode;
 use crate::home::Home;
 use crate::kernel::{CacheOutcome, InvokeReport, InvokeRequest, KernelHost, LoadedKernel};
 use crate::secret::{Secret, StaticSecrets};
-use crate::target::{MockTargets, Targets};
+use crate::transport::{MockTargets, Targets};
 
 pub use scaffold::{Lang, scaffold};
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::term::{field, sanitize_json, sanitized};
 use crate::audit::AuditRecord;
@@ -115,11 +115,11 @@ pub fn run_text(
         if step.attempts > 1 {
             let _ = write!(s, "  ({} attempts)", step.attempts);
         }
-        if step.phase == "on_failure" {
+        if step.phase == crate::store::Phase::OnFailure {
             let _ = write!(s, "  [on_failure]");
         }
         s.push('\n');
-        if step.status == "skipped" {
+        if step.status == crate::store::StepStatus::Skipped {
             let _ = writeln!(s, "      skipped: its `when` condition was false");
         }
         for c in calls.iter().filter(|c| c.step_id == step.step_id) {
@@ -212,71 +212,6 @@ pub fn run_text(
         );
     }
     s
-}
-
-/// The run as stable JSON for scripts.
-pub fn run_json(
-    run: &RunRow,
-    steps: &[StepRow],
-    targets: &[StepTargetRow],
-    calls: &[HostCallRow],
-    audit: Option<&Vec<AuditRecord>>,
-) -> Value {
-    let steps: Vec<Value> = steps
-        .iter()
-        .map(|st| {
-            let host_calls: Vec<&Value> = calls
-                .iter()
-                .filter(|c| c.step_id == st.step_id)
-                .map(|c| &c.call)
-                .collect();
-            json!({
-                "id": st.step_id,
-                "phase": st.phase,
-                "kernel": st.kernel,
-                "kernel_digest": st.kernel_digest,
-                "status": st.status,
-                "attempts": st.attempts,
-                "targets": st.targets,
-                "input": st.input,
-                "output": st.output,
-                "error": st.error,
-                "logs": st.logs,
-                "duration_ms": st.duration_ms,
-                "host_calls": host_calls,
-                "targets_detail": targets
-                    .iter()
-                    .filter(|t| t.step_id == st.step_id)
-                    .map(|t| json!({"target": t.target, "status": t.status, "attempts": t.attempts, "output": t.output, "error": t.error, "duration_ms": t.duration_ms}))
-                    .collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let planned: Vec<&Value> = planned_changes(calls)
-        .into_iter()
-        .map(|c| &c.call)
-        .collect();
-    let mut out = json!({
-        "run_id": run.id,
-        "runbook": run.runbook,
-        "runbook_version": run.runbook_version,
-        "runbook_digest": run.runbook_digest,
-        "draft": run.draft,
-        "mode": run.mode,
-        "actor": run.actor,
-        "status": run.status,
-        "error": run.error,
-        "inputs": run.inputs,
-        "kernels": run.kernels,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "steps": steps,
-        "planned_changes": planned,
-    });
-    if let (Some(audit), Some(o)) = (audit, out.as_object_mut()) {
-        o.insert("audit".into(), json!(audit));
-    }
-    out
 }
 
 pub fn runs_text(rows: &[RunRow]) -> String {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::store::{Fence, StepRow};
+use crate::store::{Fence, Phase, StepRow, StepStatus, TargetStatus};
 
 /// `[node]` in `firedrill.toml`: this process as one of several nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,14 +174,14 @@ pub fn pick_up(
     targets: &[crate::store::StepTargetRow],
     idempotent: &dyn Fn(usize) -> bool,
 ) -> PickUp {
-    if let Some(failed) = rows.iter().find(|r| r.status == "failed") {
+    if let Some(failed) = rows.iter().find(|r| r.status == StepStatus::Failed) {
         return PickUp::Failed(format!(
             "step `{}` had failed when the engine stopped ({}); the on_failure steps that had not finished were not run again: check the targets",
             failed.step_id,
             failed.error.as_deref().unwrap_or("no error recorded")
         ));
     }
-    if let Some(r) = rows.iter().find(|r| r.phase == "on_failure") {
+    if let Some(r) = rows.iter().find(|r| r.phase == Phase::OnFailure) {
         return PickUp::Failed(format!(
             "the engine stopped during on_failure step `{}`; the run had already failed and is not continued: check the targets",
             r.step_id
@@ -189,10 +189,13 @@ pub fn pick_up(
     }
     let gate_done = rows
         .iter()
-        .any(|r| r.phase == "gate" && r.status == "succeeded");
+        .any(|r| r.phase == Phase::Gate && r.status == StepStatus::Succeeded);
     let mut steps = serde_json::Map::new();
     for (i, id) in main.iter().enumerate() {
-        let Some(row) = rows.iter().find(|r| r.phase == "main" && r.step_id == *id) else {
+        let Some(row) = rows
+            .iter()
+            .find(|r| r.phase == Phase::Main && r.step_id == *id)
+        else {
             return PickUp::Continue {
                 from: i,
                 steps: Value::Object(steps),
@@ -200,8 +203,8 @@ pub fn pick_up(
                 rerun: None,
             };
         };
-        match row.status.as_str() {
-            "succeeded" | "skipped" => {
+        match row.status {
+            StepStatus::Succeeded | StepStatus::Skipped => {
                 let per_target: serde_json::Map<String, Value> = targets
                     .iter()
                     .filter(|t| t.step_id == row.step_id)
@@ -217,10 +220,10 @@ pub fn pick_up(
                     json!({"status": row.status, "output": row.output, "targets": per_target}),
                 );
             }
-            "running" if !idempotent(i) => {
+            StepStatus::Running if !idempotent(i) => {
                 let done: Vec<&str> = targets
                     .iter()
-                    .filter(|t| t.step_id == row.step_id && t.status == "succeeded")
+                    .filter(|t| t.step_id == row.step_id && t.status == TargetStatus::Succeeded)
                     .map(|t| t.target.as_str())
                     .collect();
                 return PickUp::NeedsAttention {
@@ -240,7 +243,7 @@ pub fn pick_up(
                     from: i,
                     steps: Value::Object(steps),
                     gate_done,
-                    rerun: (status == "running").then(|| row.step_id.clone()),
+                    rerun: (status == StepStatus::Running).then(|| row.step_id.clone()),
                 };
             }
         }
@@ -262,10 +265,10 @@ mod tests {
             run_id: "r".into(),
             step_id: id.into(),
             position: 0,
-            phase: phase.into(),
+            phase: Phase::parse(phase).expect("a phase"),
             kernel: "k@1".into(),
             kernel_digest: None,
-            status: status.into(),
+            status: StepStatus::parse(status).expect("a step status"),
             attempts: 1,
             targets: json!([]),
             input: None,

@@ -24,7 +24,7 @@ use super::sandbox::{
     CallObserver, HostCall, ImpureDescribe, LogLine, Phase, Sandbox, SandboxSetup,
 };
 use crate::secret::{Redactor, SecretProvider};
-use crate::target::Targets;
+use crate::transport::Targets;
 
 /// Settings of the kernel host (`[kernel]` in `firedrill.toml`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -146,7 +146,7 @@ impl Registry {
         };
         let event = NewEvent::new(
             actor,
-            "kernel.published",
+            crate::audit::Action::KernelPublished,
             format!("kernel:{}", kernel.reference()),
         )
         .details(serde_json::json!({

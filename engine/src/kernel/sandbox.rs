@@ -18,7 +18,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::firedrill::kernel::{host, types as wit};
 use super::limits::{KernelLimits, Limit};
 use crate::secret::{Redactor, Secret, SecretProvider};
-use crate::target::{ExecError, ExecLimits, Faults, HttpRequest, TargetSpec, Targets};
+use crate::transport::{ExecError, ExecLimits, Faults, HttpRequest, TargetSpec, Targets};
 
 /// Bytes of a command's stdout/stderr kept in the call record (the kernel
 /// itself gets up to `exec-output-bytes`).

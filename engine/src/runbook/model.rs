@@ -299,7 +299,7 @@ pub struct Approval {
     pub required: u32,
     /// Token roles whose approvals count (API). Default: approver, admin.
     #[serde(default)]
-    pub roles: Vec<crate::auth::Role>,
+    pub roles: Vec<crate::role::Role>,
     /// How long to wait before the step fails (`30m`). At most 7 days.
     #[schemars(with = "String")]
     pub timeout: HumanDuration,
@@ -333,9 +333,9 @@ impl Step {
 
 impl Approval {
     /// The roles whose approvals count.
-    pub fn roles(&self) -> Vec<crate::auth::Role> {
+    pub fn roles(&self) -> Vec<crate::role::Role> {
         if self.roles.is_empty() {
-            vec![crate::auth::Role::Approver, crate::auth::Role::Admin]
+            vec![crate::role::Role::Approver, crate::role::Role::Admin]
         } else {
             self.roles.clone()
         }

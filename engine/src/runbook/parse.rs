@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use super::locate::{Locator, MAX_YAML_DEPTH, check_depth};
 use super::model::Runbook;
+use crate::yaml::{Locator, MAX_YAML_DEPTH, check_depth};
 
 /// Largest runbook file accepted, checked before anything parses it.
 pub const MAX_RUNBOOK_BYTES: usize = 1 << 20;

@@ -213,7 +213,7 @@ impl Checker<'_, '_> {
         };
         let interval = match (&d.every, &d.cron) {
             (Some(e), None) => Some(e.0),
-            (None, Some(c)) => match crate::drill::cron_interval(c) {
+            (None, Some(c)) => match super::schedule::cron_interval(c) {
                 Ok(i) => Some(i),
                 Err(e) => {
                     self.report.add("/drill/cron", e);
@@ -289,7 +289,7 @@ impl Checker<'_, '_> {
                     "timeout is between 1s and 7 days",
                 );
             }
-            if a.roles().contains(&crate::auth::Role::Webhook) {
+            if a.roles().contains(&crate::role::Role::Webhook) {
                 self.report.add(
                     &format!("{base}/approval/roles"),
                     "webhook tokens only post alerts; they cannot approve",

@@ -15,94 +15,10 @@ use serde_json::{Value, json};
 use super::AppState;
 use crate::Mode;
 use crate::auth::{Action, TokenRow};
-use crate::executor::{RunError, RunRequest, RunbookSource};
+use crate::executor::{RunReport, RunRequest, RunbookSource};
 use crate::store::{AuditFilter, RunFilter, RunStatus};
 
-/// An API error: status, a stable code, and an actionable message.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad-request", message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", message)
-    }
-    pub fn too_many(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "queue-full", message)
-    }
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
-    }
-    /// A failure on the server's side: the client gets a generic message
-    /// and an error id; the detail is logged with that id (it may name
-    /// files, databases or internal state).
-    pub(super) fn internal(e: impl std::fmt::Display) -> Self {
-        let id = uuid::Uuid::now_v7();
-        tracing::error!(error_id = %id, error = %e, "request failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!(
-                "the server could not complete this request (error id {id}); the server log has the details under that id"
-            ),
-        )
-    }
-}
-
-/// What an error answer was, kept on the response for the admission layer
-/// (which audits refusals of authenticated callers).
-#[derive(Debug, Clone)]
-pub(super) struct Refusal {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response();
-        response.extensions_mut().insert(Refusal {
-            code: self.code,
-            message: self.message,
-        });
-        if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        if self.status == StatusCode::TOO_MANY_REQUESTS
-            || self.status == StatusCode::SERVICE_UNAVAILABLE
-        {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(super::RETRY_AFTER_S),
-            );
-        }
-        response
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e)
-    }
-}
+pub use super::error::{ApiError, Refusal};
 
 /// A JSON body that could not be used: too large (413, naming the limit),
 /// not JSON, or not the expected shape (400, with the expected shape).
@@ -144,11 +60,11 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Api
         });
         Err(ApiError::bad_request(match culprit {
             Some((name, why)) => format!(
-                "query parameter `{}` is not valid: {why}; see README, API for the parameters this endpoint takes",
-                crate::cli::term::field(&name)
+                "query parameter `{}` is not valid: {why}; see docs/api.md for the parameters this endpoint takes",
+                crate::term::field(&name)
             ),
             None => format!(
-                "bad query string: {}; see README, API for the parameters this endpoint takes",
+                "bad query string: {}; see docs/api.md for the parameters this endpoint takes",
                 e.body_text()
             ),
         }))
@@ -287,7 +203,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/openapi.json", get(openapi))
         .merge(super::manage::routes())
         .merge(super::console::routes())
-        .fallback(|| async { ApiError::not_found("no such endpoint; see README, API") })
+        .fallback(|| async { ApiError::not_found("no such endpoint; see docs/api.md") })
 }
 
 /// The OpenAPI 3.1 description of this API (`openapi.json` beside this file).
@@ -607,15 +523,7 @@ async fn start_run(
             actor: who.0.actor(),
             inputs,
         })
-        .await
-        .map_err(|e| match e {
-            RunError::NotFound(_) => ApiError::not_found(e.to_string()),
-            RunError::Invalid(_) | RunError::Inputs { .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
-            }
-            RunError::Halted { .. } => ApiError::new(StatusCode::CONFLICT, "halted", e.to_string()),
-            other => ApiError::internal(other),
-        })?;
+        .await?;
     let id = state.admit(prepared).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -692,32 +600,14 @@ pub(super) async fn run_view(
     who: &Principal,
     id: &str,
 ) -> Result<(RunStatus, Value), ApiError> {
-    let store = state.service.store();
     let missing = || ApiError::not_found(format!("no run {id:?}"));
-    let Some(run) = store.run(id).await? else {
+    let Some(report) = RunReport::load(state.service.store().as_ref(), id).await? else {
         return Err(missing());
     };
-    if !who.0.covers(&run.runbook) {
+    if !who.0.covers(&report.runbook) {
         return Err(missing());
     }
-    let steps = store.steps(id).await?;
-    let targets = store.step_targets(id).await?;
-    let calls = store.host_calls(id).await?;
-    let mut view = crate::cli::render::run_json(&run, &steps, &targets, &calls, None);
-    if let (Some(request), Some(o)) = (&run.cancel_requested, view.as_object_mut()) {
-        o.insert("cancel_requested".into(), json!(request));
-    }
-    // The approval being waited for, with the decisions so far.
-    if let Some(step) = steps.iter().find(|s| s.status == "awaiting-approval") {
-        let decisions = store.approvals(id, &step.step_id).await?;
-        if let Some(o) = view.as_object_mut() {
-            o.insert(
-                "pending_approval".into(),
-                json!({"step": step.step_id, "spec": step.input, "decisions": decisions}),
-            );
-        }
-    }
-    Ok((run.status, view))
+    Ok((report.status, report.to_json()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -793,7 +683,7 @@ async fn audit_verify(
 ) -> Result<Json<Value>, ApiError> {
     who.require(Action::Read)?;
     unscoped_for(&who, "the audit log spans every runbook")?;
-    let v = crate::audit::verify_store(state.service.store().as_ref()).await?;
+    let v = crate::store::verify_store(state.service.store().as_ref()).await?;
     Ok(Json(serde_json::to_value(&v).unwrap_or_default()))
 }
 
@@ -830,7 +720,7 @@ async fn dispatch(
     };
     let decisions = crate::alerts::handle(&state.service, actor, scope, alerts, &admit).await?;
     for d in &decisions {
-        state.metrics.alert_decision(d);
+        state.metrics.alert_decision(d.runbook(), &d.outcome());
     }
     let shed = decisions
         .iter()
@@ -974,8 +864,12 @@ pub async fn pagerduty(
                     .store()
                     .apply(
                         crate::store::Batch::new().event(
-                            crate::audit::NewEvent::new(&actor, "alert.ignored", "pagerduty")
-                                .details(json!({"event_type": event_type})),
+                            crate::audit::NewEvent::new(
+                                &actor,
+                                crate::audit::Action::AlertIgnored,
+                                "pagerduty",
+                            )
+                            .details(json!({"event_type": event_type})),
                         ),
                     )
                     .await?;

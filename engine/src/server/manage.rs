@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::api::{ApiError, Principal, rejected, unscoped};
 use crate::auth::{Action, Role};
-use crate::executor::ControlError;
 use crate::kernel::{Published, RegistryError};
 
 pub fn routes() -> Router<AppState> {
@@ -54,20 +53,7 @@ async fn run_drill(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     who.require(Action::StartRun)?;
     who.see(&runbook)?;
-    let prepared = crate::drill::prepare_drill(&state.service, &runbook)
-        .await
-        .map_err(|e| match e {
-            crate::executor::RunError::NotFound(_) => ApiError::not_found(e.to_string()),
-            crate::executor::RunError::Halted { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "halted", e.to_string())
-            }
-            crate::executor::RunError::Store(e) => ApiError::internal(e),
-            other => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid",
-                other.to_string(),
-            ),
-        })?;
+    let prepared = crate::drill::prepare_drill(&state.service, &runbook).await?;
     state
         .service
         .store()
@@ -75,7 +61,7 @@ async fn run_drill(
             crate::store::Batch::new().event(
                 crate::audit::NewEvent::new(
                     &who.0.actor(),
-                    "drill.requested",
+                    crate::audit::Action::DrillRequested,
                     format!("runbook:{runbook}"),
                 )
                 .details(json!({"run_id": prepared.id})),
@@ -109,8 +95,7 @@ async fn rollback_runbook(
     let row = state
         .service
         .rollback_runbook(&name, body.version, &who.0.actor(), &body.reason)
-        .await
-        .map_err(control_error)?;
+        .await?;
     Ok(Json(
         json!({"name": row.name, "current_version": row.version, "digest": row.digest}),
     ))
@@ -402,21 +387,6 @@ struct Reason {
 
 const REASON_BODY: &str = r#"{"reason": TEXT}"#;
 
-fn control_error(e: ControlError) -> ApiError {
-    match e {
-        ControlError::NotFound(_) => ApiError::not_found(e.to_string()),
-        ControlError::WrongState { .. } | ControlError::Refused(_) => {
-            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
-        }
-        ControlError::Run(ref run) if matches!(**run, crate::executor::RunError::Halted { .. }) => {
-            ApiError::new(StatusCode::CONFLICT, "halted", e.to_string())
-        }
-        ControlError::NoReason => ApiError::bad_request(e.to_string()),
-        ControlError::Run(other) => ApiError::internal(other),
-        ControlError::Store(e) => ApiError::internal(e),
-    }
-}
-
 /// The run, if this token may see it; 404 otherwise.
 async fn visible_run(
     state: &AppState,
@@ -446,8 +416,7 @@ async fn cancel_run(
     state
         .service
         .cancel(&id, &who.0.actor(), &body.reason)
-        .await
-        .map_err(control_error)?;
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(
@@ -497,8 +466,7 @@ async fn continue_run(
             .service
             .prepare_resume(&id, &actor, &body.reason)
             .await
-    }
-    .map_err(control_error)?;
+    }?;
     let id = state.admit(prepared).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -521,8 +489,7 @@ async fn abandon_run(
     state
         .service
         .abandon(&id, &who.0.actor(), &body.reason)
-        .await
-        .map_err(control_error)?;
+        .await?;
     Ok(Json(json!({"run_id": id, "status": "abandoned"})))
 }
 
@@ -544,9 +511,18 @@ async fn decide(
     visible_run(state, who, id).await?;
     let step = state
         .service
-        .decide_approval(id, &who.0.actor(), Some(who.0.role), approve, &body.comment)
-        .await
-        .map_err(control_error)?;
+        .decide_approval(
+            id,
+            &who.0.actor(),
+            Some(who.0.role),
+            if approve {
+                crate::executor::Decision::Approve
+            } else {
+                crate::executor::Decision::Deny
+            },
+            &body.comment,
+        )
+        .await?;
     Ok(Json(
         json!({"run_id": id, "step": step, "decision": if approve { "approve" } else { "deny" }}),
     ))

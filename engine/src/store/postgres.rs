@@ -16,8 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{Reply, dollar_placeholders, json_text, limit, opt_json, parse_json, sql};
 use super::{
-    Applied, ApprovalRow, AuditFilter, Batch, DrillScheduleRow, HostCallRow, KernelRow, RunFilter,
-    RunRow, RunStatus, RunbookRow, StepRow, StepTargetRow, Store, StoreConfig, StoreError, Write,
+    Applied, ApprovalRow, AuditFilter, Batch, DrillScheduleRow, HostCallRow, KernelRow, Phase,
+    RunFilter, RunRow, RunStatus, RunbookRow, StepRow, StepStatus, StepTargetRow, Store,
+    StoreConfig, StoreError, TargetStatus, Write,
 };
 use crate::audit::{AuditRecord, GENESIS_HASH};
 

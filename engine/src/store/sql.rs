@@ -198,7 +198,7 @@ async fn commit_group(
     tx.commit().await.map_err(sql("commit"))?;
     for ((batch, _), result) in group.iter().zip(&results) {
         if result.as_ref().is_ok_and(Applied::wrote) {
-            crate::failpoint::after_commit(batch);
+            crate::failpoint::after_commit(batch.writes.iter().map(|w| w.kind()));
         }
     }
     Ok(results)
@@ -317,7 +317,14 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             error,
             finished_at,
         } => {
-            sqlx::query(q("UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ?"))
+            if !RunStatus::Running.may_move(*status) {
+                return Err(StoreError::BadTransition {
+                    run_id: id.clone(),
+                    from: RunStatus::Running,
+                    to: *status,
+                });
+            }
+            let done = sqlx::query(q("UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'running'"))
                 .bind(status.as_str())
                 .bind(error)
                 .bind(finished_at)
@@ -325,6 +332,9 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                 .execute(&mut *tx)
                 .await
                 .map_err(sql("finish run"))?;
+            if done.rows_affected() == 0 {
+                return Ok(Applied::Stale);
+            }
         }
         Write::UpsertStep(s) => {
             sqlx::query(q("INSERT INTO steps (run_id, step_id, position, phase, kernel, kernel_digest, status, attempts, targets, input, output, error, logs, started_at, finished_at, duration_ms)
@@ -333,8 +343,8 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                            attempts = excluded.attempts, targets = excluded.targets, input = excluded.input, output = excluded.output,
                            error = excluded.error, logs = excluded.logs, started_at = excluded.started_at,
                            finished_at = excluded.finished_at, duration_ms = excluded.duration_ms"))
-                .bind(&s.run_id).bind(&s.step_id).bind(s.position).bind(&s.phase).bind(&s.kernel)
-                .bind(&s.kernel_digest).bind(&s.status).bind(s.attempts).bind(json_text(&s.targets))
+                .bind(&s.run_id).bind(&s.step_id).bind(s.position).bind(s.phase.as_str()).bind(&s.kernel)
+                .bind(&s.kernel_digest).bind(s.status.as_str()).bind(s.attempts).bind(json_text(&s.targets))
                 .bind(s.input.as_ref().map(json_text)).bind(s.output.as_ref().map(json_text))
                 .bind(&s.error).bind(json_text(&s.logs)).bind(&s.started_at).bind(&s.finished_at)
                 .bind(s.duration_ms)
@@ -351,7 +361,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             .bind(&t.run_id)
             .bind(&t.step_id)
             .bind(&t.target)
-            .bind(&t.status)
+            .bind(t.status.as_str())
             .bind(t.attempts)
             .bind(t.output.as_ref().map(json_text))
             .bind(&t.error)
@@ -379,8 +389,8 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(sql("read token"))?;
-            if let Some(existing_digest) = taken {
-                return Ok(Applied::Conflict { existing_digest });
+            if taken.is_some() {
+                return Ok(Applied::Exists);
             }
             sqlx::query(q("INSERT INTO tokens (id, name, role, runbooks, hash, created_at, created_by, revoked_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)"))
                 .bind(&t.id)
@@ -452,9 +462,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             .await
             .map_err(sql("claim alert"))?;
             if done.rows_affected() == 0 {
-                return Ok(Applied::Conflict {
-                    existing_digest: String::new(),
-                });
+                return Ok(Applied::Exists);
             }
         }
         Write::ReleaseAlert {
@@ -531,6 +539,13 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(sql("read run status"))?;
+            if let Some(from) = from.iter().find(|f| !f.may_move(*to)) {
+                return Err(StoreError::BadTransition {
+                    run_id: id.clone(),
+                    from: *from,
+                    to: *to,
+                });
+            }
             if !current.is_some_and(|c| from.iter().any(|f| f.as_str() == c)) {
                 return Ok(Applied::Stale);
             }
@@ -590,9 +605,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             .await
             .map_err(sql("insert approval"))?;
             if done.rows_affected() == 0 {
-                return Ok(Applied::Conflict {
-                    existing_digest: String::new(),
-                });
+                return Ok(Applied::Exists);
             }
         }
         Write::SetCurrentRunbook {
@@ -724,11 +737,11 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             let done = sqlx::query(
                 q("UPDATE steps SET status = ?, error = COALESCE(?, error) WHERE run_id = ? AND step_id = ? AND status = ?"),
             )
-            .bind(to)
+            .bind(to.as_str())
             .bind(error)
             .bind(run_id)
             .bind(step_id)
-            .bind(from)
+            .bind(from.as_str())
             .execute(&mut *tx)
             .await
             .map_err(sql("decide step"))?;
@@ -774,8 +787,12 @@ fn runbook_row(r: &$row) -> RunbookRow {
     }
 }
 
+/// A stored name parsed by `parse`, or [`StoreError::Corrupt`] naming `what`.
+fn stored<T>(what: &'static str, parse: fn(&str) -> Option<T>, text: String) -> Result<T, StoreError> {
+    parse(&text).ok_or(StoreError::Corrupt { what, reason: text })
+}
+
 fn run_row(r: &$row) -> Result<RunRow, StoreError> {
-    let status: String = r.get("status");
     Ok(RunRow {
         id: r.get("id"),
         runbook: r.get("runbook"),
@@ -784,10 +801,7 @@ fn run_row(r: &$row) -> Result<RunRow, StoreError> {
         draft: r.get("draft"),
         mode: r.get("mode"),
         actor: r.get("actor"),
-        status: RunStatus::parse(&status).ok_or(StoreError::Corrupt {
-            what: "run status",
-            reason: status.clone(),
-        })?,
+        status: stored("run status", RunStatus::parse, r.get("status"))?,
         inputs: parse_json("run inputs", &r.get::<String, _>("inputs"))?,
         kernels: parse_json("run kernels", &r.get::<String, _>("kernels"))?,
         error: r.get("error"),
@@ -808,10 +822,10 @@ fn step_row(r: &$row) -> Result<StepRow, StoreError> {
         run_id: r.get("run_id"),
         step_id: r.get("step_id"),
         position: r.get("position"),
-        phase: r.get("phase"),
+        phase: stored("step phase", Phase::parse, r.get("phase"))?,
         kernel: r.get("kernel"),
         kernel_digest: r.get("kernel_digest"),
-        status: r.get("status"),
+        status: stored("step status", StepStatus::parse, r.get("status"))?,
         attempts: r.get("attempts"),
         targets: parse_json("step targets", &r.get::<String, _>("targets"))?,
         input: opt_json("step input", r.get("input"))?,
@@ -840,12 +854,12 @@ fn audit_record(r: &$row) -> AuditRecord {
     }
 }
 
-fn token_row(r: &$row) -> Result<crate::auth::TokenRow, StoreError> {
+fn token_row(r: &$row) -> Result<super::TokenRow, StoreError> {
     let role: String = r.get("role");
-    Ok(crate::auth::TokenRow {
+    Ok(super::TokenRow {
         id: r.get("id"),
         name: r.get("name"),
-        role: crate::auth::Role::parse(&role).ok_or(StoreError::Corrupt {
+        role: crate::role::Role::parse(&role).ok_or(StoreError::Corrupt {
             what: "token role",
             reason: role.clone(),
         })?,
@@ -1076,7 +1090,7 @@ impl Store for $store {
                 run_id: r.get("run_id"),
                 step_id: r.get("step_id"),
                 target: r.get("target"),
-                status: r.get("status"),
+                status: stored("target status", TargetStatus::parse, r.get("status"))?,
                 attempts: r.get("attempts"),
                 output: opt_json("step target output", r.get("output"))?,
                 error: r.get("error"),
@@ -1158,7 +1172,7 @@ impl Store for $store {
         $crate::store::sql::parse_audit_page(&text)
     }
 
-    async fn tokens(&self) -> Result<Vec<crate::auth::TokenRow>, StoreError> {
+    async fn tokens(&self) -> Result<Vec<super::TokenRow>, StoreError> {
         sqlx::query(q("SELECT * FROM tokens ORDER BY created_at"))
             .fetch_all(&self.reads)
             .await
@@ -1168,7 +1182,7 @@ impl Store for $store {
             .collect()
     }
 
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<crate::auth::TokenRow>, StoreError> {
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<super::TokenRow>, StoreError> {
         sqlx::query(q("SELECT * FROM tokens WHERE hash = ?"))
             .bind(hash)
             .fetch_optional(&self.reads)
@@ -1183,7 +1197,7 @@ impl Store for $store {
         &self,
         hash: &str,
         now: &str,
-    ) -> Result<Option<crate::auth::TokenRow>, StoreError> {
+    ) -> Result<Option<super::TokenRow>, StoreError> {
         sqlx::query(q("SELECT t.* FROM sessions s JOIN tokens t ON t.id = s.token_id WHERE s.hash = ? AND s.expires_at > ?"))
             .bind(hash)
             .bind(now)
@@ -1260,13 +1274,13 @@ impl Store for $store {
             .collect()
     }
 
-    async fn switches(&self) -> Result<Vec<crate::switch::SwitchRow>, StoreError> {
+    async fn switches(&self) -> Result<Vec<super::SwitchRow>, StoreError> {
         Ok(sqlx::query(q("SELECT * FROM switches ORDER BY scope"))
             .fetch_all(&self.reads)
             .await
             .map_err(sql("read switches"))?
             .iter()
-            .map(|r| crate::switch::SwitchRow {
+            .map(|r| super::SwitchRow {
                 scope: r.get("scope"),
                 engaged: r.get("engaged"),
                 reason: r.get("reason"),

@@ -23,8 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sql::{Reply, json_text, limit, opt_json, parse_json, sql};
 use super::{
-    Applied, ApprovalRow, AuditFilter, Batch, DrillScheduleRow, HostCallRow, KernelRow, RunFilter,
-    RunRow, RunStatus, RunbookRow, StepRow, StepTargetRow, Store, StoreError, Write,
+    Applied, ApprovalRow, AuditFilter, Batch, DrillScheduleRow, HostCallRow, KernelRow, Phase,
+    RunFilter, RunRow, RunStatus, RunbookRow, StepRow, StepStatus, StepTargetRow, Store,
+    StoreError, TargetStatus, Write,
 };
 use crate::audit::{AuditRecord, GENESIS_HASH};
 

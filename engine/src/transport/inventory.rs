@@ -235,14 +235,14 @@ impl Inventory {
                 });
             }
         };
-        if let Err(at) = crate::runbook::check_yaml_depth(&text, crate::runbook::MAX_YAML_DEPTH) {
+        if let Err(at) = crate::yaml::check_depth(&text, crate::yaml::MAX_YAML_DEPTH) {
             return Err(InventoryError::Parse {
                 path: path.display().to_string(),
                 message: format!(
                     "line {}, column {}: nested more than {} levels deep",
                     at.line,
                     at.column,
-                    crate::runbook::MAX_YAML_DEPTH
+                    crate::yaml::MAX_YAML_DEPTH
                 ),
             });
         }

@@ -1,0 +1,1007 @@
+//! The run journal: the one writer of a run's records.
+//!
+//! Everything that happens to a run is one variant of [`RunEvent`] (what
+//! the node executing it records, under the run's [`Fence`]) or of
+//! [`RunControl`] (what people and front ends do to a run: admit, resume,
+//! cancel, abandon, decide). Each variant yields, in one `match` arm, its
+//! store writes, its audit action and details, its metric increments and
+//! its log line. Nothing else in the engine applies a write of a run's
+//! rows (`grep 'store.apply\|\.apply(' engine/src/executor` shows only
+//! this file).
+//!
+//! The executing node's writes always carry the fence, and none is sent
+//! once the node gave the run up ([`RunLease::surrendered`]): "a run given
+//! up records nothing more" holds for every record, host calls included.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::lease::RunLease;
+use crate::audit::{Action, Actor, NewEvent, now_rfc3339};
+use crate::kernel::{HostCall, LimitExceeded};
+use crate::metrics::Metrics;
+use crate::store::{
+    Applied, ApprovalRow, Batch, Fence, HostCallRow, RunRow, RunStatus, StepRow, StepStatus,
+    StepTargetRow, Store, StoreError, Write,
+};
+
+/// Milliseconds of `d`, saturating.
+pub(super) fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// One thing the node executing a run records about it.
+pub(super) enum RunEvent<'a> {
+    /// A claimed run ends before its next step: its runbook can no longer
+    /// be used, it had already failed, or a step without a result needs a
+    /// person ([`RunStatus::NeedsAttention`]).
+    PickUpEnded {
+        status: RunStatus,
+        why: String,
+        epoch: i64,
+        previous: Option<&'a str>,
+        runbook: &'a str,
+        mode: &'a str,
+    },
+    /// A run picked up while it was waiting for approval waits again as
+    /// running (its approval step re-waits).
+    PickedUpAwaiting,
+    /// A step that may have been in flight runs again.
+    StepRerun {
+        step: &'a str,
+        why: &'static str,
+        previous: Option<&'a str>,
+    },
+    /// A step's `when` was false.
+    StepSkipped { row: StepRow, when: &'a str },
+    /// A kernel step's intent: its targets and input, before any target runs.
+    StepStarted {
+        row: StepRow,
+        kernel: String,
+        digest: String,
+    },
+    /// An approval step in a dry-run or drill: where a live run would wait.
+    ApprovalNoted {
+        row: StepRow,
+        spec: &'a Value,
+        note: &'static str,
+    },
+    /// A live approval step starts waiting; the run is awaiting approval.
+    ApprovalRequested { row: StepRow, spec: &'a Value },
+    /// The approval wait ended (decided, timed out, cancelled, halted).
+    ApprovalWaitEnded,
+    /// One target's attempt failed with a retryable error; it runs again
+    /// after `backoff`.
+    StepRetried {
+        step: &'a str,
+        target: &'a str,
+        attempt: u32,
+        error: Option<String>,
+        backoff: Duration,
+    },
+    /// A kernel hit one of its limits.
+    LimitExceeded {
+        step: &'a str,
+        target: &'a str,
+        limit: &'a LimitExceeded,
+    },
+    /// A kernel called the host (recorded as it happens).
+    HostCall {
+        step: &'a str,
+        target: &'a str,
+        attempt: i64,
+        call: &'a HostCall,
+    },
+    /// One target of a step ended (or never started).
+    TargetFinished(StepTargetRow),
+    /// A step ended.
+    StepFinished {
+        row: StepRow,
+        runbook: &'a str,
+        took: Duration,
+    },
+    /// The run ended.
+    RunFinished {
+        status: RunStatus,
+        error: Option<String>,
+        runbook: &'a str,
+        version: u32,
+        mode: &'a str,
+        took: Duration,
+    },
+    /// `serve` shut down with the run in progress.
+    Interrupted { error: String },
+}
+
+/// The journal of one run on the node executing it.
+pub(super) struct Journal {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    fence: Fence,
+    /// The node's lease; `None` for a node closing the run on shutdown.
+    lease: Option<Arc<RunLease>>,
+    /// Who the run acts for.
+    actor: Actor,
+    /// The node executing it (claims, pick-up, shutdown).
+    node: Actor,
+}
+
+/// The actor of node `id`.
+pub(super) fn node_actor(id: &str) -> Actor {
+    Actor::engine(
+        crate::audit::ActorKind::Scheduler,
+        format!("node:{id}"),
+        crate::audit::Via::Engine,
+    )
+}
+
+impl Journal {
+    pub(super) fn new(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        lease: Arc<RunLease>,
+        actor: Actor,
+    ) -> Self {
+        Journal {
+            store,
+            metrics,
+            fence: lease.fence.clone(),
+            node: node_actor(&lease.fence.owner),
+            lease: Some(lease),
+            actor,
+        }
+    }
+
+    /// The journal of a node closing a run it holds by `fence` (shutdown).
+    pub(super) fn closing(store: Arc<dyn Store>, metrics: Arc<Metrics>, fence: Fence) -> Self {
+        let node = node_actor(&fence.owner);
+        Journal {
+            store,
+            metrics,
+            fence,
+            lease: None,
+            actor: node.clone(),
+            node,
+        }
+    }
+
+    /// Whether this node may make a live change now (its lease is
+    /// comfortably valid): [`RunLease::may_change`].
+    pub(super) fn may_change(&self) -> Result<(), String> {
+        self.lease.as_ref().map_or(Ok(()), |l| l.may_change())
+    }
+
+    fn run_id(&self) -> &str {
+        &self.fence.run_id
+    }
+
+    fn fenced(&self) -> StoreError {
+        StoreError::Fenced {
+            run_id: self.fence.run_id.clone(),
+        }
+    }
+
+    /// Record `event`: its writes and audit record in one fenced batch,
+    /// its metrics, its log line. [`StoreError::Fenced`] when the run is no
+    /// longer this node's, or this node gave it up.
+    pub(super) async fn record(&self, event: RunEvent<'_>) -> Result<Applied, StoreError> {
+        if self.lease.as_ref().is_some_and(|l| l.surrendered()) {
+            return Err(self.fenced());
+        }
+        let batch = self.batch(event);
+        match self.store.apply(batch.fenced(&self.fence)).await? {
+            Applied::Fenced => Err(self.fenced()),
+            Applied::Stale => {
+                // A status write found the run elsewhere: nothing was
+                // written. Say so; the run's record is what it was.
+                tracing::warn!(run_id = %self.run_id(), "a status change of the run was not applied: the run had already moved on");
+                Ok(Applied::Stale)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Record a host call as it happens. A failure is logged, not returned:
+    /// the step's final record still carries every call.
+    pub(super) async fn host_call(&self, step: &str, target: &str, attempt: i64, call: &HostCall) {
+        let event = RunEvent::HostCall {
+            step,
+            target,
+            attempt,
+            call,
+        };
+        if let Err(e) = self.record(event).await {
+            tracing::error!(run_id = %self.run_id(), step = %step, error = %e, "cannot persist host call");
+        }
+    }
+
+    /// Extend the run's lease (fenced); [`Applied::Fenced`] once another
+    /// node took it over.
+    pub(super) async fn renew(&self, lease_ms: i64) -> Result<Applied, StoreError> {
+        let batch = Batch::new()
+            .write(Write::RenewLease {
+                run_id: self.fence.run_id.clone(),
+                lease_ms,
+            })
+            .fenced(&self.fence);
+        self.store.apply(batch).await
+    }
+
+    /// The batch of `event`, with its metrics counted and its line logged.
+    fn batch(&self, event: RunEvent<'_>) -> Batch {
+        let id = self.run_id().to_string();
+        let by_run =
+            |action: Action, subject: String| NewEvent::new(&self.actor, action, subject).run(&id);
+        let by_node =
+            |action: Action| NewEvent::new(&self.node, action, format!("run:{id}")).run(&id);
+        let m = &self.metrics;
+        match event {
+            RunEvent::PickUpEnded {
+                status,
+                why,
+                epoch,
+                previous,
+                runbook,
+                mode,
+            } => {
+                let action = if status == RunStatus::NeedsAttention {
+                    tracing::warn!(run_id = %id, "run needs attention: a step that is not idempotent has no result");
+                    Action::RunNeedsAttention
+                } else {
+                    m.run_finished(runbook, mode, status.as_str(), Duration::ZERO);
+                    tracing::warn!(run_id = %id, status = status.as_str(), error = %why, "run ended when it was picked up");
+                    Action::RunFinished
+                };
+                Batch::new()
+                    .write(Write::TransitionRun {
+                        id: id.clone(),
+                        from: vec![RunStatus::Running, RunStatus::AwaitingApproval],
+                        to: status,
+                        error: Some(why.clone()),
+                        finished_at: (status != RunStatus::NeedsAttention).then(now_rfc3339),
+                    })
+                    .event(
+                        by_node(action).outcome(status.as_str()).details(
+                            json!({"error": why, "epoch": epoch, "previous_owner": previous}),
+                        ),
+                    )
+            }
+            RunEvent::PickedUpAwaiting => Batch::new().write(Write::TransitionRun {
+                id,
+                from: vec![RunStatus::AwaitingApproval],
+                to: RunStatus::Running,
+                error: None,
+                finished_at: None,
+            }),
+            RunEvent::StepRerun {
+                step,
+                why,
+                previous,
+            } => {
+                tracing::info!(run_id = %id, step, why, "step runs again");
+                Batch::new().event(
+                    NewEvent::new(&self.node, Action::StepRerun, format!("step:{step}"))
+                        .details(json!({"why": why, "previous_owner": previous}))
+                        .run(&id),
+                )
+            }
+            RunEvent::StepSkipped { row, when } => {
+                let subject = format!("step:{}", row.step_id);
+                Batch::new().write(Write::UpsertStep(row)).event(
+                    by_run(Action::StepSkipped, subject)
+                        .outcome("skipped")
+                        .details(json!({"when": when, "reason": "condition was false"})),
+                )
+            }
+            RunEvent::StepStarted {
+                row,
+                kernel,
+                digest,
+            } => {
+                let subject = format!("step:{}", row.step_id);
+                let details = json!({
+                    "kernel": kernel,
+                    "digest": digest,
+                    "targets": row.targets,
+                    "phase": row.phase.as_str(),
+                });
+                Batch::new()
+                    .write(Write::UpsertStep(row))
+                    .event(by_run(Action::StepStarted, subject).details(details))
+            }
+            RunEvent::ApprovalNoted { row, spec, note } => {
+                let subject = format!("step:{}", row.step_id);
+                Batch::new().write(Write::UpsertStep(row)).event(
+                    by_run(Action::StepStarted, subject)
+                        .details(json!({"approval": spec, "note": note})),
+                )
+            }
+            RunEvent::ApprovalRequested { row, spec } => {
+                tracing::info!(run_id = %id, step = %row.step_id, "waiting for approval");
+                let subject = format!("step:{}", row.step_id);
+                Batch::new()
+                    .write(Write::UpsertStep(row))
+                    .write(Write::TransitionRun {
+                        id: id.clone(),
+                        from: vec![RunStatus::Running],
+                        to: RunStatus::AwaitingApproval,
+                        error: None,
+                        finished_at: None,
+                    })
+                    .event(by_run(Action::ApprovalRequested, subject).details(spec.clone()))
+            }
+            RunEvent::ApprovalWaitEnded => Batch::new().write(Write::TransitionRun {
+                id,
+                from: vec![RunStatus::AwaitingApproval],
+                to: RunStatus::Running,
+                error: None,
+                finished_at: None,
+            }),
+            RunEvent::StepRetried {
+                step,
+                target,
+                attempt,
+                error,
+                backoff,
+            } => {
+                m.inc("firedrill_retries_total", &[("kind", "step")]);
+                tracing::info!(run_id = %id, step, target, attempt, "retrying after a retryable error");
+                Batch::new().event(
+                    by_run(Action::StepRetried, format!("step:{step}"))
+                        .outcome("retrying")
+                        .details(json!({"target": target, "attempt": attempt, "error": error, "backoff_ms": ms(backoff)})),
+                )
+            }
+            RunEvent::LimitExceeded {
+                step,
+                target,
+                limit,
+            } => {
+                tracing::warn!(run_id = %id, step, target, limit = limit.limit.config_key(), "kernel limit exceeded");
+                Batch::new().event(
+                    by_run(Action::LimitExceeded, format!("step:{step}"))
+                        .outcome("failed")
+                        .details(json!({"target": target, "limit": limit.limit, "value": limit.value, "config_key": limit.limit.config_key()})),
+                )
+            }
+            RunEvent::HostCall {
+                step,
+                target,
+                attempt,
+                call,
+            } => self.host_call_batch(step, target, attempt, call),
+            RunEvent::TargetFinished(row) => {
+                let subject = format!("target:{}", row.target);
+                let details =
+                    json!({"step": row.step_id, "attempts": row.attempts, "error": row.error});
+                let outcome = row.status.as_str();
+                Batch::new().write(Write::UpsertStepTarget(row)).event(
+                    by_run(Action::StepTargetFinished, subject)
+                        .outcome(outcome)
+                        .details(details),
+                )
+            }
+            RunEvent::StepFinished { row, runbook, took } => {
+                let outcome = row.status.as_str();
+                tracing::info!(run_id = %id, step = %row.step_id, status = outcome, duration_ms = row.duration_ms, "step finished");
+                m.observe(
+                    "firedrill_step_duration_seconds",
+                    &[("runbook", runbook), ("status", outcome)],
+                    took,
+                );
+                let event = by_run(Action::StepFinished, format!("step:{}", row.step_id))
+                    .outcome(outcome)
+                    .details(json!({
+                        "kernel": row.kernel,
+                        "digest": row.kernel_digest,
+                        "attempts": row.attempts,
+                        "duration_ms": row.duration_ms,
+                        "error": row.error,
+                    }));
+                Batch::new().write(Write::UpsertStep(row)).event(event)
+            }
+            RunEvent::RunFinished {
+                status,
+                error,
+                runbook,
+                version,
+                mode,
+                took,
+            } => {
+                tracing::info!(run_id = %id, status = status.as_str(), "run finished");
+                m.run_finished(runbook, mode, status.as_str(), took);
+                Batch::new()
+                    .write(Write::FinishRun {
+                        id: id.clone(),
+                        status,
+                        error: error.clone(),
+                        finished_at: now_rfc3339(),
+                    })
+                    .event(
+                        by_run(Action::RunFinished, format!("runbook:{runbook}@{version}"))
+                            .outcome(status.as_str())
+                            .details(json!({"duration_ms": ms(took), "error": error})),
+                    )
+            }
+            RunEvent::Interrupted { error } => {
+                tracing::warn!(run_id = %id, "recording the run as interrupted");
+                Batch::new()
+                    .write(Write::TransitionRun {
+                        id: id.clone(),
+                        from: vec![RunStatus::Running, RunStatus::AwaitingApproval],
+                        to: RunStatus::Interrupted,
+                        error: Some(error.clone()),
+                        finished_at: Some(now_rfc3339()),
+                    })
+                    .event(
+                        by_node(Action::RunInterrupted)
+                            .outcome("interrupted")
+                            .details(json!({"error": error})),
+                    )
+            }
+        }
+    }
+
+    fn host_call_batch(&self, step: &str, target: &str, attempt: i64, call: &HostCall) -> Batch {
+        let record = serde_json::to_value(call).unwrap_or_default();
+        let denied = call.is_denied();
+        let mut details = json!({"step": step, "attempt": attempt});
+        if let (Some(d), Some(r)) = (details.as_object_mut(), record.as_object()) {
+            // stdout/stderr stay in the run's host-call records, not the audit log.
+            for (k, v) in r {
+                if k != "stdout" && k != "stderr" {
+                    d.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let called = record.get("target").and_then(Value::as_str).unwrap_or("-");
+        let outcome = record
+            .get("outcome")
+            .and_then(Value::as_str)
+            .unwrap_or("ok");
+        let kind = record.get("kind").and_then(Value::as_str).unwrap_or("-");
+        let effect = record.get("effect").and_then(Value::as_str).unwrap_or("-");
+        let m = &self.metrics;
+        m.inc(
+            "firedrill_host_calls_total",
+            &[
+                ("kind", kind),
+                ("effect", effect),
+                ("outcome", if call.simulated { "planned" } else { outcome }),
+            ],
+        );
+        if denied {
+            m.denied("capability");
+        }
+        m.add(
+            "firedrill_retries_total",
+            &[("kind", "connect")],
+            u64::from(call.faults.retries),
+        );
+        m.add(
+            "firedrill_retries_total",
+            &[("kind", "reconnect")],
+            u64::from(call.faults.reconnects),
+        );
+        let action = if denied {
+            Action::CapabilityDenied
+        } else {
+            Action::HostCall
+        };
+        Batch::new()
+            .write(Write::InsertHostCall(HostCallRow {
+                run_id: self.run_id().to_string(),
+                step_id: step.to_string(),
+                target: target.to_string(),
+                attempt,
+                index: i64::from(call.index),
+                call: record.clone(),
+            }))
+            .event(
+                NewEvent::new(&self.actor, action, format!("target:{called}"))
+                    .outcome(if call.simulated { "simulated" } else { outcome })
+                    .details(details)
+                    .run(self.run_id()),
+            )
+    }
+}
+
+/// What a person or front end does to a run (not under a fence: these are
+/// conditional writes on the run's status).
+pub(super) enum RunControl<'a> {
+    /// Queue a new run (`run.started`); with `claim_by`, this node claims
+    /// it in the same batch (the CLI executing its own run).
+    Admit {
+        run: Box<RunRow>,
+        details: Value,
+        max_active: u64,
+        max_per_runbook: u64,
+        claim_by: Option<(&'a str, i64)>,
+    },
+    /// Queue a stopped run again (`run.resumed`), or mark its step without
+    /// a result skipped first (`run.step-skipped`).
+    Continue {
+        id: &'a str,
+        was: RunStatus,
+        step: Option<(&'a str, StepStatus)>,
+        reason: &'a str,
+        claim_by: Option<(&'a str, i64)>,
+    },
+    /// A live run refused by the big red switch before anything was written.
+    Refused { runbook: String, reason: String },
+    /// End a queued run before it started.
+    CancelQueued { id: &'a str, reason: &'a str },
+    /// Ask a running run to stop at its next step boundary.
+    RequestCancel { id: &'a str, reason: &'a str },
+    /// Close a stopped run for good.
+    Abandon {
+        id: &'a str,
+        was: RunStatus,
+        was_error: Option<&'a str>,
+        reason: &'a str,
+    },
+    /// A person's decision on the approval step a run waits at.
+    Decide(ApprovalRow),
+}
+
+/// Record `control` as `actor`: its writes and audit record in one batch.
+pub(super) async fn control(
+    store: &dyn Store,
+    metrics: &Metrics,
+    actor: &Actor,
+    control: RunControl<'_>,
+) -> Result<Applied, StoreError> {
+    let claim = |batch: Batch, claim_by: Option<(&str, i64)>, id: &str| match claim_by {
+        Some((owner, lease_ms)) => batch.write(Write::ClaimQueued {
+            owner: owner.to_string(),
+            lease_ms,
+            only: Some(id.to_string()),
+        }),
+        None => batch,
+    };
+    let batch = match control {
+        RunControl::Admit {
+            run,
+            details,
+            max_active,
+            max_per_runbook,
+            claim_by,
+        } => {
+            metrics.run_started(&run.runbook, &run.mode, actor.kind.trigger());
+            let id = run.id.clone();
+            let event = NewEvent::new(
+                actor,
+                Action::RunStarted,
+                format!("runbook:{}@{}", run.runbook, run.runbook_version),
+            )
+            .details(details)
+            .run(&id);
+            let batch = Batch::new()
+                .write(Write::EnqueueRun {
+                    run: *run,
+                    max_active,
+                    max_per_runbook,
+                })
+                .event(event);
+            claim(batch, claim_by, &id)
+        }
+        RunControl::Continue {
+            id,
+            was,
+            step,
+            reason,
+            claim_by,
+        } => {
+            let mut batch = Batch::new();
+            let mut action = Action::RunResumed;
+            if let Some((step, to)) = step {
+                let skipped = to == StepStatus::Skipped;
+                if skipped {
+                    action = Action::RunStepSkipped;
+                }
+                batch = batch.write(Write::DecideStep {
+                    run_id: id.to_string(),
+                    step_id: step.to_string(),
+                    from: StepStatus::Running,
+                    to,
+                    error: skipped.then(|| format!("skipped by {actor}: {reason}")),
+                });
+            }
+            let batch = batch
+                .write(Write::TransitionRun {
+                    id: id.to_string(),
+                    from: vec![was],
+                    to: RunStatus::Queued,
+                    error: None,
+                    finished_at: None,
+                })
+                .event(
+                    NewEvent::new(actor, action, format!("run:{id}"))
+                        .details(json!({
+                            "reason": reason,
+                            "was": was.as_str(),
+                            "step": step.map(|(s, _)| s),
+                        }))
+                        .run(id),
+                );
+            claim(batch, claim_by, id)
+        }
+        RunControl::Refused { runbook, reason } => Batch::new().event(
+            NewEvent::new(actor, Action::RunRefused, format!("runbook:{runbook}"))
+                .outcome("halted")
+                .details(json!({"mode": "live", "reason": reason})),
+        ),
+        RunControl::CancelQueued { id, reason } => Batch::new()
+            .write(Write::TransitionRun {
+                id: id.to_string(),
+                from: vec![RunStatus::Queued],
+                to: RunStatus::Cancelled,
+                error: Some(format!(
+                    "cancelled before it started (by {actor}: {reason})"
+                )),
+                finished_at: Some(now_rfc3339()),
+            })
+            .event(
+                NewEvent::new(actor, Action::RunCancelled, format!("run:{id}"))
+                    .outcome("cancelled")
+                    .details(json!({"reason": reason, "was": "queued"}))
+                    .run(id),
+            ),
+        RunControl::RequestCancel { id, reason } => Batch::new()
+            .write(Write::RequestCancel {
+                id: id.to_string(),
+                request: format!("{actor}: {reason}"),
+            })
+            .event(
+                NewEvent::new(actor, Action::RunCancelRequested, format!("run:{id}"))
+                    .details(json!({"reason": reason}))
+                    .run(id),
+            ),
+        RunControl::Abandon {
+            id,
+            was,
+            was_error,
+            reason,
+        } => Batch::new()
+            .write(Write::TransitionRun {
+                id: id.to_string(),
+                from: vec![was],
+                to: RunStatus::Abandoned,
+                error: Some(format!(
+                    "abandoned by {actor}: {reason} (was {was}: {})",
+                    was_error.unwrap_or("-")
+                )),
+                finished_at: Some(now_rfc3339()),
+            })
+            .event(
+                NewEvent::new(actor, Action::RunAbandoned, format!("run:{id}"))
+                    .outcome("abandoned")
+                    .details(json!({"reason": reason, "was": was.as_str()}))
+                    .run(id),
+            ),
+        RunControl::Decide(row) => {
+            let action = if row.decision == super::approval::Decision::Approve.as_str() {
+                Action::ApprovalApproved
+            } else {
+                Action::ApprovalDenied
+            };
+            let event = NewEvent::new(actor, action, format!("step:{}", row.step_id))
+                .details(json!({"comment": row.comment}))
+                .run(&row.run_id);
+            Batch::new().write(Write::InsertApproval(row)).event(event)
+        }
+    };
+    store.apply(batch).await
+}
+
+/// Claim a run for a node (`ClaimQueued` or `TakeOver`); the store writes
+/// `run.claimed` / `run.taken-over` in the same transaction.
+pub(super) async fn claim(store: &dyn Store, write: Write) -> Result<Applied, StoreError> {
+    debug_assert!(matches!(
+        write,
+        Write::ClaimQueued { .. } | Write::TakeOver { .. }
+    ));
+    store.apply(Batch::new().write(write)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::kernel::{CallKind, CallOutcome, Limit};
+    use crate::store::{AuditFilter, SqliteStore, StoreConfig};
+
+    /// A store holding one run claimed by node `n1` (epoch 1).
+    async fn claimed_run(dir: &std::path::Path) -> Arc<dyn Store> {
+        let store = SqliteStore::open(&dir.join("db.sqlite"), &StoreConfig::default())
+            .await
+            .expect("store");
+        let store: Arc<dyn Store> = Arc::new(store);
+        let run = RunRow {
+            id: "run-1".into(),
+            runbook: "rb".into(),
+            runbook_version: 1,
+            runbook_digest: "sha256:x".into(),
+            draft: false,
+            mode: "live".into(),
+            actor: "user:alice".into(),
+            status: RunStatus::Queued,
+            inputs: json!({}),
+            kernels: json!({}),
+            error: None,
+            started_at: now_rfc3339(),
+            finished_at: None,
+            cancel_requested: None,
+            drill: false,
+            owner: None,
+            epoch: 0,
+            gate: None,
+            source: None,
+        };
+        let admitted = control(
+            store.as_ref(),
+            &Metrics::default(),
+            &Actor::user("alice"),
+            RunControl::Admit {
+                run: Box::new(run),
+                details: json!({}),
+                max_active: 10,
+                max_per_runbook: 10,
+                claim_by: Some(("n1", 60_000)),
+            },
+        )
+        .await
+        .expect("admit");
+        assert!(
+            matches!(admitted, Applied::Claimed { epoch: 1, .. }),
+            "{admitted:?}"
+        );
+        // Its step `restart` has started (by the holder).
+        let holder = Journal::new(
+            store.clone(),
+            Arc::new(Metrics::default()),
+            lease(1, Instant::now()),
+            Actor::user("alice"),
+        );
+        let row = StepRow {
+            run_id: "run-1".into(),
+            step_id: "restart".into(),
+            position: 0,
+            phase: crate::store::Phase::Main,
+            kernel: "k@1.0.0".into(),
+            kernel_digest: None,
+            status: StepStatus::Running,
+            attempts: 0,
+            targets: json!(["web-1"]),
+            input: None,
+            output: None,
+            error: None,
+            logs: json!([]),
+            started_at: Some(now_rfc3339()),
+            finished_at: None,
+            duration_ms: None,
+        };
+        let started = RunEvent::StepStarted {
+            row,
+            kernel: "k@1.0.0".into(),
+            digest: "sha256:k".into(),
+        };
+        assert_eq!(
+            holder.record(started).await.expect("started"),
+            Applied::Done
+        );
+        store
+    }
+
+    fn lease(epoch: i64, sent_at: Instant) -> Arc<RunLease> {
+        Arc::new(RunLease::new(
+            Fence {
+                run_id: "run-1".into(),
+                owner: "n1".into(),
+                epoch,
+            },
+            Duration::from_secs(60),
+            sent_at,
+        ))
+    }
+
+    fn call() -> HostCall {
+        HostCall {
+            index: 0,
+            call: CallKind::Exec {
+                target: "web-1".into(),
+                command: "systemctl restart web".into(),
+            },
+            effect: Some(crate::Effect::Change),
+            simulated: false,
+            outcome: CallOutcome::Failed {
+                reason: "exit 1".into(),
+            },
+            started_at_ms: 0,
+            duration_ms: 1,
+            faults: Default::default(),
+        }
+    }
+
+    async fn records(store: &dyn Store) -> Vec<String> {
+        store
+            .audit(&AuditFilter {
+                run_id: Some("run-1".into()),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("audit")
+            .into_iter()
+            .map(|r| r.action)
+            .collect()
+    }
+
+    /// The events the executor records between a step's start and end,
+    /// retries and limits included (they once bypassed the fence).
+    fn events<'a>(limit: &'a LimitExceeded, call: &'a HostCall) -> Vec<RunEvent<'a>> {
+        vec![
+            RunEvent::StepRetried {
+                step: "restart",
+                target: "web-1",
+                attempt: 1,
+                error: Some("exit 1".into()),
+                backoff: Duration::from_millis(10),
+            },
+            RunEvent::LimitExceeded {
+                step: "restart",
+                target: "web-1",
+                limit,
+            },
+            RunEvent::HostCall {
+                step: "restart",
+                target: "web-1",
+                attempt: 1,
+                call,
+            },
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_node_that_lost_the_run_records_no_retry_limit_or_host_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = claimed_run(dir.path()).await;
+        let before = records(store.as_ref()).await;
+        let limit = LimitExceeded {
+            limit: Limit::Memory,
+            value: 1,
+        };
+        let call = call();
+        // Epoch 0: another node has claimed the run since (it is at 1).
+        let stale = Journal::new(
+            store.clone(),
+            Arc::new(Metrics::default()),
+            lease(0, Instant::now()),
+            Actor::user("alice"),
+        );
+        for event in events(&limit, &call) {
+            let e = stale.record(event).await.expect_err("fenced");
+            assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
+        }
+        stale.host_call("restart", "web-1", 1, &call).await;
+        assert_eq!(records(store.as_ref()).await, before);
+        assert!(store.host_calls("run-1").await.expect("calls").is_empty());
+
+        // The holder's journal records each of them.
+        let holder = Journal::new(
+            store.clone(),
+            Arc::new(Metrics::default()),
+            lease(1, Instant::now()),
+            Actor::user("alice"),
+        );
+        for event in events(&limit, &call) {
+            assert_eq!(holder.record(event).await.expect("recorded"), Applied::Done);
+        }
+        let after = records(store.as_ref()).await;
+        for want in ["step.retried", "limit.exceeded", "host.call"] {
+            assert!(
+                after.iter().any(|a| a == want),
+                "{want} missing from {after:?}"
+            );
+        }
+        assert_eq!(store.host_calls("run-1").await.expect("calls").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_gave_the_run_up_records_nothing_more_host_calls_included() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = claimed_run(dir.path()).await;
+        let before = records(store.as_ref()).await;
+        // The fence still holds in the store, but the node's own clock says
+        // its lease ran low: it surrenders the run at its next change.
+        let low = lease(1, Instant::now() - Duration::from_secs(59));
+        let journal = Journal::new(
+            store.clone(),
+            Arc::new(Metrics::default()),
+            low.clone(),
+            Actor::user("alice"),
+        );
+        assert!(journal.may_change().is_err());
+        assert!(low.surrendered());
+        let limit = LimitExceeded {
+            limit: Limit::Memory,
+            value: 1,
+        };
+        let call = call();
+        for event in events(&limit, &call) {
+            let e = journal.record(event).await.expect_err("given up");
+            assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
+        }
+        // The recorder path of a kernel's host calls.
+        journal.host_call("restart", "web-1", 1, &call).await;
+        assert_eq!(records(store.as_ref()).await, before);
+        assert!(store.host_calls("run-1").await.expect("calls").is_empty());
+    }
+
+    /// Every write of a run's rows is in this file: no other file of the
+    /// engine names a write of run, step, target or host-call rows, and no
+    /// other executor file applies a batch (publish and rollback of
+    /// runbooks, in `resolve.rs`, are not run rows).
+    #[test]
+    fn only_the_journal_writes_a_run() {
+        const RUN_WRITES: &[&str] = &[
+            "Write::EnqueueRun",
+            "Write::FinishRun",
+            "Write::TransitionRun",
+            "Write::UpsertStep",
+            "Write::UpsertStepTarget",
+            "Write::InsertHostCall",
+            "Write::RequestCancel",
+            "Write::DecideStep",
+            "Write::InsertApproval",
+            "Write::RenewLease",
+            "Write::ClaimQueued",
+            "Write::TakeOver",
+        ];
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut stack = vec![src.clone()];
+        let mut seen = 0;
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read src") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let name = path
+                    .strip_prefix(&src)
+                    .expect("under src")
+                    .to_string_lossy()
+                    .to_string();
+                let text = std::fs::read_to_string(&path).expect("read");
+                seen += 1;
+                // The store defines and applies them; the journal writes them;
+                // claims are the journal's `claim`, called from claim.rs.
+                if name.starts_with("store") || name == "executor/journal.rs" {
+                    continue;
+                }
+                for write in RUN_WRITES {
+                    let allowed = name == "executor/claim.rs"
+                        && matches!(*write, "Write::ClaimQueued" | "Write::TakeOver");
+                    assert!(
+                        allowed || !text.contains(write),
+                        "{name} builds {write}; record it through the journal (executor/journal.rs)"
+                    );
+                }
+                if name.starts_with("executor") && name != "executor/resolve.rs" {
+                    assert!(
+                        !text.contains(".apply("),
+                        "{name} applies a store write itself; record it through the journal"
+                    );
+                }
+            }
+        }
+        assert!(seen > 50, "only {seen} source files found");
+    }
+}

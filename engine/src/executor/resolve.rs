@@ -1,0 +1,190 @@
+//! Runbooks and kernels: validation against the registry, publish and
+//! rollback, and the stored runbook a claimed or resumed run uses (checked
+//! against the digests it recorded).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::Service;
+use super::error::{ControlError, PublishError, reason_of};
+use crate::audit::{Action, Actor, NewEvent, now_rfc3339};
+use crate::kernel::RegistryError;
+use crate::runbook::{KernelCatalog, Problems, Runbook, ValidRunbook, parse_runbook, validate};
+use crate::store::{Applied, Batch, RunRow, RunbookRow, StoreError, Write};
+
+impl Service {
+    /// Resolve every kernel `runbook` names (or why it cannot be used).
+    async fn catalog(&self, runbook: &Runbook) -> KernelCatalog {
+        let mut catalog = KernelCatalog::new();
+        for step in runbook.all_steps() {
+            let Ok(r) = step.kernel_ref() else { continue };
+            if catalog.contains_key(&r) {
+                continue;
+            }
+            let resolved = self
+                .registry
+                .resolve(&self.host, &r.name, &r.version)
+                .await
+                .map_err(|e: RegistryError| e.to_string());
+            catalog.insert(r, resolved);
+        }
+        catalog
+    }
+
+    /// Validate runbook `text` completely (kernels resolved from the registry).
+    pub async fn validate(&self, file: &str, text: &str) -> Result<ValidRunbook, Problems> {
+        let parsed = parse_runbook(file, text)?;
+        let catalog = self.catalog(&parsed).await;
+        validate(file, text, &catalog, &self.templates)
+    }
+
+    /// `name@version -> digest` of every kernel `runbook` uses, as runs
+    /// record it; `None` when one is not published.
+    pub async fn kernel_digests(&self, runbook: &Runbook) -> Result<Option<Value>, StoreError> {
+        let mut out = BTreeMap::new();
+        for step in runbook.all_steps().filter(|s| s.approval.is_none()) {
+            let Ok(r) = step.kernel_ref() else {
+                return Ok(None);
+            };
+            match self.store.kernel(&r.name, &r.version).await? {
+                Some(k) => out.insert(r.to_string(), k.digest),
+                None => return Ok(None),
+            };
+        }
+        Ok(Some(json!(out)))
+    }
+
+    /// Validate and publish a runbook version, audited as `actor`.
+    pub async fn publish_runbook(
+        &self,
+        file: &str,
+        text: &str,
+        actor: &Actor,
+    ) -> Result<(RunbookRow, bool), PublishError> {
+        let valid = self
+            .validate(file, text)
+            .await
+            .map_err(PublishError::Invalid)?;
+        let rb = &valid.runbook;
+        let row = RunbookRow {
+            name: rb.name.clone(),
+            version: i64::from(rb.version),
+            digest: valid.digest.clone(),
+            source: valid.source.clone(),
+            published_at: now_rfc3339(),
+            published_by: actor.to_string(),
+        };
+        let reference = format!("{}@{}", rb.name, rb.version);
+        let event = NewEvent::new(
+            actor,
+            Action::RunbookPublished,
+            format!("runbook:{reference}"),
+        )
+        .details(json!({"digest": valid.digest, "kernels": kernel_map(&valid)}));
+        match self
+            .store
+            .apply(
+                Batch::new()
+                    .write(Write::PublishRunbook(row.clone()))
+                    .event(event),
+            )
+            .await?
+        {
+            Applied::Done => Ok((row, true)),
+            Applied::AlreadyPresent => Ok((row, false)),
+            Applied::Conflict { existing_digest } => Err(PublishError::Conflict {
+                reference,
+                existing: existing_digest,
+            }),
+            _ => Err(PublishError::Store(StoreError::Corrupt {
+                what: "runbook publish",
+                reason: "the store answered a publish as a conditional write".into(),
+            })),
+        }
+    }
+
+    /// Make an earlier published version of `name` current again (what runs
+    /// by name, what alerts and drills use) until a new version is
+    /// published. Audited as `runbook.rolled-back`.
+    pub async fn rollback_runbook(
+        &self,
+        name: &str,
+        version: i64,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<RunbookRow, ControlError> {
+        let reason = reason_of(reason)?;
+        let from = self
+            .store
+            .runbook(name, None)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(name.to_string()))?;
+        let row = self
+            .store
+            .runbook(name, Some(version))
+            .await?
+            .ok_or_else(|| {
+                ControlError::Refused(format!("{name}@{version} was never published"))
+            })?;
+        self.store
+            .apply(
+                Batch::new()
+                    .write(Write::SetCurrentRunbook {
+                        name: name.to_string(),
+                        version,
+                        at: now_rfc3339(),
+                        by: actor.to_string(),
+                    })
+                    .event(
+                        NewEvent::new(actor, Action::RunbookRolledBack, format!("runbook:{name}"))
+                            .details(json!({"from": from.version, "to": version, "digest": row.digest, "reason": reason})),
+                    ),
+            )
+            .await?;
+        Ok(row)
+    }
+
+    /// The runbook a stored run uses, checked against its recorded digests.
+    pub(super) async fn stored_runbook(&self, run: &RunRow) -> Result<ValidRunbook, String> {
+        let (name, text) = match &run.source {
+            Some(text) => (format!("{} (draft)", run.runbook), text.clone()),
+            None => {
+                let row = self
+                    .store
+                    .runbook(&run.runbook, Some(run.runbook_version))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| {
+                        format!(
+                            "{}@{} is no longer published",
+                            run.runbook, run.runbook_version
+                        )
+                    })?;
+                (format!("{}@{}", row.name, row.version), row.source)
+            }
+        };
+        let valid = self
+            .validate(&name, &text)
+            .await
+            .map_err(|p| p.to_string())?;
+        if valid.digest != run.runbook_digest {
+            return Err(format!("{name} no longer has the digest this run used"));
+        }
+        if json!(kernel_map(&valid)) != run.kernels {
+            return Err(format!(
+                "the kernels of {name} no longer resolve to the digests this run used"
+            ));
+        }
+        Ok(valid)
+    }
+}
+
+/// `name@version -> digest` of the kernels a validated runbook resolved.
+pub(super) fn kernel_map(valid: &ValidRunbook) -> BTreeMap<String, String> {
+    valid
+        .kernels
+        .iter()
+        .map(|(r, k)| (r.to_string(), k.digest.clone()))
+        .collect()
+}
