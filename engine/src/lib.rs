@@ -26,4 +26,7 @@ pub mod term;
 pub mod transport;
 pub mod yaml;
 
+#[cfg(test)]
+mod layers;
+
 pub use firedrill_sdk::manifest::{Effect, Manifest, Mode};

@@ -7,9 +7,12 @@
 //! durable.
 
 mod postgres;
+mod reads;
 mod sql;
 mod sqlite;
 mod status;
+mod writer;
+mod writes;
 
 use serde::{Deserialize, Serialize};
 

@@ -94,3 +94,65 @@ async fn concurrent_batches_with_a_conflict_commit_together_and_keep_the_chain()
         assert_eq!(seqs, (1..=99).collect::<Vec<_>>(), "gap-free");
     }
 }
+
+/// The two databases' schemas are written separately (SQLite's migrations
+/// grew one change at a time; PostgreSQL's started from the result): they
+/// must agree, table by table and column by column. Starts its own
+/// throwaway PostgreSQL, whichever backend the suite runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_and_postgresql_schemas_have_the_same_tables_and_columns() {
+    use sqlx::Row as _;
+    use std::collections::BTreeSet;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("schema.db");
+    SqliteStore::open(&path, &StoreConfig::default())
+        .await
+        .expect("sqlite migrates");
+    let url = firedrill_tests::pg::new_database().await;
+    firedrill::store::PgStore::open(&url, &StoreConfig::default())
+        .await
+        .expect("postgres migrates");
+
+    let mut lite = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}",
+        path.display()
+    ))
+    .await
+    .expect("sqlite");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx%' ORDER BY name",
+    )
+    .fetch_all(&mut lite)
+    .await
+    .expect("tables");
+    let mut sqlite_columns = BTreeSet::new();
+    for table in &tables {
+        // `table` comes from sqlite_master, not from input.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA table_info({table})")))
+            .fetch_all(&mut lite)
+            .await
+            .expect("columns");
+        for r in rows {
+            sqlite_columns.insert((table.clone(), r.get::<String, _>("name")));
+        }
+    }
+    let mut pg = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("postgres");
+    let pg_columns: BTreeSet<(String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name NOT LIKE '_sqlx%'",
+    )
+    .fetch_all(&mut pg)
+    .await
+    .expect("pg columns")
+    .into_iter()
+    .collect();
+    assert!(sqlite_columns.len() > 40, "{sqlite_columns:?}");
+    let only_sqlite: Vec<_> = sqlite_columns.difference(&pg_columns).collect();
+    let only_pg: Vec<_> = pg_columns.difference(&sqlite_columns).collect();
+    assert!(
+        only_sqlite.is_empty() && only_pg.is_empty(),
+        "the schemas differ: only in SQLite {only_sqlite:?}; only in PostgreSQL {only_pg:?}"
+    );
+}

@@ -7,7 +7,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+
 use crate::executor::{ControlError, RunError};
+
+/// Seconds a client is told to wait when shed.
+pub(super) const RETRY_AFTER_S: &str = "1";
 
 /// An API error: status, a stable code, and an actionable message.
 #[derive(Debug)]
@@ -80,10 +86,9 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::TOO_MANY_REQUESTS
             || self.status == StatusCode::SERVICE_UNAVAILABLE
         {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(super::RETRY_AFTER_S),
-            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
         }
         response
     }
@@ -122,5 +127,56 @@ impl From<ControlError> for ApiError {
             ControlError::Run(run) => (*run).into(),
             ControlError::Store(e) => ApiError::internal(e),
         }
+    }
+}
+
+/// A JSON body that could not be used: too large (413, naming the limit),
+/// not JSON, or not the expected shape (400, with the expected shape).
+pub(super) fn rejected(e: &axum::extract::rejection::JsonRejection, expected: &str) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "the request body is larger than server.body-bytes",
+        );
+    }
+    ApiError::bad_request(format!("{}; expected {expected}", e.body_text()))
+}
+
+/// A query string; a bad one is a 400 in the API's error shape, naming
+/// the parameter that is wrong.
+#[derive(Debug)]
+pub(super) struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let e = match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => return Ok(ApiQuery(v)),
+            Err(e) => e,
+        };
+        // Name the parameter: the first one that fails on its own (every
+        // query of this API is optional parameters only).
+        let query = parts.uri.query().unwrap_or_default();
+        let culprit = url::form_urlencoded::parse(query.as_bytes()).find_map(|(k, v)| {
+            let one: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair(&k, &v)
+                .finish();
+            let uri: axum::http::Uri = format!("/?{one}").parse().ok()?;
+            Query::<T>::try_from_uri(&uri)
+                .err()
+                .map(|e| (k.into_owned(), e.body_text()))
+        });
+        Err(ApiError::bad_request(match culprit {
+            Some((name, why)) => format!(
+                "query parameter `{}` is not valid: {why}; see docs/api.md for the parameters this endpoint takes",
+                crate::term::field(&name)
+            ),
+            None => format!(
+                "bad query string: {}; see docs/api.md for the parameters this endpoint takes",
+                e.body_text()
+            ),
+        }))
     }
 }

@@ -13,8 +13,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
-use super::AppState;
-use super::api::{ApiError, Caller, Principal, run_view};
+use super::error::ApiError;
+use super::principal::{Caller, Principal};
+use super::runs::run_view;
+use super::state::AppState;
 use crate::auth::Action;
 use crate::store::RunStatus;
 

@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::rustls;
 
-use super::AppState;
+use super::state::AppState;
 
 /// The TLS certificate and key could not be used.
 #[derive(Debug, thiserror::Error)]

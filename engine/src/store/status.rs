@@ -244,6 +244,9 @@ mod tests {
         let mut lists = 0;
         for sql in [
             include_str!("sql.rs"),
+            include_str!("writer.rs"),
+            include_str!("writes.rs"),
+            include_str!("reads.rs"),
             include_str!("sqlite.rs"),
             include_str!("postgres.rs"),
         ] {

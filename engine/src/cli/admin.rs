@@ -1,0 +1,194 @@
+//! `firedrill serve`, `token ...` and `switch ...`.
+
+use super::*;
+
+pub(super) async fn serve(home: &Home, listen: Option<String>) -> anyhow::Result<ExitCode> {
+    let mut config = home.config().server.clone();
+    if let Some(l) = listen {
+        config.listen = l;
+    }
+    if let Err(e) = config.check() {
+        eprintln!("error: firedrill.toml: {e}");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key)
+        && let Err(e) = crate::server::listen::Tls::load(cert, key)
+    {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; pick a free address with --listen or [server] listen",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let state = crate::server::AppState::new(home.service().await?, config);
+    // The address on stdout, for scripts and tests (`--listen 127.0.0.1:0`).
+    println!("listening on {scheme}://{addr}");
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::warn!(
+            "shutting down: no new requests; runs in progress get server.shutdown-grace-ms"
+        );
+    };
+    crate::server::serve(state, listener, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn token(
+    home: &Home,
+    actor: &Actor,
+    cmd: TokenCommand,
+) -> anyhow::Result<ExitCode> {
+    use crate::auth::TokenError;
+    let store = home.store().await?;
+    let refused = |e: TokenError| -> anyhow::Result<ExitCode> {
+        match e {
+            TokenError::Store(e) => Err(e.into()),
+            e => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(EXIT_INVALID))
+            }
+        }
+    };
+    match cmd {
+        TokenCommand::Create {
+            name,
+            role,
+            runbooks,
+            owner,
+        } => match crate::auth::create(
+            store.as_ref(),
+            crate::auth::TokenSpec {
+                name,
+                role,
+                runbooks,
+                owner,
+            },
+            None,
+            actor,
+        )
+        .await
+        {
+            Ok((row, token)) => {
+                eprintln!(
+                    "created token {:?} (role {}, owner {}, id {}); it is shown once and only its hash is kept:",
+                    row.name,
+                    row.role.as_str(),
+                    row.owner,
+                    row.id
+                );
+                println!("{token}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => refused(e),
+        },
+        TokenCommand::List { json } => {
+            let tokens = store.tokens().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else if tokens.is_empty() {
+                println!(
+                    "no tokens; create one with `firedrill token create --name N --role R --owner PERSON`"
+                );
+            } else {
+                for t in &tokens {
+                    println!(
+                        "{:<24} {:<9} {:<8} owner {} {} created {} by {}{}",
+                        t.name,
+                        t.role.as_str(),
+                        if t.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "live"
+                        },
+                        if t.owner.is_empty() {
+                            "(none)"
+                        } else {
+                            &t.owner
+                        },
+                        if t.runbooks.is_empty() {
+                            "all runbooks".to_string()
+                        } else {
+                            t.runbooks.join(",")
+                        },
+                        t.created_at,
+                        t.created_by,
+                        t.revoked_at
+                            .as_ref()
+                            .map(|r| format!(", revoked {r}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::Revoke { token } => {
+            match crate::auth::revoke(store.as_ref(), &token, None, actor).await {
+                Ok(row) => {
+                    println!("revoked token {:?} ({})", row.name, row.id);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => refused(e),
+            }
+        }
+    }
+}
+
+pub(super) async fn switch(
+    home: &Home,
+    actor: &Actor,
+    cmd: SwitchCommand,
+) -> anyhow::Result<ExitCode> {
+    let store = home.store().await?;
+    let (runbook, engaged, reason) = match cmd {
+        SwitchCommand::Status { json } => {
+            let switches = store.switches().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&switches)?);
+            } else if switches.iter().all(|s| !s.engaged) {
+                println!("live automation is running: no switch is engaged");
+            }
+            if !json {
+                for s in switches.iter().filter(|s| s.engaged) {
+                    println!("ENGAGED  {}", term::field(&s.describe()));
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        SwitchCommand::On { runbook, reason } => (runbook, true, reason),
+        SwitchCommand::Off { runbook, reason } => (runbook, false, reason),
+    };
+    match crate::switch::flip(store.as_ref(), runbook.as_deref(), engaged, &reason, actor).await {
+        Ok(row) => {
+            if row.engaged {
+                println!(
+                    "ENGAGED {}: live runs are refused and running ones halt before their next step; dry-runs still run",
+                    row.scope
+                );
+            } else {
+                println!("released {}: live runs may start again", row.scope);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (crate::switch::SwitchError::Reason | crate::switch::SwitchError::Scope(_))) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_INVALID))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

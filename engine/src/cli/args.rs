@@ -1,0 +1,348 @@
+//! The command line as clap parses it: every command, subcommand and flag.
+
+use super::*;
+
+/// firedrill: runbooks of sandboxed recovery kernels, dry-run by default.
+#[derive(Debug, Parser)]
+#[command(name = "firedrill", version, about)]
+pub struct Cli {
+    /// Home directory: store, kernel registry, caches, config, inventory.
+    #[arg(long, global = true, env = "FIREDRILL_HOME")]
+    pub home: Option<PathBuf>,
+    /// The store: `postgres://user:password@host:port/db` for several nodes
+    /// on one PostgreSQL (default: SQLite in the home; overrides `[store] url`).
+    #[arg(
+        long,
+        global = true,
+        env = "FIREDRILL_DATABASE",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
+    /// Name the person acting, for the audit log (`alice`), when the OS user
+    /// is shared; default: the OS user. Recorded as named by the OS user,
+    /// who stays the person counted in approvals; other kinds are refused.
+    #[arg(long, global = true, env = "FIREDRILL_ACTOR")]
+    pub actor: Option<String>,
+    /// Log filter for diagnostics on stderr (e.g. `info`, `firedrill=debug`).
+    #[arg(long, global = true, env = "FIREDRILL_LOG", default_value = "warn")]
+    pub log: String,
+    /// Log lines as JSON objects (with run_id/step_id fields) instead of text.
+    #[arg(long, global = true, env = "FIREDRILL_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a runbook: a dry-run (the plan) unless --live.
+    Run {
+        /// A runbook file, or a published `name[@version]`.
+        runbook: String,
+        /// Perform changes for real. Without it, changes are only planned.
+        #[arg(long)]
+        live: bool,
+        /// Runbook input `key=value` (repeatable).
+        #[arg(long = "input", short = 'i', value_parser = parse_input)]
+        inputs: Vec<(String, String)>,
+        /// Run live although the runbook has not passed a live drill within
+        /// its max_age (audited).
+        #[arg(long)]
+        force_untested: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drills and readiness.
+    #[command(subcommand)]
+    Drill(DrillCommand),
+    /// Approve the approval step a run is waiting at (not your own run).
+    Approve {
+        run: String,
+        #[arg(long)]
+        comment: String,
+    },
+    /// Deny the approval step a run is waiting at: the step fails.
+    Deny {
+        run: String,
+        #[arg(long)]
+        comment: String,
+    },
+    /// Validate, publish, list and show runbooks.
+    #[command(subcommand)]
+    Runbook(RunbookCommand),
+    /// Inspect, publish and list recovery kernels.
+    #[command(subcommand)]
+    Kernel(KernelCommand),
+    /// List and show runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Query and verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Check the inventory.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+    /// The big red switch: halt live automation (globally or per runbook).
+    #[command(subcommand)]
+    Switch(SwitchCommand),
+    /// Serve the HTTP API until SIGTERM or Ctrl-C.
+    Serve {
+        /// Overrides `[server] listen`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// This node's id in leases and the audit log (overrides `[node] id`;
+        /// default: a random `node-…`), e.g. the host or pod name.
+        #[arg(long, env = "FIREDRILL_NODE_ID")]
+        node_id: Option<String>,
+    },
+    /// API tokens for `firedrill serve`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Alert triggers.
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TriggerCommand {
+    /// Close a runbook's circuit breaker (opened by consecutive failed
+    /// triggered runs), so alerts may start it again.
+    Reset {
+        runbook: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once and only its hash is kept.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: crate::auth::Role,
+        /// Limit the token to these runbooks (repeatable; default all).
+        #[arg(long = "runbook")]
+        runbooks: Vec<String>,
+        /// The person the token belongs to (counted once in approvals,
+        /// named in the audit log).
+        #[arg(long)]
+        owner: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a live token by name or id.
+    Revoke { token: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwitchCommand {
+    /// Every switch and whether it is engaged.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Engage: new live runs are refused, live runs in progress stop at the
+    /// next step boundary (`halted`). Dry-runs still run.
+    On {
+        /// Only this runbook (default: everything).
+        #[arg(long)]
+        runbook: Option<String>,
+        /// Why (required; recorded in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Release: live runs may start again.
+    Off {
+        #[arg(long)]
+        runbook: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Validate inventory.yaml; with --probe, run `true` on every target
+    /// (observe only) and report which are reachable. Exit 1 on any problem.
+    Check {
+        #[arg(long)]
+        probe: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunbookCommand {
+    /// Check a runbook file; lists every problem with file:line:column.
+    Validate {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate and store a runbook version (immutable).
+    Publish { file: PathBuf },
+    /// List published runbook versions.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a published runbook's source (`name` or `name@version`).
+    Show { runbook: String },
+    /// Print the JSON Schema of the runbook format (for editors).
+    Schema,
+    /// Make an earlier version current again (until a new one is published).
+    Rollback {
+        name: String,
+        #[arg(long)]
+        to: i64,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// Readiness of every runbook: state, last drill, age, last failure.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drill a runbook now, here (as `scheduler:drill`, with its drill inputs and mode).
+    Run {
+        runbook: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KernelCommand {
+    /// Load a component and print its manifest, digest and the limits it runs under.
+    Inspect {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a component and store it under the name@version its manifest declares.
+    Publish {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List published kernels.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a component against a scripted host: loader checks, every host
+    /// call (observe/change, simulated or not), log and output. Exit 1 when
+    /// a check fails. Nothing is ever performed, even with `--mode live`.
+    Test(author::TestArgs),
+    /// Scaffold a kernel project (kernel, build.sh, test.sh) in DIR (default NAME).
+    New {
+        /// Kernel name: lower-case letters, digits and '-'.
+        name: String,
+        #[arg(long, value_enum)]
+        lang: author::Lang,
+        /// Where to create the project (must not exist or be empty).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SDK's directory, for Rust (default: the sdk/ this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Runs, newest first.
+    List {
+        #[arg(long)]
+        runbook: Option<String>,
+        /// queued, running, awaiting-approval, needs-attention, succeeded,
+        /// failed, interrupted, halted, cancelled, abandoned
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: steps, host calls, outputs, and its audit trail.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running run (in this process or `firedrill serve`) to stop at
+    /// its next step boundary.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Continue a halted run from the step where it stopped, or a run that
+    /// needs attention by running its unfinished step again, here and now.
+    Resume {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continue a run that needs attention after its unfinished step,
+    /// marking that step skipped (you checked it made its change), here
+    /// and now.
+    Skip {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a halted, interrupted or needs-attention run for good.
+    Abandon {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Audit records, oldest first (the newest `--limit`).
+    List {
+        #[arg(long)]
+        run: Option<String>,
+        /// `alice` or `kind:id`
+        #[arg(long)]
+        actor: Option<String>,
+        /// e.g. run.started, host.call, capability.denied
+        #[arg(long)]
+        action: Option<String>,
+        /// RFC 3339 time, e.g. 2026-11-23T00:00:00Z
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-walk the hash chain; names the first bad record (exit 1).
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) fn parse_input(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{text:?} is not key=value"))
+}

@@ -1,0 +1,298 @@
+//! The journal's promises: fenced, nothing after surrender, the only writer.
+
+use std::time::Instant;
+
+use super::*;
+use crate::kernel::{CallKind, CallOutcome, Limit};
+use crate::store::{AuditFilter, SqliteStore, StoreConfig};
+
+/// A store holding one run claimed by node `n1` (epoch 1).
+async fn claimed_run(dir: &std::path::Path) -> Arc<dyn Store> {
+    let store = SqliteStore::open(&dir.join("db.sqlite"), &StoreConfig::default())
+        .await
+        .expect("store");
+    let store: Arc<dyn Store> = Arc::new(store);
+    let run = RunRow {
+        id: "run-1".into(),
+        runbook: "rb".into(),
+        runbook_version: 1,
+        runbook_digest: "sha256:x".into(),
+        draft: false,
+        mode: "live".into(),
+        actor: "user:alice".into(),
+        status: RunStatus::Queued,
+        inputs: json!({}),
+        kernels: json!({}),
+        error: None,
+        started_at: now_rfc3339(),
+        finished_at: None,
+        cancel_requested: None,
+        drill: false,
+        owner: None,
+        epoch: 0,
+        gate: None,
+        source: None,
+    };
+    let admitted = control(
+        store.as_ref(),
+        &Metrics::default(),
+        &Actor::user("alice"),
+        RunControl::Admit {
+            run: Box::new(run),
+            details: json!({}),
+            max_active: 10,
+            max_per_runbook: 10,
+            claim_by: Some(("n1", 60_000)),
+        },
+    )
+    .await
+    .expect("admit");
+    assert!(
+        matches!(admitted, Applied::Claimed { epoch: 1, .. }),
+        "{admitted:?}"
+    );
+    // Its step `restart` has started (by the holder).
+    let holder = Journal::new(
+        store.clone(),
+        Arc::new(Metrics::default()),
+        lease(1, Instant::now()),
+        Actor::user("alice"),
+    );
+    let row = StepRow {
+        run_id: "run-1".into(),
+        step_id: "restart".into(),
+        position: 0,
+        phase: crate::store::Phase::Main,
+        kernel: "k@1.0.0".into(),
+        kernel_digest: None,
+        status: StepStatus::Running,
+        attempts: 0,
+        targets: json!(["web-1"]),
+        input: None,
+        output: None,
+        error: None,
+        logs: json!([]),
+        started_at: Some(now_rfc3339()),
+        finished_at: None,
+        duration_ms: None,
+    };
+    let started = RunEvent::StepStarted {
+        row,
+        kernel: "k@1.0.0".into(),
+        digest: "sha256:k".into(),
+    };
+    assert_eq!(
+        holder.record(started).await.expect("started"),
+        Applied::Done
+    );
+    store
+}
+
+fn lease(epoch: i64, sent_at: Instant) -> Arc<RunLease> {
+    Arc::new(RunLease::new(
+        Fence {
+            run_id: "run-1".into(),
+            owner: "n1".into(),
+            epoch,
+        },
+        Duration::from_secs(60),
+        sent_at,
+    ))
+}
+
+fn call() -> HostCall {
+    HostCall {
+        index: 0,
+        call: CallKind::Exec {
+            target: "web-1".into(),
+            command: "systemctl restart web".into(),
+        },
+        effect: Some(crate::Effect::Change),
+        simulated: false,
+        outcome: CallOutcome::Failed {
+            reason: "exit 1".into(),
+        },
+        started_at_ms: 0,
+        duration_ms: 1,
+        faults: Default::default(),
+    }
+}
+
+async fn records(store: &dyn Store) -> Vec<String> {
+    store
+        .audit(&AuditFilter {
+            run_id: Some("run-1".into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|r| r.action)
+        .collect()
+}
+
+/// The events the executor records between a step's start and end,
+/// retries and limits included (they once bypassed the fence).
+fn events<'a>(limit: &'a LimitExceeded, call: &'a HostCall) -> Vec<RunEvent<'a>> {
+    vec![
+        RunEvent::StepRetried {
+            step: "restart",
+            target: "web-1",
+            attempt: 1,
+            error: Some("exit 1".into()),
+            backoff: Duration::from_millis(10),
+        },
+        RunEvent::LimitExceeded {
+            step: "restart",
+            target: "web-1",
+            limit,
+        },
+        RunEvent::HostCall {
+            step: "restart",
+            target: "web-1",
+            attempt: 1,
+            call,
+        },
+    ]
+}
+
+#[tokio::test]
+async fn a_node_that_lost_the_run_records_no_retry_limit_or_host_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = claimed_run(dir.path()).await;
+    let before = records(store.as_ref()).await;
+    let limit = LimitExceeded {
+        limit: Limit::Memory,
+        value: 1,
+    };
+    let call = call();
+    // Epoch 0: another node has claimed the run since (it is at 1).
+    let stale = Journal::new(
+        store.clone(),
+        Arc::new(Metrics::default()),
+        lease(0, Instant::now()),
+        Actor::user("alice"),
+    );
+    for event in events(&limit, &call) {
+        let e = stale.record(event).await.expect_err("fenced");
+        assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
+    }
+    stale.host_call("restart", "web-1", 1, &call).await;
+    assert_eq!(records(store.as_ref()).await, before);
+    assert!(store.host_calls("run-1").await.expect("calls").is_empty());
+
+    // The holder's journal records each of them.
+    let holder = Journal::new(
+        store.clone(),
+        Arc::new(Metrics::default()),
+        lease(1, Instant::now()),
+        Actor::user("alice"),
+    );
+    for event in events(&limit, &call) {
+        assert_eq!(holder.record(event).await.expect("recorded"), Applied::Done);
+    }
+    let after = records(store.as_ref()).await;
+    for want in ["step.retried", "limit.exceeded", "host.call"] {
+        assert!(
+            after.iter().any(|a| a == want),
+            "{want} missing from {after:?}"
+        );
+    }
+    assert_eq!(store.host_calls("run-1").await.expect("calls").len(), 1);
+}
+
+#[tokio::test]
+async fn a_node_that_gave_the_run_up_records_nothing_more_host_calls_included() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = claimed_run(dir.path()).await;
+    let before = records(store.as_ref()).await;
+    // The fence still holds in the store, but the node's own clock says
+    // its lease ran low: it surrenders the run at its next change.
+    let low = lease(1, Instant::now() - Duration::from_secs(59));
+    let journal = Journal::new(
+        store.clone(),
+        Arc::new(Metrics::default()),
+        low.clone(),
+        Actor::user("alice"),
+    );
+    assert!(journal.may_change().is_err());
+    assert!(low.surrendered());
+    let limit = LimitExceeded {
+        limit: Limit::Memory,
+        value: 1,
+    };
+    let call = call();
+    for event in events(&limit, &call) {
+        let e = journal.record(event).await.expect_err("given up");
+        assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
+    }
+    // The recorder path of a kernel's host calls.
+    journal.host_call("restart", "web-1", 1, &call).await;
+    assert_eq!(records(store.as_ref()).await, before);
+    assert!(store.host_calls("run-1").await.expect("calls").is_empty());
+}
+
+/// Every write of a run's rows is in this file: no other file of the
+/// engine names a write of run, step, target or host-call rows, and no
+/// other executor file applies a batch (publish and rollback of
+/// runbooks, in `resolve.rs`, are not run rows).
+#[test]
+fn only_the_journal_writes_a_run() {
+    const RUN_WRITES: &[&str] = &[
+        "Write::EnqueueRun",
+        "Write::FinishRun",
+        "Write::TransitionRun",
+        "Write::UpsertStep",
+        "Write::UpsertStepTarget",
+        "Write::InsertHostCall",
+        "Write::RequestCancel",
+        "Write::DecideStep",
+        "Write::InsertApproval",
+        "Write::RenewLease",
+        "Write::ClaimQueued",
+        "Write::TakeOver",
+    ];
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut stack = vec![src.clone()];
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let name = path
+                .strip_prefix(&src)
+                .expect("under src")
+                .to_string_lossy()
+                .to_string();
+            let text = std::fs::read_to_string(&path).expect("read");
+            seen += 1;
+            // The store defines and applies them; the journal writes them;
+            // claims are the journal's `claim`, called from claim.rs.
+            if name.starts_with("store") || name.starts_with("executor/journal") {
+                continue;
+            }
+            for write in RUN_WRITES {
+                let allowed = name == "executor/claim.rs"
+                    && matches!(*write, "Write::ClaimQueued" | "Write::TakeOver");
+                assert!(
+                    allowed || !text.contains(write),
+                    "{name} builds {write}; record it through the journal (executor/journal.rs)"
+                );
+            }
+            if name.starts_with("executor") && name != "executor/resolve.rs" {
+                assert!(
+                    !text.contains(".apply("),
+                    "{name} applies a store write itself; record it through the journal"
+                );
+            }
+        }
+    }
+    assert!(seen > 50, "only {seen} source files found");
+}

@@ -1,0 +1,132 @@
+//! `/healthz`, `/readyz`, `/metrics` and the OpenAPI document.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::principal::{Principal, unscoped_for};
+use super::state::AppState;
+use crate::auth::Action;
+use crate::store::AuditFilter;
+
+/// The OpenAPI 3.1 description of this API (`openapi.json` beside this file).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /api/v1/openapi.json`: served without a token, like the docs it is.
+pub(super) async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+pub(super) async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if let Err(e) = state.service.store().switches().await {
+        // Unauthenticated: the store's own error stays in the log.
+        let id = uuid::Uuid::now_v7();
+        tracing::error!(error_id = %id, error = %e, "readiness check: the store is not reachable");
+        return Err(ApiError::unavailable(format!(
+            "the store is not reachable (error id {id}; the server log has the details)"
+        )));
+    }
+    if state.shedding() {
+        return Err(ApiError::unavailable(
+            "shedding load (server.max-in-flight reached)",
+        ));
+    }
+    Ok(Json(json!({"ready": true})))
+}
+
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<String, ApiError> {
+    who.require(Action::Read)?;
+    // The exposition names every runbook; a scoped token would learn of
+    // runbooks that, for it, do not exist.
+    unscoped_for(&who, "/metrics names every runbook")?;
+    let store = state.service.store();
+    let mut gauges = Vec::new();
+    for s in store.switches().await? {
+        gauges.push((
+            "firedrill_switch_engaged",
+            "1 when the big red switch of this scope is engaged.",
+            format!("scope=\"{}\"", s.scope.replace('"', "")),
+            if s.engaged { 1.0 } else { 0.0 },
+        ));
+    }
+    let head = store
+        .audit(&AuditFilter {
+            limit: 1,
+            ..AuditFilter::default()
+        })
+        .await?
+        .last()
+        .map_or(0, |r| r.seq);
+    gauges.push((
+        "firedrill_audit_head_seq",
+        "Sequence number of the newest audit record.",
+        String::new(),
+        head as f64,
+    ));
+    let queued = state.service.store().queued_runs().await?;
+    gauges.push((
+        "firedrill_runs_executing",
+        "Runs this node is executing (server.max-concurrent-runs bounds it).",
+        String::new(),
+        state.executing_runs() as f64,
+    ));
+    for r in crate::drill::readiness(&state.service, state.clock.now()).await? {
+        let rb = format!("runbook=\"{}\"", r.runbook.replace(['"', '\\', '\n'], ""));
+        gauges.push((
+            "firedrill_runbook_ready",
+            "1 when the runbook's current version passed a live drill within its max_age.",
+            rb.clone(),
+            if r.state == crate::drill::Readiness::Ready {
+                1.0
+            } else {
+                0.0
+            },
+        ));
+        gauges.push((
+            "firedrill_runbook_readiness",
+            "1 for the runbook's readiness state (ready, dry-run-only, stale, failing, never-drilled).",
+            format!("{rb},state=\"{}\"", r.state.as_str()),
+            1.0,
+        ));
+        if let Some(age) = r.age_s {
+            gauges.push((
+                "firedrill_drill_age_seconds",
+                "Seconds since the runbook's current version last passed a drill.",
+                rb.clone(),
+                age as f64,
+            ));
+        }
+        if let Some(max) = r.max_age_s {
+            gauges.push((
+                "firedrill_drill_max_age_seconds",
+                "The runbook's drill max_age.",
+                rb,
+                max as f64,
+            ));
+        }
+    }
+    gauges.push((
+        "firedrill_run_queue_depth",
+        "Runs queued in the store, waiting for any node to claim them (server.max-queued-runs bounds it).",
+        String::new(),
+        queued as f64,
+    ));
+    Ok(state.metrics.render(&gauges))
+}
