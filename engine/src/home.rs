@@ -7,6 +7,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+mod reference;
+pub use reference::config_reference;
+
 use crate::executor::Service;
 use crate::kernel::{HostConfig, HostStartError, KernelHost, Registry};
 use crate::secret::{EnvSecrets, FileSecrets, Provider, SecretProvider, SecretsConfig};
@@ -14,7 +17,7 @@ use crate::store::{SqliteStore, Store, StoreConfig, StoreError};
 use crate::transport::{Inventory, InventoryError, Targets, TargetsConfig};
 
 /// `firedrill.toml`. Unknown keys are refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Config {
     /// The kernel host and the limits of every invocation.

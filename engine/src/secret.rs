@@ -150,7 +150,17 @@ impl SecretProvider for FileSecrets {
 }
 
 /// Where `[secrets]` in `firedrill.toml` says secrets come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Provider {
     /// `FIREDRILL_SECRET_<NAME>` environment variables.
@@ -161,7 +171,9 @@ pub enum Provider {
 }
 
 /// `[secrets]` in `firedrill.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct SecretsConfig {
     pub provider: Provider,

@@ -27,7 +27,7 @@ pub use mock::{MAX_MOCK_ANSWER_BYTES, MockSpecError, MockTargets};
 pub use ssh::{PinnedKey, SshConfig, SshExecutor, SshProbe, fingerprint};
 
 /// `[targets]` in `firedrill.toml`: how executors reach targets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct TargetsConfig {
     pub ssh: SshConfig,
@@ -38,7 +38,7 @@ pub struct TargetsConfig {
 
 /// `[targets.retry]`: connection failures are retried with exponential
 /// backoff and jitter; each retry is counted in the host call's record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct RetryConfig {
     /// Connection attempts per call, the first included. Default 3.

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::store::{Fence, Phase, StepRow, StepStatus, TargetStatus};
 
 /// `[node]` in `firedrill.toml`: this process as one of several nodes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct NodeConfig {
     /// This node's name in leases and the audit log. Default: a new random

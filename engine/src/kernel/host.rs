@@ -27,7 +27,7 @@ use crate::secret::{Redactor, SecretProvider};
 use crate::transport::Targets;
 
 /// Settings of the kernel host (`[kernel]` in `firedrill.toml`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct HostConfig {
     pub limits: KernelLimits,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Limits applied to every kernel invocation. Each field is a config key
 /// under `[kernel.limits]` in `firedrill.toml`; the default is next to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct KernelLimits {
     /// Largest linear memory a kernel may grow to, in bytes. Default 64 MiB.

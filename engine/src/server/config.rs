@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `[server]` in `firedrill.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:8080` (loopback). On any

@@ -30,7 +30,7 @@ use super::{
 use crate::audit::{AuditRecord, GENESIS_HASH};
 
 /// SQLite durability for commits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Synchronous {
     /// fsync on every commit: an acknowledged record survives power loss.
@@ -41,7 +41,7 @@ pub enum Synchronous {
 }
 
 /// `[store]` in `firedrill.toml`. Its `Debug` hides the database password.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct StoreConfig {
     /// Durability of the write path (audit included). Default `full`.

@@ -25,7 +25,7 @@ use super::{ExecError, ExecLimits, Faults, RetryConfig};
 use crate::secret::Secret;
 
 /// `[targets.http]` in `firedrill.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct HttpConfig {
     /// TCP and TLS connect timeout per attempt, in milliseconds. Default 5,000.

@@ -32,7 +32,7 @@ use super::inventory::{SshAuth, SshTarget};
 use super::{ExecError, ExecLimits, ExecOutput, Faults, RetryConfig};
 
 /// `[targets.ssh]` in `firedrill.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct SshConfig {
     /// TCP connect plus SSH handshake plus authentication, per attempt, in
