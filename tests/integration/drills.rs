@@ -637,3 +637,63 @@ async fn drill_specs_are_validated_before_publish() {
     );
     env.service.validate("v.yaml", &ok).await.expect("valid");
 }
+
+/// A live drill waits at an approval step like any live run: neither the
+/// scheduler nor an operator asking for a drill may pass a gate that needs
+/// another person (the drill would otherwise make the change behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_drill_waits_for_approval_like_any_live_run() {
+    let d = Drills::new().await;
+    d.env
+        .publish(&[r#"apiVersion: firedrill/v1
+name: gated-change
+version: 1
+steps:
+  - id: ask
+    approval: { required: 1, timeout: 10m, reason: "a person checks first" }
+  - id: act
+    kernel: hostile@0.1.0
+    targets: [demo-host]
+    with: { behaviour: ok }
+drill:
+  every: 1h
+  mode: live
+  max_age: 2h
+"#])
+        .await;
+    let prepared = firedrill::drill::prepare_drill(&d.env.service, "gated-change")
+        .await
+        .expect("a drill");
+    let id = d.state.admit(prepared).await.expect("admitted");
+    let mut status = RunStatus::Queued;
+    for _ in 0..600 {
+        status = d
+            .env
+            .store
+            .run(&id)
+            .await
+            .expect("read")
+            .expect("run")
+            .status;
+        if status != RunStatus::Queued && status != RunStatus::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status,
+        RunStatus::AwaitingApproval,
+        "the drill did not wait"
+    );
+    let steps = d.env.store.steps(&id).await.expect("steps");
+    assert!(
+        steps.iter().all(|s| s.step_id != "act"),
+        "the step behind the gate ran: {steps:?}"
+    );
+    d.env
+        .service
+        .cancel(&id, &firedrill::audit::Actor::user("alice"), "test over")
+        .await
+        .expect("cancel");
+    assert_eq!(d.wait(&id).await, RunStatus::Cancelled);
+}

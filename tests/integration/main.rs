@@ -9,6 +9,7 @@ mod audit;
 mod authoring;
 mod browser;
 mod cache;
+mod cli;
 mod console;
 mod control;
 mod drills;

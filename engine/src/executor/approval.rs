@@ -38,8 +38,10 @@ impl Service {
     /// An approval step: in a live run, wait (the run is
     /// `awaiting-approval`) until `required` distinct people with an allowed
     /// role approve, someone denies, the timeout passes, or the run is
-    /// cancelled or halted. Dry-runs and drills record where approval would
-    /// be needed and go on.
+    /// cancelled or halted. Dry-runs record where approval would be needed
+    /// and go on. A live drill waits like any live run: neither the
+    /// scheduler nor an operator asking for a drill may pass a gate that
+    /// needs another person.
     pub(super) async fn approval_step(
         &self,
         ctx: &mut RunCtx<'_>,
@@ -51,12 +53,8 @@ impl Service {
         let spec = json!({"required": approval.required, "roles": roles, "timeout": approval.timeout.to_string(), "reason": approval.reason});
         row.kernel = "approval".into();
         row.input = Some(spec.clone());
-        if ctx.mode == Mode::DryRun || ctx.drill {
-            let note = if ctx.drill {
-                "drill: approvals are given by people, not drills; not waited for"
-            } else {
-                "dry-run: a live run waits here for approval"
-            };
+        if ctx.mode == Mode::DryRun {
+            let note = "dry-run: a live run waits here for approval";
             ctx.journal
                 .record(RunEvent::ApprovalNoted {
                     row: row.clone(),

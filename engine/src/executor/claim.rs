@@ -227,7 +227,6 @@ impl Service {
             id: id.clone(),
             valid: &valid,
             mode,
-            drill: run.drill,
             vars: json!({
                 "inputs": run.inputs,
                 "steps": steps,

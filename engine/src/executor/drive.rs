@@ -22,8 +22,6 @@ pub(super) struct RunCtx<'a> {
     pub(super) id: String,
     pub(super) valid: &'a ValidRunbook,
     pub(super) mode: Mode,
-    /// A drill: approvals are noted, not waited for.
-    pub(super) drill: bool,
     pub(super) actor: Actor,
     /// Template context: inputs, steps (outputs so far), run.
     pub(super) vars: Value,

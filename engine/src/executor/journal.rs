@@ -3,11 +3,11 @@
 //! Everything that happens to a run is one variant of [`RunEvent`] (what
 //! the node executing it records, under the run's [`Fence`]) or of
 //! [`RunControl`] (what people and front ends do to a run: admit, resume,
-//! cancel, abandon, decide). Each variant yields, in one `match` arm, its
-//! store writes, its audit action and details, its metric increments and
-//! its log line. Nothing else in the engine applies a write of a run's
-//! rows (`grep 'store.apply\|\.apply(' engine/src/executor` shows only
-//! this file).
+//! cancel, abandon, decide). Each variant yields, in this file, its store
+//! writes, its audit action and details and its log line (one `match` arm
+//! of [`Journal::batch`] or [`control`]), and its metric increments
+//! ([`counts`], run only once the record is kept). Nothing else in the engine builds a write of a run's rows
+//! (`journal/tests.rs::only_the_journal_writes_a_run` holds it).
 //!
 //! The executing node's writes always carry the fence, and none is sent
 //! once the node gave the run up ([`RunLease::surrendered`]): "a run given
@@ -190,6 +190,7 @@ impl Journal {
         if self.lease.as_ref().is_some_and(|l| l.surrendered()) {
             return Err(self.fenced());
         }
+        let counts = counts(&event);
         let batch = self.batch(event);
         match self.store.apply(batch.fenced(&self.fence)).await? {
             Applied::Fenced => Err(self.fenced()),
@@ -199,7 +200,16 @@ impl Journal {
                 tracing::warn!(run_id = %self.run_id(), "a status change of the run was not applied: the run had already moved on");
                 Ok(Applied::Stale)
             }
-            other => Ok(other),
+            other => {
+                // Counted only once the record is kept, so a node that lost
+                // the run counts nothing it did not record.
+                if other.wrote() {
+                    for count in counts {
+                        count(&self.metrics);
+                    }
+                }
+                Ok(other)
+            }
         }
     }
 
@@ -229,28 +239,26 @@ impl Journal {
         self.store.apply(batch).await
     }
 
-    /// The batch of `event`, with its metrics counted and its line logged.
+    /// The batch of `event` (its writes and audit record), with its line
+    /// logged; its metrics are [`counts`].
     fn batch(&self, event: RunEvent<'_>) -> Batch {
         let id = self.run_id().to_string();
         let by_run =
             |action: Action, subject: String| NewEvent::new(&self.actor, action, subject).run(&id);
         let by_node =
             |action: Action| NewEvent::new(&self.node, action, format!("run:{id}")).run(&id);
-        let m = &self.metrics;
         match event {
             RunEvent::PickUpEnded {
                 status,
                 why,
                 epoch,
                 previous,
-                runbook,
-                mode,
+                ..
             } => {
                 let action = if status == RunStatus::NeedsAttention {
                     tracing::warn!(run_id = %id, "run needs attention: a step that is not idempotent has no result");
                     Action::RunNeedsAttention
                 } else {
-                    m.run_finished(runbook, mode, status.as_str(), Duration::ZERO);
                     tracing::warn!(run_id = %id, status = status.as_str(), error = %why, "run ended when it was picked up");
                     Action::RunFinished
                 };
@@ -346,7 +354,6 @@ impl Journal {
                 error,
                 backoff,
             } => {
-                m.inc("firedrill_retries_total", &[("kind", "step")]);
                 tracing::info!(run_id = %id, step, target, attempt, "retrying after a retryable error");
                 Batch::new().event(
                     by_run(Action::StepRetried, format!("step:{step}"))
@@ -383,14 +390,9 @@ impl Journal {
                         .details(details),
                 )
             }
-            RunEvent::StepFinished { row, runbook, took } => {
+            RunEvent::StepFinished { row, .. } => {
                 let outcome = row.status.as_str();
                 tracing::info!(run_id = %id, step = %row.step_id, status = outcome, duration_ms = row.duration_ms, "step finished");
-                m.observe(
-                    "firedrill_step_duration_seconds",
-                    &[("runbook", runbook), ("status", outcome)],
-                    took,
-                );
                 let event = by_run(Action::StepFinished, format!("step:{}", row.step_id))
                     .outcome(outcome)
                     .details(json!({
@@ -407,11 +409,10 @@ impl Journal {
                 error,
                 runbook,
                 version,
-                mode,
                 took,
+                ..
             } => {
                 tracing::info!(run_id = %id, status = status.as_str(), "run finished");
-                m.run_finished(runbook, mode, status.as_str(), took);
                 Batch::new()
                     .write(Write::FinishRun {
                         id: id.clone(),
@@ -461,30 +462,6 @@ impl Journal {
             .get("outcome")
             .and_then(Value::as_str)
             .unwrap_or("ok");
-        let kind = record.get("kind").and_then(Value::as_str).unwrap_or("-");
-        let effect = record.get("effect").and_then(Value::as_str).unwrap_or("-");
-        let m = &self.metrics;
-        m.inc(
-            "firedrill_host_calls_total",
-            &[
-                ("kind", kind),
-                ("effect", effect),
-                ("outcome", if call.simulated { "planned" } else { outcome }),
-            ],
-        );
-        if denied {
-            m.denied("capability");
-        }
-        m.add(
-            "firedrill_retries_total",
-            &[("kind", "connect")],
-            u64::from(call.faults.retries),
-        );
-        m.add(
-            "firedrill_retries_total",
-            &[("kind", "reconnect")],
-            u64::from(call.faults.reconnects),
-        );
         let action = if denied {
             Action::CapabilityDenied
         } else {
@@ -505,6 +482,90 @@ impl Journal {
                     .details(details)
                     .run(self.run_id()),
             )
+    }
+}
+
+/// A metric increment, run once its record is kept.
+type Count = Box<dyn FnOnce(&Metrics) + Send>;
+
+/// The metrics of `event`: counted by [`Journal::record`] only once the
+/// event's record is kept.
+fn counts(event: &RunEvent<'_>) -> Vec<Count> {
+    match event {
+        RunEvent::PickUpEnded {
+            status,
+            runbook,
+            mode,
+            ..
+        } if *status != RunStatus::NeedsAttention => {
+            let (runbook, mode, status) = (runbook.to_string(), mode.to_string(), *status);
+            vec![Box::new(move |m: &Metrics| {
+                m.run_finished(&runbook, &mode, status.as_str(), Duration::ZERO);
+            })]
+        }
+        RunEvent::StepRetried { .. } => vec![Box::new(|m: &Metrics| {
+            m.inc("firedrill_retries_total", &[("kind", "step")]);
+        })],
+        RunEvent::StepFinished { row, runbook, took } => {
+            let (runbook, status, took) = (runbook.to_string(), row.status, *took);
+            vec![Box::new(move |m: &Metrics| {
+                m.observe(
+                    "firedrill_step_duration_seconds",
+                    &[("runbook", &runbook), ("status", status.as_str())],
+                    took,
+                );
+            })]
+        }
+        RunEvent::RunFinished {
+            status,
+            runbook,
+            mode,
+            took,
+            ..
+        } => {
+            let (runbook, mode, status, took) =
+                (runbook.to_string(), mode.to_string(), *status, *took);
+            vec![Box::new(move |m: &Metrics| {
+                m.run_finished(&runbook, &mode, status.as_str(), took);
+            })]
+        }
+        RunEvent::HostCall { call, .. } => {
+            let record = serde_json::to_value(call).unwrap_or_default();
+            let text = |key: &str, or: &str| {
+                record
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or(or)
+                    .to_string()
+            };
+            let (kind, effect) = (text("kind", "-"), text("effect", "-"));
+            let outcome = if call.simulated {
+                "planned".to_string()
+            } else {
+                text("outcome", "ok")
+            };
+            let (denied, faults) = (call.is_denied(), call.faults);
+            vec![Box::new(move |m: &Metrics| {
+                m.inc(
+                    "firedrill_host_calls_total",
+                    &[("kind", &kind), ("effect", &effect), ("outcome", &outcome)],
+                );
+                if denied {
+                    m.denied("capability");
+                }
+                m.add(
+                    "firedrill_retries_total",
+                    &[("kind", "connect")],
+                    u64::from(faults.retries),
+                );
+                m.add(
+                    "firedrill_retries_total",
+                    &[("kind", "reconnect")],
+                    u64::from(faults.reconnects),
+                );
+            })]
+        }
+        _ => Vec::new(),
     }
 }
 

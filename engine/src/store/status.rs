@@ -41,9 +41,9 @@ macro_rules! statuses {
 }
 
 statuses! {
-    /// Run status. Terminal: succeeded, failed, cancelled, abandoned (and
-    /// interrupted, halted and needs-attention until a person resumes or
-    /// abandons the run).
+    /// Run status. Terminal: succeeded, failed, cancelled, abandoned.
+    /// Halted and needs-attention runs wait for a person to resume or
+    /// abandon them; interrupted runs can only be abandoned.
     RunStatus {
         /// Admitted and waiting for a node to claim it.
         Queued => "queued",
@@ -56,7 +56,7 @@ statuses! {
         Halted => "halted",
         /// Stopped at a step boundary because someone cancelled it.
         Cancelled => "cancelled",
-        /// A halted or interrupted run someone decided not to resume.
+        /// A halted, interrupted or needs-attention run someone closed for good.
         Abandoned => "abandoned",
         /// Waiting at an `approval` step for people to approve or deny.
         AwaitingApproval => "awaiting-approval",

@@ -168,9 +168,10 @@ async fn a_node_that_lost_the_run_records_no_retry_limit_or_host_call() {
     };
     let call = call();
     // Epoch 0: another node has claimed the run since (it is at 1).
+    let stale_metrics = Arc::new(Metrics::default());
     let stale = Journal::new(
         store.clone(),
-        Arc::new(Metrics::default()),
+        stale_metrics.clone(),
         lease(0, Instant::now()),
         Actor::user("alice"),
     );
@@ -181,6 +182,11 @@ async fn a_node_that_lost_the_run_records_no_retry_limit_or_host_call() {
     stale.host_call("restart", "web-1", 1, &call).await;
     assert_eq!(records(store.as_ref()).await, before);
     assert!(store.host_calls("run-1").await.expect("calls").is_empty());
+    // What it did not record, it does not count either.
+    let counted = stale_metrics.render(&[]);
+    for family in ["firedrill_retries_total{", "firedrill_host_calls_total{"] {
+        assert!(!counted.contains(family), "{family} counted:\n{counted}");
+    }
 
     // The holder's journal records each of them.
     let holder = Journal::new(
@@ -192,6 +198,12 @@ async fn a_node_that_lost_the_run_records_no_retry_limit_or_host_call() {
     for event in events(&limit, &call) {
         assert_eq!(holder.record(event).await.expect("recorded"), Applied::Done);
     }
+    let counted = holder.metrics.render(&[]);
+    assert!(
+        counted.contains("firedrill_retries_total{kind=\"step\"} 1"),
+        "{counted}"
+    );
+    assert!(counted.contains("firedrill_host_calls_total{"), "{counted}");
     let after = records(store.as_ref()).await;
     for want in ["step.retried", "limit.exceeded", "host.call"] {
         assert!(
@@ -295,4 +307,65 @@ fn only_the_journal_writes_a_run() {
         }
     }
     assert!(seen > 50, "only {seen} source files found");
+}
+
+/// A status write the transition table does not have is refused whole
+/// (`BadTransition`), and `FinishRun` ends only a running run.
+#[tokio::test]
+async fn the_store_refuses_a_move_the_table_does_not_have() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = claimed_run(dir.path()).await;
+    let actor = Actor::user("alice");
+    let before = records(store.as_ref()).await;
+    let revive = Batch::new()
+        .write(Write::TransitionRun {
+            id: "run-1".into(),
+            from: vec![RunStatus::Succeeded],
+            to: RunStatus::Running,
+            error: None,
+            finished_at: None,
+        })
+        .event(NewEvent::new(&actor, Action::RunResumed, "run:run-1").run("run-1"));
+    let e = store
+        .apply(revive)
+        .await
+        .expect_err("a finished run never moves");
+    assert!(matches!(e, StoreError::BadTransition { .. }), "{e}");
+    let finish = |status| {
+        Batch::new()
+            .write(Write::FinishRun {
+                id: "run-1".into(),
+                status,
+                error: None,
+                finished_at: now_rfc3339(),
+            })
+            .event(NewEvent::new(&actor, Action::RunFinished, "run:run-1").run("run-1"))
+    };
+    let e = store
+        .apply(finish(RunStatus::Queued))
+        .await
+        .expect_err("finishing into queued is no move");
+    assert!(matches!(e, StoreError::BadTransition { .. }), "{e}");
+    assert_eq!(
+        records(store.as_ref()).await,
+        before,
+        "refused batches leave no record"
+    );
+    assert_eq!(
+        store
+            .apply(finish(RunStatus::Succeeded))
+            .await
+            .expect("ends"),
+        Applied::Done
+    );
+    assert_eq!(
+        store
+            .apply(finish(RunStatus::Failed))
+            .await
+            .expect("answers"),
+        Applied::Stale,
+        "a finished run is not finished again"
+    );
+    let run = store.run("run-1").await.expect("read").expect("run");
+    assert_eq!(run.status, RunStatus::Succeeded);
 }

@@ -1,11 +1,13 @@
-//! The `firedrill` binary: kernel inspect, publish and list, and their exit codes.
+//! The `firedrill` binary as a process: kernel inspect, publish and list,
+//! validate and run, exit codes, kill -9, two processes on one home, the
+//! inventory check, the switch and tokens.
 
 use std::process::{Command, Output};
 
 use firedrill_tests::guest;
 
 fn firedrill(home: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_firedrill"))
+    Command::new(firedrill_tests::firedrill_bin())
         .arg("--home")
         .arg(home)
         .args(args)
@@ -258,7 +260,7 @@ fn kill_9_during_a_live_run_leaves_a_store_that_opens_and_a_chain_that_verifies(
             marker.display()
         ),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_firedrill"))
+    let mut child = Command::new(firedrill_tests::firedrill_bin())
         .arg("--home")
         .arg(home.path())
         .args(["run", &rb, "--live", "--force-untested"])
@@ -322,7 +324,7 @@ fn two_processes_writing_one_home_keep_one_intact_chain() {
     );
     let children: Vec<_> = (0..6)
         .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_firedrill"))
+            Command::new(firedrill_tests::firedrill_bin())
                 .arg("--home")
                 .arg(home.path())
                 .args(["run", &rb])
@@ -462,7 +464,7 @@ fn ssh_agent_auth_is_used_when_the_inventory_says_agent() {
     )
     .expect("inventory");
     let probe = |sock: &std::path::Path| {
-        Command::new(env!("CARGO_BIN_EXE_firedrill"))
+        Command::new(firedrill_tests::firedrill_bin())
             .arg("--home")
             .arg(home.path())
             .args(["inventory", "check", "--probe"])
