@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use super::*;
 use crate::kernel::{CallKind, CallOutcome, Limit};
-use crate::store::{AuditFilter, SqliteStore, StoreConfig};
+use crate::store::{AuditFilter, RunRow, SqliteStore, StepStatus, StoreConfig};
 
 /// A store holding one run claimed by node `n1` (epoch 1).
 async fn claimed_run(dir: &std::path::Path) -> Arc<dyn Store> {
