@@ -98,7 +98,9 @@ pub struct LoadedKernel {
     pub version: semver::Version,
     pub cache: CacheOutcome,
     pub size_bytes: usize,
-    pre: KernelPre<Sandbox>,
+    /// The instantiable component; `None` for a [`LoadedKernel::declared`]
+    /// kernel, which validation can use and nothing can run.
+    pre: Option<KernelPre<Sandbox>>,
     capabilities: Arc<Capabilities>,
     input_schema: Arc<jsonschema::Validator>,
     output_schema: Arc<jsonschema::Validator>,
@@ -113,7 +115,40 @@ impl std::fmt::Debug for LoadedKernel {
     }
 }
 
+/// Compile one of a manifest's schemas.
+fn compile_schema(
+    which: &'static str,
+    schema: &serde_json::Value,
+) -> Result<Arc<jsonschema::Validator>, LoadError> {
+    jsonschema::validator_for(schema)
+        .map(Arc::new)
+        .map_err(|e| LoadError::Schema {
+            which,
+            reason: e.to_string(),
+        })
+}
+
 impl LoadedKernel {
+    /// A kernel known by its manifest alone (checked like a loaded one's),
+    /// with no code: runbook validation accepts it as it would the
+    /// component, and an invocation fails saying there is nothing to run.
+    /// For validating runbooks, and testing validation, without building
+    /// or publishing components.
+    pub fn declared(manifest: Manifest, digest: &str) -> Result<Self, LoadError> {
+        let version = manifest.validate()?;
+        Ok(LoadedKernel {
+            input_schema: compile_schema("input", &manifest.input_schema)?,
+            output_schema: compile_schema("output", &manifest.output_schema)?,
+            capabilities: Arc::new(manifest.capabilities.clone()),
+            digest: digest.to_string(),
+            manifest,
+            version,
+            cache: CacheOutcome::Disabled,
+            size_bytes: 0,
+            pre: None,
+        })
+    }
+
     /// `name@version`.
     pub fn reference(&self) -> String {
         self.manifest.reference()
@@ -457,24 +492,16 @@ impl KernelHost {
             });
         }
         let version = first.validate()?;
-        let compile = |which: &'static str, schema: &serde_json::Value| {
-            jsonschema::validator_for(schema)
-                .map(Arc::new)
-                .map_err(|e| LoadError::Schema {
-                    which,
-                    reason: e.to_string(),
-                })
-        };
         let kernel = Arc::new(LoadedKernel {
-            input_schema: compile("input", &first.input_schema)?,
-            output_schema: compile("output", &first.output_schema)?,
+            input_schema: compile_schema("input", &first.input_schema)?,
+            output_schema: compile_schema("output", &first.output_schema)?,
             capabilities: Arc::new(first.capabilities.clone()),
             digest: digest.clone(),
             manifest: first,
             version,
             cache: cache_outcome,
             size_bytes: bytes.len(),
-            pre,
+            pre: Some(pre),
         });
         self.remember(digest, kernel.clone());
         Ok(kernel)
@@ -611,7 +638,13 @@ impl KernelHost {
         };
         let outcome = {
             let call = async {
-                let instance = kernel.pre.instantiate_async(&mut store).await?;
+                let pre = kernel.pre.as_ref().ok_or_else(|| {
+                    wasmtime::Error::msg(format!(
+                        "{} is a declaration without code; publish its component to run it",
+                        kernel.reference()
+                    ))
+                })?;
+                let instance = pre.instantiate_async(&mut store).await?;
                 instance.call_run(&mut store, &invocation).await
             };
             tokio::time::timeout(self.limits.wall_clock(), call).await

@@ -467,3 +467,89 @@ pub fn validate(
         inputs_schema,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A kernel known only by its manifest: no component is built.
+    fn declared(name: &str) -> Arc<LoadedKernel> {
+        let manifest: crate::Manifest = serde_json::from_value(json!({
+            "name": name,
+            "version": "1.0.0",
+            "description": "restart a unit",
+            "input-schema": {
+                "type": "object",
+                "required": ["unit"],
+                "properties": {"unit": {"type": "string"}},
+            },
+            "output-schema": {"type": "object"},
+            "idempotent": true,
+            "capabilities": {},
+        }))
+        .expect("a manifest");
+        Arc::new(LoadedKernel::declared(manifest, "sha256:test").expect("declared"))
+    }
+
+    /// Validate `steps` against a catalog where only `restart@1.0.0` exists.
+    fn check(steps: &str) -> Result<ValidRunbook, Problems> {
+        let text = format!("apiVersion: firedrill/v1\nname: t\nversion: 1\nsteps:\n{steps}");
+        let runbook = parse_runbook("t.yaml", &text)?;
+        let catalog: KernelCatalog = kernel_refs(&runbook)
+            .into_iter()
+            .map(|r| {
+                let resolved = if r.name == "restart" && r.version == "1.0.0" {
+                    Ok(declared("restart"))
+                } else {
+                    Err(format!("kernel {r} is not in this catalog"))
+                };
+                (r, resolved)
+            })
+            .collect();
+        validate("t.yaml", &text, &catalog, &Templates::default())
+    }
+
+    const RESTART: &str =
+        "  - id: a\n    kernel: restart@1.0.0\n    targets: [web-1]\n    with: { unit: web }\n";
+
+    /// The validation rules, each on its own, with no component built: a
+    /// declared kernel stands for a published one.
+    #[test]
+    fn each_rule_is_checked_against_declared_kernels() {
+        let valid = check(RESTART).expect("valid");
+        assert_eq!(valid.kernels.len(), 1);
+        assert_eq!(
+            valid
+                .kernel(&valid.runbook.steps[0])
+                .map(|k| k.digest.as_str()),
+            Some("sha256:test")
+        );
+        for (steps, want) in [
+            (
+                "  - id: a\n    kernel: restart@1.0.0\n    targets: [web-1]\n    with: { unit: 7 }\n".to_string(),
+                "input for restart@1.0.0 is not valid",
+            ),
+            (
+                "  - id: a\n    kernel: missing@1.0.0\n    targets: [web-1]\n".to_string(),
+                "not in this catalog",
+            ),
+            (
+                format!("{RESTART}  - id: b\n    kernel: restart@1.0.0\n    targets: [web-1]\n    with: {{ unit: \"{{{{ steps.c.output }}}}\" }}\n"),
+                "refers to unknown step `c`",
+            ),
+            (
+                format!("  - id: b\n    kernel: restart@1.0.0\n    targets: [web-1]\n    with: {{ unit: \"{{{{ steps.a.output }}}}\" }}\n{RESTART}"),
+                "does not run before this step",
+            ),
+            (
+                "  - id: a\n    kernel: restart@1.0.0\n    approval: { timeout: 5m }\n".to_string(),
+                "either `kernel` or `approval`",
+            ),
+        ] {
+            let problems = check(&steps).expect_err(want);
+            assert!(problems.to_string().contains(want), "{want}: {problems}");
+        }
+    }
+}
