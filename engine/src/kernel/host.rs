@@ -1,5 +1,11 @@
 //! The kernel host: one wasmtime `Engine` per process, a `*Pre` per kernel
 //! digest, and a fresh `Store` per invocation.
+//!
+//! One file of about 750 lines, on purpose: loading (compile, link,
+//! describe twice, validate) and invoking (sandbox slot, limits, epoch
+//! deadline, wall clock, redaction of the report) share the engine's
+//! configuration and the pooling allocator's invariants, and reading them
+//! side by side is how a change to one is checked against the other.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

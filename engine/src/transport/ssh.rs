@@ -1,4 +1,6 @@
 //! The SSH executor: commands on remote hosts through libssh2 (the `ssh2` crate).
+//! One file of about 730 lines, on purpose: the pool, the blocking-thread
+//! budget and the deadlines below hold together only as a whole.
 //!
 //! - The host key is checked right after the handshake and before any
 //!   authentication, against the key pinned in the inventory. There is no
