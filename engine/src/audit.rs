@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 mod action;
+pub mod checkpoint;
+mod config;
+pub mod tree;
 pub use action::Action;
+pub use config::{AuditConfig, WitnessConfig, hostname};
 
 /// `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -404,13 +408,18 @@ pub struct BadRecord {
     pub problem: String,
 }
 
-/// Checks the chain one record at a time (records in `seq` order).
+/// Checks the chain one record at a time (records in `seq` order), and
+/// when asked, the tree's root at given sizes.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     expected_seq: i64,
     prev_hash: String,
     count: u64,
     bad: Option<BadRecord>,
+    /// The tree of the good records so far, when roots are wanted.
+    tree: Option<tree::Frontier>,
+    want: std::collections::BTreeSet<u64>,
+    roots: std::collections::BTreeMap<u64, tree::Hash>,
 }
 
 impl Default for Verifier {
@@ -420,11 +429,29 @@ impl Default for Verifier {
             prev_hash: GENESIS_HASH.to_string(),
             count: 0,
             bad: None,
+            tree: None,
+            want: Default::default(),
+            roots: Default::default(),
         }
     }
 }
 
 impl Verifier {
+    /// A verifier that also records the tree's root at each of `sizes`
+    /// (that the chain is intact up to).
+    pub fn with_roots_at(sizes: std::collections::BTreeSet<u64>) -> Self {
+        Verifier {
+            tree: (!sizes.is_empty()).then(tree::Frontier::default),
+            want: sizes,
+            ..Verifier::default()
+        }
+    }
+
+    /// The roots recorded at the sizes asked for.
+    pub fn roots(&self) -> &std::collections::BTreeMap<u64, tree::Hash> {
+        &self.roots
+    }
+
     /// Whether a bad record has been found (nothing more is checked).
     pub fn found_bad(&self) -> bool {
         self.bad.is_some()
@@ -469,6 +496,15 @@ impl Verifier {
                 false
             }
             None => {
+                if let Some(t) = &mut self.tree {
+                    let mut raw = [0u8; 32];
+                    // The hash was just checked to be this hex.
+                    let _ = hex::decode_to_slice(&r.hash, &mut raw);
+                    t.push(tree::leaf_hash(&raw));
+                    if self.want.contains(&t.size()) {
+                        self.roots.insert(t.size(), t.root());
+                    }
+                }
                 self.prev_hash.clone_from(&r.hash);
                 self.expected_seq += 1;
                 true

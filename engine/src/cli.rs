@@ -57,7 +57,6 @@ use crate::executor::{PublishError, RunRequest, RunbookSource, Service};
 use crate::home::{self, Home};
 use crate::kernel::{KernelHost, LoadedKernel, Published};
 use crate::runbook::Runbook;
-use crate::store::verify_store;
 use crate::store::{AuditFilter, RunFilter, RunStatus};
 
 /// Parse the process arguments and run; returns the process exit code.
@@ -145,7 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runbook(cmd) => runbook(&home, &actor, cmd).await,
         Command::Kernel(cmd) => kernel(&home, &actor, cmd).await,
         Command::Runs(cmd) => runs(&home, &actor, cmd).await,
-        Command::Audit(cmd) => audit(&home, cmd).await,
+        Command::Audit(cmd) => audit(&home, &actor, cmd).await,
         Command::Inventory(InventoryCommand::Check { probe, json }) => {
             inventory_check(&home, probe, json).await
         }

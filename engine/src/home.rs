@@ -32,6 +32,8 @@ pub struct Config {
     pub server: crate::server::ServerConfig,
     /// This process as a node: its id and run leases.
     pub node: crate::executor::NodeConfig,
+    /// The audit log's checkpoints, signing key, witnesses and export.
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// The home directory could not be used.
@@ -182,7 +184,12 @@ impl Home {
             config.cache_dir = Some(self.dir.join("cache").join("kernels"));
         }
         let targets = Targets::with_config(self.inventory()?, &self.config.targets);
-        let secrets: Arc<dyn SecretProvider> = match self.config.secrets.provider {
+        Ok(KernelHost::new(config, targets, self.secrets())?)
+    }
+
+    /// The configured secret provider.
+    pub fn secrets(&self) -> Arc<dyn SecretProvider> {
+        match self.config.secrets.provider {
             Provider::Env => Arc::new(EnvSecrets),
             Provider::File => {
                 let dir = self
@@ -194,8 +201,7 @@ impl Home {
                 warn_if_shared(&dir, "the secrets directory");
                 Arc::new(FileSecrets { dir })
             }
-        };
-        Ok(KernelHost::new(config, targets, secrets)?)
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub mod server;
 pub mod store;
 pub mod switch;
 pub mod term;
+pub mod tlog;
 pub mod transport;
 pub mod yaml;
 

@@ -76,6 +76,20 @@ pub struct SwitchRow {
     pub changed_at: String,
 }
 
+/// A signed checkpoint of the audit log, as kept in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRow {
+    /// Records covered (the tree size).
+    pub size: i64,
+    /// The tree's root hash, base64.
+    pub root: String,
+    /// The signed note.
+    pub note: String,
+    /// The key that signed it, `name+id`.
+    pub signer: String,
+    pub created_at: String,
+}
+
 /// One run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRow {
@@ -275,6 +289,9 @@ pub enum Write {
         error: Option<String>,
         finished_at: Option<String>,
     },
+    /// Keep a signed checkpoint; [`Applied::Exists`] when one of that size
+    /// is kept.
+    InsertCheckpoint(CheckpointRow),
     /// Set when `runbook`'s next drill is due; when `expect_due` is given,
     /// only if the stored due time is still that ([`Applied::Stale`]
     /// otherwise: another tick or node took this drill).
@@ -372,6 +389,7 @@ impl Write {
             Write::RenewLease { .. } => "renew-lease",
             Write::HoldLease { .. } => "hold-lease",
             Write::DecideStep { .. } => "decide-step",
+            Write::InsertCheckpoint(_) => "insert-checkpoint",
         }
     }
 }
@@ -669,6 +687,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn switches(&self) -> Result<Vec<SwitchRow>, StoreError>;
     /// Runs waiting to be claimed.
     async fn queued_runs(&self) -> Result<u64, StoreError>;
+    /// The chain hashes of records with `seq > after`, in order, at most
+    /// `limit` (what the Merkle tree is built from).
+    async fn audit_hashes(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError>;
+    /// The newest `limit` checkpoints kept, largest first.
+    async fn checkpoints(&self, limit: i64) -> Result<Vec<CheckpointRow>, StoreError>;
     /// Records with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
 }
@@ -677,7 +700,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 /// while the current one is hashed (on a blocking thread), so reading and
 /// hashing overlap.
 pub async fn verify_store(store: &dyn Store) -> Result<crate::audit::Verification, StoreError> {
-    let mut verifier = crate::audit::Verifier::default();
+    Ok(verify_store_with_roots(store, &Default::default()).await?.0)
+}
+
+/// [`verify_store`], also computing the Merkle tree's root at each of
+/// `sizes` that the chain is intact up to.
+pub async fn verify_store_with_roots(
+    store: &dyn Store,
+    sizes: &std::collections::BTreeSet<u64>,
+) -> Result<
+    (
+        crate::audit::Verification,
+        std::collections::BTreeMap<u64, crate::audit::tree::Hash>,
+    ),
+    StoreError,
+> {
+    let mut verifier = crate::audit::Verifier::with_roots_at(sizes.clone());
     let mut page = store.audit_page(0, crate::audit::VERIFY_PAGE).await?;
     while let Some(last) = page.last() {
         let after = last.seq;
@@ -699,5 +737,6 @@ pub async fn verify_store(store: &dyn Store) -> Result<crate::audit::Verificatio
         }
         page = next?;
     }
-    Ok(verifier.finish())
+    let roots = verifier.roots().clone();
+    Ok((verifier.finish(), roots))
 }

@@ -23,13 +23,13 @@ steps:
 "#;
 
 /// A connection to the environment's database behind firedrill's back.
-enum Raw {
+pub(crate) enum Raw {
     Sqlite(SqliteConnection),
     Pg(sqlx::PgConnection),
 }
 
 impl Raw {
-    async fn exec(&mut self, statement: &str) -> Result<(), sqlx::Error> {
+    pub(crate) async fn exec(&mut self, statement: &str) -> Result<(), sqlx::Error> {
         let sql = || sqlx::AssertSqlSafe(statement.to_string());
         match self {
             Raw::Sqlite(c) => sqlx::query(sql()).execute(c).await.map(|_| ()),
@@ -37,19 +37,24 @@ impl Raw {
         }
     }
 
-    /// Statements that remove the append-only guard.
-    fn drop_guards(&self) -> &'static [&'static str] {
+    /// Statements that remove the append-only guards (records, checkpoints).
+    pub(crate) fn drop_guards(&self) -> &'static [&'static str] {
         match self {
             Raw::Sqlite(_) => &[
                 "DROP TRIGGER audit_events_no_update",
                 "DROP TRIGGER audit_events_no_delete",
+                "DROP TRIGGER audit_checkpoints_no_update",
+                "DROP TRIGGER audit_checkpoints_no_delete",
             ],
-            Raw::Pg(_) => &["DROP TRIGGER audit_events_no_change ON audit_events"],
+            Raw::Pg(_) => &[
+                "DROP TRIGGER audit_events_no_change ON audit_events",
+                "DROP TRIGGER audit_checkpoints_no_change ON audit_checkpoints",
+            ],
         }
     }
 }
 
-async fn raw(env: &TestEnv) -> Raw {
+pub(crate) async fn raw(env: &TestEnv) -> Raw {
     match &env.database {
         Some(url) => Raw::Pg(
             <sqlx::PgConnection as sqlx::Connection>::connect(url)

@@ -29,4 +29,5 @@ mod serve;
 mod ssh;
 mod store;
 mod switch;
+mod tlog;
 mod webhooks;

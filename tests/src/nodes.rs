@@ -22,6 +22,8 @@ pub fn config(lease_ms: u64, heartbeat_ms: u64) -> String {
 #[derive(Debug)]
 pub struct Node {
     child: Child,
+    /// `http://127.0.0.1:PORT`, where it listens.
+    pub url: String,
 }
 
 impl Node {
@@ -72,7 +74,8 @@ impl Node {
             line.starts_with("listening on http://127.0.0.1:"),
             "unexpected first line {line:?}"
         );
-        Node { child }
+        let url = line.trim().trim_start_matches("listening on ").to_string();
+        Node { child, url }
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {

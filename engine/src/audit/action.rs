@@ -87,6 +87,10 @@ actions! {
     DrillRequested => "drill.requested",
     /// A due drill did not start (busy, halted, refused).
     DrillSkipped => "drill.skipped",
+    /// The audit log's checkpoint signing key was generated.
+    AuditKeyCreated => "audit.key.created",
+    /// The checkpoint signing key was replaced (the old one stays trusted).
+    AuditKeyRotated => "audit.key.rotated",
 }
 
 impl std::fmt::Display for Action {

@@ -31,7 +31,25 @@ pub(super) async fn serve(home: &Home, listen: Option<String>) -> anyhow::Result
             )
         })?;
     let addr = listener.local_addr()?;
-    let state = crate::server::AppState::new(home.service().await?, config);
+    let mut state = crate::server::AppState::new(home.service().await?, config);
+    // Checkpoints, witnesses and the syslog export; a bad [audit] config
+    // stops the start (an operator who configured witnesses expects them).
+    let tlog = match crate::tlog::serve::spawn(
+        state.service.store().clone(),
+        home.dir(),
+        &home.config().audit,
+        home.secrets().as_ref(),
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(crate::tlog::TlogError::Invalid(m)) => {
+            eprintln!("error: [audit]: {m}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    state.tlog = Some(tlog.status.clone());
     // The address on stdout, for scripts and tests (`--listen 127.0.0.1:0`).
     println!("listening on {scheme}://{addr}");
     let shutdown = async {
@@ -45,7 +63,12 @@ pub(super) async fn serve(home: &Home, listen: Option<String>) -> anyhow::Result
             "shutting down: no new requests; runs in progress get server.shutdown-grace-ms"
         );
     };
-    crate::server::serve(state, listener, shutdown).await?;
+    let grace = std::time::Duration::from_millis(state.config.shutdown_grace_ms);
+    let served = crate::server::serve(state, listener, shutdown).await;
+    // A last checkpoint of everything written, for the witnesses.
+    tlog.stop(grace.min(std::time::Duration::from_secs(10)))
+        .await;
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

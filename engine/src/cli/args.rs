@@ -333,11 +333,72 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Re-walk the hash chain; names the first bad record (exit 1).
+    /// Re-walk the hash chain (names the first bad record), and check the
+    /// log against signed checkpoints held elsewhere: tail truncation (exit
+    /// 3), a rewrite (4), a fork (5), a checkpoint that cannot be trusted
+    /// (6); a broken chain exits 1. Always checks the checkpoints kept in
+    /// the store and in the configured directory witnesses.
     Verify {
+        /// A checkpoint file (a signed note) to check the log against;
+        /// repeatable.
+        #[arg(long = "checkpoint", value_name = "FILE")]
+        checkpoints: Vec<std::path::PathBuf>,
+        /// A witness directory whose `*.checkpoint` files to check against;
+        /// repeatable.
+        #[arg(long = "witness-dir", value_name = "DIR")]
+        witness_dirs: Vec<std::path::PathBuf>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Sign a checkpoint of the log as it is now, keep it, deliver it to the
+    /// configured witnesses, and print it (a C2SP signed note).
+    Checkpoint {
+        /// Print it as JSON (size, root, note).
+        #[arg(long)]
+        json: bool,
+    },
+    /// An inclusion proof (JSON) that record SEQ is in a checkpoint.
+    Prove {
+        /// The record's sequence number.
+        seq: i64,
+        /// The checkpoint to prove against (a file, as the auditor holds
+        /// it); default: the newest checkpoint kept.
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<std::path::PathBuf>,
+    },
+    /// A consistency proof (JSON) that checkpoint NEW extends checkpoint OLD.
+    Consistency {
+        /// The older checkpoint: a file, or the size of a kept checkpoint.
+        old: String,
+        /// The newer checkpoint: a file, or a size; default: the newest kept.
+        new: Option<String>,
+    },
+    /// The checkpoint signing key: print its verifier key (generating the
+    /// key on first use), or rotate it.
+    Key {
+        #[command(subcommand)]
+        command: Option<AuditKeyCommand>,
+    },
+    /// Every record as a JSON line (schema `firedrill-audit/1`, see
+    /// docs/audit.md), for security tooling.
+    Export {
+        /// Start after this sequence number (0: from the first record).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Keep running and print new records as they are written.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditKeyCommand {
+    /// Print the verifier key (`name+id+base64`) to give to verifiers.
+    Show,
+    /// Replace the signing key; the old key stays trusted for old
+    /// checkpoints. Audited.
+    Rotate,
 }
 
 pub(super) fn parse_input(text: &str) -> Result<(String, String), String> {

@@ -1,9 +1,17 @@
-//! `firedrill audit ...`: list and verify the hash-chained log.
+//! `firedrill audit ...`: list, verify (chain and checkpoints), checkpoint,
+//! prove, consistency, key, export.
 
 use super::*;
+use crate::audit::checkpoint::{SignedCheckpoint, VerifierKey};
+use crate::tlog::{self, Keys};
 
-pub(super) async fn audit(home: &Home, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn audit(
+    home: &Home,
+    actor: &Actor,
+    cmd: AuditCommand,
+) -> anyhow::Result<ExitCode> {
     let store = home.store().await?;
+    let config = &home.config().audit;
     match cmd {
         AuditCommand::List {
             run,
@@ -29,26 +37,210 @@ pub(super) async fn audit(home: &Home, cmd: AuditCommand) -> anyhow::Result<Exit
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify { json } => {
-            let v = verify_store(store.as_ref()).await?;
+        AuditCommand::Verify {
+            checkpoints,
+            mut witness_dirs,
+            json,
+        } => {
+            let (origin, trusted) = tlog::trusted(home.dir(), config)?;
+            for w in &config.witnesses {
+                if let crate::audit::WitnessConfig::Directory { path } = w
+                    && !witness_dirs.contains(path)
+                {
+                    witness_dirs.push(path.clone());
+                }
+            }
+            let held = tlog::gather(&checkpoints, &witness_dirs, Some(store.as_ref())).await?;
+            let report = tlog::verify(store.as_ref(), &origin, &trusted, &held).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else if let Some(bad) = &v.first_bad {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", render_report(&report));
+            }
+            Ok(ExitCode::from(report.exit_code()))
+        }
+        AuditCommand::Checkpoint { json } => {
+            let keys = keys(home, store.as_ref(), actor).await?;
+            let cp = tlog::checkpoint_now(store.as_ref(), &keys).await?;
+            let secrets = home.secrets();
+            let mut undelivered = 0;
+            for w in &config.witnesses {
+                let delivered = match tlog::witness::Witness::new(w, secrets.as_ref()) {
+                    Ok(mut witness) => witness.deliver(&cp).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = delivered {
+                    undelivered += 1;
+                    eprintln!("warning: witness {}: {e}", w.name());
+                }
+            }
+            if json {
                 println!(
-                    "audit chain BROKEN at record {}: {}\n{} records checked; the chain is intact up to record {}.",
-                    bad.seq, bad.problem, v.records, v.head_seq
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "origin": cp.checkpoint.origin,
+                        "size": cp.checkpoint.size,
+                        "root": cp.checkpoint.root_b64(),
+                        "signer": cp.signer,
+                        "note": cp.note,
+                        "witnesses_failed": undelivered,
+                    }))?
                 );
             } else {
-                println!(
-                    "audit chain OK: {} records, head seq {} hash {}",
-                    v.records, v.head_seq, v.head_hash
-                );
+                print!("{}", cp.note);
             }
-            Ok(if v.first_bad.is_some() {
+            Ok(if undelivered > 0 {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
             })
         }
+        AuditCommand::Prove { seq, checkpoint } => {
+            let (_, trusted) = tlog::trusted(home.dir(), config)?;
+            let cp = match checkpoint {
+                Some(path) => open_file(&path, &trusted)?,
+                None => newest(store.as_ref(), &trusted).await?,
+            };
+            match tlog::prove(store.as_ref(), &cp, seq).await {
+                Ok(proof) => {
+                    println!("{}", serde_json::to_string_pretty(&proof)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(tlog::TlogError::Invalid(m)) => {
+                    eprintln!("error: {m}");
+                    Ok(ExitCode::from(EXIT_INVALID))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        AuditCommand::Consistency { old, new } => {
+            let (_, trusted) = tlog::trusted(home.dir(), config)?;
+            let old = named(store.as_ref(), &trusted, &old).await?;
+            let new = match new {
+                Some(n) => named(store.as_ref(), &trusted, &n).await?,
+                None => newest(store.as_ref(), &trusted).await?,
+            };
+            match tlog::consistency(store.as_ref(), &old, &new).await {
+                Ok(proof) => {
+                    println!("{}", serde_json::to_string_pretty(&proof)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(tlog::TlogError::Invalid(m)) => {
+                    eprintln!("error: {m}");
+                    Ok(ExitCode::from(EXIT_INVALID))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        AuditCommand::Key { command } => {
+            let mut keys = keys(home, store.as_ref(), actor).await?;
+            if let Some(AuditKeyCommand::Rotate) = command {
+                let (old, new) = keys.rotate(config)?;
+                tlog::record_key_change(
+                    store.as_ref(),
+                    actor,
+                    crate::audit::Action::AuditKeyRotated,
+                    Some(&old),
+                    &new,
+                )
+                .await?;
+                eprintln!(
+                    "rotated the audit signing key: {} replaces {} (still trusted for older checkpoints); give verifiers the new key:",
+                    new.label(),
+                    old.label()
+                );
+            }
+            println!("{}", keys.verifier());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export { after, follow } => {
+            let mut out = std::io::stdout().lock();
+            tlog::export::write(store.as_ref(), &config.origin(), after, follow, &mut out).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The home's keys; a key generated now is audited.
+async fn keys(home: &Home, store: &dyn crate::store::Store, actor: &Actor) -> anyhow::Result<Keys> {
+    let (keys, created) = Keys::load(home.dir(), &home.config().audit)?;
+    if created {
+        tlog::record_key_change(
+            store,
+            actor,
+            crate::audit::Action::AuditKeyCreated,
+            None,
+            &keys.verifier(),
+        )
+        .await?;
+    }
+    Ok(keys)
+}
+
+fn open_file(path: &Path, trusted: &[VerifierKey]) -> anyhow::Result<SignedCheckpoint> {
+    let held = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    crate::audit::checkpoint::open(&held, trusted)
+        .with_context(|| format!("checkpoint {}", path.display()))
+}
+
+async fn newest(
+    store: &dyn crate::store::Store,
+    trusted: &[VerifierKey],
+) -> anyhow::Result<SignedCheckpoint> {
+    let row = store
+        .checkpoints(1)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            anyhow::anyhow!("no checkpoint is kept yet; sign one with `firedrill audit checkpoint`")
+        })?;
+    Ok(crate::audit::checkpoint::open(&row.note, trusted)?)
+}
+
+/// A checkpoint named by a file path or the size of a kept checkpoint.
+async fn named(
+    store: &dyn crate::store::Store,
+    trusted: &[VerifierKey],
+    name: &str,
+) -> anyhow::Result<SignedCheckpoint> {
+    if let Ok(size) = name.parse::<u64>()
+        && !Path::new(name).exists()
+    {
+        let row = tlog::stored_checkpoint(store, size).await?.ok_or_else(|| {
+            anyhow::anyhow!("no checkpoint of size {size} is kept; name a checkpoint file instead")
+        })?;
+        return Ok(crate::audit::checkpoint::open(&row.note, trusted)?);
+    }
+    open_file(Path::new(name), trusted)
+}
+
+fn render_report(r: &tlog::Report) -> String {
+    let mut out = String::new();
+    let chain = &r.chain;
+    match &chain.first_bad {
+        Some(bad) => out.push_str(&format!(
+            "audit chain BROKEN at record {}: {}\n{} records checked; the chain is intact up to record {}.\n",
+            bad.seq, bad.problem, chain.records, chain.head_seq
+        )),
+        None => out.push_str(&format!(
+            "audit chain OK: {} records, head seq {} hash {}\n",
+            chain.records, chain.head_seq, chain.head_hash
+        )),
+    }
+    for f in &r.findings {
+        if !matches!(f, tlog::Finding::ChainBroken { .. }) {
+            out.push_str(&format!("{f}\n"));
+        }
+    }
+    if r.checkpoints_checked == 0 {
+        out.push_str("no trusted checkpoint to check against: a deleted tail or a rewrite with recomputed hashes cannot be seen; configure [[audit.witnesses]] and pass --checkpoint\n");
+    } else if r.findings.is_empty() {
+        out.push_str(&format!(
+            "checkpoints OK: the log matches all {} trusted checkpoints (up to record {})\n",
+            r.checkpoints_checked, r.matched_up_to
+        ));
+    }
+    out
 }

@@ -1,4 +1,5 @@
-//! `/api/v1/audit`: the log, filtered, and its verification.
+//! `/api/v1/audit`: the log, filtered, its verification, and its newest
+//! signed checkpoint.
 
 use axum::Json;
 use axum::extract::State;
@@ -65,4 +66,37 @@ pub(super) async fn audit_verify(
     unscoped_for(&who, "the audit log spans every runbook")?;
     let v = crate::store::verify_store(state.service.store().as_ref()).await?;
     Ok(Json(serde_json::to_value(&v).unwrap_or_default()))
+}
+
+/// The newest signed checkpoint (`text/plain`, the C2SP signed note), or
+/// 404 when none was signed yet.
+pub(super) async fn audit_checkpoint(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    who.require(Action::Read)?;
+    unscoped_for(&who, "the audit log spans every runbook")?;
+    let latest = state
+        .service
+        .store()
+        .checkpoints(1)
+        .await?
+        .into_iter()
+        .next();
+    let Some(row) = latest else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not-found",
+            "no audit checkpoint was signed yet: `firedrill serve` signs one within [audit] checkpoint-interval-s of the first records, or run `firedrill audit checkpoint`",
+        ));
+    };
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        row.note,
+    )
+        .into_response())
 }

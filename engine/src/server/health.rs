@@ -80,6 +80,41 @@ pub(super) async fn metrics(
         String::new(),
         head as f64,
     ));
+    if let Some(cp) = store.checkpoints(1).await?.into_iter().next() {
+        gauges.push((
+            "firedrill_audit_checkpoint_size",
+            "Records covered by the newest signed audit checkpoint.",
+            String::new(),
+            cp.size as f64,
+        ));
+        let signed_at = humantime::parse_rfc3339_weak(&cp.created_at)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        gauges.push((
+            "firedrill_audit_checkpoint_timestamp_seconds",
+            "When the newest audit checkpoint was signed (Unix time; its age is time() minus this).",
+            String::new(),
+            signed_at,
+        ));
+    }
+    if let Some(tlog) = &state.tlog {
+        for (witness, lag, failures) in tlog.witness_lag() {
+            let w = format!("witness=\"{}\"", witness.replace(['"', '\\', '\n'], ""));
+            gauges.push((
+                "firedrill_audit_witness_lag_records",
+                "Records the newest checkpoint a witness holds lags behind the newest signed (0: up to date).",
+                w.clone(),
+                lag as f64,
+            ));
+            gauges.push((
+                "firedrill_audit_witness_failures",
+                "Failed deliveries of checkpoints to a witness since this process started.",
+                w,
+                failures as f64,
+            ));
+        }
+    }
     let queued = state.service.store().queued_runs().await?;
     gauges.push((
         "firedrill_runs_executing",

@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/triggers", get(webhooks::list_triggers))
         .route("/api/v1/audit", get(audit::audit))
         .route("/api/v1/audit/verify", get(audit::audit_verify))
+        .route("/api/v1/audit/checkpoint", get(audit::audit_checkpoint))
         .route(
             "/api/v1/switch",
             get(switch::get_switch).put(switch::set_switch),

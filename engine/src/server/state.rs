@@ -38,6 +38,8 @@ pub struct AppState {
     pub(super) trigger_rate: Arc<governor::DefaultDirectRateLimiter>,
     /// "Now" for drills and readiness.
     pub clock: Arc<dyn crate::drill::Clock>,
+    /// The audit log's checkpointer and witnesses, when `serve` runs them.
+    pub tlog: Option<Arc<crate::tlog::serve::Status>>,
 }
 
 /// The most recent ids, up to a fixed number (oldest forgotten first).
@@ -109,6 +111,7 @@ impl AppState {
     ) -> Self {
         AppState {
             clock,
+            tlog: None,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             unauthenticated: Arc::new(Semaphore::new(config.max_in_flight_unauthenticated.max(1))),
             streams_per_token: Arc::new(Mutex::new(HashMap::new())),

@@ -411,6 +411,32 @@ impl Store for $store {
         $crate::store::sql::parse_audit_page(&text)
     }
 
+    async fn audit_hashes(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        sqlx::query_as(q("SELECT seq, hash FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?"))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(sql("read audit hashes"))
+    }
+
+    async fn checkpoints(&self, limit: i64) -> Result<Vec<super::CheckpointRow>, StoreError> {
+        Ok(sqlx::query(q("SELECT * FROM audit_checkpoints ORDER BY size DESC LIMIT ?"))
+            .bind(limit)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(sql("read checkpoints"))?
+            .iter()
+            .map(|r| super::CheckpointRow {
+                size: r.get("size"),
+                root: r.get("root"),
+                note: r.get("note"),
+                signer: r.get("signer"),
+                created_at: r.get("created_at"),
+            })
+            .collect())
+    }
+
     async fn tokens(&self) -> Result<Vec<super::TokenRow>, StoreError> {
         sqlx::query(q("SELECT * FROM tokens ORDER BY created_at"))
             .fetch_all(&self.reads)

@@ -242,6 +242,23 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             .await
             .map_err(sql("reset breaker"))?;
         }
+        Write::InsertCheckpoint(c) => {
+            let done = sqlx::query(
+                q("INSERT INTO audit_checkpoints (size, root, note, signer, created_at) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (size) DO NOTHING"),
+            )
+            .bind(c.size)
+            .bind(&c.root)
+            .bind(&c.note)
+            .bind(&c.signer)
+            .bind(&c.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("insert checkpoint"))?;
+            if done.rows_affected() == 0 {
+                return Ok(Applied::Exists);
+            }
+        }
         Write::SetSwitch(w) => {
             sqlx::query(
                 q("INSERT INTO switches (scope, engaged, reason, actor, changed_at) VALUES (?, ?, ?, ?, ?)

@@ -1,0 +1,288 @@
+//! What `serve` runs for the audit log: the checkpointer (a checkpoint
+//! every `checkpoint-every-records` records or `checkpoint-interval-s`
+//! seconds), one task per witness, and the syslog export. None of them is
+//! on the path of a run: a failure is logged, counted and retried.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::audit::AuditConfig;
+use crate::audit::checkpoint::{Checkpoint, SignedCheckpoint};
+use crate::audit::tree::{self, Frontier};
+use crate::secret::SecretProvider;
+use crate::store::Store;
+
+use super::{Keys, TlogError};
+
+/// How often the checkpointer looks at the head.
+const TICK: Duration = Duration::from_millis(500);
+/// Record hashes read per look.
+const PAGE: i64 = 50_000;
+
+/// One witness's delivery state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WitnessState {
+    /// The size of the newest checkpoint it holds (from this process).
+    pub delivered: u64,
+    /// Failed deliveries since start.
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+/// What `/metrics` reads: the newest checkpoint signed here and each
+/// witness's delivery.
+#[derive(Debug, Default)]
+pub struct Status {
+    latest: Mutex<u64>,
+    witnesses: Mutex<BTreeMap<String, WitnessState>>,
+}
+
+impl Status {
+    pub(super) fn delivered(&self, name: &str, size: u64, error: Option<String>) {
+        let mut w = self.witnesses.lock().unwrap_or_else(|e| e.into_inner());
+        let state = w.entry(name.to_string()).or_default();
+        state.delivered = size;
+        if error.is_some() {
+            state.failures += 1;
+        }
+        state.last_error = error;
+    }
+
+    fn signed(&self, size: u64) {
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = size;
+    }
+
+    /// (witness, records it lags behind the newest checkpoint, failures).
+    pub fn witness_lag(&self) -> Vec<(String, u64, u64)> {
+        let latest = *self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        self.witnesses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, s)| (name.clone(), latest.saturating_sub(s.delivered), s.failures))
+            .collect()
+    }
+
+    pub fn witness(&self, name: &str) -> Option<WitnessState> {
+        self.witnesses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+}
+
+/// Signs checkpoints of the log as it grows.
+#[derive(Debug)]
+pub struct Checkpointer {
+    keys: Keys,
+    every_records: u64,
+    interval: Duration,
+    tree: Frontier,
+    /// Size of the newest checkpoint signed or found.
+    last: u64,
+    last_at: Instant,
+}
+
+impl Checkpointer {
+    /// Build the tree of the log as it is (one pass over the record hashes).
+    pub async fn start(
+        store: &dyn Store,
+        keys: Keys,
+        config: &AuditConfig,
+    ) -> Result<Self, TlogError> {
+        let mut tree = Frontier::default();
+        for leaf in super::leaves(store, None).await? {
+            tree.push(leaf);
+        }
+        let last = store
+            .checkpoints(1)
+            .await?
+            .first()
+            .map_or(0, |c| c.size.max(0) as u64);
+        Ok(Checkpointer {
+            keys,
+            every_records: config.checkpoint_every_records.max(1),
+            interval: Duration::from_secs(config.checkpoint_interval_s.max(1)),
+            tree,
+            last,
+            // An existing log not yet checkpointed is checkpointed at once.
+            last_at: Instant::now() - Duration::from_secs(config.checkpoint_interval_s.max(1)),
+        })
+    }
+
+    /// Extend the tree with new records; sign a checkpoint if one is due
+    /// (`force`: whenever the log grew).
+    pub async fn tick(
+        &mut self,
+        store: &dyn Store,
+        force: bool,
+    ) -> Result<Option<SignedCheckpoint>, TlogError> {
+        loop {
+            let page = store.audit_hashes(self.tree.size() as i64, PAGE).await?;
+            let full = page.len() as i64 == PAGE;
+            for (seq, hash) in page {
+                if seq as u64 != self.tree.size() + 1 {
+                    return Err(TlogError::Invalid(format!(
+                        "the audit log skips from record {} to {seq}; run `firedrill audit verify`",
+                        self.tree.size()
+                    )));
+                }
+                let leaf = tree::record_leaf(&hash).ok_or_else(|| {
+                    TlogError::Invalid(format!("record {seq}'s hash is not SHA-256 hex"))
+                })?;
+                self.tree.push(leaf);
+            }
+            if !full {
+                break;
+            }
+        }
+        let size = self.tree.size();
+        let grew = size > self.last;
+        let due = grew
+            && (force
+                || size - self.last >= self.every_records
+                || self.last_at.elapsed() >= self.interval);
+        if !due {
+            return Ok(None);
+        }
+        let cp = Checkpoint {
+            origin: self.keys.origin.clone(),
+            size,
+            root: self.tree.root(),
+        };
+        let signed = super::keep(store, &self.keys, &cp).await?;
+        self.last = size;
+        self.last_at = Instant::now();
+        Ok(Some(signed))
+    }
+}
+
+/// The running audit-log tasks of `serve`.
+#[derive(Debug)]
+pub struct Handle {
+    pub status: Arc<Status>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Handle {
+    /// Sign a last checkpoint, give witnesses up to `grace` to take it,
+    /// then stop.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let mut tasks = self.tasks.into_iter();
+        if let Some(checkpointer) = tasks.next() {
+            let _ = checkpointer.await;
+        }
+        let rest: Vec<_> = tasks.collect();
+        let abort: Vec<_> = rest.iter().map(|t| t.abort_handle()).collect();
+        if tokio::time::timeout(grace, futures::future::join_all(rest))
+            .await
+            .is_err()
+        {
+            abort.iter().for_each(|a| a.abort());
+        }
+    }
+}
+
+/// Start the checkpointer, the witnesses and the syslog export.
+pub async fn spawn(
+    store: Arc<dyn Store>,
+    home: &Path,
+    config: &AuditConfig,
+    secrets: &dyn SecretProvider,
+) -> Result<Handle, TlogError> {
+    let (keys, created) = Keys::load(home, config)?;
+    if created {
+        let v = keys.verifier();
+        super::record_key_change(
+            store.as_ref(),
+            &crate::audit::Actor::engine(
+                crate::audit::ActorKind::Scheduler,
+                "audit",
+                crate::audit::Via::Engine,
+            ),
+            crate::audit::Action::AuditKeyCreated,
+            None,
+            &v,
+        )
+        .await?;
+        tracing::info!(key = %v, "generated the audit checkpoint signing key; give this verifier key to whoever verifies the log");
+    }
+    let witnesses = config
+        .witnesses
+        .iter()
+        .map(|w| Ok((w.name(), super::witness::Witness::new(w, secrets)?)))
+        .collect::<Result<Vec<_>, TlogError>>()?;
+    let export = config
+        .syslog_export
+        .as_deref()
+        .map(super::syslog::Address::parse)
+        .transpose()?;
+    let mut checkpointer = Checkpointer::start(store.as_ref(), keys, config).await?;
+    let status = Arc::new(Status::default());
+    let (latest_tx, latest_rx) = tokio::sync::watch::channel::<Option<SignedCheckpoint>>(None);
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    {
+        let store = store.clone();
+        let status = status.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let stopping = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = stopped.changed() => true,
+                };
+                match checkpointer.tick(store.as_ref(), stopping).await {
+                    Ok(Some(cp)) => {
+                        tracing::debug!(size = cp.checkpoint.size, "signed an audit checkpoint");
+                        status.signed(cp.checkpoint.size);
+                        let _ = latest_tx.send(Some(cp));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not sign an audit checkpoint; retrying")
+                    }
+                }
+                if stopping {
+                    break;
+                }
+            }
+            // Dropping the sender ends the witnesses once they delivered.
+        }));
+    }
+    let retry = Duration::from_secs(config.witness_retry_s.max(1));
+    for (name, witness) in witnesses {
+        status.delivered(&name, 0, None);
+        tasks.push(tokio::spawn(super::witness::run(
+            witness,
+            name,
+            latest_rx.clone(),
+            status.clone(),
+            retry,
+        )));
+    }
+    if let Some(address) = export {
+        let cursor = home.join("audit").join("syslog-export.cursor");
+        let origin = config.origin();
+        let mut stopped = stop.subscribe();
+        tasks.push(tokio::spawn(async move {
+            let follow = super::export::syslog(store, origin, address, cursor);
+            tokio::select! {
+                _ = follow => {}
+                _ = stopped.changed() => {}
+            }
+        }));
+    }
+    drop(latest_rx);
+    Ok(Handle {
+        status,
+        stop,
+        tasks,
+    })
+}
