@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 mod action;
 pub mod checkpoint;
 mod config;
+pub mod page;
 pub mod tree;
 pub use action::Action;
 pub use config::{AuditConfig, WitnessConfig, hostname};
@@ -496,20 +497,25 @@ impl Verifier {
                 false
             }
             None => {
-                if let Some(t) = &mut self.tree {
-                    let mut raw = [0u8; 32];
-                    // The hash was just checked to be this hex.
-                    let _ = hex::decode_to_slice(&r.hash, &mut raw);
-                    t.push(tree::leaf_hash(&raw));
-                    if self.want.contains(&t.size()) {
-                        self.roots.insert(t.size(), t.root());
-                    }
-                }
-                self.prev_hash.clone_from(&r.hash);
-                self.expected_seq += 1;
+                self.accept(&r.hash, None);
                 true
             }
         }
+    }
+
+    /// Record `hash` (just checked, with its leaf if computed) as the
+    /// chain's head.
+    fn accept(&mut self, hash: &str, leaf: Option<tree::Hash>) {
+        if let Some(t) = &mut self.tree {
+            // The hash was just checked to be SHA-256 hex.
+            t.push(leaf.or_else(|| tree::record_leaf(hash)).unwrap_or_default());
+            if self.want.contains(&t.size()) {
+                self.roots.insert(t.size(), t.root());
+            }
+        }
+        self.prev_hash.clear();
+        self.prev_hash.push_str(hash);
+        self.expected_seq += 1;
     }
 
     pub fn finish(self) -> Verification {

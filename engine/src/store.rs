@@ -692,6 +692,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn audit_hashes(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError>;
     /// The newest `limit` checkpoints kept, largest first.
     async fn checkpoints(&self, limit: i64) -> Result<Vec<CheckpointRow>, StoreError>;
+    /// [`Store::audit_page`] as the database hands it over: one JSON
+    /// array of rows (`audit::page`).
+    async fn audit_page_text(&self, after: i64, limit: i64) -> Result<String, StoreError>;
     /// Records with `seq > after`, in order, at most `limit`.
     async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
 }
@@ -715,27 +718,61 @@ pub async fn verify_store_with_roots(
     ),
     StoreError,
 > {
+    use crate::audit::page;
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+        what: "audit page",
+        reason: e.to_string(),
+    };
     let mut verifier = crate::audit::Verifier::with_roots_at(sizes.clone());
-    let mut page = store.audit_page(0, crate::audit::VERIFY_PAGE).await?;
-    while let Some(last) = page.last() {
-        let after = last.seq;
+    let mut text = store.audit_page_text(0, crate::audit::VERIFY_PAGE).await?;
+    loop {
+        // The page is split and hashed on blocking threads; its last seq
+        // comes back first, so the next page is read meanwhile.
+        let (last_tx, last_rx) = tokio::sync::oneshot::channel();
         let check = tokio::task::spawn_blocking(move || {
-            for r in &page {
-                if !verifier.push(r) {
-                    break;
+            let mut rows = page::rows(&text).map_err(corrupt)?;
+            let seqs: Option<Vec<i64>> = rows.iter().map(|r| page::seq_of(r)).collect();
+            let sorted = seqs
+                .as_ref()
+                .is_some_and(|s| s.windows(2).all(|w| w[0] < w[1]));
+            let _ = last_tx.send(match &seqs {
+                Some(s) => s.iter().copied().max(),
+                None => None,
+            });
+            if sorted {
+                verifier.push_rows(&rows).map_err(corrupt)?;
+            } else {
+                // Aggregates promise no order: the exact path, sorted.
+                let mut records = rows
+                    .drain(..)
+                    .map(page::parse_row)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(corrupt)?;
+                records.sort_by_key(|r| r.seq);
+                for r in &records {
+                    if !verifier.push(r) {
+                        break;
+                    }
                 }
             }
-            verifier
+            Ok::<_, StoreError>(verifier)
         });
-        let next = store.audit_page(after, crate::audit::VERIFY_PAGE).await;
+        let next = match last_rx.await.ok().flatten() {
+            Some(after) => Some(
+                store
+                    .audit_page_text(after, crate::audit::VERIFY_PAGE)
+                    .await,
+            ),
+            None => None,
+        };
         verifier = match check.await {
-            Ok(v) => v,
+            Ok(v) => v?,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
-        if verifier.found_bad() {
-            break;
+        match next {
+            Some(next) if !verifier.found_bad() => text = next?,
+            _ => break,
         }
-        page = next?;
     }
     let roots = verifier.roots().clone();
     Ok((verifier.finish(), roots))

@@ -201,6 +201,20 @@ async fn denial_timeout_roles_cancel_and_dry_run() {
             .iter()
             .any(|s| s.step_id == "act")
     );
+    let requested = api.env.audited("approval.requested").await;
+    assert!(
+        requested
+            .iter()
+            .any(|r| r.run_id.as_deref() == Some(id.as_str()) && r.subject == "step:approve"),
+        "{requested:?}"
+    );
+    let denied = api.env.audited("approval.denied").await;
+    assert!(
+        denied
+            .iter()
+            .any(|r| r.run_id.as_deref() == Some(id.as_str()) && r.actor_id == "alice"),
+        "{denied:?}"
+    );
     // Only the listed roles count.
     let id = api.start(&ops, "admins-only", "live").await;
     api.wait_for(&id, RunStatus::AwaitingApproval).await;

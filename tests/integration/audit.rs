@@ -252,3 +252,64 @@ async fn verify_reads_exact_records_across_pages_and_finds_tampering_on_a_later_
     assert_eq!(bad.seq, victim, "{}", bad.problem);
     assert!(bad.problem.contains("modified"), "{}", bad.problem);
 }
+
+/// Every audit action the engine can write is asserted by some test: its
+/// name appears, quoted, in a test (the integration suite, or the test
+/// modules of the engine). ARCHITECTURE.md's table is checked against the
+/// same list (`action.rs::architecture_lists_exactly_the_audit_actions`).
+#[test]
+fn every_audit_action_is_asserted_by_some_test() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("read");
+                out.push((path, text));
+            }
+        }
+    }
+    let root = firedrill_tests::workspace_root();
+    let mut tests = Vec::new();
+    sources(&root.join("tests/integration"), &mut tests);
+    let mut engine = Vec::new();
+    sources(&root.join("engine/src"), &mut engine);
+    // Only the test code of engine files: after `#[cfg(test)]`, or a
+    // `tests.rs` module.
+    for (path, text) in engine {
+        if path.ends_with("audit/action.rs") {
+            continue;
+        }
+        let test_code = if path.file_name().is_some_and(|n| n == "tests.rs") {
+            text
+        } else {
+            text.split_once("#[cfg(test)]")
+                .map(|(_, t)| t.to_string())
+                .unwrap_or_default()
+        };
+        tests.push((path, test_code));
+    }
+    let this = "every_audit_action_is_asserted_by_some_test";
+    let unasserted: Vec<&str> = firedrill::audit::Action::ALL
+        .iter()
+        .map(|a| a.as_str())
+        .filter(|name| {
+            let quoted = format!("\"{name}\"");
+            !tests.iter().any(|(_, text)| {
+                text.contains(&quoted) && !text.contains(this) || {
+                    // This file: anywhere but this test.
+                    text.contains(this)
+                        && text
+                            .split(this)
+                            .next()
+                            .is_some_and(|before| before.contains(&quoted))
+                }
+            })
+        })
+        .collect();
+    assert!(
+        unasserted.is_empty(),
+        "no test asserts these audit actions are written: {unasserted:?}"
+    );
+}

@@ -278,10 +278,24 @@ async fn sign_in_keeps_the_token_in_an_httponly_cookie_and_changes_need_csrf() {
             .expect("cookie")
             .contains("Max-Age=0")
     );
+    let signed_out = c.env.audited("console.signed-out").await;
+    assert!(
+        signed_out
+            .iter()
+            .any(|r| r.actor_kind == "token" && r.actor_id == "alice" && r.subject == "alice"),
+        "{signed_out:?}"
+    );
     // Revoking the token ends every session that holds it.
     auth::revoke(c.env.store.as_ref(), "alice", None, &Actor::user("admin"))
         .await
         .expect("revoke");
+    let revoked = c.env.audited("token.revoked").await;
+    assert!(
+        revoked
+            .iter()
+            .any(|r| r.subject == "token:alice" && r.actor_id == "admin"),
+        "{revoked:?}"
+    );
     let (status, _, _) = c
         .send("GET", "/api/v1/me", &[("cookie", cookie)], None)
         .await;

@@ -377,6 +377,16 @@ async fn readiness_follows_the_exact_version_through_drills_publishes_and_rollba
         .await
         .expect("audit");
     assert_eq!(rolled.len(), 2);
+    let published = d.env.audited("runbook.published").await;
+    let versions: Vec<&str> = published
+        .iter()
+        .filter_map(|r| r.subject.strip_prefix("runbook:probe@"))
+        .collect();
+    assert_eq!(versions, ["1", "2", "3", "4"], "{published:?}");
+    assert!(
+        published.iter().all(|r| r.actor_id == "admin"),
+        "{published:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -476,6 +486,15 @@ async fn live_triggers_of_untested_runbooks_follow_the_readiness_policy() {
         .as_str()
         .expect("id")
         .to_string();
+    let requested = env.audited("drill.requested").await;
+    let record = requested
+        .iter()
+        .find(|r| r.details.contains(&id))
+        .expect("drill.requested names the run");
+    assert_eq!(
+        (record.subject.as_str(), record.actor_id.as_str()),
+        ("runbook:probe", "ops")
+    );
     for _ in 0..600 {
         if env
             .store

@@ -281,6 +281,43 @@ async fn a_killed_nodes_runs_are_taken_over_and_the_unsafe_step_waits_for_a_pers
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_run_cancelled_before_a_node_claims_it_never_runs() {
+    let env = env_with_ledger(&[&ledger_runbook("queued", 0)], SHORT).await;
+    let ids = queue(&env, "queued", 2).await;
+    env.service
+        .cancel(&ids[0], &Actor::user("oncall"), "not needed any more")
+        .await
+        .expect("cancel");
+    let run = env.store.run(&ids[0]).await.expect("read").expect("run");
+    assert_eq!(run.status, RunStatus::Cancelled);
+    assert!(
+        run.error
+            .as_deref()
+            .is_some_and(|e| e.contains("cancelled before it started")),
+        "{:?}",
+        run.error
+    );
+    let _a = Node::start(&env, None);
+    let statuses = wait_all(&env, &ids, Duration::from_secs(60), |s| !s.is_pending()).await;
+    assert_eq!(statuses, vec![RunStatus::Cancelled, RunStatus::Succeeded]);
+    let counts = ledger(&env);
+    assert_eq!(counts.get(&ids[0]), None, "cancelled: not appended");
+    assert_eq!(counts.get(&ids[1]), Some(&1), "the other: appended once");
+    let cancelled = env.audited("run.cancelled").await;
+    let record = cancelled
+        .iter()
+        .find(|r| r.run_id.as_deref() == Some(ids[0].as_str()))
+        .expect("run.cancelled");
+    assert_eq!(
+        (record.actor_id.as_str(), record.outcome.as_str()),
+        ("oncall", "cancelled")
+    );
+    let acts = actions(&env, &ids[0]).await;
+    assert!(!acts.iter().any(|(a, _)| a == "run.claimed"), "{acts:?}");
+    chain_verifies(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_node_past_its_lease_cannot_change_or_record_anything() {
     let env = env_with_ledger(&[&ledger_runbook("paused", 2500)], SHORT).await;
     let ids = queue(&env, "paused", 1).await;
@@ -383,6 +420,13 @@ async fn a_crash_at_every_durable_transition_loses_nothing_and_repeats_no_change
         status_at("store.after.step-intent"),
         RunStatus::Succeeded,
         "the intent of the idempotent probe step: re-run"
+    );
+    let reruns = env.audited("step.rerun").await;
+    assert!(
+        reruns
+            .iter()
+            .any(|r| r.subject == "step:probe" && r.run_id.is_some()),
+        "{reruns:?}"
     );
     assert_eq!(status_at("host.after-change"), RunStatus::NeedsAttention);
     assert_eq!(status_at("store.after.finish-run"), RunStatus::Succeeded);

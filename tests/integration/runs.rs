@@ -120,6 +120,30 @@ async fn runs_record_runbook_and_kernel_digests_and_the_actor() {
         firedrill::runbook::source_digest(RESTART)
     );
     assert_eq!(run.actor, "user:tester");
+    let claimed = env.audited("run.claimed").await;
+    assert!(
+        claimed
+            .iter()
+            .filter(|r| r.run_id.as_deref() == Some(id.as_str()))
+            .any(|r| r.subject == format!("run:{id}") && r.actor_kind == "scheduler"),
+        "{claimed:?}"
+    );
+    let finished = env.audited("step.finished").await;
+    assert!(
+        finished
+            .iter()
+            .filter(|r| r.run_id.as_deref() == Some(id.as_str()))
+            .any(|r| r.subject == "step:probe" && r.outcome == "succeeded"),
+        "{finished:?}"
+    );
+    let target_finished = env.audited("step.target.finished").await;
+    assert!(
+        target_finished
+            .iter()
+            .filter(|r| r.run_id.as_deref() == Some(id.as_str()))
+            .any(|r| r.subject == "target:demo-host" && r.outcome == "succeeded"),
+        "{target_finished:?}"
+    );
     let kernels = run.kernels.as_object().expect("map");
     assert!(
         kernels["service-status@1.0.0"]

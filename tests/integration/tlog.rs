@@ -431,6 +431,13 @@ async fn the_independent_verifier_accepts_the_engines_proofs_and_refuses_tampere
     let key = text(&cli(&env, &["audit", "key"]).stdout)
         .trim()
         .to_string();
+    let created = env.audited("audit.key.created").await;
+    assert_eq!(
+        created.len(),
+        1,
+        "the first use generates and audits the key"
+    );
+    assert!(created[0].details.contains(&key), "{}", created[0].details);
     let mut cps: Vec<(i64, PathBuf)> = Vec::new();
     while head(&env).await < 35 {
         append(&env, 1, "grow").await;

@@ -320,6 +320,22 @@ impl TestEnv {
         (url, state)
     }
 
+    /// The audit records with `action`, oldest first (at most 1,000).
+    ///
+    /// # Panics
+    /// If the store cannot be read.
+    #[allow(clippy::expect_used)]
+    pub async fn audited(&self, action: &str) -> Vec<firedrill::audit::AuditRecord> {
+        self.store
+            .audit(&firedrill::store::AuditFilter {
+                action: Some(action.to_string()),
+                limit: 1_000,
+                ..Default::default()
+            })
+            .await
+            .expect("read audit")
+    }
+
     /// Run runbook `text` (as a draft file) in `mode` with `inputs`.
     pub async fn run_text(
         &self,

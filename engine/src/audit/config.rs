@@ -112,8 +112,20 @@ impl WitnessConfig {
     pub fn name(&self) -> String {
         match self {
             WitnessConfig::Directory { path } => format!("directory:{}", path.display()),
-            WitnessConfig::Http { url, .. } => format!("http:{url}"),
+            WitnessConfig::Http { url, .. } => format!("http:{}", without_credentials(url)),
             WitnessConfig::Syslog { address } => format!("syslog:{address}"),
         }
+    }
+}
+
+/// `url` without a user name or password, for logs and metrics.
+fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => url.to_string(),
     }
 }

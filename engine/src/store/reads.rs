@@ -399,7 +399,7 @@ impl Store for $store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+    async fn audit_page_text(&self, after: i64, limit: i64) -> Result<String, StoreError> {
         // One row holding the page as a JSON array (see AUDIT_PAGE).
         let row = sqlx::query(q(AUDIT_PAGE))
             .bind(after)
@@ -407,7 +407,11 @@ impl Store for $store {
             .fetch_one(&self.reads)
             .await
             .map_err(sql("read audit"))?;
-        let text: String = row.try_get(0).map_err(sql("read audit"))?;
+        row.try_get(0).map_err(sql("read audit"))
+    }
+
+    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let text = self.audit_page_text(after, limit).await?;
         $crate::store::sql::parse_audit_page(&text)
     }
 

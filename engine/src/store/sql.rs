@@ -25,63 +25,22 @@ pub(super) fn sql(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreE
     move |source| StoreError::Sql { operation, source }
 }
 
-/// The columns of an audit record, in the order `AUDIT_PAGE` puts them.
-type AuditColumns = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-);
-
 /// Records of a page that `AUDIT_PAGE` returned as one JSON array of
 /// column arrays, in seq order.
 pub(super) fn parse_audit_page(text: &str) -> Result<Vec<crate::audit::AuditRecord>, StoreError> {
-    let mut rows: Vec<AuditColumns> =
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-            what: "audit page",
-            reason: e.to_string(),
-        })?;
-    // Aggregates promise no order; already sorted, this is one pass.
-    rows.sort_by_key(|r| r.0);
-    Ok(rows
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
+        what: "audit page",
+        reason: e.to_string(),
+    };
+    let mut records = crate::audit::page::rows(text)
+        .map_err(corrupt)?
         .into_iter()
-        .map(
-            |(
-                seq,
-                time,
-                actor_kind,
-                actor_id,
-                action,
-                subject,
-                outcome,
-                details,
-                run_id,
-                prev_hash,
-                hash,
-            )| {
-                crate::audit::AuditRecord {
-                    seq,
-                    time,
-                    actor_kind,
-                    actor_id,
-                    action,
-                    subject,
-                    outcome,
-                    details,
-                    run_id,
-                    prev_hash,
-                    hash,
-                }
-            },
-        )
-        .collect())
+        .map(crate::audit::page::parse_row)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(corrupt)?;
+    // Aggregates promise no order; already sorted, this is one pass.
+    records.sort_by_key(|r| r.seq);
+    Ok(records)
 }
 
 pub(super) fn json_text(v: &serde_json::Value) -> String {

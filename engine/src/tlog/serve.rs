@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::audit::AuditConfig;
 use crate::audit::checkpoint::{Checkpoint, SignedCheckpoint};
-use crate::audit::tree::{self, Frontier};
+use crate::audit::tree::Frontier;
 use crate::secret::SecretProvider;
 use crate::store::Store;
 
@@ -18,8 +18,6 @@ use super::{Keys, TlogError};
 
 /// How often the checkpointer looks at the head.
 const TICK: Duration = Duration::from_millis(500);
-/// Record hashes read per look.
-const PAGE: i64 = 50_000;
 
 /// One witness's delivery state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,24 +91,29 @@ impl Checkpointer {
         keys: Keys,
         config: &AuditConfig,
     ) -> Result<Self, TlogError> {
-        let mut tree = Frontier::default();
-        for leaf in super::leaves(store, None).await? {
-            tree.push(leaf);
-        }
         let last = store
             .checkpoints(1)
             .await?
             .first()
             .map_or(0, |c| c.size.max(0) as u64);
-        Ok(Checkpointer {
+        let mut checkpointer = Checkpointer {
             keys,
             every_records: config.checkpoint_every_records.max(1),
             interval: Duration::from_secs(config.checkpoint_interval_s.max(1)),
-            tree,
+            tree: Frontier::default(),
             last,
             // An existing log not yet checkpointed is checkpointed at once.
             last_at: Instant::now() - Duration::from_secs(config.checkpoint_interval_s.max(1)),
-        })
+        };
+        // The tree of the log as it is, a page at a time (the frontier
+        // holds O(log n) hashes, whatever the log's size).
+        checkpointer.extend(store).await?;
+        Ok(checkpointer)
+    }
+
+    /// Add the records written since the last look to the tree.
+    async fn extend(&mut self, store: &dyn Store) -> Result<(), TlogError> {
+        super::extend(&mut self.tree, store).await
     }
 
     /// Extend the tree with new records; sign a checkpoint if one is due
@@ -120,25 +123,7 @@ impl Checkpointer {
         store: &dyn Store,
         force: bool,
     ) -> Result<Option<SignedCheckpoint>, TlogError> {
-        loop {
-            let page = store.audit_hashes(self.tree.size() as i64, PAGE).await?;
-            let full = page.len() as i64 == PAGE;
-            for (seq, hash) in page {
-                if seq as u64 != self.tree.size() + 1 {
-                    return Err(TlogError::Invalid(format!(
-                        "the audit log skips from record {} to {seq}; run `firedrill audit verify`",
-                        self.tree.size()
-                    )));
-                }
-                let leaf = tree::record_leaf(&hash).ok_or_else(|| {
-                    TlogError::Invalid(format!("record {seq}'s hash is not SHA-256 hex"))
-                })?;
-                self.tree.push(leaf);
-            }
-            if !full {
-                break;
-            }
-        }
+        self.extend(store).await?;
         let size = self.tree.size();
         let grew = size > self.last;
         let due = grew
