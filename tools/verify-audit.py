@@ -24,6 +24,7 @@ not verify (the message says why); 2: bad usage or input.
 import base64
 import hashlib
 import json
+import re
 import sys
 
 # ---- Ed25519 verification: RFC 8032, section 6 -------------------------
@@ -139,15 +140,15 @@ def open_checkpoint(note, keys):
     if len(lines) < 4:
         raise Invalid("a checkpoint body has an origin, a size and a root hash")
     origin, size_text, root_b64 = lines[0], lines[1], lines[2]
-    if not size_text.isdigit() or (len(size_text) > 1 and size_text[0] == "0"):
+    if not re.fullmatch(r"0|[1-9][0-9]*", size_text):
         raise Invalid("the tree size %r is not a decimal number" % size_text)
     root = base64.b64decode(root_b64, validate=True)
     if len(root) != 32:
         raise Invalid("the root hash is not 32 bytes")
+    if not sigs.endswith("\n"):
+        raise Invalid("a signed note ends with a newline")
     signers = []
-    for line in sigs.split("\n"):
-        if not line:
-            continue
+    for line in sigs[:-1].split("\n"):
         if not line.startswith("\u2014 "):
             raise Invalid("a signature line does not start with an em dash")
         name, _, b64 = line[2:].partition(" ")
@@ -177,7 +178,7 @@ def node(left, right):
 
 def verify_inclusion(index, size, leaf, proof, root):
     """RFC 9162 section 2.1.3.2."""
-    if index >= size:
+    if index < 0 or index >= size:
         raise Invalid("leaf %d is not in a tree of %d" % (index, size))
     fn, sn, r = index, size - 1, leaf
     for p in proof:

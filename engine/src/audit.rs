@@ -17,7 +17,7 @@ mod config;
 pub mod page;
 pub mod tree;
 pub use action::Action;
-pub use config::{AuditConfig, WitnessConfig, hostname};
+pub use config::{AuditConfig, WitnessConfig, hostname, without_credentials};
 
 /// `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -304,32 +304,67 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// A record's fields, borrowed (as read straight from the store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub seq: i64,
+    pub time: &'a str,
+    pub actor_kind: &'a str,
+    pub actor_id: &'a str,
+    pub action: &'a str,
+    pub subject: &'a str,
+    pub outcome: &'a str,
+    pub details: &'a str,
+    pub run_id: Option<&'a str>,
+    pub prev_hash: &'a str,
+    pub hash: &'a str,
+}
+
+impl AuditRecord {
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            seq: self.seq,
+            time: &self.time,
+            actor_kind: &self.actor_kind,
+            actor_id: &self.actor_id,
+            action: &self.action,
+            subject: &self.subject,
+            outcome: &self.outcome,
+            details: &self.details,
+            run_id: self.run_id.as_deref(),
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+        }
+    }
+}
+
 /// The canonical form of a record: a JSON array of its fields in a fixed
 /// order (`details` as stored text), so that any change to any field changes
 /// the hash.
-fn canonical_fields(
-    r: &AuditRecord,
+#[allow(clippy::type_complexity)]
+fn canonical_fields<'a>(
+    r: &RecordRef<'a>,
 ) -> (
     i64,
-    &str,
-    &str,
-    &str,
-    &str,
-    &str,
-    &str,
-    &str,
-    &Option<String>,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
 ) {
     (
         r.seq,
-        &r.time,
-        &r.actor_kind,
-        &r.actor_id,
-        &r.action,
-        &r.subject,
-        &r.outcome,
-        &r.details,
-        &r.run_id,
+        r.time,
+        r.actor_kind,
+        r.actor_id,
+        r.action,
+        r.subject,
+        r.outcome,
+        r.details,
+        r.run_id,
     )
 }
 
@@ -349,7 +384,7 @@ impl std::io::Write for HashWriter<'_> {
 }
 
 /// `SHA-256(prev_hash || canonical(record))`, as lowercase hex bytes.
-fn record_hash_hex(r: &AuditRecord) -> [u8; 64] {
+fn record_hash_hex(r: &RecordRef<'_>) -> [u8; 64] {
     let mut h = Sha256::new();
     h.update(r.prev_hash.as_bytes());
     // Serialising strings and integers into a writer that cannot fail
@@ -362,7 +397,7 @@ fn record_hash_hex(r: &AuditRecord) -> [u8; 64] {
 
 /// `SHA-256(prev_hash || canonical(record))`, hex.
 pub fn record_hash(r: &AuditRecord) -> String {
-    String::from_utf8_lossy(&record_hash_hex(r)).into_owned()
+    String::from_utf8_lossy(&record_hash_hex(&r.as_ref())).into_owned()
 }
 
 /// Current UTC time, RFC 3339 with milliseconds.
@@ -441,9 +476,15 @@ impl Verifier {
     /// A verifier that also records the tree's root at each of `sizes`
     /// (that the chain is intact up to).
     pub fn with_roots_at(sizes: std::collections::BTreeSet<u64>) -> Self {
+        let roots = if sizes.contains(&0) {
+            [(0, tree::empty_root())].into()
+        } else {
+            Default::default()
+        };
         Verifier {
             tree: (!sizes.is_empty()).then(tree::Frontier::default),
             want: sizes,
+            roots,
             ..Verifier::default()
         }
     }
@@ -460,6 +501,20 @@ impl Verifier {
 
     /// Check the next record; false once a bad record has been found.
     pub fn push(&mut self, r: &AuditRecord) -> bool {
+        self.push_ref(&r.as_ref())
+    }
+
+    /// Record that record `seq` is bad (found by the reader: a column
+    /// that is not text), unless an earlier one was.
+    pub fn fail(&mut self, seq: i64, problem: String) {
+        if self.bad.is_none() {
+            self.count += 1;
+            self.bad = Some(BadRecord { seq, problem });
+        }
+    }
+
+    /// [`Verifier::push`] for a borrowed record.
+    pub fn push_ref(&mut self, r: &RecordRef<'_>) -> bool {
         if self.bad.is_some() {
             return false;
         }
@@ -497,7 +552,7 @@ impl Verifier {
                 false
             }
             None => {
-                self.accept(&r.hash, None);
+                self.accept(r.hash, None);
                 true
             }
         }

@@ -692,6 +692,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn audit_hashes(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError>;
     /// The newest `limit` checkpoints kept, largest first.
     async fn checkpoints(&self, limit: i64) -> Result<Vec<CheckpointRow>, StoreError>;
+    /// The SQLite database file, which `verify_store` reads directly;
+    /// `None` for PostgreSQL.
+    fn database_file(&self) -> Option<&std::path::Path>;
     /// [`Store::audit_page`] as the database hands it over: one JSON
     /// array of rows (`audit::page`).
     async fn audit_page_text(&self, after: i64, limit: i64) -> Result<String, StoreError>;
@@ -724,35 +727,32 @@ pub async fn verify_store_with_roots(
         reason: e.to_string(),
     };
     let mut verifier = crate::audit::Verifier::with_roots_at(sizes.clone());
+    if let Some(file) = store.database_file() {
+        let file = file.to_path_buf();
+        let verifier = tokio::task::spawn_blocking(move || sqlite::scan_audit(&file, verifier))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+        let roots = verifier.roots().clone();
+        return Ok((verifier.finish(), roots));
+    }
     let mut text = store.audit_page_text(0, crate::audit::VERIFY_PAGE).await?;
     loop {
         // The page is split and hashed on blocking threads; its last seq
         // comes back first, so the next page is read meanwhile.
         let (last_tx, last_rx) = tokio::sync::oneshot::channel();
         let check = tokio::task::spawn_blocking(move || {
-            let mut rows = page::rows(&text).map_err(corrupt)?;
-            let seqs: Option<Vec<i64>> = rows.iter().map(|r| page::seq_of(r)).collect();
-            let sorted = seqs
-                .as_ref()
-                .is_some_and(|s| s.windows(2).all(|w| w[0] < w[1]));
-            let _ = last_tx.send(match &seqs {
-                Some(s) => s.iter().copied().max(),
-                None => None,
-            });
-            if sorted {
-                verifier.push_rows(&rows).map_err(corrupt)?;
-            } else {
-                // Aggregates promise no order: the exact path, sorted.
-                let mut records = rows
-                    .drain(..)
-                    .map(page::parse_row)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(corrupt)?;
-                records.sort_by_key(|r| r.seq);
-                for r in &records {
-                    if !verifier.push(r) {
-                        break;
-                    }
+            let rows = page::rows(&text).map_err(corrupt)?;
+            let _ = last_tx.send(rows.iter().filter_map(|r| page::seq_of(r)).max());
+            let mut records = rows
+                .into_iter()
+                .map(page::parse_row)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(corrupt)?;
+            // Aggregates promise no order; already sorted, this is one pass.
+            records.sort_by_key(|r| r.seq);
+            for r in &records {
+                if !verifier.push(r) {
+                    break;
                 }
             }
             Ok::<_, StoreError>(verifier)

@@ -66,6 +66,9 @@ pub struct Keys {
     trusted: Vec<VerifierKey>,
     signing_path: PathBuf,
     retired_path: PathBuf,
+    /// The newest checkpoint this home signed (`audit/signed`): the engine
+    /// refuses to sign a log that does not extend it.
+    anchor_path: PathBuf,
 }
 
 impl Keys {
@@ -74,14 +77,24 @@ impl Keys {
     /// keys it rotated out (`audit/retired.keys`), and `[audit] trusted-keys`.
     /// Returns whether a key was generated.
     pub fn load(home: &Path, config: &AuditConfig) -> Result<(Self, bool), TlogError> {
-        let origin = config.origin();
-        checkpoint::check_name(&origin)
-            .map_err(|e| TlogError::Invalid(format!("[audit] origin: {e}")))?;
+        Self::load_as(home, config, false)
+    }
+
+    /// [`Keys::load`]; with `renaming`, a key named other than `[audit]
+    /// origin` is accepted (to rotate to a key of the new name).
+    pub fn load_as(
+        home: &Path,
+        config: &AuditConfig,
+        renaming: bool,
+    ) -> Result<(Self, bool), TlogError> {
         let dir = home.join("audit");
         let signing_path = config
             .signing_key
             .clone()
             .unwrap_or_else(|| dir.join("signing.key"));
+        let origin = origin_of(config, &signing_path);
+        checkpoint::check_name(&origin)
+            .map_err(|e| TlogError::Invalid(format!("[audit] origin: {e}")))?;
         let mut created = false;
         let signer = match std::fs::read_to_string(&signing_path) {
             Ok(text) => SignerKey::parse(&text).map_err(|e| {
@@ -95,7 +108,7 @@ impl Keys {
             }
             Err(e) => return Err(io("read the audit signing key", &signing_path)(e)),
         };
-        if signer.verifier().name != origin {
+        if signer.verifier().name != origin && !renaming {
             return Err(TlogError::Invalid(format!(
                 "the signing key {} is named {:?} but [audit] origin is {origin:?}; sign with a key of that name (`firedrill audit key rotate` makes one)",
                 signing_path.display(),
@@ -112,6 +125,7 @@ impl Keys {
                 trusted,
                 signing_path,
                 retired_path,
+                anchor_path: dir.join("signed"),
             },
             created,
         ))
@@ -160,6 +174,48 @@ impl Keys {
     pub fn sign(&self, checkpoint: &Checkpoint) -> String {
         checkpoint.sign(&self.signer)
     }
+
+    /// The newest checkpoint this home signed, if any.
+    pub fn anchor(&self) -> Result<Option<Checkpoint>, TlogError> {
+        match std::fs::read_to_string(&self.anchor_path) {
+            Ok(note) => Ok(Some(
+                checkpoint::open(&note, &self.trusted)
+                    .map_err(|e| {
+                        TlogError::Invalid(format!(
+                            "{} (the last checkpoint this home signed): {e}",
+                            self.anchor_path.display()
+                        ))
+                    })?
+                    .checkpoint,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read the last signed checkpoint", &self.anchor_path)(e)),
+        }
+    }
+
+    /// Remember `note` as the newest checkpoint signed here.
+    fn set_anchor(&self, note: &str) -> Result<(), TlogError> {
+        let tmp = self.anchor_path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            std::fs::write(&tmp, note)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &self.anchor_path)
+        };
+        write().map_err(io("write the last signed checkpoint", &self.anchor_path))
+    }
+}
+
+/// `[audit] origin`; else the name of the signing key the home has (so a
+/// new host name does not change the log's name); else
+/// `firedrill/<hostname>`.
+fn origin_of(config: &AuditConfig, signing: &Path) -> String {
+    if let Some(o) = &config.origin {
+        return o.clone();
+    }
+    std::fs::read_to_string(signing)
+        .ok()
+        .and_then(|t| SignerKey::parse(&t).ok())
+        .map_or_else(|| config.origin(), |k| k.verifier().name)
 }
 
 /// The keys rotated out (`retired`) and `[audit] trusted-keys`.
@@ -184,12 +240,12 @@ fn other_trusted(retired: &Path, config: &AuditConfig) -> Result<Vec<VerifierKey
 /// signing key (verification writes nothing): this home's key if it has
 /// one, the keys it rotated out, `[audit] trusted-keys`.
 pub fn trusted(home: &Path, config: &AuditConfig) -> Result<(String, Vec<VerifierKey>), TlogError> {
-    let origin = config.origin();
     let dir = home.join("audit");
     let signing = config
         .signing_key
         .clone()
         .unwrap_or_else(|| dir.join("signing.key"));
+    let origin = origin_of(config, &signing);
     let mut keys = Vec::new();
     match std::fs::read_to_string(&signing) {
         Ok(text) => keys.push(
@@ -288,43 +344,123 @@ pub async fn leaves(store: &dyn Store, size: Option<u64>) -> Result<Vec<Hash>, T
 /// Sign a checkpoint of the log as it is now and keep it in the store.
 /// Answers the kept checkpoint of that size if the log has not grown.
 pub async fn checkpoint_now(store: &dyn Store, keys: &Keys) -> Result<SignedCheckpoint, TlogError> {
-    let mut frontier = tree::Frontier::default();
-    extend(&mut frontier, store).await?;
-    let cp = Checkpoint {
-        origin: keys.origin.clone(),
-        size: frontier.size(),
-        root: frontier.root(),
-    };
-    keep(store, keys, &cp).await
+    let mut tree = Tree::new(keys.anchor()?);
+    tree.extend(store).await?;
+    keep(store, keys, &tree.checkpoint(&keys.origin)?).await
 }
 
-/// Add the records after `tree`'s size to it, a page at a time (a frontier
-/// holds O(log n) hashes, whatever the log's size).
-pub async fn extend(tree: &mut tree::Frontier, store: &dyn Store) -> Result<(), TlogError> {
-    loop {
-        let page = store.audit_hashes(tree.size() as i64, HASH_PAGE).await?;
-        let full = page.len() as i64 == HASH_PAGE;
-        for (seq, hash) in page {
-            if seq as u64 != tree.size() + 1 {
+/// The log's tree as this process has read it: the frontier, the hash of
+/// its last record (to notice the log shrinking under it), and its root at
+/// the size this home last signed (to refuse to sign a rewritten log).
+#[derive(Debug, Default)]
+pub struct Tree {
+    frontier: tree::Frontier,
+    last_hash: Option<String>,
+    anchor: Option<Checkpoint>,
+    /// Whether the log extends the anchor; `None` until read that far.
+    extends_anchor: Option<bool>,
+}
+
+impl Tree {
+    /// An empty tree that checks the log against `anchor` as it grows.
+    pub fn new(anchor: Option<Checkpoint>) -> Self {
+        let extends_anchor = match &anchor {
+            Some(a) if a.size == 0 => Some(a.root == tree::empty_root()),
+            Some(_) => None,
+            None => Some(true),
+        };
+        Tree {
+            anchor,
+            extends_anchor,
+            ..Tree::default()
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    pub fn root(&self) -> tree::Hash {
+        self.frontier.root()
+    }
+
+    /// Add the records after the tree's size, a page at a time (the
+    /// frontier holds O(log n) hashes whatever the log's size). Refuses a
+    /// log whose last record read before is gone or changed.
+    pub async fn extend(&mut self, store: &dyn Store) -> Result<(), TlogError> {
+        if let Some(last) = &self.last_hash {
+            let size = self.frontier.size() as i64;
+            let now = store.audit_hashes(size - 1, 1).await?;
+            if now.first().map(|(seq, h)| (*seq, h)) != Some((size, last)) {
                 return Err(TlogError::Invalid(format!(
-                    "the audit log skips from record {} to {seq}; run `firedrill audit verify`",
-                    tree.size()
+                    "record {size}, read before, is gone or changed: the log was truncated or rewritten under this process; run `firedrill audit verify --checkpoint`"
                 )));
             }
-            tree.push(tree::record_leaf(&hash).ok_or_else(|| {
-                TlogError::Invalid(format!(
-                    "record {seq}'s hash is not SHA-256 hex; run `firedrill audit verify`"
-                ))
-            })?);
         }
-        if !full {
-            return Ok(());
+        loop {
+            let page = store.audit_hashes(self.size() as i64, HASH_PAGE).await?;
+            let full = page.len() as i64 == HASH_PAGE;
+            for (seq, hash) in page {
+                if seq as u64 != self.size() + 1 {
+                    return Err(TlogError::Invalid(format!(
+                        "the audit log skips from record {} to {seq}; run `firedrill audit verify`",
+                        self.size()
+                    )));
+                }
+                self.frontier.push(tree::record_leaf(&hash).ok_or_else(|| {
+                    TlogError::Invalid(format!(
+                        "record {seq}'s hash is not SHA-256 hex; run `firedrill audit verify`"
+                    ))
+                })?);
+                self.last_hash = Some(hash);
+                if let Some(a) = &self.anchor
+                    && a.size == self.size()
+                {
+                    self.extends_anchor = Some(self.frontier.root() == a.root);
+                }
+            }
+            if !full {
+                return Ok(());
+            }
         }
+    }
+
+    /// The checkpoint of the tree as read, if this home may sign it: the
+    /// log must be non-empty and extend the last checkpoint signed here.
+    pub fn checkpoint(&self, origin: &str) -> Result<Checkpoint, TlogError> {
+        if self.size() == 0 {
+            return Err(TlogError::Invalid(
+                "the audit log is empty: there is nothing to checkpoint yet".into(),
+            ));
+        }
+        if self.extends_anchor != Some(true) {
+            let a = self.anchor.as_ref().map_or(0, |a| a.size);
+            return Err(TlogError::Invalid(format!(
+                "refusing to sign: the log's first {a} records are not the ones this home signed last (audit/signed, {a} records): the log was truncated or rewritten; run `firedrill audit verify --checkpoint` with the witnesses' checkpoints"
+            )));
+        }
+        Ok(Checkpoint {
+            origin: origin.to_string(),
+            size: self.size(),
+            root: self.root(),
+        })
     }
 }
 
 /// Sign `cp` and keep it (or answer the one kept at its size).
 pub async fn keep(
+    store: &dyn Store,
+    keys: &Keys,
+    cp: &Checkpoint,
+) -> Result<SignedCheckpoint, TlogError> {
+    let signed = keep_row(store, keys, cp).await?;
+    if keys.anchor()?.is_none_or(|a| a.size < cp.size) {
+        keys.set_anchor(&keys.sign(cp))?;
+    }
+    Ok(signed)
+}
+
+async fn keep_row(
     store: &dyn Store,
     keys: &Keys,
     cp: &Checkpoint,
@@ -509,35 +645,73 @@ pub struct Held {
     /// A file, `store`, or a witness directory's file.
     pub source: String,
     pub note: String,
+    /// Why it could not be read, if it could not.
+    pub problem: Option<String>,
 }
 
-/// Checkpoints from files, witness directories and the store.
+/// A checkpoint file's text: a regular file of at most
+/// [`checkpoint::MAX_NOTE_BYTES`] (read no further, so a device or a huge
+/// file cannot exhaust memory; a FIFO is refused before it is opened).
+pub fn read_checkpoint_file(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
+    if !meta.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(checkpoint::MAX_NOTE_BYTES as u64 + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|e| format!("cannot read it as text: {e}"))?;
+    if text.len() > checkpoint::MAX_NOTE_BYTES {
+        return Err(format!(
+            "it is larger than a checkpoint may be ({} bytes)",
+            checkpoint::MAX_NOTE_BYTES
+        ));
+    }
+    Ok(text)
+}
+
+/// Checkpoints from files, witness directories and the store. A source
+/// that cannot be read is kept with its problem (verification reports it
+/// and goes on with the others).
 pub async fn gather(
     files: &[PathBuf],
     witness_dirs: &[PathBuf],
     store: Option<&dyn Store>,
 ) -> Result<Vec<Held>, TlogError> {
     let mut held = Vec::new();
-    let read = |path: &Path| -> Result<Held, TlogError> {
-        let meta = std::fs::metadata(path).map_err(io("read checkpoint", path))?;
-        if meta.len() > checkpoint::MAX_NOTE_BYTES as u64 {
-            return Err(TlogError::Invalid(format!(
-                "{} is larger than a checkpoint may be ({} bytes)",
-                path.display(),
-                checkpoint::MAX_NOTE_BYTES
-            )));
-        }
-        Ok(Held {
+    let read = |path: &Path| {
+        let (note, problem) = match read_checkpoint_file(path) {
+            Ok(note) => (note, None),
+            Err(why) => (String::new(), Some(why)),
+        };
+        Held {
             source: path.display().to_string(),
-            note: std::fs::read_to_string(path).map_err(io("read checkpoint", path))?,
-        })
+            note,
+            problem,
+        }
     };
     for f in files {
-        held.push(read(f)?);
+        held.push(read(f));
     }
     for dir in witness_dirs {
-        let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-            .map_err(io("read witness directory", dir))?
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                held.push(Held {
+                    source: dir.display().to_string(),
+                    note: String::new(),
+                    problem: Some(format!(
+                        "cannot read the witness directory (is the share mounted?): {e}"
+                    )),
+                });
+                continue;
+            }
+        };
+        let mut found: Vec<(u64, PathBuf)> = entries
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
@@ -550,7 +724,7 @@ pub async fn gather(
             found.drain(..found.len() - MAX_WITNESS_FILES);
         }
         for (_, path) in found {
-            held.push(read(&path)?);
+            held.push(read(&path));
         }
     }
     if let Some(store) = store {
@@ -558,6 +732,7 @@ pub async fn gather(
             held.push(Held {
                 source: format!("store (checkpoint {})", row.size),
                 note: row.note,
+                problem: None,
             });
         }
     }
@@ -619,7 +794,15 @@ impl std::fmt::Display for Finding {
                 second,
             } => write!(
                 f,
-                "FORK: {first} and {second} are both signed by trusted keys but describe different histories (they cannot both be prefixes of one log; they disagree by record {size}): someone kept two logs"
+                "FORK: {first} and {second} are both signed by trusted keys but describe different histories (they cannot both be prefixes of one log; they differ at or before record {size}): two logs were kept, or a rewritten log was signed"
+            ),
+            Finding::Rewritten {
+                size,
+                intact_up_to,
+                source,
+            } if *intact_up_to == 0 => write!(
+                f,
+                "REWRITTEN: the log's first {size} records are not the ones {source} signed; no older checkpoint was given, so the rewrite is somewhere in records 1 to {size} (records were rewritten, deleted and re-added, or replaced)"
             ),
             Finding::Rewritten {
                 size,
@@ -672,6 +855,13 @@ pub async fn verify(
     // size -> (root, source), first seen; a second root at one size is a fork.
     let mut by_size: BTreeMap<u64, (Hash, String)> = BTreeMap::new();
     for h in held {
+        if let Some(why) = &h.problem {
+            findings.push(Finding::Untrusted {
+                source: h.source.clone(),
+                why: why.clone(),
+            });
+            continue;
+        }
         let opened = match checkpoint::open(&h.note, trusted) {
             Ok(o) => o,
             Err(e) => {
@@ -683,7 +873,9 @@ pub async fn verify(
             }
         };
         let cp = opened.checkpoint;
-        if cp.origin != origin {
+        // This log's origin, or a former one (the name of a key it trusts:
+        // the log was renamed with `audit key rotate`).
+        if cp.origin != origin && !trusted.iter().any(|k| k.name == cp.origin) {
             findings.push(Finding::Untrusted {
                 source: h.source.clone(),
                 why: format!(

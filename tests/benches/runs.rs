@@ -160,6 +160,53 @@ fn main() {
                 measures.push(m);
             }
         }
+        // Checkpointing beside the runs (as `serve` does, here every 100
+        // records or second, to a directory witness): alternating rounds
+        // without and with it, engine-only at concurrency 64.
+        let witness = tempfile::tempdir().expect("tempdir");
+        let config = firedrill::audit::AuditConfig {
+            checkpoint_every_records: 100,
+            checkpoint_interval_s: 1,
+            witnesses: vec![firedrill::audit::WitnessConfig::Directory {
+                path: witness.path().to_path_buf(),
+            }],
+            ..Default::default()
+        };
+        let n = (total * 2).max(64);
+        let (mut plain, mut checkpointed) = (Vec::new(), Vec::new());
+        let mut signed = 0;
+        for _ in 0..rounds {
+            let (lat, wall) = phase(&service, "engine-only", 64, n).await;
+            plain.push(lat.len() as f64 / wall.as_secs_f64());
+            let tlog = firedrill::tlog::serve::spawn(
+                env.store.clone(),
+                env.home.path(),
+                &config,
+                &firedrill::secret::EnvSecrets,
+            )
+            .await
+            .expect("checkpointer starts");
+            let (lat, wall) = phase(&service, "engine-only", 64, n).await;
+            checkpointed.push(lat.len() as f64 / wall.as_secs_f64());
+            tlog.stop(Duration::from_secs(5)).await;
+            signed = std::fs::read_dir(witness.path()).map_or(0, |d| d.count());
+        }
+        assert!(signed > 1, "checkpoints reached the witness");
+        let ratio = bench::median(&checkpointed) / bench::median(&plain);
+        println!("  with checkpoints / without: {ratio:.2} ({signed} witness files)");
+        measures.push(
+            Measure::from_rates(
+                "runs.engine.c64.checkpointed",
+                "dry-run 3-step, engine only, concurrency 64, checkpointing every 100 records to a directory witness",
+                "runs/s",
+                &checkpointed,
+            )
+            .detail(serde_json::json!({
+                "runs_per_round": n,
+                "without_checkpoints_runs_per_s": bench::median(&plain),
+                "ratio_with_to_without": ratio,
+            })),
+        );
         let runs = env
             .store
             .runs(&RunFilter {

@@ -124,7 +124,13 @@ async fn a_deleted_tail_is_caught_by_a_witnessed_checkpoint_even_after_new_write
         ],
     )
     .await;
-    // The chain alone cannot tell, and verify says so.
+    // The last checkpoint this home signed (audit/signed, outside the
+    // database) already tells.
+    let (code, out) = verify(&env, &[]);
+    assert_eq!(code, 3, "{out}");
+    // Without it (the machine's owner removed it too), the chain alone
+    // cannot tell, and verify says so.
+    std::fs::remove_file(env.home.path().join("audit/signed")).expect("remove");
     let (code, out) = verify(&env, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -215,6 +221,21 @@ async fn a_rewrite_with_recomputed_hashes_is_located_between_checkpoints() {
         )),
         "{out}"
     );
+    // A value that is not text (SQLite lets a BLOB into a TEXT column;
+    // its JSON functions would render it raw): the record is named.
+    if matches!(db, Raw::Sqlite(_)) {
+        sql(
+            &mut db,
+            &["UPDATE audit_events SET actor_id = CAST('\"root\"' AS BLOB) WHERE seq = 2".into()],
+        )
+        .await;
+        let (code, out) = verify(&env, &[]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("BROKEN at record 2") && out.contains("not text"),
+            "{out}"
+        );
+    }
     // Proofs against the witnessed checkpoint are refused, not forged.
     let out = cli(
         &env,
@@ -256,6 +277,17 @@ async fn two_signed_histories_from_one_checkpoint_are_a_fork() {
     )
     .await;
     append(&env, 10, "theirs").await;
+    // The engine refuses to sign a log that does not extend what it
+    // signed last...
+    let out = cli(&env, &["audit", "checkpoint"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("refusing to sign"),
+        "{}",
+        text(&out.stderr)
+    );
+    // ...unless the machine's owner also removes its memory of it.
+    std::fs::remove_file(env.home.path().join("audit/signed")).expect("remove");
     let theirs = checkpoint(&env, held.path(), "theirs");
     assert_ne!(
         std::fs::read(&ours).expect("read"),
@@ -873,6 +905,43 @@ async fn export_writes_json_lines_with_the_documented_fields() {
         &["audit", "export", "--after", &(total - 3).to_string()],
     );
     assert_eq!(text(&out.stdout).lines().count(), 3);
+
+    // --follow: what is written later arrives too, once each, in order.
+    let mut follow = Command::new(firedrill_tests::firedrill_bin())
+        .arg("--home")
+        .arg(env.home.path())
+        .args(["audit", "export", "--follow", "--after", &total.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("export --follow");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    append(&env, 4, "later").await;
+    let got: Vec<serde_json::Value> = (0..4)
+        .map(|_| {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a followed record");
+            serde_json::from_str(&line).expect("json")
+        })
+        .collect();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    for (i, l) in got.iter().enumerate() {
+        assert_eq!(l["seq"], total + 1 + i as i64);
+        assert_eq!(l["details"]["tag"], "later");
+    }
 }
 
 /// The shipped rules about the log itself pass `promtool check rules`, and

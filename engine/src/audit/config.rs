@@ -118,14 +118,17 @@ impl WitnessConfig {
     }
 }
 
-/// `url` without a user name or password, for logs and metrics.
-fn without_credentials(url: &str) -> String {
+/// `url` without a user name, password, query or fragment, for logs,
+/// errors and metrics (any of them may carry a credential).
+pub fn without_credentials(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+        Ok(mut u) => {
             let _ = u.set_username("");
             let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
             u.to_string()
         }
-        _ => url.to_string(),
+        Err(_) => "(not a URL)".into(),
     }
 }

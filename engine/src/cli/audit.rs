@@ -38,10 +38,16 @@ pub(super) async fn audit(
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Verify {
-            checkpoints,
+            mut checkpoints,
             mut witness_dirs,
             json,
         } => {
+            // The last checkpoint this home signed is a copy outside the
+            // database too.
+            let signed = home.dir().join("audit").join("signed");
+            if signed.is_file() && !checkpoints.contains(&signed) {
+                checkpoints.push(signed);
+            }
             let (origin, trusted) = tlog::trusted(home.dir(), config)?;
             for w in &config.witnesses {
                 if let crate::audit::WitnessConfig::Directory { path } = w
@@ -133,8 +139,19 @@ pub(super) async fn audit(
             }
         }
         AuditCommand::Key { command } => {
-            let mut keys = keys(home, store.as_ref(), actor).await?;
-            if let Some(AuditKeyCommand::Rotate) = command {
+            let rotate = matches!(command, Some(AuditKeyCommand::Rotate));
+            let (mut keys, created) = Keys::load_as(home.dir(), config, rotate)?;
+            if created {
+                tlog::record_key_change(
+                    store.as_ref(),
+                    actor,
+                    crate::audit::Action::AuditKeyCreated,
+                    None,
+                    &keys.verifier(),
+                )
+                .await?;
+            }
+            if rotate {
                 let (old, new) = keys.rotate(config)?;
                 tlog::record_key_change(
                     store.as_ref(),
@@ -178,8 +195,8 @@ async fn keys(home: &Home, store: &dyn crate::store::Store, actor: &Actor) -> an
 }
 
 fn open_file(path: &Path, trusted: &[VerifierKey]) -> anyhow::Result<SignedCheckpoint> {
-    let held = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let held = tlog::read_checkpoint_file(path)
+        .map_err(|why| anyhow::anyhow!("checkpoint {}: {why}", path.display()))?;
     crate::audit::checkpoint::open(&held, trusted)
         .with_context(|| format!("checkpoint {}", path.display()))
 }

@@ -32,6 +32,13 @@ pub struct PgStore {
     writer: mpsc::Sender<(Batch, Reply)>,
 }
 
+impl PgStore {
+    /// No file to read directly.
+    fn file(&self) -> Option<&std::path::Path> {
+        None
+    }
+}
+
 /// `url` without its password, for messages.
 pub fn redacted_url(url: &str) -> String {
     match url::Url::parse(url) {

@@ -399,6 +399,10 @@ impl Store for $store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    fn database_file(&self) -> Option<&std::path::Path> {
+        self.file()
+    }
+
     async fn audit_page_text(&self, after: i64, limit: i64) -> Result<String, StoreError> {
         // One row holding the page as a JSON array (see AUDIT_PAGE).
         let row = sqlx::query(q(AUDIT_PAGE))

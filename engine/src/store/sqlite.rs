@@ -125,6 +125,7 @@ fn private_files(path: &Path) -> std::io::Result<()> {
 pub struct SqliteStore {
     reads: SqlitePool,
     writer: mpsc::Sender<(Batch, Reply)>,
+    path: std::path::PathBuf,
 }
 
 impl SqliteStore {
@@ -162,8 +163,199 @@ impl SqliteStore {
             .map_err(open)?;
         let (tx, rx) = mpsc::channel(config.write_queue.max(1));
         tokio::spawn(writer_loop(writer, rx, config.write_batch_max.max(1)));
-        Ok(SqliteStore { reads, writer: tx })
+        Ok(SqliteStore {
+            reads,
+            writer: tx,
+            path: path.to_path_buf(),
+        })
     }
+
+    /// The database file, for readers that go straight to it.
+    fn file(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+}
+
+/// A record the scan refused before hashing it.
+struct Tampered(i64, String);
+
+enum ScanError {
+    Sql(rusqlite::Error),
+    Tampered(Tampered),
+}
+
+impl From<rusqlite::Error> for ScanError {
+    fn from(e: rusqlite::Error) -> Self {
+        ScanError::Sql(e)
+    }
+}
+
+impl From<Tampered> for ScanError {
+    fn from(t: Tampered) -> Self {
+        ScanError::Tampered(t)
+    }
+}
+
+/// Records per chunk handed from the thread that steps SQLite to the one
+/// that hashes.
+const SCAN_CHUNK: usize = 8_192;
+
+/// Records copied out of SQLite: every text field in one buffer.
+#[derive(Default)]
+struct Chunk {
+    buf: String,
+    /// seq, whether run_id is set, and where each of the ten text fields
+    /// ends in `buf`.
+    recs: Vec<(i64, bool, [usize; 10])>,
+}
+
+impl Chunk {
+    /// Copy a row; a column that is not text (a value written behind
+    /// firedrill's back, e.g. a BLOB, which SQLite's JSON functions would
+    /// render raw) is refused, naming the record.
+    fn push(&mut self, row: &rusqlite::Row<'_>) -> Result<(), ScanError> {
+        const COLUMNS: [&str; 10] = [
+            "time",
+            "actor_kind",
+            "actor_id",
+            "action",
+            "subject",
+            "outcome",
+            "details",
+            "run_id",
+            "prev_hash",
+            "hash",
+        ];
+        let seq: i64 = row.get(0)?;
+        let mut ends = [0usize; 10];
+        let mut has_run = false;
+        for (i, end) in ends.iter_mut().enumerate() {
+            match row.get_ref(i + 1)? {
+                rusqlite::types::ValueRef::Null if i == 7 => {}
+                rusqlite::types::ValueRef::Text(t) => {
+                    has_run |= i == 7;
+                    let text = std::str::from_utf8(t).map_err(|_| {
+                        Tampered(
+                            seq,
+                            format!(
+                                "column {} is not UTF-8 text: the record was written behind firedrill's back",
+                                COLUMNS[i]
+                            ),
+                        )
+                    })?;
+                    self.buf.push_str(text);
+                }
+                other => {
+                    return Err(Tampered(
+                        seq,
+                        format!(
+                            "column {} holds a {:?} value, not text: the record was written behind firedrill's back",
+                            COLUMNS[i],
+                            other.data_type()
+                        ),
+                    )
+                    .into());
+                }
+            }
+            *end = self.buf.len();
+        }
+        self.recs.push((seq, has_run, ends));
+        Ok(())
+    }
+
+    fn records(&self) -> impl Iterator<Item = crate::audit::RecordRef<'_>> {
+        let mut start = 0;
+        self.recs.iter().map(move |(seq, has_run, ends)| {
+            let mut f = [""; 10];
+            for (i, end) in ends.iter().enumerate() {
+                f[i] = &self.buf[start..*end];
+                start = *end;
+            }
+            crate::audit::RecordRef {
+                seq: *seq,
+                time: f[0],
+                actor_kind: f[1],
+                actor_id: f[2],
+                action: f[3],
+                subject: f[4],
+                outcome: f[5],
+                details: f[6],
+                run_id: has_run.then_some(f[7]),
+                prev_hash: f[8],
+                hash: f[9],
+            }
+        })
+    }
+}
+
+/// Walk the chain of the database at `path` with `verifier`, reading the
+/// rows directly (SQLite's own API through `rusqlite`, one read
+/// transaction): this thread steps the rows, another hashes them. For
+/// `audit verify`, whose speed is the store read (BENCHMARKS.md).
+pub(super) fn scan_audit(
+    path: &Path,
+    verifier: crate::audit::Verifier,
+) -> Result<crate::audit::Verifier, StoreError> {
+    use rusqlite::OpenFlags;
+    let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
+        what: "audit log",
+        reason: e.to_string(),
+    };
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(corrupt)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(corrupt)?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT seq, time, actor_kind, actor_id, action, subject, outcome, details, run_id, prev_hash, hash
+             FROM audit_events ORDER BY seq",
+        )
+        .map_err(corrupt)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(4);
+    std::thread::scope(|s| {
+        let hasher = s.spawn(move || {
+            let mut v = verifier;
+            for chunk in rx {
+                for r in chunk.records() {
+                    if !v.push_ref(&r) {
+                        return v;
+                    }
+                }
+            }
+            v
+        });
+        let mut chunk = Chunk::default();
+        let read = (|| -> Result<(), ScanError> {
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                chunk.push(row)?;
+                if chunk.recs.len() == SCAN_CHUNK && tx.send(std::mem::take(&mut chunk)).is_err() {
+                    // The hasher found a bad record and stopped.
+                    return Ok(());
+                }
+            }
+            Ok(())
+        })();
+        // What was read before the end (or a refused record) is checked.
+        if !chunk.recs.is_empty() {
+            let _ = tx.send(chunk);
+        }
+        drop(tx);
+        let mut verifier = match hasher.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        match read {
+            Ok(()) => Ok(verifier),
+            Err(ScanError::Tampered(Tampered(seq, problem))) => {
+                verifier.fail(seq, problem);
+                Ok(verifier)
+            }
+            Err(ScanError::Sql(e)) => Err(corrupt(e)),
+        }
+    })
 }
 
 /// SQLite takes statements as written.
@@ -204,9 +396,10 @@ const RUNS_FILTER: &str =
 /// `audit verify` (BENCHMARKS.md, "Profile and fix"). `group_concat`, not
 /// `json_group_array(... ORDER BY seq)`: the latter sorted the page in a
 /// temporary b-tree that spilled to disk.
-const AUDIT_PAGE: &str =
-    "SELECT '[' || COALESCE(group_concat(json_array(seq, time, actor_kind, actor_id, action,
-             subject, outcome, details, run_id, prev_hash, hash), ','), '') || ']'
+const AUDIT_PAGE: &str = "SELECT '[' || COALESCE(group_concat(json_array(seq, CAST(time AS TEXT),
+             CAST(actor_kind AS TEXT), CAST(actor_id AS TEXT), CAST(action AS TEXT),
+             CAST(subject AS TEXT), CAST(outcome AS TEXT), CAST(details AS TEXT),
+             CAST(run_id AS TEXT), CAST(prev_hash AS TEXT), CAST(hash AS TEXT)), ','), '') || ']'
              FROM (SELECT * FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2)";
 
 super::sql::backend!(SqliteConnection, SqliteRow, SqliteStore);

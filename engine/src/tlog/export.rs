@@ -154,6 +154,7 @@ pub async fn syslog(
 ) {
     let mut sender = syslog::Sender::new(address);
     let mut after = read_cursor(&cursor);
+    let mut saved = after;
     let mut backoff = Duration::from_secs(1);
     loop {
         let page = match store.audit_page(after, PAGE).await {
@@ -172,7 +173,17 @@ pub async fn syslog(
                 syslog::SEVERITY_WARNING
             };
             let json = serde_json::to_string(&line(r, &log)).unwrap_or_default();
-            let msg = syslog::format(severity, "audit", &r.time, &json);
+            let mut msg = syslog::format(severity, "audit", &r.time, &json);
+            if msg.len() > syslog::MAX_MESSAGE_BYTES {
+                // Too large for one message: a stub that says where the
+                // whole record is, rather than a stalled export.
+                let stub = serde_json::json!({
+                    "schema": SCHEMA, "log": log, "seq": r.seq, "time": r.time,
+                    "action": r.action, "target": r.subject, "outcome": r.outcome,
+                    "hash": r.hash, "truncated": true,
+                });
+                msg = syslog::format(severity, "audit", &r.time, &stub.to_string());
+            }
             if let Err(e) = sender.send(&msg).await {
                 tracing::warn!(error = %e, seq = r.seq, "syslog export: delivery failed; retrying");
                 failed = true;
@@ -180,8 +191,13 @@ pub async fn syslog(
             }
             after = r.seq;
         }
-        if let Err(e) = write_cursor(&cursor, after) {
-            tracing::warn!(error = %e, path = %cursor.display(), "syslog export: cannot save the cursor");
+        if after != saved {
+            match write_cursor(&cursor, after) {
+                Ok(()) => saved = after,
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %cursor.display(), "syslog export: cannot save the cursor")
+                }
+            }
         }
         if failed {
             tokio::time::sleep(backoff).await;

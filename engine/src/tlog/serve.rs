@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::audit::AuditConfig;
-use crate::audit::checkpoint::{Checkpoint, SignedCheckpoint};
-use crate::audit::tree::Frontier;
+use crate::audit::checkpoint::SignedCheckpoint;
 use crate::secret::SecretProvider;
 use crate::store::Store;
 
@@ -78,7 +77,9 @@ pub struct Checkpointer {
     keys: Keys,
     every_records: u64,
     interval: Duration,
-    tree: Frontier,
+    tree: super::Tree,
+    /// Why this home refuses to sign (logged once), if it does.
+    refused: Option<String>,
     /// Size of the newest checkpoint signed or found.
     last: u64,
     last_at: Instant,
@@ -96,24 +97,34 @@ impl Checkpointer {
             .await?
             .first()
             .map_or(0, |c| c.size.max(0) as u64);
+        let anchor = keys.anchor()?;
         let mut checkpointer = Checkpointer {
             keys,
             every_records: config.checkpoint_every_records.max(1),
             interval: Duration::from_secs(config.checkpoint_interval_s.max(1)),
-            tree: Frontier::default(),
+            tree: super::Tree::new(anchor),
+            refused: None,
             last,
             // An existing log not yet checkpointed is checkpointed at once.
             last_at: Instant::now() - Duration::from_secs(config.checkpoint_interval_s.max(1)),
         };
-        // The tree of the log as it is, a page at a time (the frontier
-        // holds O(log n) hashes, whatever the log's size).
-        checkpointer.extend(store).await?;
+        checkpointer.read(store).await?;
+        if let Some(why) = &checkpointer.refused {
+            tracing::error!(error = %why, "audit checkpoints stopped: this home will not sign this log");
+        }
         Ok(checkpointer)
     }
 
-    /// Add the records written since the last look to the tree.
-    async fn extend(&mut self, store: &dyn Store) -> Result<(), TlogError> {
-        super::extend(&mut self.tree, store).await
+    /// Extend the tree; a log that shrank or changed under it stops the
+    /// signing for good (runs go on; the store's own failures are retried).
+    async fn read(&mut self, store: &dyn Store) -> Result<(), TlogError> {
+        match self.tree.extend(store).await {
+            Err(TlogError::Invalid(why)) => {
+                self.refused = Some(why);
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Extend the tree with new records; sign a checkpoint if one is due
@@ -123,7 +134,13 @@ impl Checkpointer {
         store: &dyn Store,
         force: bool,
     ) -> Result<Option<SignedCheckpoint>, TlogError> {
-        self.extend(store).await?;
+        if self.refused.is_some() {
+            return Ok(None);
+        }
+        self.read(store).await?;
+        if let Some(why) = &self.refused {
+            return Err(TlogError::Invalid(why.clone()));
+        }
         let size = self.tree.size();
         let grew = size > self.last;
         let due = grew
@@ -133,10 +150,13 @@ impl Checkpointer {
         if !due {
             return Ok(None);
         }
-        let cp = Checkpoint {
-            origin: self.keys.origin.clone(),
-            size,
-            root: self.tree.root(),
+        let cp = match self.tree.checkpoint(&self.keys.origin) {
+            Ok(cp) => cp,
+            Err(e) => {
+                // Not again: every later checkpoint would extend this log.
+                self.refused = Some(e.to_string());
+                return Err(e);
+            }
         };
         let signed = super::keep(store, &self.keys, &cp).await?;
         self.last = size;

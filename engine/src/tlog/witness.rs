@@ -23,6 +23,8 @@ pub enum Witness {
     Directory(PathBuf),
     Http {
         url: String,
+        /// The URL without credentials, query or fragment: what messages say.
+        name: String,
         token: Option<String>,
         client: reqwest::Client,
     },
@@ -34,7 +36,7 @@ impl std::fmt::Debug for Witness {
         match self {
             Witness::Directory(p) => write!(f, "Witness::Directory({})", p.display()),
             // The token never reaches a log.
-            Witness::Http { url, .. } => write!(f, "Witness::Http({url})"),
+            Witness::Http { name, .. } => write!(f, "Witness::Http({name})"),
             Witness::Syslog(s) => write!(f, "Witness::Syslog({s:?})"),
         }
     }
@@ -51,13 +53,27 @@ impl Witness {
                 token_secret,
                 timeout_ms,
             } => {
+                let name = crate::audit::without_credentials(url);
                 let parsed = url::Url::parse(url).map_err(|e| {
-                    TlogError::Invalid(format!("witness URL {url:?} is not a URL: {e}"))
+                    TlogError::Invalid(format!("witness URL {name} is not a URL: {e}"))
                 })?;
                 if !matches!(parsed.scheme(), "http" | "https") {
                     return Err(TlogError::Invalid(format!(
-                        "witness URL {url:?} must be http:// or https://"
+                        "witness URL {name} must be http:// or https://"
                     )));
+                }
+                if !parsed.username().is_empty() || parsed.password().is_some() {
+                    return Err(TlogError::Invalid(format!(
+                        "witness URL {name}: put no credentials in the URL; use token-secret"
+                    )));
+                }
+                if token_secret.is_some()
+                    && parsed.scheme() == "http"
+                    && !parsed
+                        .host_str()
+                        .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]")
+                {
+                    tracing::warn!(witness = %name, "the witness token crosses the network in clear text; use https://");
                 }
                 let token = token_secret
                     .as_deref()
@@ -66,7 +82,7 @@ impl Witness {
                             .get(name)
                             .map(|s| s.expose().to_string())
                             .map_err(|e| {
-                                TlogError::Invalid(format!("witness {url}: token secret: {e}"))
+                                TlogError::Invalid(format!("witness {name}: token secret: {e}"))
                             })
                     })
                     .transpose()?;
@@ -74,9 +90,10 @@ impl Witness {
                     .timeout(Duration::from_millis((*timeout_ms).max(1)))
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
-                    .map_err(|e| TlogError::Invalid(format!("witness {url}: {e}")))?;
+                    .map_err(|e| TlogError::Invalid(format!("witness {name}: {e}")))?;
                 Witness::Http {
                     url: url.clone(),
+                    name,
                     token,
                     client,
                 }
@@ -91,7 +108,12 @@ impl Witness {
     pub async fn deliver(&mut self, cp: &SignedCheckpoint) -> Result<(), TlogError> {
         match self {
             Witness::Directory(dir) => write_to_dir(dir, cp),
-            Witness::Http { url, token, client } => {
+            Witness::Http {
+                url,
+                name,
+                token,
+                client,
+            } => {
                 let mut req = client
                     .post(url.as_str())
                     .header("content-type", "text/plain; charset=utf-8")
@@ -102,10 +124,10 @@ impl Witness {
                 let resp = req
                     .send()
                     .await
-                    .map_err(|e| TlogError::Invalid(format!("POST {url}: {}", e.without_url())))?;
+                    .map_err(|e| TlogError::Invalid(format!("POST {name}: {}", e.without_url())))?;
                 if !resp.status().is_success() {
                     return Err(TlogError::Invalid(format!(
-                        "POST {url} answered {}",
+                        "POST {name} answered {}",
                         resp.status()
                     )));
                 }
