@@ -315,7 +315,8 @@ mod tests {
         let p = FileSecrets {
             dir: dir.path().to_path_buf(),
         };
-        std::fs::write(dir.path().join("db"), "pw\n").expect("write");
+        // A value no temp directory name can contain (the error names the path).
+        std::fs::write(dir.path().join("db"), "pw-9c1e!\n").expect("write");
         std::fs::set_permissions(
             dir.path().join("db"),
             std::fs::Permissions::from_mode(0o644),
@@ -323,13 +324,13 @@ mod tests {
         .expect("chmod");
         let err = p.get("db").unwrap_err();
         assert!(matches!(err, SecretError::Unsafe { .. }), "{err}");
-        assert!(!err.to_string().contains("pw"));
+        assert!(!err.to_string().contains("pw-9c1e!"));
         std::fs::set_permissions(
             dir.path().join("db"),
             std::fs::Permissions::from_mode(0o600),
         )
         .expect("chmod");
-        assert_eq!(p.get("db").expect("ok").expose(), "pw");
+        assert_eq!(p.get("db").expect("ok").expose(), "pw-9c1e!");
         assert!(matches!(
             p.get("none").unwrap_err(),
             SecretError::NotSet { .. }

@@ -7,49 +7,10 @@
 
 use super::AuditRecord;
 
-/// The columns of a row, in order.
-type Columns = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-);
-
-/// Parse one row into a record.
+/// Parse one row into a record (a struct deserialises from an array of its
+/// fields in order, and the row's columns are in `AuditRecord`'s order).
 pub fn parse_row(row: &str) -> Result<AuditRecord, serde_json::Error> {
-    let (
-        seq,
-        time,
-        actor_kind,
-        actor_id,
-        action,
-        subject,
-        outcome,
-        details,
-        run_id,
-        prev_hash,
-        hash,
-    ): Columns = serde_json::from_str(row)?;
-    Ok(AuditRecord {
-        seq,
-        time,
-        actor_kind,
-        actor_id,
-        action,
-        subject,
-        outcome,
-        details,
-        run_id,
-        prev_hash,
-        hash,
-    })
+    serde_json::from_str(row)
 }
 
 /// The seq a row starts with.

@@ -66,7 +66,7 @@ pub(super) async fn audit(
             Ok(ExitCode::from(report.exit_code()))
         }
         AuditCommand::Checkpoint { json } => {
-            let keys = keys(home, store.as_ref(), actor).await?;
+            let keys = keys(home, store.as_ref(), actor, false).await?;
             let cp = tlog::checkpoint_now(store.as_ref(), &keys).await?;
             let secrets = home.secrets();
             let mut undelivered = 0;
@@ -107,17 +107,7 @@ pub(super) async fn audit(
                 Some(path) => open_file(&path, &trusted)?,
                 None => newest(store.as_ref(), &trusted).await?,
             };
-            match tlog::prove(store.as_ref(), &cp, seq).await {
-                Ok(proof) => {
-                    println!("{}", serde_json::to_string_pretty(&proof)?);
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(tlog::TlogError::Invalid(m)) => {
-                    eprintln!("error: {m}");
-                    Ok(ExitCode::from(EXIT_INVALID))
-                }
-                Err(e) => Err(e.into()),
-            }
+            print_proof(tlog::prove(store.as_ref(), &cp, seq).await)
         }
         AuditCommand::Consistency { old, new } => {
             let (_, trusted) = tlog::trusted(home.dir(), config)?;
@@ -126,31 +116,11 @@ pub(super) async fn audit(
                 Some(n) => named(store.as_ref(), &trusted, &n).await?,
                 None => newest(store.as_ref(), &trusted).await?,
             };
-            match tlog::consistency(store.as_ref(), &old, &new).await {
-                Ok(proof) => {
-                    println!("{}", serde_json::to_string_pretty(&proof)?);
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(tlog::TlogError::Invalid(m)) => {
-                    eprintln!("error: {m}");
-                    Ok(ExitCode::from(EXIT_INVALID))
-                }
-                Err(e) => Err(e.into()),
-            }
+            print_proof(tlog::consistency(store.as_ref(), &old, &new).await)
         }
         AuditCommand::Key { command } => {
             let rotate = matches!(command, Some(AuditKeyCommand::Rotate));
-            let (mut keys, created) = Keys::load_as(home.dir(), config, rotate)?;
-            if created {
-                tlog::record_key_change(
-                    store.as_ref(),
-                    actor,
-                    crate::audit::Action::AuditKeyCreated,
-                    None,
-                    &keys.verifier(),
-                )
-                .await?;
-            }
+            let mut keys = keys(home, store.as_ref(), actor, rotate).await?;
             if rotate {
                 let (old, new) = keys.rotate(config)?;
                 tlog::record_key_change(
@@ -178,9 +148,31 @@ pub(super) async fn audit(
     }
 }
 
-/// The home's keys; a key generated now is audited.
-async fn keys(home: &Home, store: &dyn crate::store::Store, actor: &Actor) -> anyhow::Result<Keys> {
-    let (keys, created) = Keys::load(home.dir(), &home.config().audit)?;
+/// A proof as JSON; a refusal (the log does not match the checkpoint)
+/// exits 2 with its reason.
+fn print_proof<T: serde::Serialize>(proof: Result<T, tlog::TlogError>) -> anyhow::Result<ExitCode> {
+    match proof {
+        Ok(proof) => {
+            println!("{}", serde_json::to_string_pretty(&proof)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(tlog::TlogError::Invalid(m)) => {
+            eprintln!("error: {m}");
+            Ok(ExitCode::from(EXIT_INVALID))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The home's keys (`renaming`: see [`Keys::load_as`]); a key generated
+/// now is audited.
+async fn keys(
+    home: &Home,
+    store: &dyn crate::store::Store,
+    actor: &Actor,
+    renaming: bool,
+) -> anyhow::Result<Keys> {
+    let (keys, created) = Keys::load_as(home.dir(), &home.config().audit, renaming)?;
     if created {
         tlog::record_key_change(
             store,
