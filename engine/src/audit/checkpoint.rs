@@ -39,7 +39,7 @@ pub enum NoteError {
     #[error("malformed {what}: {why}")]
     Malformed { what: &'static str, why: String },
     #[error(
-        "no signature by a trusted key (signed by {signers}); add the signer's verifier key to [audit] trusted_keys if it is yours"
+        "no signature by a trusted key (signed by {signers}); add the signer's verifier key to [audit] trusted-keys if it is yours"
     )]
     UnknownKey { signers: String },
     #[error("the signature by {key} does not verify: the note was altered or forged")]
