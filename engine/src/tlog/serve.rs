@@ -251,7 +251,7 @@ pub async fn spawn(
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::error!(error = %e, "could not sign an audit checkpoint; retrying")
+                        tracing::error!(error = %e, "could not sign an audit checkpoint (a store failure is retried at the next tick; a log that does not extend the last checkpoint stops the signing until restart)")
                     }
                 }
                 if stopping {
