@@ -183,9 +183,20 @@ function renderWho() {
 
 // ---------- big red switch ----------
 
+async function allSwitches() {
+  return (await api("GET", "/api/v1/switch")).switches;
+}
+
 async function globalSwitch() {
-  const { switches } = await api("GET", "/api/v1/switch");
-  return switches.find((s) => s.scope === "global") || { scope: "global", engaged: false };
+  return (await allSwitches()).find((s) => s.scope === "global") || { scope: "global", engaged: false };
+}
+
+// Engaged switches of single runbooks ("runbook:NAME"), as a table.
+function runbookSwitches(switches, only) {
+  const engaged = switches.filter((s) => s.engaged && s.scope.startsWith("runbook:") && (!only || s.scope === "runbook:" + only));
+  return table(["Runbook", "Reason", "Engaged by", "Since"],
+    engaged.map((s) => [runbookLink(s.scope.slice("runbook:".length)), s.reason || "", s.actor || "", s.changed_at || ""]),
+    only ? "this runbook's switch is released" : "no runbook's switch is engaged");
 }
 
 async function renderBanner() {
@@ -230,17 +241,20 @@ function switchCard(sw) {
 // ---------- pages ----------
 
 async function overview() {
-  const [sw, drills, triggers, failed, recent, ...pending] = await Promise.all([
-    globalSwitch(),
+  const [switches, drills, triggers, failed, recent, ...pending] = await Promise.all([
+    allSwitches(),
     api("GET", "/api/v1/drills"),
     api("GET", "/api/v1/triggers"),
     api("GET", "/api/v1/runs?status=failed&limit=10"),
     api("GET", "/api/v1/runs?limit=100"),
     ...["running", "awaiting-approval", "queued", "needs-attention"].map((s) => api("GET", "/api/v1/runs" + q({ status: s, limit: 50 }))),
   ]);
+  const sw = switches.find((s) => s.scope === "global") || { scope: "global", engaged: false };
   const inProgress = pending.flatMap((p) => p.runs).sort((a, b) => (a.id < b.id ? 1 : -1));
-  const alertRuns = recent.runs.filter((r) => String(r.actor).startsWith("alert:")).slice(0, 10);
-  const paused = triggers.triggers.filter((t) => t.breaker_open);
+  // Runs started by an alert carry the alert source as actor ("alert-source:alertmanager").
+  const alertRuns = recent.runs.filter((r) => String(r.actor).startsWith("alert-source:")).slice(0, 10);
+  // Each trigger's own breaker: per key (the keys paused) or per runbook.
+  const paused = triggers.triggers.flatMap((rb) => rb.triggers.filter((t) => t.breaker_open).map((t) => [rb.runbook, t]));
   page("Overview",
     h("div", { class: "grid" },
       switchCard(sw),
@@ -250,13 +264,15 @@ async function overview() {
           drills.runbooks.map((r) => [runbookLink(r.runbook), String(r.version), badge(r.state),
             r.last_drill_run ? h("span", {}, runLink(r.last_drill_run), " ", r.last_drill_status || "") : "never"]),
           "no runbooks published"))),
+    h("h2", {}, "Runbook switches engaged"), runbookSwitches(switches),
     h("h2", {}, "Runs in progress"), runsTable(inProgress, "no run in progress"),
     h("h2", {}, "Recent failures"), runsTable(failed.runs, "no failed runs"),
     h("h2", {}, "Runs started by alerts"), runsTable(alertRuns, "no recent run started by an alert"),
     h("h2", {}, "Paused triggers (circuit breaker open)"),
-    table(["Runbook", "Failures in a row", "Reset with"],
-      paused.map((t) => [runbookLink(t.runbook), String(t.breaker),
-        h("code", {}, "firedrill trigger reset " + t.runbook + " --reason ...")]),
+    table(["Runbook", "Trigger", "Scope", "Paused keys", "Failures in a row", "Reset with"],
+      paused.map(([runbook, t]) => [runbookLink(runbook), String(t.index) + " (" + t.source + " " + JSON.stringify(t.match || {}) + ")", t.breaker_scope,
+        t.breaker_scope === "key" ? t.open_keys.join(", ") + (t.open_keys_total > t.open_keys.length ? " and " + (t.open_keys_total - t.open_keys.length) + " more" : "") : "every key",
+        String(t.breaker), h("code", {}, "firedrill trigger reset " + runbook + " --reason ...")]),
       "no trigger is paused"));
 }
 
@@ -304,12 +320,13 @@ function collectInputs(form) {
 
 async function runbookPage(name) {
   const enc = encodeURIComponent(name);
-  const [rb, versions, drills, runs, triggers] = await Promise.all([
+  const [rb, versions, drills, runs, triggers, switches] = await Promise.all([
     api("GET", "/api/v1/runbooks/" + enc),
     api("GET", "/api/v1/runbooks/" + enc + "/versions"),
     api("GET", "/api/v1/drills"),
     api("GET", "/api/v1/runs" + q({ runbook: name, limit: 100 })),
     api("GET", "/api/v1/triggers"),
+    allSwitches(),
   ]);
   const def = rb.definition || { steps: [], on_failure: [], triggers: [] };
   const readiness = drills.runbooks.find((r) => r.runbook === name);
@@ -363,6 +380,7 @@ async function runbookPage(name) {
       h("dt", {}, "Readiness"), h("dd", {}, readiness ? [badge(readiness.state),
         readiness.last_pass_at ? " last passed " + readiness.last_pass_at : " never passed a live drill"] : "unknown"),
       h("dt", {}, "Description"), h("dd", {}, def.description || "")),
+    h("h2", {}, "Switch"), runbookSwitches(switches, name),
     start,
     h("h2", {}, "Steps"),
     table(["Step", "Kernel", "Targets", "When"], [...def.steps.map((s) => [s.id, s.kernel || "approval", (s.targets || []).join(", "), s.when || ""]),
@@ -372,8 +390,11 @@ async function runbookPage(name) {
       h("a", { href: "/console/kernels#" + encodeURIComponent(ref) }, ref), h("span", { class: "mono" }, String(k.digest).slice(0, 19)),
       k.manifest && k.manifest.idempotent ? "yes" : "no", capabilities(k.manifest && k.manifest.capabilities)]), "no kernels"),
     h("h2", {}, "Triggers"),
-    table(["Source", "Match", "Mode", "Cooldown", "Breaker"], (def.triggers || []).map((t) => [t.source, JSON.stringify(t.match || {}),
-      t.mode || "dry-run", t.cooldown || "5m", trig && trig.breaker_open ? badge("open") : badge("closed")]), "no alert triggers"),
+    table(["Source", "Match", "Mode", "Cooldown", "Breaker"], (def.triggers || []).map((t, i) => {
+      const b = trig && trig.triggers[i];
+      return [t.source, JSON.stringify(t.match || {}), t.mode || "dry-run", t.cooldown || "5m",
+        b && b.breaker_open ? h("span", {}, badge("open"), " ", b.breaker_scope === "key" ? "keys: " + b.open_keys.join(", ") : "whole runbook") : badge("closed")];
+    }), "no alert triggers"),
     h("h2", {}, "Drill history"),
     def.drill ? h("p", {}, "Schedule: ", h("code", {}, JSON.stringify(def.drill))) : h("p", { class: "muted" }, "No drill schedule."),
     runsTable(drillRuns.slice(0, 20), "no drill has run"),

@@ -1,32 +1,39 @@
 //! Alerts that start runbooks: the payloads of Alertmanager, PagerDuty and
 //! the generic endpoint (each parsed into [`Alert`]s), matching against
-//! published runbooks' `triggers`, and the decisions that keep automation
-//! from making an incident worse:
+//! published runbooks' `triggers` (through the [`TriggerIndex`]), and the
+//! decisions that keep automation from making an incident worse:
 //!
 //! - **dedup**: an alert (source + fingerprint + startsAt) starts at most one
 //!   run per runbook, however often it is delivered (a claim row with that
-//!   primary key is written before the run starts);
+//!   primary key is written before the run starts). Only a started run is
+//!   claimed: every other decision is taken again on the next delivery, so
+//!   an alert that keeps firing is acted on once its reason has passed;
 //! - **resolved** notifications are recorded, never run;
 //! - **cooldown**: after a run starts for a trigger key, alerts with the same
 //!   key start nothing for the trigger's cooldown;
-//! - **max_runs** per key per window, and a per-runbook **circuit breaker**
-//!   after consecutive failed triggered runs;
+//! - **max_runs** per key per window, and a **circuit breaker** after
+//!   consecutive failed triggered runs, per key (default) or per runbook;
 //! - the **big red switch** refuses live triggered runs like any other;
 //! - a global rate of triggered runs (`server.trigger-runs-per-minute`),
 //!   applied by the server when it admits the run: beyond it the alert is
 //!   shed (503) and its claim released, so the sender's retry can start it.
 //!
 //! Every decision is an `alert.received` audit event with the alert source
-//! as actor.
+//! as actor; alerts that match no trigger are an `alert.unmatched` event
+//! per notification, counted, and kept (the last few) with the triggers
+//! that came closest, for "why did nothing run?".
 
 mod alertmanager;
 mod generic;
+mod index;
 mod pagerduty;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
 
 pub use alertmanager::AlertmanagerPayload;
 pub use generic::GenericPayload;
+pub use index::{MAX_KEPT_LABELS, MAX_KEPT_VALUE, MAX_NEAREST, Mismatch, Nearest, TriggerIndex};
 pub use pagerduty::{
     MAX_SIGNATURES, PagerDutyDelivery, PagerDutyEvent, verify_pagerduty_signature,
 };
@@ -36,8 +43,9 @@ use serde_json::json;
 
 use crate::audit::{Actor, NewEvent, now_rfc3339};
 use crate::executor::{RunError, RunRequest, RunbookSource, Service};
-use crate::runbook::{Templates, parse_runbook};
+use crate::runbook::{BreakerScope, Templates};
 use crate::store::{Applied, Batch, StoreError, Write};
+use index::Candidate;
 
 /// How long a `require-approval` run of an untested runbook waits for an
 /// approver before it fails.
@@ -139,20 +147,29 @@ pub enum Decision {
     Resolved {
         runbook: String,
     },
+    /// A run started for this key within the cooldown; a delivery after
+    /// `until` is decided again.
     Cooldown {
         runbook: String,
         key: String,
+        until: String,
     },
-    /// `max_runs` for this key within its window was reached.
+    /// `max_runs` for this key within its window was reached; the window
+    /// has room again at `until`.
     RateLimited {
         runbook: String,
         key: String,
+        until: String,
     },
-    /// The runbook's last triggered runs all failed: its triggers are paused
-    /// until `firedrill trigger reset`.
+    /// The last `failures` triggered runs of this key (scope `key`) or of
+    /// the runbook (scope `runbook`) all failed: paused until
+    /// `firedrill trigger reset`.
     BreakerOpen {
         runbook: String,
         failures: u32,
+        scope: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     Halted {
         runbook: String,
@@ -184,41 +201,6 @@ pub enum Decision {
     },
 }
 
-/// A matching trigger, ready to decide on.
-struct Candidate {
-    runbook: String,
-    version: i64,
-    trigger: crate::runbook::Trigger,
-    policy: crate::runbook::ReadinessPolicy,
-}
-
-/// Triggers of the newest published version of every runbook that match `alert`.
-async fn candidates(service: &Service, alert: &Alert) -> Result<Vec<Candidate>, StoreError> {
-    let mut out = Vec::new();
-    // The current version of each runbook (the newest, or a rollback's pin).
-    for row in service.store().current_runbooks().await? {
-        let Ok(rb) = parse_runbook(&row.name, &row.source) else {
-            continue;
-        };
-        let policy = rb
-            .readiness_policy
-            .unwrap_or(crate::runbook::ReadinessPolicy::Block);
-        if let Some(t) = rb
-            .triggers
-            .into_iter()
-            .find(|t| t.source.as_str() == alert.source && t.matches(&alert.labels))
-        {
-            out.push(Candidate {
-                runbook: row.name,
-                version: row.version,
-                trigger: t,
-                policy,
-            });
-        }
-    }
-    Ok(out)
-}
-
 fn render(templates: &Templates, text: &str, alert: &Alert) -> Result<String, String> {
     let ctx = minijinja::Value::from(minijinja::value::Serde(json!({"alert": alert})));
     match templates.render_value(text, &ctx) {
@@ -228,19 +210,97 @@ fn render(templates: &Templates, text: &str, alert: &Alert) -> Result<String, St
     }
 }
 
-/// Whether `runbook`'s trigger circuit breaker is open: its newest
-/// `threshold` triggered runs since the last reset all failed (0: never).
+/// Whether a trigger circuit breaker is open: the newest `threshold`
+/// triggered runs of `runbook` (of `key` only, when given) since the last
+/// reset all failed (0: never).
 pub async fn breaker_open(
     store: &dyn crate::store::Store,
     runbook: &str,
+    key: Option<&str>,
     threshold: u32,
 ) -> Result<bool, StoreError> {
     if threshold == 0 {
         return Ok(false);
     }
-    let last = store.triggered_outcomes(runbook, threshold).await?;
-    Ok(last.len() == threshold as usize
-        && last.iter().all(|s| *s == crate::store::RunStatus::Failed))
+    let last = store.triggered_outcomes(runbook, key, threshold).await?;
+    Ok(all_failed(&last, threshold))
+}
+
+fn all_failed(last: &[crate::store::RunStatus], threshold: u32) -> bool {
+    threshold > 0
+        && last.len() == threshold as usize
+        && last.iter().all(|s| *s == crate::store::RunStatus::Failed)
+}
+
+/// Finished triggered runs read to tell which keys' breakers are open
+/// (the newest, per runbook): a key whose failures are older than these is
+/// reported closed here, though an alert for it still finds it open.
+pub const BREAKER_SCAN: u32 = 1000;
+
+/// One trigger's circuit breaker, as the triggers API and `/metrics` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BreakerState {
+    /// The trigger's position in the runbook's `triggers`.
+    pub trigger: usize,
+    pub threshold: u32,
+    pub scope: &'static str,
+    /// Open for the whole runbook (scope `runbook`) or for any key.
+    pub open: bool,
+    /// The keys whose breaker is open (scope `key`), the first
+    /// [`MAX_OPEN_KEYS_LISTED`]; `open_keys_total` counts them all.
+    pub open_keys: Vec<String>,
+    pub open_keys_total: usize,
+}
+
+/// Most open keys listed per trigger (all are counted).
+pub const MAX_OPEN_KEYS_LISTED: usize = 100;
+
+/// The breaker of each of `triggers` (those of `runbook`'s current version).
+pub async fn breaker_states(
+    store: &dyn crate::store::Store,
+    runbook: &str,
+    triggers: &[crate::runbook::Trigger],
+) -> Result<Vec<BreakerState>, StoreError> {
+    if triggers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let recent = store.recent_triggered(runbook, BREAKER_SCAN).await?;
+    let mut by_key: BTreeMap<&str, Vec<crate::store::RunStatus>> = BTreeMap::new();
+    for (k, status) in &recent {
+        by_key.entry(k.as_str()).or_default().push(*status);
+    }
+    Ok(triggers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let threshold = t.breaker();
+            let take =
+                |v: &[crate::store::RunStatus]| v[..v.len().min(threshold as usize)].to_vec();
+            let (open, open_keys) = match t.breaker_scope() {
+                BreakerScope::Runbook => {
+                    let all: Vec<_> = recent.iter().map(|(_, s)| *s).collect();
+                    (all_failed(&take(&all), threshold), Vec::new())
+                }
+                BreakerScope::Key => {
+                    let keys: Vec<String> = by_key
+                        .iter()
+                        .filter(|(_, v)| all_failed(&take(v), threshold))
+                        .map(|(k, _)| (*k).to_string())
+                        .collect();
+                    (!keys.is_empty(), keys)
+                }
+            };
+            let total = open_keys.len();
+            BreakerState {
+                trigger: i,
+                threshold,
+                scope: t.breaker_scope().as_str(),
+                open,
+                open_keys: open_keys.into_iter().take(MAX_OPEN_KEYS_LISTED).collect(),
+                open_keys_total: total,
+            }
+        })
+        .collect())
 }
 
 /// Close `runbook`'s trigger circuit breaker: only triggered runs started
@@ -290,92 +350,220 @@ pub async fn reset_breaker(
     Ok(())
 }
 
-/// Decide, and start runs through `admit`, for every alert.
-///
-/// `scope` is the runbooks the sender's token is limited to (empty: all);
-/// a matching runbook outside it starts nothing ([`Decision::OutOfScope`]).
-pub async fn handle(
-    service: &Service,
-    actor: &Actor,
-    scope: &[String],
-    alerts: &[Alert],
-    admit: &crate::drill::Admit,
-) -> Result<Vec<Decision>, StoreError> {
-    let templates = Templates::default();
-    let mut decisions = Vec::new();
-    for alert in alerts {
-        for c in candidates(service, alert).await? {
-            let decision = if scope.is_empty() || scope.contains(&c.runbook) {
-                decide(service, actor, &templates, alert, &c, admit).await?
-            } else {
-                Decision::OutOfScope {
-                    runbook: c.runbook.clone(),
-                    reason: format!(
-                        "this alert matches a runbook outside the scope of {actor} (limited to {}); nothing was started",
-                        scope.join(", ")
-                    ),
-                }
-            };
-            let (outcome, detail) = match &decision {
-                Decision::Started { run_id, .. } => ("started", json!({"run_id": run_id})),
-                Decision::Duplicate { .. } => ("duplicate", json!({})),
-                Decision::Resolved { .. } => ("resolved", json!({})),
-                Decision::Cooldown { key, .. } => ("cooldown", json!({"key": key})),
-                Decision::RateLimited { key, .. } => ("rate-limited", json!({"key": key})),
-                Decision::BreakerOpen { failures, .. } => (
-                    "breaker-open",
-                    json!({"consecutive_failures": failures, "reset": format!("firedrill trigger reset {} --reason ...", c.runbook)}),
-                ),
-                Decision::NotReady { state, .. } => (
-                    "not-ready",
-                    json!({"readiness": state, "policy": "block", "fix": format!("drill it live (firedrill drill run {}) or set readiness_policy: warn", c.runbook)}),
-                ),
-                Decision::Halted { reason, .. }
-                | Decision::Refused { reason, .. }
-                | Decision::OutOfScope { reason, .. }
-                | Decision::Shed { reason, .. } => {
-                    (outcome_name(&decision), json!({"reason": reason}))
-                }
-            };
+/// Most run starts read per key for the cooldown and `max_runs` (whose
+/// count is at most 1,000).
+const MAX_STARTS_READ: u32 = 1000;
+
+/// Default of `server.unmatched-alerts-kept`.
+pub const DEFAULT_UNMATCHED_KEPT: usize = 100;
+/// Most `server.unmatched-alerts-kept`.
+pub const MAX_UNMATCHED_KEPT: usize = 10_000;
+/// Most unmatched alerts one `alert.unmatched` audit event lists (all are counted).
+pub const MAX_UNMATCHED_AUDITED: usize = 20;
+
+/// An alert that matched no trigger, as kept for the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unmatched {
+    pub received_at: String,
+    pub source: &'static str,
+    pub fingerprint: String,
+    pub status: AlertStatus,
+    /// The alert's labels: the first [`MAX_KEPT_LABELS`], values cut at
+    /// [`MAX_KEPT_VALUE`] bytes.
+    pub labels: BTreeMap<String, String>,
+    pub labels_dropped: usize,
+    /// The triggers of its source that came closest, with the matchers
+    /// that failed.
+    pub nearest: Vec<Nearest>,
+}
+
+/// What matching alerts keeps between notifications: the compiled
+/// triggers and the last unmatched alerts.
+#[derive(Debug)]
+pub struct Alerts {
+    pub index: TriggerIndex,
+    kept: usize,
+    unmatched: Mutex<VecDeque<Unmatched>>,
+}
+
+/// What one notification came to.
+#[derive(Debug)]
+pub struct Handled {
+    pub decisions: Vec<Decision>,
+    /// Alerts that matched no trigger.
+    pub unmatched: usize,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts::new(DEFAULT_UNMATCHED_KEPT)
+    }
+}
+
+impl Alerts {
+    /// Keeping the last `kept` unmatched alerts (at most [`MAX_UNMATCHED_KEPT`]).
+    pub fn new(kept: usize) -> Alerts {
+        Alerts {
+            index: TriggerIndex::default(),
+            kept: kept.min(MAX_UNMATCHED_KEPT),
+            unmatched: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The circuit breaker of every trigger of every current runbook:
+    /// (runbook, state).
+    pub async fn breakers(
+        &self,
+        store: &dyn crate::store::Store,
+    ) -> Result<Vec<(String, BreakerState)>, StoreError> {
+        let index = self.index.snapshot(store).await?;
+        let mut out = Vec::new();
+        for rb in &index.runbooks {
+            for b in breaker_states(store, &rb.name, &rb.triggers).await? {
+                out.push((rb.name.clone(), b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last unmatched alerts, newest first.
+    pub fn unmatched(&self) -> Vec<Unmatched> {
+        self.ring().iter().rev().cloned().collect()
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, VecDeque<Unmatched>> {
+        self.unmatched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decide, and start runs through `admit`, for every alert.
+    ///
+    /// `scope` is the runbooks the sender's token is limited to (empty: all);
+    /// a matching runbook outside it starts nothing ([`Decision::OutOfScope`]).
+    pub async fn handle(
+        &self,
+        service: &Service,
+        actor: &Actor,
+        scope: &[String],
+        alerts: &[Alert],
+        admit: &crate::drill::Admit,
+    ) -> Result<Handled, StoreError> {
+        let templates = Templates::default();
+        let index = self.index.snapshot(service.store().as_ref()).await?;
+        let mut decisions = Vec::new();
+        let mut unmatched = Vec::new();
+        for alert in alerts {
+            let candidates = index.candidates(alert);
+            if candidates.is_empty() {
+                unmatched.push(alert);
+                continue;
+            }
+            for c in candidates {
+                let decision = if scope.is_empty() || scope.contains(&c.runbook) {
+                    decide(service, actor, &templates, alert, &c, admit).await?
+                } else {
+                    Decision::OutOfScope {
+                        runbook: c.runbook.clone(),
+                        reason: format!(
+                            "this alert matches a runbook outside the scope of {actor} (limited to {}); nothing was started",
+                            scope.join(", ")
+                        ),
+                    }
+                };
+                let mut detail = decision.detail();
+                detail["trigger"] = json!(c.index);
+                service
+                    .store()
+                    .apply(
+                        Batch::new().event(
+                            NewEvent::new(
+                                actor,
+                                crate::audit::Action::AlertReceived,
+                                format!("runbook:{}", c.runbook),
+                            )
+                            .outcome(outcome_name(&decision))
+                            .details(json!({
+                                "source": alert.source,
+                                "fingerprint": alert.fingerprint,
+                                "starts_at": alert.starts_at,
+                                "status": alert.status,
+                                "labels": alert.labels,
+                                "decision": detail,
+                            })),
+                        ),
+                    )
+                    .await?;
+                decisions.push(decision);
+            }
+        }
+        let count = unmatched.len();
+        if let Some(first) = unmatched.first() {
+            let now = now_rfc3339();
+            let records: Vec<Unmatched> = unmatched
+                .iter()
+                .rev()
+                .take(self.kept.max(MAX_UNMATCHED_AUDITED))
+                .rev()
+                .map(|a| Unmatched {
+                    received_at: now.clone(),
+                    source: a.source,
+                    fingerprint: a.fingerprint.clone(),
+                    status: a.status,
+                    labels: a
+                        .labels
+                        .iter()
+                        .take(MAX_KEPT_LABELS)
+                        .map(|(k, v)| (index::clip(k).to_string(), index::clip(v).to_string()))
+                        .collect(),
+                    labels_dropped: a.labels.len().saturating_sub(MAX_KEPT_LABELS),
+                    nearest: index.nearest(a),
+                })
+                .collect();
+            let listed: Vec<_> = records
+                .iter()
+                .take(MAX_UNMATCHED_AUDITED)
+                .map(|u| json!({"fingerprint": u.fingerprint, "status": u.status, "labels": u.labels}))
+                .collect();
             service
                 .store()
                 .apply(
                     Batch::new().event(
-                        NewEvent::new(
-                            actor,
-                            crate::audit::Action::AlertReceived,
-                            format!("runbook:{}", c.runbook),
-                        )
-                        .outcome(outcome)
-                        .details(json!({
-                            "source": alert.source,
-                            "fingerprint": alert.fingerprint,
-                            "starts_at": alert.starts_at,
-                            "status": alert.status,
-                            "labels": alert.labels,
-                            "decision": detail,
-                        })),
+                        NewEvent::new(actor, crate::audit::Action::AlertUnmatched, first.source)
+                            .outcome("unmatched")
+                            .details(json!({
+                                "source": first.source,
+                                "count": count,
+                                "alerts": listed,
+                                "listed": listed.len(),
+                            })),
                     ),
                 )
                 .await?;
-            decisions.push(decision);
+            let mut ring = self.ring();
+            for r in records {
+                if self.kept == 0 {
+                    break;
+                }
+                if ring.len() == self.kept {
+                    ring.pop_front();
+                }
+                ring.push_back(r);
+            }
         }
+        Ok(Handled {
+            decisions,
+            unmatched: count,
+        })
     }
-    Ok(decisions)
 }
 
-/// Record `decision` as the alert's claim for its runbook; when another
-/// delivery claimed the alert first, that one stands and this is a duplicate.
-async fn settle(
-    store: &dyn crate::store::Store,
-    claim: Write,
-    decision: Decision,
-) -> Result<Decision, StoreError> {
-    let runbook = decision.runbook().to_string();
-    Ok(match store.apply(Batch::new().write(claim)).await? {
-        Applied::Done => decision,
-        _ => Decision::Duplicate { runbook },
-    })
+fn rfc3339_plus(at: &str, d: std::time::Duration) -> String {
+    humantime::parse_rfc3339_weak(at)
+        .ok()
+        .and_then(|t| t.checked_add(d))
+        .map_or_else(
+            || at.to_string(),
+            |t| humantime::format_rfc3339_millis(t).to_string(),
+        )
 }
 
 impl Decision {
@@ -385,6 +573,85 @@ impl Decision {
             .ok()
             .and_then(|v| v["outcome"].as_str().map(String::from))
             .unwrap_or_default()
+    }
+
+    /// What a later delivery of the same alert does, for the sender and
+    /// the audit log: a suppressed decision is taken again, a refusal is final.
+    pub fn redelivery(&self) -> String {
+        match self {
+            Decision::Started { .. } | Decision::Duplicate { .. } => {
+                "duplicate: the run it started stands".into()
+            }
+            Decision::Resolved { .. } => "nothing: a resolved alert starts nothing".into(),
+            Decision::Cooldown { until, .. } => {
+                format!("decided again: starts the runbook if delivered after {until} (the cooldown's end)")
+            }
+            Decision::RateLimited { until, .. } => {
+                format!("decided again: starts the runbook if delivered after {until} (when max_runs has room)")
+            }
+            Decision::BreakerOpen { runbook, .. } => format!(
+                "decided again: starts the runbook once the breaker is reset (firedrill trigger reset {runbook} --reason ...)"
+            ),
+            Decision::NotReady { runbook, .. } => format!(
+                "decided again: starts the runbook once it passes a live drill (firedrill drill run {runbook})"
+            ),
+            Decision::Halted { .. } => {
+                "decided again: starts the runbook once the big red switch is released".into()
+            }
+            Decision::Shed { .. } => {
+                "decided again: starts the runbook when the server has room (retry after the Retry-After header)".into()
+            }
+            Decision::Refused { .. } => "never: the same alert is refused again by this runbook version; fix the trigger or the alert and publish a new version".into(),
+            Decision::OutOfScope { .. } => "never: this token may not start that runbook; send it with a token whose scope includes it".into(),
+        }
+    }
+
+    /// The decision as the audit log and the webhook's answer give it:
+    /// its fields and what a redelivery does.
+    pub fn detail(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_else(|_| json!({}));
+        if let Some(o) = v.as_object_mut() {
+            if matches!(self, Decision::OutOfScope { .. }) {
+                o.insert("runbook".into(), json!(self.runbook()));
+            }
+            o.insert("redelivery".into(), json!(self.redelivery()));
+            if let Decision::BreakerOpen { runbook, .. } = self {
+                o.insert(
+                    "reset".into(),
+                    json!(format!("firedrill trigger reset {runbook} --reason ...")),
+                );
+            }
+            if let Decision::NotReady { runbook, .. } = self {
+                o.insert("fix".into(), json!(format!("drill it live (firedrill drill run {runbook}) or set readiness_policy: warn")));
+            }
+        }
+        v
+    }
+
+    /// The decision as the sender sees it: [`Decision::detail`] without
+    /// what it may not know (the runbook outside its scope).
+    pub fn answer(&self) -> serde_json::Value {
+        let mut v = self.detail();
+        if matches!(self, Decision::OutOfScope { .. })
+            && let Some(o) = v.as_object_mut()
+        {
+            o.remove("runbook");
+        }
+        v
+    }
+
+    /// Whether a later delivery is decided again (a suppression whose
+    /// reason may pass), as opposed to started, final or resolved.
+    pub fn suppressed(&self) -> bool {
+        matches!(
+            self,
+            Decision::Cooldown { .. }
+                | Decision::RateLimited { .. }
+                | Decision::BreakerOpen { .. }
+                | Decision::NotReady { .. }
+                | Decision::Halted { .. }
+                | Decision::Shed { .. }
+        )
     }
 
     pub fn runbook(&self) -> &str {
@@ -463,16 +730,6 @@ async fn decide(
     {
         return Ok(Decision::Duplicate { runbook });
     }
-    let claim = |outcome: &str, run_id: Option<String>| Write::ClaimAlert {
-        source: alert.source.to_string(),
-        fingerprint: alert.fingerprint.clone(),
-        starts_at: alert.starts_at.clone(),
-        runbook: runbook.clone(),
-        key: key.clone(),
-        outcome: outcome.to_string(),
-        run_id,
-        received_at: now_rfc3339(),
-    };
     let ago = |d: std::time::Duration| {
         // Same format as `received_at`, so the two compare as text.
         humantime::format_rfc3339_millis(
@@ -482,41 +739,45 @@ async fn decide(
         )
         .to_string()
     };
+    // Suppressions claim nothing: the next delivery is decided again.
     let breaker = c.trigger.breaker();
-    if breaker_open(store.as_ref(), &runbook, breaker).await? {
-        tracing::warn!(runbook = %runbook, failures = breaker, "trigger circuit breaker open");
-        let claimed = claim("breaker-open", None);
-        return settle(
-            store.as_ref(),
-            claimed,
-            Decision::BreakerOpen {
+    let scope = c.trigger.breaker_scope();
+    let breaker_key = (scope == BreakerScope::Key).then_some(key.as_str());
+    if breaker_open(store.as_ref(), &runbook, breaker_key, breaker).await? {
+        tracing::warn!(runbook = %runbook, key = breaker_key, failures = breaker, "trigger circuit breaker open");
+        return Ok(Decision::BreakerOpen {
+            runbook,
+            failures: breaker,
+            scope: scope.as_str().to_string(),
+            key: breaker_key.map(String::from),
+        });
+    }
+    let cooldown = c.trigger.cooldown();
+    let recent = store
+        .alert_starts_since(&runbook, &key, &ago(cooldown), MAX_STARTS_READ)
+        .await?;
+    if let Some(last) = recent.last() {
+        let until = rfc3339_plus(last, cooldown);
+        return Ok(Decision::Cooldown {
+            runbook,
+            key,
+            until,
+        });
+    }
+    if let Some(budget) = &c.trigger.max_runs {
+        let window = store
+            .alert_starts_since(&runbook, &key, &ago(budget.per.0), MAX_STARTS_READ)
+            .await?;
+        let count = budget.count as usize;
+        if window.len() >= count {
+            // Room again when the oldest start that keeps it full leaves the window.
+            let until = rfc3339_plus(&window[window.len() - count], budget.per.0);
+            return Ok(Decision::RateLimited {
                 runbook,
-                failures: breaker,
-            },
-        )
-        .await;
-    }
-    if store
-        .alert_runs_since(&runbook, &key, &ago(c.trigger.cooldown()))
-        .await?
-        > 0
-    {
-        let claimed = claim("cooldown", None);
-        return settle(store.as_ref(), claimed, Decision::Cooldown { runbook, key }).await;
-    }
-    if let Some(budget) = &c.trigger.max_runs
-        && store
-            .alert_runs_since(&runbook, &key, &ago(budget.per.0))
-            .await?
-            >= u64::from(budget.count)
-    {
-        let claimed = claim("rate-limited", None);
-        return settle(
-            store.as_ref(),
-            claimed,
-            Decision::RateLimited { runbook, key },
-        )
-        .await;
+                key,
+                until,
+            });
+        }
     }
     // Emergency policy: live automation runs only code that passed a live drill.
     let mut untested = None;
@@ -528,16 +789,10 @@ async fn decide(
             .state;
         if state != crate::drill::Readiness::Ready {
             if c.policy == crate::runbook::ReadinessPolicy::Block {
-                let claimed = claim("not-ready", None);
-                return settle(
-                    store.as_ref(),
-                    claimed,
-                    Decision::NotReady {
-                        runbook,
-                        state: state.as_str().to_string(),
-                    },
-                )
-                .await;
+                return Ok(Decision::NotReady {
+                    runbook,
+                    state: state.as_str().to_string(),
+                });
             }
             untested = Some(state.as_str());
         }
@@ -581,33 +836,31 @@ async fn decide(
         }
         Err(RunError::Store(e)) => return Err(e),
         Err(e @ RunError::Halted { .. }) => {
-            let reason = e.to_string();
-            let claimed = claim("halted", None);
-            return settle(
-                store.as_ref(),
-                claimed,
-                Decision::Halted { runbook, reason },
-            )
-            .await;
+            return Ok(Decision::Halted {
+                runbook,
+                reason: e.to_string(),
+            });
         }
         Err(e) => {
-            let reason = e.to_string();
-            let claimed = claim("refused", None);
-            return settle(
-                store.as_ref(),
-                claimed,
-                Decision::Refused { runbook, reason },
-            )
-            .await;
+            return Ok(Decision::Refused {
+                runbook,
+                reason: e.to_string(),
+            });
         }
     };
     // The claim decides between concurrent deliveries: one wins.
     let run_id = prepared.id.clone();
-    if store
-        .apply(Batch::new().write(claim("started", Some(run_id.clone()))))
-        .await?
-        != Applied::Done
-    {
+    let claim = Write::ClaimAlert {
+        source: alert.source.to_string(),
+        fingerprint: alert.fingerprint.clone(),
+        starts_at: alert.starts_at.clone(),
+        runbook: runbook.clone(),
+        key: key.clone(),
+        outcome: "started".to_string(),
+        run_id: Some(run_id.clone()),
+        received_at: now_rfc3339(),
+    };
+    if store.apply(Batch::new().write(claim)).await? != Applied::Done {
         return Ok(Decision::Duplicate { runbook });
     }
     match admit(prepared).await {

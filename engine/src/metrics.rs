@@ -49,7 +49,12 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     (
         "firedrill_alert_decisions_total",
         "counter",
-        "Alerts matched to runbooks, by decision (started, duplicate, resolved, cooldown, rate-limited, breaker-open, halted, refused, shed, out-of-scope).",
+        "Alerts matched to runbooks, by decision (started, duplicate, resolved, cooldown, rate-limited, breaker-open, not-ready, halted, refused, shed, out-of-scope).",
+    ),
+    (
+        "firedrill_alerts_unmatched_total",
+        "counter",
+        "Alerts that matched no trigger, by source (GET /api/v1/alerts/unmatched lists the last ones and why).",
     ),
     (
         "firedrill_host_calls_total",

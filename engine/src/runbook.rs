@@ -9,8 +9,9 @@ mod validate;
 
 pub use crate::yaml::{MAX_YAML_DEPTH, TooDeep, check_depth as check_yaml_depth};
 pub use model::{
-    API_VERSION, Amount, Approval, Drill, HumanDuration, KernelRef, MAX_RETRIES, MAX_STEPS,
-    MAX_TARGETS, ReadinessPolicy, Retries, Runbook, Step, Trigger, TriggerMode, TriggerSource,
+    API_VERSION, Amount, Approval, BreakerScope, Drill, HumanDuration, KernelRef, MAX_RETRIES,
+    MAX_STEPS, MAX_TARGETS, ReadinessPolicy, Retries, Runbook, Step, Trigger, TriggerMode,
+    TriggerSource,
 };
 pub use parse::{
     MAX_PROBLEMS, MAX_RUNBOOK_BYTES, Problem, Problems, check_runbook_text, parse_runbook,

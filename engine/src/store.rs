@@ -568,6 +568,15 @@ pub struct RunFilter {
     pub limit: i64,
 }
 
+/// A run waiting for a person ([`Store::waiting_runs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingRun {
+    pub id: String,
+    pub runbook: String,
+    pub status: RunStatus,
+    pub since: String,
+}
+
 /// Filters for listing audit records.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -661,6 +670,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The token of the console session whose id hashes to `hash`, if the
     /// session has not expired by `now` (RFC 3339).
     async fn session_token(&self, hash: &str, now: &str) -> Result<Option<TokenRow>, StoreError>;
+    /// Whether a run was started for this alert (source + fingerprint +
+    /// startsAt) and runbook: only a started run deduplicates.
     async fn alert_claim_exists(
         &self,
         source: &str,
@@ -668,25 +679,43 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         starts_at: &str,
         runbook: &str,
     ) -> Result<bool, StoreError>;
-    /// Runs started for (`runbook`, `key`) at or after `since` (RFC 3339, as
-    /// `received_at` is written).
-    async fn alert_runs_since(
+    /// When runs were started for (`runbook`, `key`) at or after `since`
+    /// (RFC 3339, as `received_at` is written), oldest first, at most `limit`.
+    async fn alert_starts_since(
         &self,
         runbook: &str,
         key: &str,
         since: &str,
-    ) -> Result<u64, StoreError>;
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
     /// Statuses of the newest `limit` finished triggered runs of `runbook`
-    /// started after its latest breaker reset, newest first.
+    /// (of its `key` only, when given) started after its latest breaker
+    /// reset, newest first.
     async fn triggered_outcomes(
         &self,
         runbook: &str,
+        key: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RunStatus>, StoreError>;
+    /// (key, status) of the newest `limit` finished triggered runs of
+    /// `runbook` since its latest breaker reset, newest first: what the
+    /// triggers API and `/metrics` tell open breakers from.
+    async fn recent_triggered(
+        &self,
+        runbook: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, RunStatus)>, StoreError>;
+    /// (name, version) of the current version of every runbook, by name:
+    /// what the trigger index checks before it recompiles anything.
+    async fn current_runbook_versions(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// Every switch ever flipped, with its current state.
     async fn switches(&self) -> Result<Vec<SwitchRow>, StoreError>;
     /// Runs waiting to be claimed.
     async fn queued_runs(&self) -> Result<u64, StoreError>;
+    /// Runs waiting for a person (`awaiting-approval`, `needs-attention`):
+    /// (id, runbook, status, since when: the newest step's start, else the
+    /// run's), oldest first, at most `limit`.
+    async fn waiting_runs(&self, limit: i64) -> Result<Vec<WaitingRun>, StoreError>;
     /// The chain hashes of records with `seq > after`, in order, at most
     /// `limit` (what the Merkle tree is built from).
     async fn audit_hashes(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError>;

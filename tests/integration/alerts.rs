@@ -140,6 +140,27 @@ async fn an_alert_starts_one_run_however_often_it_is_delivered() {
         )
         .await;
     assert_eq!(outcomes(&cool), ["cooldown"]);
+    // A suppression claims nothing: the next delivery is decided again
+    // (still inside the cooldown: cooldown, never `duplicate`), and the
+    // answer says until when and what a redelivery does.
+    let (_, cool_again) = e
+        .post(
+            &e.webhook,
+            &payload("firing", &[("0abc01", "WebDown", "web-1")]),
+        )
+        .await;
+    assert_eq!(outcomes(&cool_again), ["cooldown"]);
+    let d = &cool_again["decisions"][0];
+    assert!(
+        d["until"].as_str().is_some_and(|u| u > "2026"),
+        "{cool_again}"
+    );
+    assert!(
+        d["redelivery"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("decided again")),
+        "{cool_again}"
+    );
     // Resolved: recorded, not run.
     let (_, resolved) = e
         .post(
@@ -157,6 +178,7 @@ async fn an_alert_starts_one_run_however_often_it_is_delivered() {
         .await;
     assert_eq!(status, 200);
     assert!(outcomes(&none).is_empty());
+    assert_eq!(none["unmatched"], 1, "{none}");
 
     let runs = e.runs().await;
     assert_eq!(runs.len(), 2, "one run per distinct alert, cooldown held");
@@ -186,6 +208,7 @@ async fn an_alert_starts_one_run_however_often_it_is_delivered() {
     assert_eq!(
         audited,
         [
+            "cooldown",
             "cooldown",
             "duplicate",
             "duplicate",
@@ -298,7 +321,22 @@ async fn live_triggers_respect_the_big_red_switch() {
         )
         .await;
     assert_eq!(outcomes(&dry), ["started"]);
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Redelivered while engaged: halted again, decided again.
+    let (_, still) = e.post(&e.webhook, &db).await;
+    assert_eq!(outcomes(&still), ["halted"]);
+    // Released: the same alert, redelivered, starts its run.
+    firedrill::switch::flip(
+        e.env.store.as_ref(),
+        None,
+        false,
+        "maintenance over",
+        &Actor::user("alice"),
+    )
+    .await
+    .expect("released");
+    let (_, after) = e.post(&e.webhook, &db).await;
+    assert_eq!(outcomes(&after), ["started"], "{after}");
+    e.finish(&after).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,6 +385,7 @@ triggers:
     key: "{{ alert.fingerprint }}"
     cooldown: 1ms
     breaker: 2
+    breaker_scope: runbook
 "#;
 
 const LIMITED: &str = r#"apiVersion: firedrill/v1
@@ -405,6 +444,9 @@ async fn consecutive_failures_open_the_breaker_until_reset_and_max_runs_holds() 
     // Two failed runs in a row: the breaker (2) is open.
     let open = e.fire("Flaky", "f3").await;
     assert_eq!(outcomes(&open), ["breaker-open"]);
+    assert_eq!(open["decisions"][0]["scope"], "runbook", "{open}");
+    // Still open on redelivery: decided again, not a duplicate.
+    assert_eq!(outcomes(&e.fire("Flaky", "f3").await), ["breaker-open"]);
     let err = firedrill::alerts::reset_breaker(&e.env.service, "flaky", " ", &Actor::user("alice"))
         .await
         .unwrap_err();
@@ -417,9 +459,6 @@ async fn consecutive_failures_open_the_breaker_until_reset_and_max_runs_holds() 
     )
     .await
     .expect("reset");
-    let again = e.fire("Flaky", "f4").await;
-    assert_eq!(outcomes(&again), ["started"]);
-    e.finish(&again).await;
     let resets = e
         .env
         .store
@@ -431,6 +470,10 @@ async fn consecutive_failures_open_the_breaker_until_reset_and_max_runs_holds() 
         .expect("audit");
     assert_eq!(resets.len(), 1);
     assert_eq!(resets[0].actor_id, "alice");
+    // The same alert that met the open breaker starts once it is reset.
+    let again = e.fire("Flaky", "f3").await;
+    assert_eq!(outcomes(&again), ["started"]);
+    e.finish(&again).await;
 
     // max_runs: 2 per hour per instance, whatever the fingerprints.
     let mut seen = Vec::new();
@@ -439,4 +482,207 @@ async fn consecutive_failures_open_the_breaker_until_reset_and_max_runs_holds() 
         seen.extend(outcomes(&answer));
     }
     assert_eq!(seen, ["started", "started", "rate-limited"]);
+    // Redelivered: rate-limited again (until the window has room), with when.
+    let later = e.fire("Limited", "b3").await;
+    assert_eq!(outcomes(&later), ["rate-limited"]);
+    assert!(later["decisions"][0]["until"].is_string(), "{later}");
+}
+
+const UNITS: &str = r#"apiVersion: firedrill/v1
+name: unit-fix
+version: 1
+inputs: { type: object, properties: { behaviour: { type: string } } }
+steps:
+  - id: one
+    kernel: hostile@0.1.0
+    targets: [demo-host]
+    with: { behaviour: "{{ inputs.behaviour }}" }
+triggers:
+  - source: alertmanager
+    match: { alertname: UnitDown }
+    inputs: { behaviour: "{{ alert.labels.behaviour }}" }
+    key: "{{ alert.labels.unit }}"
+    cooldown: 1ms
+    breaker: 2
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_on_one_key_does_not_pause_another() {
+    let e = setup().await;
+    e.env
+        .service
+        .publish_runbook("units.yaml", UNITS, &Actor::user("admin"))
+        .await
+        .expect("publish");
+    let unit = |fp: &str, unit: &str, behaviour: &str| {
+        let mut p = payload("firing", &[(fp, "UnitDown", "host-1")]);
+        p["alerts"][0]["labels"] =
+            json!({"alertname": "UnitDown", "unit": unit, "behaviour": behaviour});
+        p
+    };
+    for fp in ["c001", "c002"] {
+        let (_, answer) = e.post(&e.webhook, &unit(fp, "bad", "fail")).await;
+        assert_eq!(outcomes(&answer), ["started"]);
+        e.finish(&answer).await;
+    }
+    // `bad` failed twice: its breaker is open, and only its own.
+    let (_, open) = e.post(&e.webhook, &unit("c003", "bad", "fail")).await;
+    assert_eq!(outcomes(&open), ["breaker-open"]);
+    assert_eq!(open["decisions"][0]["key"], "bad", "{open}");
+    assert_eq!(open["decisions"][0]["scope"], "key", "{open}");
+    let (_, good) = e.post(&e.webhook, &unit("c004", "good", "ok")).await;
+    assert_eq!(outcomes(&good), ["started"], "{good}");
+    e.finish(&good).await;
+
+    // The triggers API says which trigger and which key are paused.
+    let list: Value = e
+        .client
+        .get(format!("{}/api/v1/triggers", e.url))
+        .bearer_auth(e.env.token("viewer", Role::Viewer, &[]).await)
+        .send()
+        .await
+        .expect("triggers")
+        .json()
+        .await
+        .expect("json");
+    let rb = list["triggers"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["runbook"] == "unit-fix")
+        .expect("unit-fix")
+        .clone();
+    assert_eq!(rb["breaker_open"], true, "{rb}");
+    assert_eq!(rb["triggers"][0]["breaker_scope"], "key");
+    assert_eq!(rb["triggers"][0]["open_keys"], json!(["bad"]), "{rb}");
+    // web-down (threshold 3, nothing failed) is closed.
+    let web = list["triggers"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["runbook"] == "web-down")
+        .expect("web-down")
+        .clone();
+    assert_eq!(web["triggers"][0]["breaker_open"], false, "{web}");
+    assert_eq!(web["triggers"][0]["breaker"], 3);
+    // And /metrics, per trigger: one key paused.
+    let metrics = e
+        .client
+        .get(format!("{}/metrics", e.url))
+        .bearer_auth(e.env.token("scraper", Role::Viewer, &[]).await)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "firedrill_trigger_breakers_open{runbook=\"unit-fix\",trigger=\"0\",scope=\"key\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "firedrill_trigger_breakers_open{runbook=\"web-down\",trigger=\"0\",scope=\"key\"} 0"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmatched_alert_is_counted_kept_and_explained() {
+    let env = TestEnv::new().await;
+    env.publish(&[TRIGGERED]).await;
+    let webhook = env.token("alertmanager", Role::Webhook, &[]).await;
+    let viewer = env.token("viewer", Role::Viewer, &[]).await;
+    let scoped = env.token("team", Role::Viewer, &["web-down"]).await;
+    let (url, _) = env
+        .serve(ServerConfig {
+            unmatched_alerts_kept: 2,
+            ..ServerConfig::default()
+        })
+        .await;
+    let e = Env {
+        url,
+        env,
+        webhook,
+        client: reqwest::Client::new(),
+    };
+    // A label mismatch (severity), a hostile label (terminal escapes, 64 KiB).
+    let mut near = payload("firing", &[("aa01", "WebDown", "web-1")]);
+    near["alerts"][0]["labels"]["severity"] = json!("warning");
+    let (status, answer) = e.post(&e.webhook, &near).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["unmatched"], 1);
+    let mut hostile = payload("firing", &[("aa02", "Disk\u{1b}[2JFull", "web-1")]);
+    hostile["alerts"][0]["labels"]["blob"] = json!("x".repeat(64 << 10));
+    e.post(&e.webhook, &hostile).await;
+    e.post(
+        &e.webhook,
+        &payload("firing", &[("aa03", "Other", "web-1")]),
+    )
+    .await;
+
+    let get = async |token: &str, path: &str| {
+        let r = e
+            .client
+            .get(format!("{}{path}", e.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("get");
+        (r.status().as_u16(), r.text().await.expect("body"))
+    };
+    let (status, body) = get(&viewer, "/api/v1/alerts/unmatched").await;
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).expect("json");
+    let alerts = list["alerts"].as_array().expect("alerts");
+    // Bounded (kept: 2), newest first.
+    assert_eq!(alerts.len(), 2, "{list}");
+    assert_eq!(alerts[0]["fingerprint"], "aa03");
+    assert_eq!(alerts[1]["fingerprint"], "aa02");
+    let blob = alerts[1]["labels"]["blob"].as_str().expect("blob");
+    assert!(blob.len() <= firedrill::alerts::MAX_KEPT_VALUE, "clipped");
+    assert_eq!(
+        alerts[1]["nearest"][0]["mismatched"]["alertname"]["want"],
+        "WebDown"
+    );
+    // A scoped token is refused: unmatched alerts belong to no runbook.
+    let (status, _) = get(&scoped, "/api/v1/alerts/unmatched").await;
+    assert_eq!(status, 403);
+    // The first (evicted from memory) is still counted and audited.
+    let (_, metrics) = get(&viewer, "/metrics").await;
+    assert!(
+        metrics.contains("firedrill_alerts_unmatched_total{source=\"alertmanager\"} 3"),
+        "{metrics}"
+    );
+    let audited = e
+        .env
+        .store
+        .audit(&AuditFilter {
+            action: Some("alert.unmatched".into()),
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(audited.len(), 3);
+    let details: Vec<Value> = audited
+        .iter()
+        .map(|r| serde_json::from_str(&r.details).expect("details"))
+        .collect();
+    let first = details
+        .iter()
+        .find(|d| d["alerts"][0]["fingerprint"] == "aa01")
+        .expect("aa01 audited");
+    assert_eq!(first["count"], 1);
+    assert_eq!(first["source"], "alertmanager");
+    assert!(audited.iter().all(|r| r.actor_id == "alertmanager"));
+    // What a near miss looked like before it was evicted: answered at once.
+    assert_eq!(
+        answer["decisions"].as_array().map(Vec::len),
+        Some(0),
+        "{answer}"
+    );
 }

@@ -465,7 +465,8 @@ async fn pages_read_triggers_kernels_with_their_users_and_parsed_runbooks() {
     assert_eq!(list.len(), 1, "only `alerted` has triggers: {triggers}");
     assert_eq!(list[0]["runbook"], "alerted");
     assert_eq!(list[0]["breaker_open"], false);
-    assert_eq!(list[0]["breaker"], 3);
+    assert_eq!(list[0]["triggers"][0]["breaker"], 3);
+    assert_eq!(list[0]["triggers"][0]["breaker_scope"], "key");
     let (_, _, kernels) = c.send("GET", "/api/v1/kernels", &auth, None).await;
     let trivial = kernels["kernels"]
         .as_array()

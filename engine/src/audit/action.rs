@@ -80,8 +80,12 @@ actions! {
     RequestRefused => "request.refused",
     /// An alert was matched against the published runbooks' triggers.
     AlertReceived => "alert.received",
-    /// An alert matched no runbook.
+    /// A delivery that carries no alert (a PagerDuty event type other
+    /// than an incident's).
     AlertIgnored => "alert.ignored",
+    /// Alerts of one notification matched no trigger (one event per
+    /// notification, with their count and the first few).
+    AlertUnmatched => "alert.unmatched",
     TriggerBreakerReset => "trigger.breaker.reset",
     /// Someone asked for a drill to run now.
     DrillRequested => "drill.requested",

@@ -158,6 +158,29 @@ pub struct Trigger {
     #[serde(default)]
     #[schemars(range(max = 100))]
     pub breaker: Option<u32>,
+    /// What one breaker covers: `key` (default: consecutive failures for
+    /// one key pause that key only, so one bad unit cannot pause the
+    /// others) or `runbook` (any keys' failures pause every key: for a
+    /// runbook whose failures mean the remediation itself is broken).
+    #[serde(default)]
+    pub breaker_scope: Option<BreakerScope>,
+}
+
+/// What a trigger's circuit breaker counts failures over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BreakerScope {
+    Key,
+    Runbook,
+}
+
+impl BreakerScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerScope::Key => "key",
+            BreakerScope::Runbook => "runbook",
+        }
+    }
 }
 
 /// Default consecutive failures that open a trigger's circuit breaker.
@@ -177,6 +200,10 @@ pub struct RunBudget {
 impl Trigger {
     pub fn breaker(&self) -> u32 {
         self.breaker.unwrap_or(DEFAULT_BREAKER)
+    }
+
+    pub fn breaker_scope(&self) -> BreakerScope {
+        self.breaker_scope.unwrap_or(BreakerScope::Key)
     }
 
     pub fn mode(&self) -> crate::Mode {

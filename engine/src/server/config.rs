@@ -82,6 +82,12 @@ pub struct ServerConfig {
     /// kept across restarts (a replayed `incident.triggered` is still
     /// deduplicated by its alert claim). 0 remembers none. Default 10,000.
     pub pagerduty_replay_window: usize,
+    /// Alerts that matched no trigger kept in memory for
+    /// `GET /api/v1/alerts/unmatched` (the newest; each with its first 32
+    /// labels, values cut at 256 bytes, and the 5 nearest triggers). Per
+    /// node. 0 keeps none (they are still counted and audited); at most
+    /// 10,000. Default 100.
+    pub unmatched_alerts_kept: usize,
     /// Refusals (403, 409) of one token recorded in the audit log per
     /// minute; more are only counted (`firedrill_refusals_unaudited_total`),
     /// so that a token hammering what it may not do cannot fill the log.
@@ -131,6 +137,7 @@ impl Default for ServerConfig {
             trigger_runs_per_minute: 30,
             pagerduty_secrets: Vec::new(),
             pagerduty_replay_window: 10_000,
+            unmatched_alerts_kept: crate::alerts::DEFAULT_UNMATCHED_KEPT,
             refusals_audited_per_minute: 30,
             drills: true,
             drill_tick_ms: 1000,
@@ -185,6 +192,13 @@ impl ServerConfig {
             if value == 0 {
                 problems.push(format!("[server] {key} is 0; it must be at least 1"));
             }
+        }
+        if self.unmatched_alerts_kept > crate::alerts::MAX_UNMATCHED_KEPT {
+            problems.push(format!(
+                "[server] unmatched-alerts-kept is {}; at most {} are kept",
+                self.unmatched_alerts_kept,
+                crate::alerts::MAX_UNMATCHED_KEPT
+            ));
         }
         if self.max_connections > u32::MAX as usize >> 3 {
             problems.push("[server] max-connections is larger than this server can track".into());

@@ -48,6 +48,9 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
     Ok(Json(json!({"ready": true})))
 }
 
+/// Most waiting runs read per scrape (the counts saturate here).
+const WAITING_SCAN: i64 = 10_000;
+
 pub(super) async fn metrics(
     State(state): State<AppState>,
     who: Principal,
@@ -156,6 +159,52 @@ pub(super) async fn metrics(
                 max as f64,
             ));
         }
+    }
+    for (runbook, b) in state.alerts.breakers(store.as_ref()).await? {
+        gauges.push((
+            "firedrill_trigger_breakers_open",
+            "Open circuit breakers of a trigger: keys paused (scope key), or 1 when the runbook's breaker is open (scope runbook).",
+            format!(
+                "runbook=\"{}\",trigger=\"{}\",scope=\"{}\"",
+                runbook.replace(['"', '\\', '\n'], ""),
+                b.trigger,
+                b.scope
+            ),
+            if b.scope == "key" {
+                b.open_keys_total as f64
+            } else if b.open {
+                1.0
+            } else {
+                0.0
+            },
+        ));
+    }
+    let waiting = store.waiting_runs(WAITING_SCAN).await?;
+    let now = std::time::SystemTime::now();
+    for (status, name, help_count, age_name, help_age) in [
+        (
+            crate::store::RunStatus::AwaitingApproval,
+            "firedrill_runs_awaiting_approval",
+            "Runs waiting for an approval.",
+            "firedrill_run_awaiting_approval_oldest_seconds",
+            "How long the longest-waiting run has waited for an approval (0: none waits).",
+        ),
+        (
+            crate::store::RunStatus::NeedsAttention,
+            "firedrill_runs_needing_attention",
+            "Runs stopped for a person to look at (needs-attention).",
+            "firedrill_run_needing_attention_oldest_seconds",
+            "How long the oldest run needing attention has waited (0: none).",
+        ),
+    ] {
+        let these: Vec<_> = waiting.iter().filter(|w| w.status == status).collect();
+        gauges.push((name, help_count, String::new(), these.len() as f64));
+        let oldest = these
+            .first()
+            .and_then(|w| humantime::parse_rfc3339_weak(&w.since).ok())
+            .and_then(|t| now.duration_since(t).ok())
+            .map_or(0.0, |d| d.as_secs_f64().floor());
+        gauges.push((age_name, help_age, String::new(), oldest));
     }
     gauges.push((
         "firedrill_run_queue_depth",

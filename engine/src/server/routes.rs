@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/drills", get(drills::drill_status))
         .route("/api/v1/drills/{runbook}/run", post(drills::run_drill))
         .route("/api/v1/triggers", get(webhooks::list_triggers))
+        .route("/api/v1/alerts/unmatched", get(webhooks::list_unmatched))
         .route("/api/v1/audit", get(audit::audit))
         .route("/api/v1/audit/verify", get(audit::audit_verify))
         .route("/api/v1/audit/checkpoint", get(audit::audit_checkpoint))

@@ -40,6 +40,8 @@ pub struct AppState {
     pub clock: Arc<dyn crate::drill::Clock>,
     /// The audit log's checkpointer and witnesses, when `serve` runs them.
     pub tlog: Option<Arc<crate::tlog::serve::Status>>,
+    /// Compiled triggers and the last unmatched alerts.
+    pub alerts: Arc<crate::alerts::Alerts>,
 }
 
 /// The most recent ids, up to a fixed number (oldest forgotten first).
@@ -112,6 +114,7 @@ impl AppState {
         AppState {
             clock,
             tlog: None,
+            alerts: Arc::new(crate::alerts::Alerts::new(config.unmatched_alerts_kept)),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             unauthenticated: Arc::new(Semaphore::new(config.max_in_flight_unauthenticated.max(1))),
             streams_per_token: Arc::new(Mutex::new(HashMap::new())),

@@ -44,9 +44,21 @@ pub(super) async fn dispatch(
         let state = admit_state.clone();
         Box::pin(async move { state.admit_triggered(run).await.map_err(|e| e.message) })
     };
-    let decisions = crate::alerts::handle(&state.service, actor, scope, alerts, &admit).await?;
+    let handled = state
+        .alerts
+        .handle(&state.service, actor, scope, alerts, &admit)
+        .await?;
+    let decisions = handled.decisions;
     for d in &decisions {
         state.metrics.alert_decision(d.runbook(), &d.outcome());
+    }
+    if handled.unmatched > 0 {
+        let source = alerts.first().map_or("unknown", |a| a.source);
+        state.metrics.add(
+            "firedrill_alerts_unmatched_total",
+            &[("source", source)],
+            handled.unmatched as u64,
+        );
     }
     let shed = decisions
         .iter()
@@ -58,7 +70,11 @@ pub(super) async fn dispatch(
     };
     let mut response = (
         status,
-        Json(json!({"alerts": alerts.len(), "decisions": decisions})),
+        Json(json!({
+            "alerts": alerts.len(),
+            "decisions": decisions.iter().map(|d| d.answer()).collect::<Vec<_>>(),
+            "unmatched": handled.unmatched,
+        })),
     )
         .into_response();
     if shed {
@@ -223,15 +239,46 @@ pub(super) async fn list_triggers(
     let store = state.service.store();
     let mut out = Vec::new();
     for (row, rb) in current_runbooks(&state, &who).await? {
-        // The breaker is per runbook; its threshold comes from the triggers.
-        let Some(threshold) = rb.triggers.iter().map(|t| t.breaker()).max() else {
+        if rb.triggers.is_empty() {
             continue;
-        };
-        let open = crate::alerts::breaker_open(store.as_ref(), &row.name, threshold).await?;
+        }
+        let states = crate::alerts::breaker_states(store.as_ref(), &row.name, &rb.triggers).await?;
+        let triggers: Vec<Value> = rb
+            .triggers
+            .iter()
+            .zip(&states)
+            .map(|(t, b)| {
+                let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
+                v["index"] = json!(b.trigger);
+                v["breaker"] = json!(b.threshold);
+                v["breaker_scope"] = json!(b.scope);
+                v["breaker_open"] = json!(b.open);
+                v["open_keys"] = json!(b.open_keys);
+                v["open_keys_total"] = json!(b.open_keys_total);
+                v
+            })
+            .collect();
         out.push(json!({
-            "runbook": row.name, "version": row.version, "breaker": threshold,
-            "breaker_open": open, "triggers": rb.triggers,
+            "runbook": row.name, "version": row.version,
+            "breaker_open": states.iter().any(|b| b.open),
+            "triggers": triggers,
         }));
     }
     Ok(Json(json!({"triggers": out})))
+}
+
+/// `GET /api/v1/alerts/unmatched`: the last alerts that matched no
+/// trigger, newest first, with the triggers that came closest.
+pub(super) async fn list_unmatched(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Action::Read)?;
+    // Unmatched alerts belong to no runbook, and their nearest triggers
+    // name any runbook: not for a token limited to some.
+    super::principal::unscoped_for(&who, "unmatched alerts belong to no runbook")?;
+    Ok(Json(json!({
+        "kept": state.config.unmatched_alerts_kept,
+        "alerts": state.alerts.unmatched(),
+    })))
 }

@@ -399,6 +399,29 @@ impl Store for $store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    async fn waiting_runs(&self, limit_: i64) -> Result<Vec<super::WaitingRun>, StoreError> {
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            q("SELECT r.id, r.runbook, r.status,
+                    COALESCE((SELECT MAX(s.started_at) FROM steps s WHERE s.run_id = r.id), r.started_at) AS since
+             FROM runs r WHERE r.status IN ('awaiting-approval', 'needs-attention')
+             ORDER BY since LIMIT ?"),
+        )
+        .bind(limit_)
+        .fetch_all(&self.reads)
+        .await
+        .map_err(sql("read waiting runs"))?;
+        rows.into_iter()
+            .map(|(id, runbook, status, since)| {
+                Ok(super::WaitingRun {
+                    id,
+                    runbook,
+                    status: stored("run status", RunStatus::parse, status)?,
+                    since,
+                })
+            })
+            .collect()
+    }
+
     fn database_file(&self) -> Option<&std::path::Path> {
         self.file()
     }
@@ -490,7 +513,7 @@ impl Store for $store {
         runbook: &str,
     ) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            q("SELECT COUNT(*) FROM alert_claims WHERE source = ? AND fingerprint = ? AND starts_at = ? AND runbook = ?"),
+            q("SELECT COUNT(*) FROM alert_claims WHERE source = ? AND fingerprint = ? AND starts_at = ? AND runbook = ? AND outcome = 'started'"),
         )
         .bind(source)
         .bind(fingerprint)
@@ -502,31 +525,45 @@ impl Store for $store {
         Ok(n > 0)
     }
 
-    async fn alert_runs_since(
+    async fn alert_starts_since(
         &self,
         runbook: &str,
         key: &str,
         since: &str,
-    ) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            q("SELECT COUNT(*) FROM alert_claims WHERE runbook = ? AND key = ? AND outcome = 'started' AND received_at >= ?"),
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            q("SELECT received_at FROM alert_claims WHERE runbook = ? AND key = ? AND outcome = 'started' AND received_at >= ?
+             ORDER BY received_at LIMIT ?"),
         )
         .bind(runbook)
         .bind(key)
         .bind(since)
-        .fetch_one(&self.reads)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
         .await
-        .map_err(sql("read alert claims"))?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        .map_err(sql("read alert claims"))
     }
 
-    async fn triggered_outcomes(
+    async fn current_runbook_versions(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query_as(
+            q("SELECT v.name, v.version FROM runbook_versions v LEFT JOIN runbook_current c ON c.name = v.name
+             WHERE v.version = COALESCE(c.version,
+                   (SELECT MAX(version) FROM runbook_versions m WHERE m.name = v.name))
+             ORDER BY v.name"),
+        )
+        .fetch_all(&self.reads)
+        .await
+        .map_err(sql("list current runbooks"))
+    }
+
+    async fn recent_triggered(
         &self,
         runbook: &str,
         limit: u32,
-    ) -> Result<Vec<RunStatus>, StoreError> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            q("SELECT r.status FROM alert_claims c JOIN runs r ON r.id = c.run_id
+    ) -> Result<Vec<(String, RunStatus)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            q("SELECT c.key, r.status FROM alert_claims c JOIN runs r ON r.id = c.run_id
              WHERE c.runbook = ? AND c.outcome = 'started' AND r.status NOT IN ('queued', 'running', 'awaiting-approval')
                AND c.received_at > COALESCE((SELECT reset_at FROM breaker_resets WHERE runbook = ?), '')
              ORDER BY c.received_at DESC LIMIT ?"),
@@ -537,13 +574,34 @@ impl Store for $store {
         .fetch_all(&self.reads)
         .await
         .map_err(sql("read triggered runs"))?;
-        rows.iter()
-            .map(|s| {
-                RunStatus::parse(s).ok_or(StoreError::Corrupt {
-                    what: "run status",
-                    reason: s.clone(),
-                })
-            })
+        rows.into_iter()
+            .map(|(k, s)| Ok((k, stored("run status", RunStatus::parse, s)?)))
+            .collect()
+    }
+
+    async fn triggered_outcomes(
+        &self,
+        runbook: &str,
+        key: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RunStatus>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            q("SELECT r.status FROM alert_claims c JOIN runs r ON r.id = c.run_id
+             WHERE c.runbook = ? AND c.outcome = 'started' AND r.status NOT IN ('queued', 'running', 'awaiting-approval')
+               AND (CAST(? AS TEXT) IS NULL OR c.key = ?)
+               AND c.received_at > COALESCE((SELECT reset_at FROM breaker_resets WHERE runbook = ?), '')
+             ORDER BY c.received_at DESC LIMIT ?"),
+        )
+        .bind(runbook)
+        .bind(key)
+        .bind(key)
+        .bind(runbook)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(sql("read triggered runs"))?;
+        rows.into_iter()
+            .map(|s| stored("run status", RunStatus::parse, s))
             .collect()
     }
 
