@@ -410,6 +410,26 @@ impl Alerts {
         }
     }
 
+    /// For each alert, the (runbook, trigger position) it matches, through
+    /// the index (nothing is decided or recorded).
+    pub async fn matching(
+        &self,
+        store: &dyn crate::store::Store,
+        alerts: &[Alert],
+    ) -> Result<Vec<Vec<(String, usize)>>, StoreError> {
+        let index = self.index.snapshot(store).await?;
+        Ok(alerts
+            .iter()
+            .map(|a| {
+                index
+                    .candidates(a)
+                    .into_iter()
+                    .map(|c| (c.runbook, c.index))
+                    .collect()
+            })
+            .collect())
+    }
+
     /// The circuit breaker of every trigger of every current runbook:
     /// (runbook, state).
     pub async fn breakers(

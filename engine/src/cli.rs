@@ -31,6 +31,7 @@ mod drills;
 mod exit;
 mod inventory;
 mod kernels;
+mod progress;
 pub(crate) mod render;
 mod runbooks;
 mod runs;

@@ -169,9 +169,7 @@ async fn alertmanager_delivers_and_firedrill_runs_once() {
     let (url, _) = env.serve(ServerConfig::default()).await;
     let am = Alertmanager::start(&url, &token, "2s").await;
     let starts = now();
-    let labels = |instance: &str, replica: &str| {
-        json!({"alertname": "WebDown", "instance": instance, "replica": replica})
-    };
+    let labels = |instance: &str, replica: &str| json!({"alertname": "WebDown", "instance": instance, "replica": replica});
 
     am.post(labels("web-1", "a"), &starts, None).await;
     // Delivered, then re-delivered at least once (repeat_interval 2s).
@@ -398,7 +396,11 @@ async fn every_suppressed_alert_is_decided_again_when_alertmanager_resends_it() 
         runs_of(&env, "limited").await.len() == 2
     })
     .await;
-    assert!(decided(&env, "limited").await.contains(&"rate-limited".to_string()));
+    assert!(
+        decided(&env, "limited")
+            .await
+            .contains(&"rate-limited".to_string())
+    );
     // Unit good ran (and succeeded) while unit bad's breaker was open.
     let units = runs_of(&env, "unit-fix").await;
     assert_eq!(units.len(), 3, "two bad, one good: {units:?}");
@@ -463,8 +465,9 @@ async fn every_suppressed_alert_is_decided_again_when_alertmanager_resends_it() 
         !runs_of(&env, "switched").await.is_empty()
     })
     .await;
-    wait_until("the breaker-open alert started after the reset", async || {
-        runs_of(&env, "unit-fix").await.len() == 4
-    })
+    wait_until(
+        "the breaker-open alert started after the reset",
+        async || runs_of(&env, "unit-fix").await.len() == 4,
+    )
     .await;
 }

@@ -173,7 +173,20 @@ fn run_json_is_stable_and_the_exit_code_follows_the_run() {
     );
     let out = firedrill(home.path(), &["--actor", "alice", "run", &rb, "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    // JSON lines: each step's start and end as it happens, then the report.
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let events: Vec<&str> = lines
+        .iter()
+        .map(|l| l["event"].as_str().expect("event"))
+        .collect();
+    assert_eq!(events, ["step-started", "step-finished", "finished"]);
+    assert_eq!(lines[1]["step"], "change");
+    assert_eq!(lines[1]["status"], "succeeded");
+    let run = lines.last().expect("report").clone();
+    assert_eq!(lines[0]["run_id"], run["run_id"]);
     for key in [
         "run_id",
         "runbook",
@@ -199,8 +212,23 @@ fn run_json_is_stable_and_the_exit_code_follows_the_run() {
     assert_eq!(run["steps"][0]["host_calls"][0]["simulated"], true);
     assert!(!marker.exists());
 
-    let text = stdout(&firedrill(home.path(), &["run", &rb]));
+    let out = firedrill(home.path(), &["run", &rb]);
+    let text = stdout(&out);
     assert!(text.contains(">> PLANNED CHANGE"), "{text}");
+    // Progress on standard error: the run id, then each step.
+    let progress = stderr(&out);
+    assert!(
+        progress.contains("run ") && progress.contains("started (dry-run)"),
+        "{progress}"
+    );
+    assert!(
+        progress.contains("-> step change started (hostile@0.1.0)"),
+        "{progress}"
+    );
+    assert!(
+        progress.contains("<- step change succeeded in"),
+        "{progress}"
+    );
     assert!(
         text.contains("plan: 1 change would be made; nothing was changed"),
         "{text}"
@@ -594,4 +622,88 @@ fn tokens_are_shown_once_and_stored_only_as_hashes() {
     );
     assert!(!stdout(&out).contains(&token));
     assert!(stdout(&out).contains("alertmanager"));
+}
+
+/// A live run that waits for approval says so at once: the run id, who may
+/// approve, the exact command; a second person approves (through the API:
+/// at the CLI, one OS user is one person), and the first sees the run go
+/// on and finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_for_approval_prints_its_id_and_the_command_to_approve() {
+    use std::io::{BufRead, BufReader};
+    firedrill_tests::firedrill_bin();
+    let env = firedrill_tests::TestEnv::new().await;
+    env.publish(&["apiVersion: firedrill/v1\nname: gated\nversion: 1\nsteps:\n  - id: gate\n    approval: { required: 1, timeout: 10m, reason: \"restart the primary\" }\n  - id: act\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n"]).await;
+    let carol = env
+        .token_of("carol", firedrill::auth::Role::Approver, &[], "carol")
+        .await;
+    let (url, _) = env.serve(firedrill::server::ServerConfig::default()).await;
+    let mut child = Command::new(firedrill_tests::firedrill_bin())
+        .arg("--home")
+        .arg(env.home.path())
+        .args([
+            "--actor",
+            "alice",
+            "run",
+            "gated",
+            "--live",
+            "--force-untested",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the run");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let (err, seen, command) = tokio::task::spawn_blocking(move || {
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            let n = err.read_line(&mut line).expect("read");
+            assert!(n > 0, "the run ended before it asked for approval:\n{seen}");
+            seen.push_str(&line);
+            if let Some(cmd) = line.trim().strip_prefix("approve: ") {
+                return (err, seen, cmd.to_string());
+            }
+        }
+    })
+    .await
+    .expect("reader");
+    assert!(
+        seen.contains("is waiting for approval at step gate"),
+        "{seen}"
+    );
+    assert!(seen.contains("(not user:alice)"), "{seen}");
+    assert!(seen.contains("reason: restart the primary"), "{seen}");
+    let args: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(&args[..2], ["firedrill", "approve"], "{command}");
+    let run_id = args[2].to_string();
+    assert!(
+        seen.contains(&format!("run {run_id} started (live)")),
+        "{seen}"
+    );
+    let approved = reqwest::Client::new()
+        .post(format!("{url}/api/v1/runs/{run_id}/approve"))
+        .bearer_auth(&carol)
+        .json(&serde_json::json!({"comment": "go"}))
+        .send()
+        .await
+        .expect("approve");
+    assert!(
+        approved.status().is_success(),
+        "{:?}",
+        approved.text().await
+    );
+    let (rest, out) = tokio::task::spawn_blocking(move || {
+        let rest: String = err
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+            .join("\n");
+        (rest, child.wait_with_output().expect("wait"))
+    })
+    .await
+    .expect("wait");
+    assert!(out.status.success(), "{seen}{rest}");
+    assert!(rest.contains("<- step act succeeded"), "{rest}");
+    assert!(stdout(&out).contains(&run_id), "{}", stdout(&out));
 }

@@ -376,7 +376,9 @@ async fn json_logs_carry_the_run_and_step_ids() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run JSON");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let run: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("the report line")).expect("run JSON");
     let id = run["run_id"].as_str().expect("run id");
     let text = String::from_utf8_lossy(&out.stderr);
     let finished: Vec<serde_json::Value> = text

@@ -944,39 +944,45 @@ async fn export_writes_json_lines_with_the_documented_fields() {
     }
 }
 
-/// The shipped rules about the log itself pass `promtool check rules`, and
-/// their unit tests pass `promtool test rules`; they use only metrics
-/// firedrill serves.
+/// The shipped rules about the log itself and about what automation
+/// could not do pass `promtool check rules`, and their unit tests pass
+/// `promtool test rules`; they use only metrics firedrill serves.
 #[test]
-fn the_audit_alerting_rules_pass_promtool() {
+fn the_shipped_alerting_rules_pass_promtool() {
     let dir = firedrill_tests::workspace_root().join("deploy/prometheus");
-    for args in [
-        vec!["check", "rules", "firedrill-audit-rules.yml"],
-        vec!["test", "rules", "firedrill-audit-rules.test.yml"],
-    ] {
-        let out = Command::new("promtool")
-            .args(&args)
-            .current_dir(&dir)
-            .output()
-            .expect("promtool (Debian package prometheus; scripts/prepare installs it)");
-        assert!(
-            out.status.success(),
-            "promtool {args:?}: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-    }
-    let rules = std::fs::read_to_string(dir.join("firedrill-audit-rules.yml")).expect("rules");
-    let source = std::fs::read_to_string(
-        firedrill_tests::workspace_root().join("engine/src/server/health.rs"),
-    )
-    .expect("health.rs");
-    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-        if word.starts_with("firedrill_") {
+    let served = ["engine/src/server/health.rs", "engine/src/metrics.rs"]
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(firedrill_tests::workspace_root().join(f)).expect("source")
+        })
+        .collect::<String>();
+    for name in ["firedrill-audit-rules", "firedrill-automation-rules"] {
+        let rules_file = format!("{name}.yml");
+        let tests_file = format!("{name}.test.yml");
+        for args in [
+            vec!["check", "rules", rules_file.as_str()],
+            vec!["test", "rules", tests_file.as_str()],
+        ] {
+            let out = Command::new("promtool")
+                .args(&args)
+                .current_dir(&dir)
+                .output()
+                .expect("promtool (Debian package prometheus; scripts/prepare installs it)");
             assert!(
-                source.contains(&format!("\"{word}\"")),
-                "{word} is not served"
+                out.status.success(),
+                "promtool {args:?}: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
             );
+        }
+        let rules = std::fs::read_to_string(dir.join(&rules_file)).expect("rules");
+        for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("firedrill_") {
+                assert!(
+                    served.contains(&format!("\"{word}\"")),
+                    "{rules_file}: {word} is not served"
+                );
+            }
         }
     }
 }

@@ -38,15 +38,53 @@ pub(super) async fn run_runbook(
         actor,
         inputs,
     };
-    let id = match service.run(request).await {
-        Ok(id) => id,
-        Err(e) if exit::run_refused(&e) => {
+    let actor_name = request.actor.to_string();
+    let refused = |e: crate::executor::RunError| -> anyhow::Result<ExitCode> {
+        if exit::run_refused(&e) {
             eprintln!("error: {e}\nnothing was run.");
-            return Ok(ExitCode::from(EXIT_INVALID));
+            Ok(ExitCode::from(EXIT_INVALID))
+        } else {
+            Err(e.into())
         }
-        Err(e) => return Err(e.into()),
     };
-    show_run(&service, &id, json, false).await
+    let prepared = match service.prepare(request).await {
+        Ok(p) => p,
+        Err(e) => return refused(e),
+    };
+    let id = prepared.id.clone();
+    if !json {
+        eprintln!("run {id} started ({})", prepared_mode(live));
+    }
+    // Follow the run while it executes: each step as it starts and ends,
+    // and an approval it waits for.
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let follower = {
+        let store = service.store().clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let mut progress = progress::Progress::default();
+            loop {
+                progress::print_new(store.as_ref(), &mut progress, &id, &actor_name, json).await;
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    () = tokio::time::sleep(progress::POLL) => {}
+                }
+            }
+            // What happened since the last read.
+            progress::print_new(store.as_ref(), &mut progress, &id, &actor_name, json).await;
+        })
+    };
+    let result = service.execute_prepared(prepared).await;
+    let _ = stop.send(());
+    let _ = follower.await;
+    if let Err(e) = result {
+        return refused(e);
+    }
+    print_run(&service, &id, json, false, true).await
+}
+
+fn prepared_mode(live: bool) -> &'static str {
+    if live { "live" } else { "dry-run" }
 }
 
 /// A live run of a runbook that is not `ready` needs `--force-untested`:
@@ -109,11 +147,22 @@ pub(super) async fn approve(
     })
 }
 
+/// Print run `id`'s report; `stream`: as the last of `run --json`'s JSON lines.
 pub(super) async fn show_run(
     service: &Service,
     id: &str,
     json: bool,
     with_audit: bool,
+) -> anyhow::Result<ExitCode> {
+    print_run(service, id, json, with_audit, false).await
+}
+
+async fn print_run(
+    service: &Service,
+    id: &str,
+    json: bool,
+    with_audit: bool,
+    stream: bool,
 ) -> anyhow::Result<ExitCode> {
     let store = service.store();
     let run = store
@@ -135,14 +184,16 @@ pub(super) async fn show_run(
         Vec::new()
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&{
-                let mut report = crate::executor::RunReport::new(&run, &steps, &targets, &calls);
-                report.audit = with_audit.then_some(trail.clone());
-                report
-            })?
-        );
+        let mut report = crate::executor::RunReport::new(&run, &steps, &targets, &calls);
+        report.audit = with_audit.then_some(trail.clone());
+        if stream {
+            // The last JSON line of `run --json`: the report, as `runs show`.
+            let mut v = report.to_json();
+            v["event"] = serde_json::json!("finished");
+            println!("{v}");
+        } else {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
     } else {
         print!("{}", render::run_text(&run, &steps, &targets, &calls));
         if with_audit {
