@@ -34,6 +34,8 @@ pub struct Config {
     pub node: crate::executor::NodeConfig,
     /// The audit log's checkpoints, signing key, witnesses and export.
     pub audit: crate::audit::AuditConfig,
+    /// Notifications of what automation could not do.
+    pub notify: crate::notify::NotifyConfig,
 }
 
 /// The home directory could not be used.

@@ -15,6 +15,8 @@ pub mod failpoint;
 pub mod home;
 pub mod kernel;
 pub mod metrics;
+pub mod notify;
+pub mod outbound;
 pub mod retry;
 pub mod role;
 pub mod runbook;

@@ -52,6 +52,16 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Alerts matched to runbooks, by decision (started, duplicate, resolved, cooldown, rate-limited, breaker-open, not-ready, halted, refused, shed, out-of-scope).",
     ),
     (
+        "firedrill_notifications_total",
+        "counter",
+        "Posts to notification sinks, by sink and outcome (sent, failed).",
+    ),
+    (
+        "firedrill_notifications_dropped_total",
+        "counter",
+        "Notifications beyond [notify] max-alerts in one tick, by sink (sent at a later tick when there is room).",
+    ),
+    (
         "firedrill_alerts_unmatched_total",
         "counter",
         "Alerts that matched no trigger, by source (GET /api/v1/alerts/unmatched lists the last ones and why).",

@@ -80,11 +80,16 @@ struct Alertmanager {
 }
 
 impl Alertmanager {
+    /// An Alertmanager with no receiver of ours (firedrill only posts to it).
+    async fn start_alone() -> Alertmanager {
+        Alertmanager::with_config(
+            "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n".into(),
+            tempfile::tempdir().expect("tempdir"),
+        )
+        .await
+    }
+
     async fn start(firedrill: &str, token: &str, repeat: &str) -> Alertmanager {
-        assert!(
-            std::path::Path::new(ALERTMANAGER).exists(),
-            "{ALERTMANAGER} is missing: run scripts/test, which installs prometheus-alertmanager"
-        );
         let firedrill = firedrill.trim_start_matches("http://");
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("token"), token).expect("token file");
@@ -93,6 +98,14 @@ impl Alertmanager {
         let config = format!(
             "route:\n  receiver: firedrill\n  group_by: ['...']\n  group_wait: 100ms\n  group_interval: 1s\n  repeat_interval: {repeat}\nreceivers:\n  - name: firedrill\n    webhook_configs:\n      - url: http://{firedrill}/api/v1/alerts/alertmanager\n        send_resolved: true\n        http_config:\n          authorization:\n            type: Bearer\n            credentials_file: {}\n",
             dir.path().join("token").display()
+        );
+        Alertmanager::with_config(config, dir).await
+    }
+
+    async fn with_config(config: String, dir: tempfile::TempDir) -> Alertmanager {
+        assert!(
+            std::path::Path::new(ALERTMANAGER).exists(),
+            "{ALERTMANAGER} is missing: run scripts/test, which installs prometheus-alertmanager"
         );
         std::fs::write(dir.path().join("alertmanager.yml"), config).expect("config");
         let port = free_port();
@@ -470,4 +483,123 @@ async fn every_suppressed_alert_is_decided_again_when_alertmanager_resends_it() 
         async || runs_of(&env, "unit-fix").await.len() == 4,
     )
     .await;
+}
+
+/// firedrill raises its own alert in a real Alertmanager for a run waiting
+/// for approval (who may approve, the command, a console link), read back
+/// from Alertmanager's API; approved, the alert is resolved there. Both
+/// deliveries are audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_awaiting_approval_is_raised_in_alertmanager_and_resolved_when_decided() {
+    let env = TestEnv::new().await;
+    env.publish(&["apiVersion: firedrill/v1\nname: gated\nversion: 1\nsteps:\n  - id: gate\n    approval: { required: 1, roles: [approver], timeout: 10m, reason: \"fail over the primary\" }\n  - id: act\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n"]).await;
+    let boss = env.token_of("boss", Role::Admin, &[], "alice").await;
+    let carol = env.token_of("carol", Role::Approver, &[], "carol").await;
+    let (url, state) = env.serve(ServerConfig::default()).await;
+    let am = Alertmanager::start_alone().await;
+    let config = firedrill::notify::NotifyConfig {
+        console_url: Some("https://firedrill.example.com".into()),
+        resend_s: 1,
+        alertmanager: vec![firedrill::notify::AlertmanagerSink {
+            url: am.url.clone(),
+            token_secret: None,
+            timeout_ms: 2000,
+            events: Vec::new(),
+            runbooks: Vec::new(),
+        }],
+        ..firedrill::notify::NotifyConfig::default()
+    };
+    let _notifier = firedrill::notify::spawn(
+        env.service.clone(),
+        state.alerts.clone(),
+        &config,
+        &firedrill::secret::EnvSecrets,
+    )
+    .expect("notify config")
+    .expect("a notifier");
+    let client = reqwest::Client::new();
+    let started: serde_json::Value = client
+        .post(format!("{url}/api/v1/runs"))
+        .bearer_auth(&boss)
+        .json(&json!({"runbook": "gated", "mode": "live", "force_untested": true}))
+        .send()
+        .await
+        .expect("start")
+        .json()
+        .await
+        .expect("json");
+    let id = started["run_id"].as_str().expect("run id").to_string();
+    let ours = async || -> Vec<serde_json::Value> {
+        let all: serde_json::Value = client
+            .get(format!("{}/api/v2/alerts", am.url))
+            .send()
+            .await
+            .expect("alertmanager alerts")
+            .json()
+            .await
+            .expect("json");
+        all.as_array()
+            .expect("alerts")
+            .iter()
+            .filter(|a| a["labels"]["run"] == id.as_str() && a["status"]["state"] == "active")
+            .cloned()
+            .collect()
+    };
+    wait_until("firedrill's alert in alertmanager", async || {
+        !ours().await.is_empty()
+    })
+    .await;
+    let alert = ours().await.remove(0);
+    assert_eq!(
+        alert["labels"]["alertname"], "FiredrillRunAwaitingApproval",
+        "{alert}"
+    );
+    assert_eq!(alert["labels"]["runbook"], "gated");
+    assert_eq!(alert["labels"]["event"], "awaiting-approval");
+    let notes = &alert["annotations"];
+    assert!(
+        notes["approvers"]
+            .as_str()
+            .is_some_and(|a| a.contains("approver") && a.contains("not token:boss")),
+        "{alert}"
+    );
+    assert_eq!(
+        notes["approve"],
+        format!("firedrill approve {id} --comment \"...\"")
+    );
+    assert_eq!(
+        notes["url"],
+        format!("https://firedrill.example.com/console/runs/{id}")
+    );
+    assert_eq!(notes["reason"], "fail over the primary");
+
+    // Approved: the condition ends, and Alertmanager is told so.
+    let approved = client
+        .post(format!("{url}/api/v1/runs/{id}/approve"))
+        .bearer_auth(&carol)
+        .json(&json!({"comment": "go"}))
+        .send()
+        .await
+        .expect("approve");
+    assert!(approved.status().is_success());
+    wait_until("the alert resolved in alertmanager", async || {
+        ours().await.is_empty()
+    })
+    .await;
+    wait_until("both deliveries audited", async || {
+        !env.audited("notification.resolved").await.is_empty()
+    })
+    .await;
+    let raised = env.audited("notification.raised").await;
+    let mine: Vec<_> = raised
+        .iter()
+        .filter(|r| r.run_id.as_deref() == Some(id.as_str()))
+        .collect();
+    assert_eq!(
+        mine.len(),
+        1,
+        "raised once however often re-sent: {raised:?}"
+    );
+    assert_eq!(mine[0].actor_id, "notifier");
+    assert_eq!(mine[0].outcome, "awaiting-approval");
 }

@@ -87,6 +87,11 @@ actions! {
     /// notification, with their count and the first few).
     AlertUnmatched => "alert.unmatched",
     TriggerBreakerReset => "trigger.breaker.reset",
+    /// A notification sink was first told of a condition (a run awaiting
+    /// approval, an open breaker...).
+    NotificationRaised => "notification.raised",
+    /// A notification sink was told a condition ended.
+    NotificationResolved => "notification.resolved",
     /// Someone asked for a drill to run now.
     DrillRequested => "drill.requested",
     /// A due drill did not start (busy, halted, refused).

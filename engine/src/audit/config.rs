@@ -118,17 +118,4 @@ impl WitnessConfig {
     }
 }
 
-/// `url` without a user name, password, query or fragment, for logs,
-/// errors and metrics (any of them may carry a credential).
-pub fn without_credentials(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            u.set_fragment(None);
-            u.to_string()
-        }
-        Err(_) => "(not a URL)".into(),
-    }
-}
+pub use crate::outbound::without_credentials;

@@ -50,6 +50,19 @@ pub(super) async fn serve(home: &Home, listen: Option<String>) -> anyhow::Result
         Err(e) => return Err(e.into()),
     };
     state.tlog = Some(tlog.status.clone());
+    // Notifications; a bad [notify] config stops the start too.
+    let _notifier = match crate::notify::spawn(
+        state.service.clone(),
+        state.alerts.clone(),
+        &home.config().notify,
+        home.secrets().as_ref(),
+    ) {
+        Ok(n) => n,
+        Err(m) => {
+            eprintln!("error: [notify]: {m}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+    };
     // The address on stdout, for scripts and tests (`--listen 127.0.0.1:0`).
     println!("listening on {scheme}://{addr}");
     let shutdown = async {

@@ -21,13 +21,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A witness, ready to deliver.
 pub enum Witness {
     Directory(PathBuf),
-    Http {
-        url: String,
-        /// The URL without credentials, query or fragment: what messages say.
-        name: String,
-        token: Option<String>,
-        client: reqwest::Client,
-    },
+    /// POSTed as text; its name carries no credentials.
+    Http(crate::outbound::Endpoint),
     Syslog(syslog::Sender),
 }
 
@@ -36,7 +31,7 @@ impl std::fmt::Debug for Witness {
         match self {
             Witness::Directory(p) => write!(f, "Witness::Directory({})", p.display()),
             // The token never reaches a log.
-            Witness::Http { name, .. } => write!(f, "Witness::Http({name})"),
+            Witness::Http(e) => write!(f, "Witness::Http({})", e.name),
             Witness::Syslog(s) => write!(f, "Witness::Syslog({s:?})"),
         }
     }
@@ -52,52 +47,16 @@ impl Witness {
                 url,
                 token_secret,
                 timeout_ms,
-            } => {
-                let name = crate::audit::without_credentials(url);
-                let parsed = url::Url::parse(url).map_err(|e| {
-                    TlogError::Invalid(format!("witness URL {name} is not a URL: {e}"))
-                })?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(TlogError::Invalid(format!(
-                        "witness URL {name} must be http:// or https://"
-                    )));
-                }
-                if !parsed.username().is_empty() || parsed.password().is_some() {
-                    return Err(TlogError::Invalid(format!(
-                        "witness URL {name}: put no credentials in the URL; use token-secret"
-                    )));
-                }
-                if token_secret.is_some()
-                    && parsed.scheme() == "http"
-                    && !parsed
-                        .host_str()
-                        .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]")
-                {
-                    tracing::warn!(witness = %name, "the witness token crosses the network in clear text; use https://");
-                }
-                let token = token_secret
-                    .as_deref()
-                    .map(|name| {
-                        secrets
-                            .get(name)
-                            .map(|s| s.expose().to_string())
-                            .map_err(|e| {
-                                TlogError::Invalid(format!("witness {name}: token secret: {e}"))
-                            })
-                    })
-                    .transpose()?;
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_millis((*timeout_ms).max(1)))
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .map_err(|e| TlogError::Invalid(format!("witness {name}: {e}")))?;
-                Witness::Http {
-                    url: url.clone(),
-                    name,
-                    token,
-                    client,
-                }
-            }
+            } => Witness::Http(
+                crate::outbound::Endpoint::new(
+                    "witness",
+                    url,
+                    token_secret.as_deref(),
+                    *timeout_ms,
+                    secrets,
+                )
+                .map_err(TlogError::Invalid)?,
+            ),
             WitnessConfig::Syslog { address } => {
                 Witness::Syslog(syslog::Sender::new(syslog::Address::parse(address)?))
             }
@@ -108,31 +67,14 @@ impl Witness {
     pub async fn deliver(&mut self, cp: &SignedCheckpoint) -> Result<(), TlogError> {
         match self {
             Witness::Directory(dir) => write_to_dir(dir, cp),
-            Witness::Http {
-                url,
-                name,
-                token,
-                client,
-            } => {
-                let mut req = client
-                    .post(url.as_str())
-                    .header("content-type", "text/plain; charset=utf-8")
-                    .body(cp.note.clone());
-                if let Some(t) = token {
-                    req = req.bearer_auth(t);
-                }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| TlogError::Invalid(format!("POST {name}: {}", e.without_url())))?;
-                if !resp.status().is_success() {
-                    return Err(TlogError::Invalid(format!(
-                        "POST {name} answered {}",
-                        resp.status()
-                    )));
-                }
-                Ok(())
-            }
+            Witness::Http(endpoint) => endpoint
+                .post(
+                    &endpoint.url,
+                    "text/plain; charset=utf-8",
+                    cp.note.clone().into_bytes(),
+                )
+                .await
+                .map_err(TlogError::Invalid),
             Witness::Syslog(sender) => {
                 let msg = serde_json::json!({
                     "origin": cp.checkpoint.origin,

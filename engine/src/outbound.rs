@@ -1,0 +1,116 @@
+//! HTTP endpoints firedrill posts to (audit witnesses, notification
+//! sinks): the URL checked (http or https, no credentials in it), a bearer
+//! token read from the secret providers, a client with a deadline and no
+//! redirects, and a name without credentials for logs, errors and metrics.
+
+use std::time::Duration;
+
+use crate::secret::SecretProvider;
+
+/// A checked endpoint.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub url: url::Url,
+    /// The URL without user, password, query or fragment.
+    pub name: String,
+    pub token: Option<String>,
+    pub client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        write!(f, "Endpoint({})", self.name)
+    }
+}
+
+/// `url` without a user name, password, query or fragment, for logs,
+/// errors and metrics (any of them may carry a credential).
+pub fn without_credentials(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".to_string(),
+    }
+}
+
+impl Endpoint {
+    /// `what` names the endpoint in errors ("witness", "notification sink").
+    pub fn new(
+        what: &str,
+        url: &str,
+        token_secret: Option<&str>,
+        timeout_ms: u64,
+        secrets: &dyn SecretProvider,
+    ) -> Result<Endpoint, String> {
+        let name = without_credentials(url);
+        let parsed =
+            url::Url::parse(url).map_err(|e| format!("{what} URL {name} is not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("{what} URL {name} must be http:// or https://"));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(format!(
+                "{what} URL {name}: put no credentials in the URL; use token-secret"
+            ));
+        }
+        if token_secret.is_some()
+            && parsed.scheme() == "http"
+            && !parsed
+                .host_str()
+                .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]")
+        {
+            tracing::warn!(endpoint = %name, "the {what} token crosses the network in clear text; use https://");
+        }
+        let token = token_secret
+            .map(|secret| {
+                secrets
+                    .get(secret)
+                    .map(|s| s.expose().to_string())
+                    .map_err(|e| format!("{what} {name}: token secret: {e}"))
+            })
+            .transpose()?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(timeout_ms.max(1)))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("{what} {name}: {e}"))?;
+        Ok(Endpoint {
+            url: parsed,
+            name,
+            token,
+            client,
+        })
+    }
+
+    /// POST `body` with `content_type` to `url` (this endpoint's, or one
+    /// under it); an error names the endpoint, never its credentials.
+    pub async fn post(
+        &self,
+        url: &url::Url,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(), String> {
+        let mut req = self
+            .client
+            .post(url.as_str())
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("POST {}: {}", self.name, e.without_url()))?;
+        if !resp.status().is_success() {
+            return Err(format!("POST {} answered {}", self.name, resp.status()));
+        }
+        Ok(())
+    }
+}
