@@ -114,6 +114,13 @@ async fn authorization_matrix_every_role_by_every_endpoint() {
             true,
         ),
         ("GET", "/api/v1/triggers", None, READERS.to_vec(), true),
+        (
+            "GET",
+            "/api/v1/alerts/unmatched",
+            None,
+            READERS.to_vec(),
+            true,
+        ),
         // Who am I: any valid token may ask.
         (
             "GET",

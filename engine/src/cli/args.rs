@@ -105,8 +105,8 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum TriggerCommand {
-    /// Close a runbook's circuit breaker (opened by consecutive failed
-    /// triggered runs), so alerts may start it again.
+    /// Close a runbook's circuit breakers (opened by consecutive failed
+    /// triggered runs; every key's), so alerts may start it again.
     Reset {
         runbook: String,
         #[arg(long)]
