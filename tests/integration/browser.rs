@@ -321,3 +321,85 @@ async fn the_console_in_a_real_browser() {
     b.screenshot(&shots, "kernels").await;
     b.close().await;
 }
+
+const UNIT_FIX: &str = "apiVersion: firedrill/v1\nname: unit-fix\nversion: 1\ninputs: { type: object, properties: { behaviour: { type: string } } }\nsteps:\n  - id: one\n    kernel: hostile@0.1.0\n    targets: [demo-host]\n    with: { behaviour: \"{{ inputs.behaviour }}\" }\ntriggers:\n  - source: alertmanager\n    match: { alertname: UnitDown }\n    inputs: { behaviour: \"{{ alert.labels.behaviour }}\" }\n    key: \"{{ alert.labels.unit }}\"\n    cooldown: 1ms\n    breaker: 2\n";
+
+/// The overview shows what automation could not do: runs started by
+/// alerts (their actor is the alert source), a trigger paused for one key
+/// by its breaker, and a runbook's own switch (also on the runbook's page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_alert_runs_paused_keys_and_runbook_switches() {
+    let env = TestEnv::new().await;
+    env.publish(&[UNIT_FIX]).await;
+    let webhook = env.token("alertmanager", Role::Webhook, &[]).await;
+    let (url, _state) = env
+        .serve(ServerConfig {
+            drills: false,
+            ..ServerConfig::default()
+        })
+        .await;
+    let client = reqwest::Client::new();
+    for fp in ["c001", "c002"] {
+        let body = firedrill_tests::alertmanager_payload(&[(
+            fp,
+            json!({"alertname": "UnitDown", "unit": "bad", "behaviour": "fail"}),
+        )]);
+        let answer: Value = client
+            .post(format!("{url}/api/v1/alerts/alertmanager"))
+            .bearer_auth(&webhook)
+            .json(&body)
+            .send()
+            .await
+            .expect("alert")
+            .json()
+            .await
+            .expect("json");
+        let id = answer["decisions"][0]["run_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .to_string();
+        wait_status(&env, &id, RunStatus::Failed).await;
+    }
+    firedrill::switch::flip(
+        env.store.as_ref(),
+        Some("unit-fix"),
+        true,
+        "flapping unit, hands off",
+        &Actor::user("carol"),
+    )
+    .await
+    .expect("engage");
+    let alice = env.token("alice", Role::Admin, &[]).await;
+    let b = Browser::start().await;
+    sign_in(&b, &url, &alice, "alice").await;
+    let text = b.wait_text("main", "flapping unit, hands off", SHORT).await;
+    let section = |from: &str, to: &str| {
+        let start = text
+            .find(from)
+            .unwrap_or_else(|| panic!("no {from:?} in\n{text}"));
+        let rest = &text[start..];
+        rest[..rest.find(to).unwrap_or(rest.len())].to_string()
+    };
+    let switches = section("Runbook switches engaged", "Runs in progress");
+    assert!(
+        switches.contains("unit-fix") && switches.contains("user:carol"),
+        "{switches}"
+    );
+    let alert_runs = section("Runs started by alerts", "Paused triggers");
+    assert!(
+        !alert_runs.contains("no recent run started by an alert")
+            && alert_runs.contains("unit-fix"),
+        "{alert_runs}"
+    );
+    let paused = section("Paused triggers", "\u{0}");
+    assert!(
+        paused.contains("unit-fix")
+            && paused.contains("bad")
+            && !paused.contains("no trigger is paused"),
+        "{paused}"
+    );
+    b.open(&format!("{url}/console/runbooks/unit-fix")).await;
+    let page = b.wait_text("main", "flapping unit, hands off", SHORT).await;
+    assert!(page.contains("keys: bad"), "{page}");
+    b.close().await;
+}
