@@ -507,14 +507,16 @@ async fn once(
                     ));
                 }
                 for c in active.values().filter(|c| told.contains(&c.key())) {
-                    if !sink.raised.contains_key(&c.key()) {
+                    if let std::collections::btree_map::Entry::Vacant(v) =
+                        sink.raised.entry(c.key())
+                    {
                         batch = batch.event(audit(
                             &actor,
                             crate::audit::Action::NotificationRaised,
                             &name,
                             c,
                         ));
-                        sink.raised.insert(c.key(), (*c).clone());
+                        v.insert((*c).clone());
                     }
                 }
                 service.store().apply(batch).await?;
