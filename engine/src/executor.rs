@@ -49,7 +49,7 @@ mod resolve;
 mod worker;
 
 pub use admission::{PreparedRun, RunRequest, RunbookSource, typed_inputs};
-pub use approval::Decision;
+pub use approval::{Decision, who_may_approve};
 pub use claim::Claim;
 pub use error::{ControlError, PublishError, RunError};
 pub use lease::{NodeConfig, PickUp, RunLease};

@@ -199,15 +199,6 @@ pub async fn conditions(
                     .iter()
                     .find(|s| s.status == StepStatus::AwaitingApproval);
                 let spec = gate.and_then(|s| s.input.clone()).unwrap_or(Value::Null);
-                let roles = spec["roles"]
-                    .as_array()
-                    .map(|r| {
-                        r.iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_default();
                 Condition::new(Event::AwaitingApproval, Some(&w.runbook), "warning")
                     .note(
                         "summary",
@@ -215,15 +206,7 @@ pub async fn conditions(
                     )
                     .note(
                         "approvers",
-                        format!(
-                            "{} approval(s) from {}, not {initiator}",
-                            spec["required"].as_i64().unwrap_or(1),
-                            if roles.is_empty() {
-                                "the approver or admin role".to_string()
-                            } else {
-                                roles
-                            }
-                        ),
+                        crate::executor::who_may_approve(&spec, &initiator),
                     )
                     .note("approve", format!("firedrill approve {} --comment \"...\"", w.id))
                     .note(

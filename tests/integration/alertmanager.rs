@@ -213,9 +213,9 @@ async fn alertmanager_delivers_and_firedrill_runs_once() {
     assert_eq!(runs.len(), 1, "exactly one run for all of it");
 }
 
-/// web-down with a short cooldown; unit-fix, whose run fails when the
-/// alert says so, with a per-key breaker of 2; rate-limited with one run
-/// per 4 s; gated (live, readiness blocks); switched (live, readiness warn).
+/// web-down with a short cooldown; rate-limited with one run per 4 s;
+/// gated (live, readiness blocks); switched (live, readiness warn); with
+/// `UNIT_FIX` (per-key breaker of 2).
 const REEVALUATED: &[&str] = &[
     r#"apiVersion: firedrill/v1
 name: web-down
@@ -230,23 +230,6 @@ triggers:
     match: { alertname: WebDown }
     inputs: { instance: "{{ alert.labels.instance }}" }
     cooldown: 4s
-"#,
-    r#"apiVersion: firedrill/v1
-name: unit-fix
-version: 1
-inputs: { type: object, properties: { behaviour: { type: string } } }
-steps:
-  - id: one
-    kernel: hostile@0.1.0
-    targets: [demo-host]
-    with: { behaviour: "{{ inputs.behaviour }}" }
-triggers:
-  - source: alertmanager
-    match: { alertname: UnitDown }
-    inputs: { behaviour: "{{ alert.labels.behaviour }}" }
-    key: "{{ alert.labels.unit }}"
-    cooldown: 1ms
-    breaker: 2
 "#,
     r#"apiVersion: firedrill/v1
 name: limited
@@ -326,6 +309,7 @@ async fn decided(env: &TestEnv, runbook: &str) -> Vec<String> {
 async fn every_suppressed_alert_is_decided_again_when_alertmanager_resends_it() {
     let env = TestEnv::new().await;
     env.publish(REEVALUATED).await;
+    env.publish(&[firedrill_tests::UNIT_FIX]).await;
     let token = env.token("alertmanager", Role::Webhook, &[]).await;
     let viewer = env.token("viewer", Role::Viewer, &[]).await;
     firedrill::switch::flip(

@@ -488,30 +488,16 @@ async fn consecutive_failures_open_the_breaker_until_reset_and_max_runs_holds() 
     assert!(later["decisions"][0]["until"].is_string(), "{later}");
 }
 
-const UNITS: &str = r#"apiVersion: firedrill/v1
-name: unit-fix
-version: 1
-inputs: { type: object, properties: { behaviour: { type: string } } }
-steps:
-  - id: one
-    kernel: hostile@0.1.0
-    targets: [demo-host]
-    with: { behaviour: "{{ inputs.behaviour }}" }
-triggers:
-  - source: alertmanager
-    match: { alertname: UnitDown }
-    inputs: { behaviour: "{{ alert.labels.behaviour }}" }
-    key: "{{ alert.labels.unit }}"
-    cooldown: 1ms
-    breaker: 2
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breaker_on_one_key_does_not_pause_another() {
     let e = setup().await;
     e.env
         .service
-        .publish_runbook("units.yaml", UNITS, &Actor::user("admin"))
+        .publish_runbook(
+            "units.yaml",
+            firedrill_tests::UNIT_FIX,
+            &Actor::user("admin"),
+        )
         .await
         .expect("publish");
     let unit = |fp: &str, unit: &str, behaviour: &str| {

@@ -322,15 +322,13 @@ async fn the_console_in_a_real_browser() {
     b.close().await;
 }
 
-const UNIT_FIX: &str = "apiVersion: firedrill/v1\nname: unit-fix\nversion: 1\ninputs: { type: object, properties: { behaviour: { type: string } } }\nsteps:\n  - id: one\n    kernel: hostile@0.1.0\n    targets: [demo-host]\n    with: { behaviour: \"{{ inputs.behaviour }}\" }\ntriggers:\n  - source: alertmanager\n    match: { alertname: UnitDown }\n    inputs: { behaviour: \"{{ alert.labels.behaviour }}\" }\n    key: \"{{ alert.labels.unit }}\"\n    cooldown: 1ms\n    breaker: 2\n";
-
 /// The overview shows what automation could not do: runs started by
 /// alerts (their actor is the alert source), a trigger paused for one key
 /// by its breaker, and a runbook's own switch (also on the runbook's page).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overview_shows_alert_runs_paused_keys_and_runbook_switches() {
     let env = TestEnv::new().await;
-    env.publish(&[UNIT_FIX]).await;
+    env.publish(&[firedrill_tests::UNIT_FIX]).await;
     let webhook = env.token("alertmanager", Role::Webhook, &[]).await;
     let (url, _state) = env
         .serve(ServerConfig {

@@ -28,6 +28,27 @@ use firedrill::secret::StaticSecrets;
 use firedrill::store::{SqliteStore, Store, StoreConfig};
 use firedrill::transport::{Inventory, TargetSpec, Targets, TargetsConfig};
 
+/// `unit-fix`: an alert (`alertname: UnitDown`) per `unit` label, whose
+/// run fails when the alert's `behaviour` label says `fail`; a per-key
+/// (unit) breaker of 2, cooldown 1 ms. For the breaker-scope tests.
+pub const UNIT_FIX: &str = r#"apiVersion: firedrill/v1
+name: unit-fix
+version: 1
+inputs: { type: object, properties: { behaviour: { type: string } } }
+steps:
+  - id: one
+    kernel: hostile@0.1.0
+    targets: [demo-host]
+    with: { behaviour: "{{ inputs.behaviour }}" }
+triggers:
+  - source: alertmanager
+    match: { alertname: UnitDown }
+    inputs: { behaviour: "{{ alert.labels.behaviour }}" }
+    key: "{{ alert.labels.unit }}"
+    cooldown: 1ms
+    breaker: 2
+"#;
+
 /// A port free on loopback right now (for a server a test starts).
 ///
 /// # Panics

@@ -80,6 +80,7 @@ fn approval_fields(run_id: &str, actor: &str, s: &StepRow) -> Value {
         "step": s.step_id,
         "required": spec["required"],
         "roles": spec["roles"],
+        "approvers": crate::executor::who_may_approve(&spec, actor),
         "timeout": spec["timeout"],
         "reason": spec["reason"],
         "not_by": actor,
@@ -119,29 +120,14 @@ pub(super) fn text(e: &Value) -> String {
             format!("<- step {step}{phase} {}{took}{error}", s("status"))
         }
         Some("awaiting-approval") => {
-            let roles = e["roles"]
-                .as_array()
-                .map(|r| {
-                    r.iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
             let reason = e["reason"]
                 .as_str()
                 .map(|r| format!("\n   reason: {r}"))
                 .unwrap_or_default();
             format!(
-                "!! run {} is waiting for approval at step {step}: {} approval(s) from {} (not {}), within {}.{reason}\n   approve: {}\n   deny:    {}",
+                "!! run {} is waiting for approval at step {step}: {}, within {}.{reason}\n   approve: {}\n   deny:    {}",
                 s("run_id"),
-                e["required"].as_i64().unwrap_or(1),
-                if roles.is_empty() {
-                    "anyone with the approver or admin role".to_string()
-                } else {
-                    format!("the roles {roles}")
-                },
-                s("not_by"),
+                s("approvers"),
                 s("timeout"),
                 s("approve"),
                 s("deny"),
@@ -252,7 +238,7 @@ mod tests {
         let line = text(&e[0]);
         assert!(line.contains("run r1 is waiting"), "{line}");
         assert!(
-            line.contains("2 approval(s) from the roles approver (not user:alice)"),
+            line.contains("2 approval(s) from approver (not user:alice)"),
             "{line}"
         );
         assert!(line.contains("firedrill approve r1 --comment"), "{line}");

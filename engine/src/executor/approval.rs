@@ -219,3 +219,23 @@ impl Service {
         Ok(person.unwrap_or_else(|| recorded.to_string()))
     }
 }
+
+/// Who may decide an approval step with `spec` (as recorded in the step's
+/// input) in a run started by `initiator`: "2 approval(s) from approver,
+/// admin (not user:alice)".
+pub fn who_may_approve(spec: &serde_json::Value, initiator: &str) -> String {
+    let roles = spec["roles"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(serde_json::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "the approver or admin role".to_string());
+    format!(
+        "{} approval(s) from {roles} (not {initiator})",
+        spec["required"].as_i64().unwrap_or(1)
+    )
+}
