@@ -4,3 +4,5 @@
 -- is no longer kept as a claim. Claims written by older versions for those
 -- outcomes would keep answering `duplicate`; drop them.
 DELETE FROM alert_claims WHERE outcome <> 'started';
+-- The breaker reads a runbook's started claims newest first.
+CREATE INDEX alert_claims_runbook ON alert_claims (runbook, outcome, received_at);

@@ -296,7 +296,11 @@ pub async fn breaker_states(
                 threshold,
                 scope: t.breaker_scope().as_str(),
                 open,
-                open_keys: open_keys.into_iter().take(MAX_OPEN_KEYS_LISTED).collect(),
+                open_keys: open_keys
+                    .into_iter()
+                    .take(MAX_OPEN_KEYS_LISTED)
+                    .map(|k| index::clip(&k).to_string())
+                    .collect(),
                 open_keys_total: total,
             }
         })
@@ -518,30 +522,31 @@ impl Alerts {
         let count = unmatched.len();
         if let Some(first) = unmatched.first() {
             let now = now_rfc3339();
+            let kept_labels = |a: &Alert| -> BTreeMap<String, String> {
+                a.labels
+                    .iter()
+                    .take(MAX_KEPT_LABELS)
+                    .map(|(k, v)| (index::clip(k).to_string(), index::clip(v).to_string()))
+                    .collect()
+            };
+            // Only the alerts the ring keeps are explained (the newest).
             let records: Vec<Unmatched> = unmatched
                 .iter()
-                .rev()
-                .take(self.kept.max(MAX_UNMATCHED_AUDITED))
-                .rev()
+                .skip(unmatched.len().saturating_sub(self.kept))
                 .map(|a| Unmatched {
                     received_at: now.clone(),
                     source: a.source,
                     fingerprint: a.fingerprint.clone(),
                     status: a.status,
-                    labels: a
-                        .labels
-                        .iter()
-                        .take(MAX_KEPT_LABELS)
-                        .map(|(k, v)| (index::clip(k).to_string(), index::clip(v).to_string()))
-                        .collect(),
+                    labels: kept_labels(a),
                     labels_dropped: a.labels.len().saturating_sub(MAX_KEPT_LABELS),
                     nearest: index.nearest(a),
                 })
                 .collect();
-            let listed: Vec<_> = records
+            let listed: Vec<_> = unmatched
                 .iter()
                 .take(MAX_UNMATCHED_AUDITED)
-                .map(|u| json!({"fingerprint": u.fingerprint, "status": u.status, "labels": u.labels}))
+                .map(|a| json!({"fingerprint": a.fingerprint, "status": a.status, "labels": kept_labels(a)}))
                 .collect();
             service
                 .store()
@@ -560,10 +565,7 @@ impl Alerts {
                 .await?;
             let mut ring = self.ring();
             for r in records {
-                if self.kept == 0 {
-                    break;
-                }
-                if ring.len() == self.kept {
+                if ring.len() >= self.kept {
                     ring.pop_front();
                 }
                 ring.push_back(r);
@@ -879,9 +881,28 @@ async fn decide(
         outcome: "started".to_string(),
         run_id: Some(run_id.clone()),
         received_at: now_rfc3339(),
+        cooldown_since: ago(cooldown),
     };
     if store.apply(Batch::new().write(claim)).await? != Applied::Done {
-        return Ok(Decision::Duplicate { runbook });
+        // Another delivery of this alert, or another alert of this key,
+        // started a run first.
+        if store
+            .alert_claim_exists(alert.source, &alert.fingerprint, &alert.starts_at, &runbook)
+            .await?
+        {
+            return Ok(Decision::Duplicate { runbook });
+        }
+        let last = store
+            .alert_starts_since(&runbook, &key, &ago(cooldown), MAX_STARTS_READ)
+            .await?;
+        let until = last
+            .last()
+            .map_or_else(now_rfc3339, |l| rfc3339_plus(l, cooldown));
+        return Ok(Decision::Cooldown {
+            runbook,
+            key,
+            until,
+        });
     }
     match admit(prepared).await {
         Ok(run_id) => Ok(Decision::Started { runbook, run_id }),

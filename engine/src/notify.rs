@@ -171,6 +171,12 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// Longest `resend-s` (an hour: Alertmanager holds an alert four intervals).
+pub const MAX_RESEND_S: u64 = 3600;
+
+/// The lease one node holds to notify (the others stand by).
+pub const NOTIFIER_LEASE: &str = "notifier";
+
 /// Most waiting runs and failed runs read per tick.
 const SCAN: i64 = 1000;
 
@@ -374,8 +380,11 @@ pub fn spawn(
     if config.alertmanager.is_empty() {
         return Ok(None);
     }
-    if config.resend_s == 0 {
-        return Err("[notify] resend-s is 0; it must be at least 1".into());
+    if !(1..=MAX_RESEND_S).contains(&config.resend_s) {
+        return Err(format!(
+            "[notify] resend-s is {}; it must be 1 to {MAX_RESEND_S}",
+            config.resend_s
+        ));
     }
     let mut sinks = Vec::new();
     for s in &config.alertmanager {
@@ -386,8 +395,12 @@ pub fn spawn(
             s.timeout_ms,
             secrets,
         )?;
-        let url = endpoint
-            .url
+        // Under the base URL's path (`http://host/alertmanager/` too).
+        let mut base = endpoint.url.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let url = base
             .join("api/v2/alerts")
             .map_err(|e| format!("notification sink {}: {e}", endpoint.name))?;
         sinks.push(Sink {
@@ -422,6 +435,23 @@ async fn once(
     config: &NotifyConfig,
     sinks: &mut [Sink],
 ) -> Result<(), StoreError> {
+    // One node notifies at a time; it keeps the lease while it ticks.
+    let node = service.node();
+    let held =
+        service
+            .store()
+            .apply(Batch::new().write(crate::store::Write::HoldLease {
+                name: NOTIFIER_LEASE.into(),
+                owner: node.id.clone(),
+                lease_ms:
+                    node.lease_ms_i64().max(
+                        i64::try_from(config.resend_s.saturating_mul(3000)).unwrap_or(i64::MAX),
+                    ),
+            }))
+            .await?;
+    if held != crate::store::Applied::Done {
+        return Ok(());
+    }
     let now = SystemTime::now();
     let all = conditions(service, alerts, config, now).await?;
     let metrics = service.metrics();

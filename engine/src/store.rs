@@ -246,7 +246,10 @@ pub enum Write {
         hash: String,
         now: String,
     },
-    /// Claim an alert for a runbook; [`Applied::Exists`] when it was claimed before.
+    /// Claim an alert for a runbook, for the run it starts;
+    /// [`Applied::Exists`] when a run was started for it before, or when a
+    /// run for the same key was started at or after `cooldown_since` (two
+    /// alerts of one key racing inside the cooldown: one wins).
     ClaimAlert {
         source: String,
         fingerprint: String,
@@ -256,6 +259,7 @@ pub enum Write {
         outcome: String,
         run_id: Option<String>,
         received_at: String,
+        cooldown_since: String,
     },
     /// Drop a claim whose run could not be admitted, so a redelivery may start it.
     ReleaseAlert {

@@ -672,3 +672,20 @@ async fn an_unmatched_alert_is_counted_kept_and_explained() {
         "{answer}"
     );
 }
+
+/// Two different alerts of one key (one instance) delivered at the same
+/// moment: one run, the other is told the cooldown, never two runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_alerts_of_one_key_racing_start_one_run() {
+    let e = setup().await;
+    for round in 0..5 {
+        let instance = format!("race-{round}");
+        let a = payload("firing", &[(&format!("a{round:03}"), "WebDown", &instance)]);
+        let b = payload("firing", &[(&format!("b{round:03}"), "WebDown", &instance)]);
+        let (x, y) = tokio::join!(e.post(&e.webhook, &a), e.post(&e.webhook, &b));
+        let mut both = [outcomes(&x.1), outcomes(&y.1)].concat();
+        both.sort();
+        assert_eq!(both, ["cooldown", "started"], "round {round}");
+    }
+    assert_eq!(e.runs().await.len(), 5);
+}

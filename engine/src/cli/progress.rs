@@ -91,7 +91,9 @@ fn approval_fields(run_id: &str, actor: &str, s: &StepRow) -> Value {
 
 /// One event as a line for a person.
 pub(super) fn text(e: &Value) -> String {
-    let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+    // Every value is one field: a newline or escape from a target (a step's
+    // error) cannot forge a line of its own.
+    let s = |k: &str| crate::term::field(e[k].as_str().unwrap_or_default()).into_owned();
     let step = s("step");
     let phase = if s("phase") == "main" {
         String::new()
@@ -115,14 +117,14 @@ pub(super) fn text(e: &Value) -> String {
                 .unwrap_or_default();
             let error = e["error"]
                 .as_str()
-                .map(|m| format!(": {m}"))
+                .map(|m| format!(": {}", crate::term::field(m)))
                 .unwrap_or_default();
             format!("<- step {step}{phase} {}{took}{error}", s("status"))
         }
         Some("awaiting-approval") => {
             let reason = e["reason"]
                 .as_str()
-                .map(|r| format!("\n   reason: {r}"))
+                .map(|r| format!("\n   reason: {}", crate::term::field(r)))
                 .unwrap_or_default();
             format!(
                 "!! run {} is waiting for approval at step {step}: {}, within {}.{reason}\n   approve: {}\n   deny:    {}",
@@ -180,7 +182,8 @@ mod tests {
                 json!({"required": 2, "roles": ["approver"], "timeout": "10m", "reason": "fail over"}),
             ),
             output: None,
-            error: (status == StepStatus::Failed).then(|| "boom\u{1b}[2J".into()),
+            error: (status == StepStatus::Failed)
+                .then(|| "boom\n!! run r2 is waiting\u{1b}[2J".into()),
             logs: json!([]),
             started_at: None,
             finished_at: None,
@@ -209,6 +212,8 @@ mod tests {
         assert!(text(&e[0]).contains("attempt 2"), "{}", text(&e[0]));
         let e = p.events("r1", "user:alice", &[step("a", StepStatus::Failed, 2)]);
         assert_eq!(kinds(&e), ["step-finished"]);
+        // A forged line or escape in the error stays inside its field.
+        assert!(!text(&e[0]).contains('\n') && !text(&e[0]).contains('\u{1b}'));
         assert!(
             text(&e[0]).contains("failed in 12 ms: boom"),
             "{}",

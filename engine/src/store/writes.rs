@@ -189,10 +189,20 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             outcome,
             run_id,
             received_at,
+            cooldown_since,
         } => {
+            // One statement: the cooldown check and the claim are one step
+            // for the store's single writer. A claim an older version wrote
+            // for a suppressed decision gives way to the started one.
             let done = sqlx::query(
                 q("INSERT INTO alert_claims (source, fingerprint, starts_at, runbook, key, outcome, run_id, received_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+                 SELECT ?, ?, ?, ?, ?, ?, ?, ?
+                 WHERE NOT EXISTS (SELECT 1 FROM alert_claims
+                     WHERE runbook = ? AND key = ? AND outcome = 'started' AND received_at >= ?)
+                 ON CONFLICT (source, fingerprint, starts_at, runbook) DO UPDATE
+                     SET key = excluded.key, outcome = excluded.outcome, run_id = excluded.run_id,
+                         received_at = excluded.received_at
+                     WHERE alert_claims.outcome <> 'started'"),
             )
             .bind(source)
             .bind(fingerprint)
@@ -202,6 +212,9 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             .bind(outcome)
             .bind(run_id)
             .bind(received_at)
+            .bind(runbook)
+            .bind(key)
+            .bind(cooldown_since)
             .execute(&mut *tx)
             .await
             .map_err(sql("claim alert"))?;
