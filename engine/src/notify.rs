@@ -370,16 +370,12 @@ impl Drop for Notifier {
     }
 }
 
-/// Check `[notify]` and start the notifier (`None` when no sink is set).
-pub fn spawn(
-    service: Service,
-    alerts: Arc<crate::alerts::Alerts>,
+/// The sinks of `config`, checked: `resend-s` within bounds, each URL
+/// http(s) without credentials, each token secret readable.
+fn checked(
     config: &NotifyConfig,
     secrets: &dyn crate::secret::SecretProvider,
-) -> Result<Option<Notifier>, String> {
-    if config.alertmanager.is_empty() {
-        return Ok(None);
-    }
+) -> Result<Vec<Sink>, String> {
     if !(1..=MAX_RESEND_S).contains(&config.resend_s) {
         return Err(format!(
             "[notify] resend-s is {}; it must be 1 to {MAX_RESEND_S}",
@@ -410,6 +406,20 @@ pub fn spawn(
             raised: BTreeMap::new(),
         });
     }
+    Ok(sinks)
+}
+
+/// Check `[notify]` and start the notifier (`None` when no sink is set).
+pub fn spawn(
+    service: Service,
+    alerts: Arc<crate::alerts::Alerts>,
+    config: &NotifyConfig,
+    secrets: &dyn crate::secret::SecretProvider,
+) -> Result<Option<Notifier>, String> {
+    if config.alertmanager.is_empty() {
+        return Ok(None);
+    }
+    let mut sinks = checked(config, secrets)?;
     let config = config.clone();
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(config.resend_s));
@@ -559,4 +569,54 @@ fn audit(actor: &Actor, action: crate::audit::Action, sink: &str, c: &Condition)
         e = e.run(run);
     }
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(url: &str) -> AlertmanagerSink {
+        AlertmanagerSink {
+            url: url.into(),
+            token_secret: None,
+            timeout_ms: 100,
+            events: Vec::new(),
+            runbooks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_config_is_checked_at_its_edges() {
+        let secrets = crate::secret::EnvSecrets;
+        let with = |resend_s: u64, url: &str| NotifyConfig {
+            resend_s,
+            alertmanager: vec![sink(url)],
+            ..NotifyConfig::default()
+        };
+        for (resend, url, needle) in [
+            (0, "http://127.0.0.1:9093", "resend-s is 0"),
+            (
+                MAX_RESEND_S + 1,
+                "http://127.0.0.1:9093",
+                "must be 1 to 3600",
+            ),
+            (
+                30,
+                "http://user:pw@127.0.0.1:9093",
+                "no credentials in the URL",
+            ),
+            (30, "ftp://127.0.0.1/", "http:// or https://"),
+        ] {
+            let Err(err) = checked(&with(resend, url), &secrets) else {
+                panic!("{url} accepted");
+            };
+            assert!(err.contains(needle), "{err}");
+            assert!(!err.contains("pw"), "{err}");
+        }
+        for resend in [1, MAX_RESEND_S] {
+            let sinks = checked(&with(resend, "http://127.0.0.1:9/am"), &secrets).expect("edge");
+            // The path prefix is kept.
+            assert_eq!(sinks[0].url.as_str(), "http://127.0.0.1:9/am/api/v2/alerts");
+        }
+    }
 }

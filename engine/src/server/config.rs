@@ -210,3 +210,25 @@ impl ServerConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmatched_alerts_kept_is_bounded() {
+        let at = |n: usize| ServerConfig {
+            unmatched_alerts_kept: n,
+            ..ServerConfig::default()
+        };
+        assert!(at(0).check().is_ok());
+        assert!(at(crate::alerts::MAX_UNMATCHED_KEPT).check().is_ok());
+        let err = at(crate::alerts::MAX_UNMATCHED_KEPT + 1)
+            .check()
+            .unwrap_err();
+        assert!(
+            err.contains("unmatched-alerts-kept is 10001; at most 10000"),
+            "{err}"
+        );
+    }
+}
