@@ -54,12 +54,12 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     (
         "firedrill_notifications_total",
         "counter",
-        "Posts to notification sinks, by sink and outcome (sent, failed).",
+        "Posts to notification sinks (one per Alertmanager sync, one per webhook or Slack delivery attempt), by sink and outcome (sent, failed).",
     ),
     (
         "firedrill_notifications_dropped_total",
         "counter",
-        "Notifications beyond [notify] max-alerts in one tick, by sink (sent at a later tick when there is room).",
+        "Notifications not sent, by sink and reason: max-alerts (beyond [notify] max-alerts in one Alertmanager sync; sent at a later one), queue-full (the oldest delivery beyond max-queued), gave-up (not delivered within give-up-s), sink-removed. Each but max-alerts is audited as notification.dropped.",
     ),
     (
         "firedrill_alerts_unmatched_total",

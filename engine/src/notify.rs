@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::audit::{Actor, ActorKind, NewEvent, Via};
 use crate::executor::Service;
-use crate::store::{Batch, RunFilter, RunStatus, StepStatus, StoreError};
+use crate::store::{Batch, NotifiedRow, OutboxRow, RunFilter, RunStatus, StepStatus, StoreError};
 
 /// `[notify]` in `firedrill.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -38,11 +38,30 @@ pub struct NotifyConfig {
     pub resend_s: u64,
     /// How long a failed run stays raised, in seconds. Default 3,600.
     pub failed_run_s: u64,
-    /// Most alerts sent to one sink per tick; more are counted in
-    /// `firedrill_notifications_dropped_total`. Default 1,000.
+    /// Most alerts sent to one Alertmanager per tick (more are counted in
+    /// `firedrill_notifications_dropped_total{reason="max-alerts"}` and sent
+    /// when there is room), and most changes queued for one webhook or
+    /// Slack sink per tick (the rest wait for the next). Default 1,000.
     pub max_alerts: usize,
+    /// Most deliveries queued for one webhook or Slack sink; beyond it the
+    /// oldest is dropped (counted and audited). 1 to 100,000. Default 1,000.
+    pub max_queued: usize,
+    /// Wait before the second attempt of a delivery, in milliseconds;
+    /// doubled per failure up to `retry-max-ms`. 100 to 60,000. Default 1,000.
+    pub retry_first_ms: u64,
+    /// Longest wait between attempts, in milliseconds. `retry-first-ms` to
+    /// 3,600,000. Default 300,000.
+    pub retry_max_ms: u64,
+    /// A delivery not made this many seconds after it was queued is given
+    /// up (counted and audited). 1 to 604,800. Default 86,400.
+    pub give_up_s: u64,
     /// Alertmanagers to raise firedrill's alerts in. Default none.
     pub alertmanager: Vec<AlertmanagerSink>,
+    /// Webhooks to post signed notifications to. Default none.
+    pub webhook: Vec<WebhookSink>,
+    /// Slack-compatible incoming webhooks (Slack, Mattermost, Rocket.Chat).
+    /// Default none.
+    pub slack: Vec<SlackSink>,
 }
 
 impl Default for NotifyConfig {
@@ -52,7 +71,13 @@ impl Default for NotifyConfig {
             resend_s: 30,
             failed_run_s: 3600,
             max_alerts: 1000,
+            max_queued: 1000,
+            retry_first_ms: 1000,
+            retry_max_ms: 300_000,
+            give_up_s: 86_400,
             alertmanager: Vec::new(),
+            webhook: Vec::new(),
+            slack: Vec::new(),
         }
     }
 }
@@ -74,6 +99,55 @@ pub struct AlertmanagerSink {
     pub events: Vec<Event>,
     /// Only conditions of these runbooks (empty: all; a switch's global
     /// scope has no runbook and is sent only when this is empty).
+    #[serde(default)]
+    pub runbooks: Vec<String>,
+}
+
+/// A webhook: each notification POSTed as JSON, signed with HMAC-SHA256
+/// (`X-Firedrill-Signature`), through the durable outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebhookSink {
+    /// How metrics, logs and the audit log name it (`webhook:NAME`).
+    /// Default: its URL.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where to POST, e.g. `https://hooks.example.com/firedrill`.
+    pub url: String,
+    /// The secret (from `[secrets]`, at least 16 bytes) that signs each
+    /// delivery. Required.
+    pub signing_secret: String,
+    /// A secret sent as `Authorization: Bearer`, when the receiver wants one.
+    #[serde(default)]
+    pub token_secret: Option<String>,
+    /// Deadline of one post, in milliseconds. Default 5,000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Only these events (empty: all).
+    #[serde(default)]
+    pub events: Vec<Event>,
+    /// Only conditions of these runbooks (empty: all).
+    #[serde(default)]
+    pub runbooks: Vec<String>,
+}
+
+/// A Slack-compatible incoming webhook: each notification as one
+/// `{"text": ...}` message, through the durable outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SlackSink {
+    /// How metrics, logs and the audit log name it (`slack:NAME`); the URL
+    /// is a credential and never shown.
+    pub name: String,
+    /// The secret (from `[secrets]`) holding the incoming-webhook URL.
+    pub url_secret: String,
+    /// Deadline of one post, in milliseconds. Default 5,000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Only these events (empty: all).
+    #[serde(default)]
+    pub events: Vec<Event>,
+    /// Only conditions of these runbooks (empty: all).
     #[serde(default)]
     pub runbooks: Vec<String>,
 }
@@ -157,7 +231,9 @@ impl Condition {
     }
 
     fn note(mut self, k: &str, v: impl Into<String>) -> Self {
-        self.annotations.insert(k.into(), v.into());
+        let v: String = v.into();
+        self.annotations
+            .insert(k.into(), crate::term::clip(&v, MAX_NOTE_CHARS).to_string());
         self
     }
 
@@ -170,6 +246,9 @@ impl Condition {
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
+
+/// Longest annotation value (a run's error, a switch's reason), in bytes.
+pub const MAX_NOTE_CHARS: usize = 2048;
 
 /// Longest `resend-s` (an hour: Alertmanager holds an alert four intervals).
 pub const MAX_RESEND_S: u64 = 3600;
@@ -335,26 +414,33 @@ pub async fn conditions(
     Ok(out)
 }
 
-/// One sink and what it was last told.
+/// What kind of sink, and where it posts.
+enum Kind {
+    /// A state sync to `POST /api/v2/alerts`.
+    Alertmanager { url: url::Url },
+    /// Signed JSON through the outbox.
+    Webhook { signing_key: crate::secret::Secret },
+    /// `{"text": ...}` through the outbox.
+    Slack,
+}
+
+/// One configured sink.
 struct Sink {
-    config: AlertmanagerSink,
+    /// `alertmanager:URL`, `webhook:NAME`, `slack:NAME` (no credential).
+    name: String,
+    kind: Kind,
     endpoint: crate::outbound::Endpoint,
-    url: url::Url,
-    /// Conditions delivered and not yet resolved there, by key.
-    raised: BTreeMap<String, Condition>,
+    events: Vec<Event>,
+    runbooks: Vec<String>,
 }
 
 impl Sink {
     fn wants(&self, c: &Condition) -> bool {
-        (self.config.events.is_empty() || self.config.events.contains(&c.event))
-            && (self.config.runbooks.is_empty()
+        (self.events.is_empty() || self.events.contains(&c.event))
+            && (self.runbooks.is_empty()
                 || c.runbook
                     .as_ref()
-                    .is_some_and(|r| self.config.runbooks.contains(r)))
-    }
-
-    fn name(&self) -> String {
-        format!("alertmanager:{}", self.endpoint.name)
+                    .is_some_and(|r| self.runbooks.contains(r)))
     }
 }
 
@@ -370,18 +456,47 @@ impl Drop for Notifier {
     }
 }
 
-/// The sinks of `config`, checked: `resend-s` within bounds, each URL
-/// http(s) without credentials, each token secret readable.
+/// A sink name as metrics, logs and the audit log show it: printable
+/// ASCII without quotes, at most 64 characters.
+fn checked_name(what: &str, name: &str) -> Result<String, String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+    {
+        return Err(format!(
+            "{what}: name {:?} must be 1 to 64 printable characters without quotes or spaces",
+            crate::term::clip(name, 64)
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn in_range(what: &str, v: u64, lo: u64, hi: u64) -> Result<(), String> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("[notify] {what} is {v}; it must be {lo} to {hi}"))
+    }
+}
+
+/// The sinks of `config`, checked: every bound within its range, each URL
+/// http(s) without credentials, each secret readable, names distinct.
 fn checked(
     config: &NotifyConfig,
     secrets: &dyn crate::secret::SecretProvider,
 ) -> Result<Vec<Sink>, String> {
-    if !(1..=MAX_RESEND_S).contains(&config.resend_s) {
-        return Err(format!(
-            "[notify] resend-s is {}; it must be 1 to {MAX_RESEND_S}",
-            config.resend_s
-        ));
-    }
+    in_range("resend-s", config.resend_s, 1, MAX_RESEND_S)?;
+    in_range("max-queued", config.max_queued as u64, 1, MAX_QUEUED as u64)?;
+    in_range("retry-first-ms", config.retry_first_ms, 100, 60_000)?;
+    in_range(
+        "retry-max-ms",
+        config.retry_max_ms,
+        config.retry_first_ms,
+        3_600_000,
+    )?;
+    in_range("give-up-s", config.give_up_s, 1, MAX_GIVE_UP_S)?;
     let mut sinks = Vec::new();
     for s in &config.alertmanager {
         let endpoint = crate::outbound::Endpoint::new(
@@ -400,11 +515,82 @@ fn checked(
             .join("api/v2/alerts")
             .map_err(|e| format!("notification sink {}: {e}", endpoint.name))?;
         sinks.push(Sink {
-            config: s.clone(),
+            name: format!("alertmanager:{}", endpoint.name),
+            kind: Kind::Alertmanager { url },
             endpoint,
-            url,
-            raised: BTreeMap::new(),
+            events: s.events.clone(),
+            runbooks: s.runbooks.clone(),
         });
+    }
+    for s in &config.webhook {
+        let endpoint = crate::outbound::Endpoint::new(
+            "webhook sink",
+            &s.url,
+            s.token_secret.as_deref(),
+            s.timeout_ms,
+            secrets,
+        )?;
+        let name = match &s.name {
+            Some(n) => checked_name("[[notify.webhook]]", n)?,
+            None => endpoint.name.clone(),
+        };
+        let signing_key = secrets.get(&s.signing_secret).map_err(|e| {
+            format!(
+                "[[notify.webhook]] {name}: signing-secret {}: {e}",
+                s.signing_secret
+            )
+        })?;
+        if signing_key.expose().len() < 16 {
+            return Err(format!(
+                "[[notify.webhook]] {name}: the signing secret {} is shorter than 16 bytes; use a random one (openssl rand -hex 32)",
+                s.signing_secret
+            ));
+        }
+        sinks.push(Sink {
+            name: format!("webhook:{name}"),
+            kind: Kind::Webhook { signing_key },
+            endpoint,
+            events: s.events.clone(),
+            runbooks: s.runbooks.clone(),
+        });
+    }
+    for s in &config.slack {
+        let name = checked_name("[[notify.slack]]", &s.name)?;
+        // The URL is the credential (Slack's token is its path): no error
+        // or log ever shows it, only the sink's name.
+        let url = secrets
+            .get(&s.url_secret)
+            .map_err(|e| format!("[[notify.slack]] {name}: url-secret {}: {e}", s.url_secret))?;
+        let mut endpoint = crate::outbound::Endpoint::new(
+            "slack sink",
+            url.expose().trim(),
+            None,
+            s.timeout_ms,
+            secrets,
+        )
+        .map_err(|_| {
+            format!(
+                "[[notify.slack]] {name}: the secret {} does not hold an http:// or https:// URL without credentials (an incoming-webhook URL)",
+                s.url_secret
+            )
+        })?;
+        endpoint.name = format!("slack:{name}");
+        sinks.push(Sink {
+            name: format!("slack:{name}"),
+            kind: Kind::Slack,
+            endpoint,
+            events: s.events.clone(),
+            runbooks: s.runbooks.clone(),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for s in &sinks {
+        if !seen.insert(s.name.clone()) {
+            return Err(format!(
+                "[notify]: two sinks are called {}; give each its own name (or URL)",
+                s.name
+            ));
+        }
     }
     Ok(sinks)
 }
@@ -416,36 +602,74 @@ pub fn spawn(
     config: &NotifyConfig,
     secrets: &dyn crate::secret::SecretProvider,
 ) -> Result<Option<Notifier>, String> {
-    if config.alertmanager.is_empty() {
+    let sinks = checked(config, secrets)?;
+    if sinks.is_empty() {
         return Ok(None);
     }
-    let mut sinks = checked(config, secrets)?;
     let config = config.clone();
     let task = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(config.resend_s));
+        // Deliveries are due every second or so; conditions are read every
+        // resend-s.
+        let mut tick = tokio::time::interval(DELIVERY_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let resend = Duration::from_secs(config.resend_s);
+        let mut last_scan: Option<tokio::time::Instant> = None;
+        let mut leader = false;
         loop {
             tick.tick().await;
-            if let Err(e) = once(&service, &alerts, &config, &mut sinks).await {
-                tracing::warn!(error = %e, "notifications: could not read the store; retrying at the next tick");
+            if last_scan.is_none_or(|t| t.elapsed() >= resend) {
+                last_scan = Some(tokio::time::Instant::now());
+                match scan(&service, &alerts, &config, &sinks).await {
+                    Ok(l) => leader = l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "notifications: could not read the store; retrying at the next tick");
+                    }
+                }
+            }
+            if leader && let Err(e) = deliver(&service, &config, &sinks).await {
+                tracing::warn!(error = %e, "notifications: could not read the outbox; retrying at the next tick");
             }
         }
     });
     Ok(Some(Notifier { task }))
 }
 
+/// How often queued deliveries are looked at.
+const DELIVERY_TICK: Duration = Duration::from_secs(1);
+
+/// Most `max-queued`.
+pub const MAX_QUEUED: usize = 100_000;
+
+/// Longest `give-up-s` (a week).
+pub const MAX_GIVE_UP_S: u64 = 7 * 24 * 3600;
+
+/// Most conditions a sink is remembered to have been told of (a tick
+/// reads them all; more than the conditions a tick can produce).
+const MAX_TOLD: i64 = 10_000;
+
+/// Most deliveries one sink attempts per delivery tick.
+const DELIVERY_BATCH: i64 = 100;
+
 fn alert_json(c: &Condition, starts: &str, ends: &str) -> Value {
     json!({"labels": c.labels, "annotations": c.annotations, "startsAt": starts, "endsAt": ends})
 }
 
-/// One tick: read the conditions, tell every sink.
-async fn once(
+fn condition_json(c: &Condition) -> Value {
+    json!({"event": c.event, "runbook": c.runbook, "labels": c.labels, "annotations": c.annotations})
+}
+
+fn notifier() -> Actor {
+    Actor::engine(ActorKind::Scheduler, "notifier", Via::Engine)
+}
+
+/// One scan: hold the notifier lease (`false`: another node notifies),
+/// read the conditions, tell each sink what changed.
+async fn scan(
     service: &Service,
     alerts: &crate::alerts::Alerts,
     config: &NotifyConfig,
-    sinks: &mut [Sink],
-) -> Result<(), StoreError> {
-    // One node notifies at a time; it keeps the lease while it ticks.
+    sinks: &[Sink],
+) -> Result<bool, StoreError> {
     let node = service.node();
     let held =
         service
@@ -460,112 +684,602 @@ async fn once(
             }))
             .await?;
     if held != crate::store::Applied::Done {
-        return Ok(());
+        return Ok(false);
     }
     let now = SystemTime::now();
     let all = conditions(service, alerts, config, now).await?;
-    let metrics = service.metrics();
-    let actor = Actor::engine(ActorKind::Scheduler, "notifier", Via::Engine);
-    let now_s = rfc3339(now);
-    let hold = rfc3339(now + Duration::from_secs(config.resend_s.saturating_mul(4)));
-    for sink in sinks.iter_mut() {
+    forget_removed(service, sinks).await?;
+    for sink in sinks {
         let mut active: BTreeMap<String, &Condition> = BTreeMap::new();
         for c in all.iter().filter(|c| sink.wants(c)) {
             active.insert(c.key(), c);
         }
-        let resolved: Vec<Condition> = sink
-            .raised
+        let told: BTreeMap<String, NotifiedRow> = service
+            .store()
+            .notified(&sink.name, MAX_TOLD)
+            .await?
+            .into_iter()
+            .map(|n| (n.key.clone(), n))
+            .collect();
+        let gone: Vec<&NotifiedRow> = told
             .iter()
             .filter(|(k, _)| !active.contains_key(*k))
-            .map(|(_, c)| c.clone())
+            .map(|(_, n)| n)
             .collect();
-        let mut body = Vec::new();
-        for c in resolved.iter() {
-            body.push(alert_json(c, &now_s, &now_s));
+        match &sink.kind {
+            Kind::Alertmanager { url } => {
+                sync_alertmanager(service, config, sink, url, &active, &told, &gone, now).await?;
+            }
+            Kind::Webhook { .. } | Kind::Slack => {
+                queue(service, config, sink, &active, &told, &gone, now).await?;
+            }
         }
-        for c in active.values() {
-            let ends = match &c.ends_at {
-                Some(e) if *e < hold => e.clone(),
-                _ => hold.clone(),
-            };
-            body.push(alert_json(c, &now_s, &ends));
+    }
+    Ok(true)
+}
+
+/// Post every active condition (and each ended one, with `endsAt = now`)
+/// to an Alertmanager; record what it was told once it answered.
+#[allow(clippy::too_many_arguments)]
+async fn sync_alertmanager(
+    service: &Service,
+    config: &NotifyConfig,
+    sink: &Sink,
+    url: &url::Url,
+    active: &BTreeMap<String, &Condition>,
+    told: &BTreeMap<String, NotifiedRow>,
+    gone: &[&NotifiedRow],
+    now: SystemTime,
+) -> Result<(), StoreError> {
+    let metrics = service.metrics();
+    let now_s = rfc3339(now);
+    let hold = rfc3339(now + Duration::from_secs(config.resend_s.saturating_mul(4)));
+    let mut body = Vec::new();
+    for n in gone {
+        body.push(json!({"labels": n.condition["labels"], "annotations": n.condition["annotations"], "startsAt": n.raised_at, "endsAt": now_s}));
+    }
+    for c in active.values() {
+        let ends = match &c.ends_at {
+            Some(e) if *e < hold => e.clone(),
+            _ => hold.clone(),
+        };
+        let starts = told
+            .get(&c.key())
+            .map_or(now_s.clone(), |n| n.raised_at.clone());
+        body.push(alert_json(c, &starts, &ends));
+    }
+    if body.len() > config.max_alerts {
+        let dropped = body.len() - config.max_alerts;
+        metrics.add(
+            "firedrill_notifications_dropped_total",
+            &[("sink", &sink.name), ("reason", "max-alerts")],
+            dropped as u64,
+        );
+        tracing::warn!(sink = %sink.name, dropped, "more notifications than [notify] max-alerts; the rest are sent when there is room");
+        body.truncate(config.max_alerts);
+    }
+    if body.is_empty() {
+        return Ok(());
+    }
+    let sent = serde_json::to_vec(&body).unwrap_or_default();
+    if let Err(e) = sink.endpoint.post(url, "application/json", &[], sent).await {
+        metrics.inc(
+            "firedrill_notifications_total",
+            &[("sink", &sink.name), ("outcome", "failed")],
+        );
+        tracing::warn!(sink = %sink.name, error = %e, "could not notify; sending again at the next scan");
+        return Ok(());
+    }
+    metrics.inc(
+        "firedrill_notifications_total",
+        &[("sink", &sink.name), ("outcome", "sent")],
+    );
+    let posted: BTreeSet<String> = body
+        .iter()
+        .map(|a| serde_json::to_string(&a["labels"]).unwrap_or_default())
+        .collect();
+    let actor = notifier();
+    for n in gone.iter().filter(|n| posted.contains(&n.key)) {
+        resolve(service, sink, n, None, &actor).await?;
+    }
+    for c in active.values() {
+        if posted.contains(&c.key()) && !told.contains_key(&c.key()) {
+            raise(service, sink, c, &now_s, None, &actor).await?;
         }
-        let name = sink.name();
-        if body.len() > config.max_alerts {
-            let dropped = body.len() - config.max_alerts;
-            metrics.add(
-                "firedrill_notifications_dropped_total",
-                &[("sink", &name)],
-                dropped as u64,
-            );
-            tracing::warn!(sink = %name, dropped, "more notifications than [notify] max-alerts; the rest are sent when there is room");
-            body.truncate(config.max_alerts);
+    }
+    Ok(())
+}
+
+/// Record that `sink` was told of `c` (with its delivery, for the outbox).
+async fn raise(
+    service: &Service,
+    sink: &Sink,
+    c: &Condition,
+    now: &str,
+    delivery: Option<OutboxRow>,
+    actor: &Actor,
+) -> Result<(), StoreError> {
+    let mut batch = Batch::new().write(crate::store::Write::RaiseNotified(NotifiedRow {
+        sink: sink.name.clone(),
+        key: c.key(),
+        raised_at: now.to_string(),
+        condition: condition_json(c),
+    }));
+    let mut e = audit(
+        actor,
+        crate::audit::Action::NotificationRaised,
+        &sink.name,
+        c.event.as_str(),
+        &c.labels,
+    );
+    if let Some(d) = delivery {
+        e = e.details(
+            json!({"sink": sink.name, "labels": c.labels, "idempotency_key": d.idempotency_key}),
+        );
+        batch = batch.write(crate::store::Write::PushOutbox(d));
+    }
+    service.store().apply(batch.event(e)).await?;
+    Ok(())
+}
+
+/// Record that `sink` was told `n` ended (with its delivery, for the outbox).
+async fn resolve(
+    service: &Service,
+    sink: &Sink,
+    n: &NotifiedRow,
+    delivery: Option<OutboxRow>,
+    actor: &Actor,
+) -> Result<(), StoreError> {
+    let labels: BTreeMap<String, String> =
+        serde_json::from_value(n.condition["labels"].clone()).unwrap_or_default();
+    let event = n.condition["event"].as_str().unwrap_or_default();
+    let mut batch = Batch::new().write(crate::store::Write::ResolveNotified {
+        sink: sink.name.clone(),
+        key: n.key.clone(),
+    });
+    let mut e = audit(
+        actor,
+        crate::audit::Action::NotificationResolved,
+        &sink.name,
+        event,
+        &labels,
+    );
+    if let Some(d) = delivery {
+        e = e.details(
+            json!({"sink": sink.name, "labels": labels, "idempotency_key": d.idempotency_key}),
+        );
+        batch = batch.write(crate::store::Write::PushOutbox(d));
+    }
+    service.store().apply(batch.event(e)).await?;
+    Ok(())
+}
+
+/// The idempotency key of one notification: the same for every attempt,
+/// another for another raise of the same condition.
+fn idempotency_key(sink: &str, key: &str, raised_at: &str, transition: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [sink, key, raised_at, transition] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// The notification a webhook receives (and a Slack message is made of).
+fn delivery(
+    sink: &Sink,
+    condition: &Value,
+    key: &str,
+    raised_at: &str,
+    transition: &str,
+    now: &str,
+) -> OutboxRow {
+    let id = idempotency_key(&sink.name, key, raised_at, transition);
+    let labels = &condition["labels"];
+    let run = labels["run"].as_str().map(String::from);
+    let runbook = condition["runbook"].as_str();
+    let subject = match (&run, runbook) {
+        (Some(r), _) => format!("run:{r}"),
+        (None, Some(rb)) => format!("runbook:{rb}"),
+        _ => "notify".to_string(),
+    };
+    let event = condition["event"].as_str().unwrap_or_default().to_string();
+    OutboxRow {
+        id: 0,
+        sink: sink.name.clone(),
+        idempotency_key: id.clone(),
+        transition: transition.into(),
+        event: event.clone(),
+        subject,
+        run_id: run.clone(),
+        payload: json!({
+            "version": 1,
+            "id": id,
+            "transition": transition,
+            "event": event,
+            "runbook": runbook,
+            "run": run,
+            "raised_at": raised_at,
+            "at": now,
+            "labels": labels,
+            "annotations": condition["annotations"],
+        }),
+        created_at: now.to_string(),
+        next_at_ms: crate::store::now_ms(),
+        attempts: 0,
+        last_error: None,
+    }
+}
+
+/// Queue one delivery per change: each new condition raised, each ended
+/// one resolved (a failed run is a moment, not a state: no resolution is
+/// sent for it). At most `max-alerts` changes per scan (the rest wait for
+/// the next). Then keep the outbox within `max-queued`.
+async fn queue(
+    service: &Service,
+    config: &NotifyConfig,
+    sink: &Sink,
+    active: &BTreeMap<String, &Condition>,
+    told: &BTreeMap<String, NotifiedRow>,
+    gone: &[&NotifiedRow],
+    now: SystemTime,
+) -> Result<(), StoreError> {
+    let now_s = rfc3339(now);
+    let actor = notifier();
+    let mut budget = config.max_alerts;
+    for n in gone {
+        if budget == 0 {
+            break;
         }
-        if body.is_empty() {
+        budget -= 1;
+        let moment = n.condition["event"] == Event::RunFailed.as_str();
+        let d = (!moment)
+            .then(|| delivery(sink, &n.condition, &n.key, &n.raised_at, "resolved", &now_s));
+        resolve(service, sink, n, d, &actor).await?;
+    }
+    for (key, c) in active {
+        if told.contains_key(key) {
             continue;
         }
-        let sent = serde_json::to_vec(&body).unwrap_or_default();
-        match sink
-            .endpoint
-            .post(&sink.url, "application/json", sent)
-            .await
-        {
-            Ok(()) => {
-                metrics.inc(
-                    "firedrill_notifications_total",
-                    &[("sink", &name), ("outcome", "sent")],
-                );
-                let mut batch = Batch::new();
-                let told: BTreeSet<String> = body
-                    .iter()
-                    .map(|a| serde_json::to_string(&a["labels"]).unwrap_or_default())
-                    .collect();
-                for c in resolved.iter().filter(|c| told.contains(&c.key())) {
-                    sink.raised.remove(&c.key());
-                    batch = batch.event(audit(
-                        &actor,
-                        crate::audit::Action::NotificationResolved,
-                        &name,
-                        c,
-                    ));
-                }
-                for c in active.values().filter(|c| told.contains(&c.key())) {
-                    if let std::collections::btree_map::Entry::Vacant(v) =
-                        sink.raised.entry(c.key())
-                    {
-                        batch = batch.event(audit(
-                            &actor,
-                            crate::audit::Action::NotificationRaised,
-                            &name,
-                            c,
-                        ));
-                        v.insert((*c).clone());
-                    }
-                }
-                service.store().apply(batch).await?;
+        if budget == 0 {
+            break;
+        }
+        budget -= 1;
+        let d = delivery(sink, &condition_json(c), key, &now_s, "raised", &now_s);
+        raise(service, sink, c, &now_s, Some(d), &actor).await?;
+    }
+    trim(service, config, sink).await
+}
+
+/// Drop the oldest deliveries beyond `max-queued` (counted and audited).
+async fn trim(service: &Service, config: &NotifyConfig, sink: &Sink) -> Result<(), StoreError> {
+    let store = service.store();
+    let queued = store
+        .outbox_depths()
+        .await?
+        .into_iter()
+        .find(|d| d.sink == sink.name)
+        .map_or(0, |d| d.queued);
+    let limit = i64::try_from(config.max_queued).unwrap_or(i64::MAX);
+    if queued <= limit {
+        return Ok(());
+    }
+    let excess = (queued - limit).min(MAX_TOLD);
+    for row in store.outbox(&sink.name, None, excess).await? {
+        drop_delivery(
+            service,
+            &row,
+            "queue-full",
+            format!(
+                "the sink's outbox holds more than [notify] max-queued = {} deliveries; the oldest is dropped",
+                config.max_queued
+            ),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Give a delivery up: removed, counted, audited.
+async fn drop_delivery(
+    service: &Service,
+    row: &OutboxRow,
+    reason: &str,
+    why: String,
+) -> Result<(), StoreError> {
+    let mut e = NewEvent::new(
+        &notifier(),
+        crate::audit::Action::NotificationDropped,
+        &row.subject,
+    )
+    .outcome(reason)
+    .details(json!({
+        "sink": row.sink,
+        "idempotency_key": row.idempotency_key,
+        "event": row.event,
+        "transition": row.transition,
+        "attempts": row.attempts,
+        "queued_at": row.created_at,
+        "last_error": row.last_error,
+        "why": why,
+    }));
+    if let Some(run) = &row.run_id {
+        e = e.run(run);
+    }
+    let applied = service
+        .store()
+        .apply(
+            Batch::new()
+                .write(crate::store::Write::RemoveOutbox { id: row.id })
+                .event(e),
+        )
+        .await?;
+    if applied.wrote() {
+        service.metrics().inc(
+            "firedrill_notifications_dropped_total",
+            &[("sink", &row.sink), ("reason", reason)],
+        );
+        tracing::warn!(sink = %row.sink, reason, %why, "a notification was dropped");
+    }
+    Ok(())
+}
+
+/// Forget what sinks no longer configured were told, and drop their
+/// queued deliveries (audited).
+async fn forget_removed(service: &Service, sinks: &[Sink]) -> Result<(), StoreError> {
+    let store = service.store();
+    for name in store.notification_sinks().await? {
+        if sinks.iter().any(|s| s.name == name) {
+            continue;
+        }
+        for n in store.notified(&name, MAX_TOLD).await? {
+            store
+                .apply(Batch::new().write(crate::store::Write::ResolveNotified {
+                    sink: name.clone(),
+                    key: n.key,
+                }))
+                .await?;
+        }
+        for row in store.outbox(&name, None, MAX_TOLD).await? {
+            drop_delivery(
+                service,
+                &row,
+                "sink-removed",
+                "its sink is no longer in [notify]".into(),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The wait before attempt `attempts + 1`: `retry-first-ms` doubled per
+/// failed attempt up to `retry-max-ms`, then between half and all of it
+/// (jitter, so that sinks that come back are not hit at once).
+fn backoff(config: &NotifyConfig, attempts: i64) -> Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 32)).unwrap_or(32);
+    let full = config
+        .retry_first_ms
+        .saturating_mul(1u64 << doublings)
+        .min(config.retry_max_ms);
+    Duration::from_millis(rand::random_range(full / 2..=full))
+}
+
+/// Attempt each sink's due deliveries, oldest first; a sink's first failure
+/// ends its turn (it is down: the rest wait for their own backoff).
+async fn deliver(
+    service: &Service,
+    config: &NotifyConfig,
+    sinks: &[Sink],
+) -> Result<(), StoreError> {
+    let metrics = service.metrics();
+    let now = SystemTime::now();
+    let give_up = Duration::from_secs(config.give_up_s);
+    for sink in sinks {
+        if matches!(sink.kind, Kind::Alertmanager { .. }) {
+            continue;
+        }
+        let due = service
+            .store()
+            .outbox(&sink.name, Some(crate::store::now_ms()), DELIVERY_BATCH)
+            .await?;
+        for row in due {
+            let age = humantime::parse_rfc3339_weak(&row.created_at)
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or_default();
+            if age > give_up {
+                drop_delivery(
+                    service,
+                    &row,
+                    "gave-up",
+                    format!(
+                        "not delivered after {} attempts in [notify] give-up-s = {} s",
+                        row.attempts, config.give_up_s
+                    ),
+                )
+                .await?;
+                continue;
             }
-            Err(e) => {
-                metrics.inc(
-                    "firedrill_notifications_total",
-                    &[("sink", &name), ("outcome", "failed")],
-                );
-                tracing::warn!(sink = %name, error = %e, "could not notify; sending again at the next tick");
+            match post(sink, &row).await {
+                Ok(()) => {
+                    metrics.inc(
+                        "firedrill_notifications_total",
+                        &[("sink", &sink.name), ("outcome", "sent")],
+                    );
+                    let mut e = NewEvent::new(
+                        &notifier(),
+                        crate::audit::Action::NotificationDelivered,
+                        &row.subject,
+                    )
+                    .outcome(&row.transition)
+                    .details(json!({
+                        "sink": sink.name,
+                        "idempotency_key": row.idempotency_key,
+                        "event": row.event,
+                        "attempts": row.attempts + 1,
+                        "queued_at": row.created_at,
+                    }));
+                    if let Some(run) = &row.run_id {
+                        e = e.run(run);
+                    }
+                    service
+                        .store()
+                        .apply(
+                            Batch::new()
+                                .write(crate::store::Write::RemoveOutbox { id: row.id })
+                                .event(e),
+                        )
+                        .await?;
+                }
+                Err(err) => {
+                    metrics.inc(
+                        "firedrill_notifications_total",
+                        &[("sink", &sink.name), ("outcome", "failed")],
+                    );
+                    let attempts = row.attempts + 1;
+                    let wait = backoff(config, attempts);
+                    tracing::warn!(sink = %sink.name, error = %err, attempts, retry_in_s = wait.as_secs_f64(), "could not deliver a notification; it stays queued");
+                    service
+                        .store()
+                        .apply(Batch::new().write(crate::store::Write::RetryOutbox {
+                            id: row.id,
+                            attempts,
+                            next_at_ms: crate::store::now_ms().saturating_add(
+                                i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+                            ),
+                            error: crate::term::clip(&err, MAX_NOTE_CHARS).to_string(),
+                        }))
+                        .await?;
+                    break;
+                }
             }
         }
     }
     Ok(())
 }
 
-fn audit(actor: &Actor, action: crate::audit::Action, sink: &str, c: &Condition) -> NewEvent {
-    let subject = match (&c.labels.get("run"), &c.runbook) {
+/// Header names of a webhook delivery.
+pub const SIGNATURE_HEADER: &str = "x-firedrill-signature";
+pub const TIMESTAMP_HEADER: &str = "x-firedrill-timestamp";
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// `sha256=HEX` of HMAC-SHA256 over `TIMESTAMP.BODY` with `key`.
+pub fn signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// One attempt of one delivery.
+async fn post(sink: &Sink, row: &OutboxRow) -> Result<(), String> {
+    match &sink.kind {
+        Kind::Webhook { signing_key } => {
+            let body = serde_json::to_vec(&row.payload).unwrap_or_default();
+            let ts = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                .to_string();
+            let sig = signature(signing_key.expose().as_bytes(), &ts, &body);
+            sink.endpoint
+                .post(
+                    &sink.endpoint.url,
+                    "application/json",
+                    &[
+                        (IDEMPOTENCY_HEADER, row.idempotency_key.as_str()),
+                        (TIMESTAMP_HEADER, &ts),
+                        (SIGNATURE_HEADER, &sig),
+                    ],
+                    body,
+                )
+                .await
+        }
+        Kind::Slack => {
+            let body =
+                serde_json::to_vec(&json!({"text": slack_text(&row.payload)})).unwrap_or_default();
+            sink.endpoint
+                .post(&sink.endpoint.url, "application/json", &[], body)
+                .await
+        }
+        Kind::Alertmanager { .. } => Ok(()),
+    }
+}
+
+/// Text for Slack's mrkdwn (Mattermost and Rocket.Chat read the same):
+/// `&`, `<` and `>` escaped, so nothing in a label, reason or error can
+/// mention `@channel` or forge a link.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// A notification as one chat message: the summary, then each annotation.
+pub fn slack_text(payload: &Value) -> String {
+    let notes = &payload["annotations"];
+    let summary = notes["summary"]
+        .as_str()
+        .unwrap_or("firedrill notification");
+    let resolved = payload["transition"] == "resolved";
+    let severity = payload["labels"]["severity"].as_str().unwrap_or_default();
+    let icon = match (resolved, severity) {
+        (true, _) => ":white_check_mark:",
+        (false, "critical") => ":rotating_light:",
+        _ => ":warning:",
+    };
+    let mut text = format!(
+        "{icon} {}*{}*",
+        if resolved { "Resolved: " } else { "" },
+        slack_escape(summary)
+    );
+    if !resolved && let Some(obj) = notes.as_object() {
+        for (k, v) in obj {
+            let Some(v) = v.as_str() else { continue };
+            if k == "summary" || k == "url" || v.is_empty() {
+                continue;
+            }
+            let v = slack_escape(v);
+            if matches!(k.as_str(), "approve" | "reset" | "fix") {
+                text.push_str(&format!(
+                    "\n*{}*: `{}`",
+                    slack_escape(k),
+                    v.replace('`', "'")
+                ));
+            } else {
+                text.push_str(&format!("\n*{}*: {v}", slack_escape(k)));
+            }
+        }
+    }
+    if let Some(url) = notes["url"].as_str()
+        && url.starts_with("http")
+        && !url.contains(['|', '<', '>', ' '])
+    {
+        text.push_str(&format!("\n<{url}|Open in the console>"));
+    }
+    text
+}
+
+fn audit(
+    actor: &Actor,
+    action: crate::audit::Action,
+    sink: &str,
+    event: &str,
+    labels: &BTreeMap<String, String>,
+) -> NewEvent {
+    let subject = match (labels.get("run"), labels.get("runbook")) {
         (Some(run), _) => format!("run:{run}"),
         (None, Some(rb)) => format!("runbook:{rb}"),
         _ => "notify".to_string(),
     };
     let mut e = NewEvent::new(actor, action, subject)
-        .outcome(c.event.as_str())
-        .details(json!({"sink": sink, "labels": c.labels}));
-    if let Some(run) = c.labels.get("run") {
+        .outcome(event)
+        .details(json!({"sink": sink, "labels": labels}));
+    if let Some(run) = labels.get("run") {
         e = e.run(run);
     }
     e
@@ -616,7 +1330,198 @@ mod tests {
         for resend in [1, MAX_RESEND_S] {
             let sinks = checked(&with(resend, "http://127.0.0.1:9/am"), &secrets).expect("edge");
             // The path prefix is kept.
-            assert_eq!(sinks[0].url.as_str(), "http://127.0.0.1:9/am/api/v2/alerts");
+            let Kind::Alertmanager { url } = &sinks[0].kind else {
+                panic!("not an alertmanager sink");
+            };
+            assert_eq!(url.as_str(), "http://127.0.0.1:9/am/api/v2/alerts");
+        }
+    }
+
+    fn secrets() -> crate::secret::StaticSecrets {
+        crate::secret::StaticSecrets(BTreeMap::from([
+            (
+                "key".to_string(),
+                crate::secret::Secret::new("0123456789abcdef"),
+            ),
+            ("short".to_string(), crate::secret::Secret::new("tooshort")),
+            (
+                "slack".to_string(),
+                crate::secret::Secret::new("https://hooks.slack.test/services/T0/B0/SEKRIT"),
+            ),
+            (
+                "not-a-url".to_string(),
+                crate::secret::Secret::new("SEKRIT-not-a-url"),
+            ),
+        ]))
+    }
+
+    fn webhook(name: Option<&str>, url: &str, key: &str) -> WebhookSink {
+        WebhookSink {
+            name: name.map(String::from),
+            url: url.into(),
+            signing_secret: key.into(),
+            token_secret: None,
+            timeout_ms: 100,
+            events: Vec::new(),
+            runbooks: Vec::new(),
+        }
+    }
+
+    fn slack(name: &str, secret: &str) -> SlackSink {
+        SlackSink {
+            name: name.into(),
+            url_secret: secret.into(),
+            timeout_ms: 100,
+            events: Vec::new(),
+            runbooks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn webhook_and_slack_sinks_are_checked_without_showing_a_secret() {
+        let s = secrets();
+        let refuse = |config: NotifyConfig, needle: &str| {
+            let Err(err) = checked(&config, &s) else {
+                panic!("accepted: {config:?}");
+            };
+            assert!(err.contains(needle), "{err}");
+            assert!(
+                !err.contains("SEKRIT") && !err.contains("0123456789abcdef"),
+                "{err}"
+            );
+        };
+        let with = |webhook: Vec<WebhookSink>, slack: Vec<SlackSink>| NotifyConfig {
+            webhook,
+            slack,
+            ..NotifyConfig::default()
+        };
+        refuse(
+            with(
+                vec![webhook(None, "http://127.0.0.1:9/h", "missing")],
+                vec![],
+            ),
+            "signing-secret missing",
+        );
+        refuse(
+            with(vec![webhook(None, "http://127.0.0.1:9/h", "short")], vec![]),
+            "shorter than 16 bytes",
+        );
+        refuse(
+            with(
+                vec![webhook(Some("a b"), "http://127.0.0.1:9/h", "key")],
+                vec![],
+            ),
+            "printable",
+        );
+        refuse(
+            with(
+                vec![webhook(
+                    Some(&"x".repeat(65)),
+                    "http://127.0.0.1:9/h",
+                    "key",
+                )],
+                vec![],
+            ),
+            "1 to 64",
+        );
+        refuse(
+            with(vec![], vec![slack("ops", "not-a-url")]),
+            "does not hold an http",
+        );
+        refuse(with(vec![], vec![slack("ops", "nope")]), "url-secret nope");
+        refuse(
+            with(vec![], vec![slack("ops", "slack"), slack("ops", "slack")]),
+            "two sinks are called slack:ops",
+        );
+        let mut c = with(
+            vec![webhook(Some("bus"), "http://127.0.0.1:9/h", "key")],
+            vec![slack("ops", "slack")],
+        );
+        let sinks = checked(&c, &s).expect("valid");
+        let names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["webhook:bus", "slack:ops"]);
+        // The Slack URL is named by the sink, never shown.
+        assert_eq!(sinks[1].endpoint.name, "slack:ops");
+        assert!(!format!("{:?}", sinks[1].endpoint).contains("SEKRIT"));
+        for (field, bad) in [("max-queued", 0usize), ("max-queued", MAX_QUEUED + 1)] {
+            c.max_queued = bad;
+            refuse(c.clone(), field);
+        }
+        c.max_queued = MAX_QUEUED;
+        checked(&c, &s).expect("max-queued at its edge");
+        c.retry_max_ms = c.retry_first_ms - 1;
+        refuse(c.clone(), "retry-max-ms");
+        c.retry_max_ms = c.retry_first_ms;
+        c.give_up_s = 0;
+        refuse(c.clone(), "give-up-s is 0");
+        c.give_up_s = MAX_GIVE_UP_S;
+        checked(&c, &s).expect("give-up-s at its edge");
+    }
+
+    #[test]
+    fn the_signature_is_hmac_sha256_over_timestamp_dot_body() {
+        // Computed independently: python3 -c 'import hmac,hashlib;
+        // print(hmac.new(b"Jefe", b"1700000000.{\"a\":1}", hashlib.sha256).hexdigest())'
+        assert_eq!(
+            signature(b"Jefe", "1700000000", br#"{"a":1}"#),
+            "sha256=fa5f6481efc59da48b19c9dc10196c9953e5651f8304b3a318b6b87d70272e0a"
+        );
+    }
+
+    #[test]
+    fn a_chat_message_escapes_what_could_mention_or_link() {
+        let payload = json!({
+            "transition": "raised",
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "The big red switch (global) is engaged <!channel>",
+                "reason": "db <http://evil|click> & <@U123>",
+                "approve": "firedrill approve r-1 `rm -rf`",
+                "url": "https://firedrill.example.com/console/runs/r-1",
+            },
+        });
+        let text = slack_text(&payload);
+        assert!(
+            !text.contains("<!channel>")
+                && !text.contains("<@U123>")
+                && !text.contains("<http://evil"),
+            "{text}"
+        );
+        assert!(
+            text.contains("&lt;!channel&gt;") && text.contains("&amp;"),
+            "{text}"
+        );
+        assert!(text.contains("`firedrill approve r-1 'rm -rf'`"), "{text}");
+        assert!(
+            text.ends_with("<https://firedrill.example.com/console/runs/r-1|Open in the console>"),
+            "{text}"
+        );
+        let resolved = slack_text(
+            &json!({"transition": "resolved", "labels": {}, "annotations": {"summary": "x"}}),
+        );
+        assert_eq!(resolved, ":white_check_mark: Resolved: *x*");
+        // A link that would break out of `<url|text>` is left out.
+        let bad = slack_text(
+            &json!({"transition": "raised", "labels": {}, "annotations": {"summary": "x", "url": "https://a|b>"}}),
+        );
+        assert!(!bad.contains("Open in the console"), "{bad}");
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter() {
+        let c = NotifyConfig::default();
+        for (attempts, full) in [
+            (1, 1000),
+            (2, 2000),
+            (3, 4000),
+            (9, 256_000),
+            (10, 300_000),
+            (1000, 300_000),
+        ] {
+            for _ in 0..20 {
+                let d = backoff(&c, attempts).as_millis() as u64;
+                assert!((full / 2..=full).contains(&d), "attempt {attempts}: {d} ms");
+            }
         }
     }
 }

@@ -88,12 +88,14 @@ impl Endpoint {
         })
     }
 
-    /// POST `body` with `content_type` to `url` (this endpoint's, or one
-    /// under it); an error names the endpoint, never its credentials.
+    /// POST `body` with `content_type` and `headers` to `url` (this
+    /// endpoint's, or one under it); an error names the endpoint, never its
+    /// credentials.
     pub async fn post(
         &self,
         url: &url::Url,
         content_type: &str,
+        headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<(), String> {
         let mut req = self
@@ -101,6 +103,9 @@ impl Endpoint {
             .post(url.as_str())
             .header("content-type", content_type)
             .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }

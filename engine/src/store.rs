@@ -350,6 +350,28 @@ pub enum Write {
         owner: String,
         lease_ms: i64,
     },
+    /// Record that a sink was told a condition is raised;
+    /// [`Applied::Exists`] when it was.
+    RaiseNotified(NotifiedRow),
+    /// Forget that (it was resolved); [`Applied::Stale`] when not raised.
+    ResolveNotified {
+        sink: String,
+        key: String,
+    },
+    /// Queue a delivery; [`Applied::Exists`] when its idempotency key is queued.
+    PushOutbox(OutboxRow),
+    /// A failed attempt: count it and try again at `next_at_ms`.
+    RetryOutbox {
+        id: i64,
+        attempts: i64,
+        next_at_ms: i64,
+        error: String,
+    },
+    /// Remove a delivery (made, dropped or given up); [`Applied::Stale`]
+    /// when it is gone.
+    RemoveOutbox {
+        id: i64,
+    },
     /// A person's decision on a step a crashed node left without a result:
     /// set its status (`retry` to run it again, `skipped`) if it is still
     /// `from`; [`Applied::Stale`] otherwise.
@@ -393,6 +415,11 @@ impl Write {
             Write::RenewLease { .. } => "renew-lease",
             Write::HoldLease { .. } => "hold-lease",
             Write::DecideStep { .. } => "decide-step",
+            Write::RaiseNotified(_) => "raise-notified",
+            Write::ResolveNotified { .. } => "resolve-notified",
+            Write::PushOutbox(_) => "push-outbox",
+            Write::RetryOutbox { .. } => "retry-outbox",
+            Write::RemoveOutbox { .. } => "remove-outbox",
             Write::InsertCheckpoint(_) => "insert-checkpoint",
         }
     }
@@ -572,6 +599,48 @@ pub struct RunFilter {
     pub limit: i64,
 }
 
+/// A condition a notification sink was told is raised ([`Write::RaiseNotified`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifiedRow {
+    pub sink: String,
+    /// The condition's identity (its label set as JSON).
+    pub key: String,
+    pub raised_at: String,
+    /// Its labels and annotations, for the resolution's message.
+    pub condition: serde_json::Value,
+}
+
+/// One delivery in the notification outbox, oldest first by `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    /// Assigned by the store (ignored in [`Write::PushOutbox`]).
+    pub id: i64,
+    pub sink: String,
+    /// Unique; sent with every attempt, so a receiver can drop repeats.
+    pub idempotency_key: String,
+    /// `raised` or `resolved`.
+    pub transition: String,
+    pub event: String,
+    /// What the audit records of its delivery name (`run:ID`, `runbook:NAME`).
+    pub subject: String,
+    pub run_id: Option<String>,
+    /// The notification as the webhook sink sends it.
+    pub payload: serde_json::Value,
+    pub created_at: String,
+    /// When the next attempt is due (ms since the epoch).
+    pub next_at_ms: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// How many deliveries a sink has queued, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxDepth {
+    pub sink: String,
+    pub queued: i64,
+    pub oldest: Option<String>,
+}
+
 /// A run waiting for a person ([`Store::waiting_runs`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitingRun {
@@ -720,6 +789,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// (id, runbook, status, since when: the newest step's start, else the
     /// run's), oldest first, at most `limit`.
     async fn waiting_runs(&self, limit: i64) -> Result<Vec<WaitingRun>, StoreError>;
+    /// What `sink` was told is raised, at most `limit`.
+    async fn notified(&self, sink: &str, limit: i64) -> Result<Vec<NotifiedRow>, StoreError>;
+    /// `sink`'s queued deliveries, oldest first, at most `limit`; only those
+    /// due by `due_by_ms` when given.
+    async fn outbox(
+        &self,
+        sink: &str,
+        due_by_ms: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Queued deliveries per sink.
+    async fn outbox_depths(&self) -> Result<Vec<OutboxDepth>, StoreError>;
+    /// Every sink with a notified condition or a queued delivery.
+    async fn notification_sinks(&self) -> Result<Vec<String>, StoreError>;
     /// The chain hashes of records with `seq > after`, in order, at most
     /// `limit` (what the Merkle tree is built from).
     async fn audit_hashes(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError>;

@@ -95,6 +95,18 @@ pub fn sanitized<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(row:
     serde_json::from_value(v).unwrap_or_else(|_| row.clone())
 }
 
+/// `text` cut to at most `max` bytes, on a character boundary.
+pub fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ mod hostile;
 mod http;
 mod languages;
 mod nodes;
+mod notify;
 mod overload;
 mod registry;
 mod runbooks;

@@ -162,3 +162,108 @@ impl Drop for WebServer {
         self.task.abort();
     }
 }
+
+/// One request a [`Receiver`] was sent.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    /// The status it was answered.
+    pub status: u16,
+}
+
+impl Received {
+    /// The body as JSON (`Null` when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A header's value ("" when absent).
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// A notification receiver on a free loopback port: records every POST
+/// (any path) and answers 503 while `failing` (the first `fail_next` too).
+#[derive(Debug)]
+pub struct Receiver {
+    pub port: u16,
+    pub seen: Arc<std::sync::Mutex<Vec<Received>>>,
+    pub fail_next: Arc<AtomicUsize>,
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    /// # Panics
+    /// If no port can be bound.
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"))
+            .port();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let fail_next = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, f, down) = (seen.clone(), fail_next.clone(), failing.clone());
+        let app = Router::new().fallback(post(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let (s, f, down) = (s.clone(), f.clone(), down.clone());
+                async move {
+                    let fail = down.load(Ordering::SeqCst)
+                        || f.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                    let status = if fail { 503 } else { 200 };
+                    s.lock().unwrap_or_else(|p| p.into_inner()).push(Received {
+                        path: uri.path().to_string(),
+                        headers,
+                        body: body.to_vec(),
+                        status,
+                    });
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+                }
+            },
+        ));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            port,
+            seen,
+            fail_next,
+            failing,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Every request so far, in order.
+    pub fn seen(&self) -> Vec<Received> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The requests answered 200.
+    pub fn accepted(&self) -> Vec<Received> {
+        self.seen()
+            .into_iter()
+            .filter(|r| r.status == 200)
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -161,14 +161,7 @@ impl Snapshot {
 
 /// `text`, cut at [`MAX_KEPT_VALUE`] bytes on a character boundary.
 pub(super) fn clip(text: &str) -> &str {
-    if text.len() <= MAX_KEPT_VALUE {
-        return text;
-    }
-    let mut end = MAX_KEPT_VALUE;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    crate::term::clip(text, MAX_KEPT_VALUE)
 }
 
 /// The compiled triggers of the store's current runbooks.

@@ -88,10 +88,16 @@ actions! {
     AlertUnmatched => "alert.unmatched",
     TriggerBreakerReset => "trigger.breaker.reset",
     /// A notification sink was first told of a condition (a run awaiting
-    /// approval, an open breaker...).
+    /// approval, an open breaker...): posted to Alertmanager, or queued in
+    /// the outbox of a webhook or Slack sink.
     NotificationRaised => "notification.raised",
-    /// A notification sink was told a condition ended.
+    /// A notification sink was told (or a message queued) that a condition ended.
     NotificationResolved => "notification.resolved",
+    /// A queued notification was delivered to its webhook or Slack sink.
+    NotificationDelivered => "notification.delivered",
+    /// A queued notification was given up (its sink's outbox full, too
+    /// old, or the sink removed from the config).
+    NotificationDropped => "notification.dropped",
     /// Someone asked for a drill to run now.
     DrillRequested => "drill.requested",
     /// A due drill did not start (busy, halted, refused).

@@ -24,11 +24,11 @@ fn bounded(message: String) -> String {
     if message.len() <= MAX_PROBLEM_BYTES {
         return message;
     }
-    let mut cut = MAX_PROBLEM_BYTES;
-    while !message.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}... ({} bytes, cut)", &message[..cut], message.len())
+    format!(
+        "{}... ({} bytes, cut)",
+        crate::term::clip(&message, MAX_PROBLEM_BYTES),
+        message.len()
+    )
 }
 
 /// One problem in a runbook.

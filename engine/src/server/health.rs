@@ -206,6 +206,26 @@ pub(super) async fn metrics(
             .map_or(0.0, |d| d.as_secs_f64().floor());
         gauges.push((age_name, help_age, String::new(), oldest));
     }
+    for d in store.outbox_depths().await? {
+        let sink = format!("sink=\"{}\"", d.sink.replace(['"', '\\', '\n'], ""));
+        gauges.push((
+            "firedrill_notifications_queued",
+            "Deliveries queued for a webhook or Slack sink, not yet made ([notify] max-queued bounds it).",
+            sink.clone(),
+            d.queued as f64,
+        ));
+        let oldest = d
+            .oldest
+            .and_then(|o| humantime::parse_rfc3339_weak(&o).ok())
+            .and_then(|t| now.duration_since(t).ok())
+            .map_or(0.0, |d| d.as_secs_f64().floor());
+        gauges.push((
+            "firedrill_notification_oldest_queued_seconds",
+            "How long the oldest queued delivery of a sink has waited ([notify] give-up-s bounds it).",
+            sink,
+            oldest,
+        ));
+    }
     gauges.push((
         "firedrill_run_queue_depth",
         "Runs queued in the store, waiting for any node to claim them (server.max-queued-runs bounds it).",

@@ -422,6 +422,80 @@ impl Store for $store {
             .collect()
     }
 
+    async fn notified(&self, sink: &str, limit_: i64) -> Result<Vec<super::NotifiedRow>, StoreError> {
+        sqlx::query(q("SELECT * FROM notified WHERE sink = ? ORDER BY raised_at, key LIMIT ?"))
+            .bind(sink)
+            .bind(limit_)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(sql("read notified"))?
+            .iter()
+            .map(|r| {
+                Ok(super::NotifiedRow {
+                    sink: r.get("sink"),
+                    key: r.get("key"),
+                    raised_at: r.get("raised_at"),
+                    condition: parse_json("notified condition", &r.get::<String, _>("condition"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox(
+        &self,
+        sink: &str,
+        due_by_ms: Option<i64>,
+        limit_: i64,
+    ) -> Result<Vec<super::OutboxRow>, StoreError> {
+        sqlx::query(q("SELECT * FROM notification_outbox WHERE sink = ? AND next_at_ms <= ? ORDER BY id LIMIT ?"))
+            .bind(sink)
+            .bind(due_by_ms.unwrap_or(i64::MAX))
+            .bind(limit_)
+            .fetch_all(&self.reads)
+            .await
+            .map_err(sql("read outbox"))?
+            .iter()
+            .map(|r| {
+                Ok(super::OutboxRow {
+                    id: r.get("id"),
+                    sink: r.get("sink"),
+                    idempotency_key: r.get("idempotency_key"),
+                    transition: r.get("transition"),
+                    event: r.get("event"),
+                    subject: r.get("subject"),
+                    run_id: r.get("run_id"),
+                    payload: parse_json("outbox payload", &r.get::<String, _>("payload"))?,
+                    created_at: r.get("created_at"),
+                    next_at_ms: r.get("next_at_ms"),
+                    attempts: r.get("attempts"),
+                    last_error: r.get("last_error"),
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_depths(&self) -> Result<Vec<super::OutboxDepth>, StoreError> {
+        let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(q(
+            "SELECT sink, COUNT(*), MIN(created_at) FROM notification_outbox GROUP BY sink ORDER BY sink",
+        ))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(sql("read outbox depths"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(sink, queued, oldest)| super::OutboxDepth { sink, queued, oldest })
+            .collect())
+    }
+
+    async fn notification_sinks(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(q(
+            "SELECT sink FROM notified UNION SELECT sink FROM notification_outbox ORDER BY sink",
+        ))
+        .fetch_all(&self.reads)
+        .await
+        .map_err(sql("read notification sinks"))
+    }
+
     fn database_file(&self) -> Option<&std::path::Path> {
         self.file()
     }

@@ -501,6 +501,45 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                 return Ok(Applied::Stale);
             }
         }
+        Write::RaiseNotified(n) => {
+            let done = sqlx::query(q("INSERT INTO notified (sink, key, raised_at, condition) VALUES (?, ?, ?, ?) ON CONFLICT (sink, key) DO NOTHING"))
+                .bind(&n.sink).bind(&n.key).bind(&n.raised_at).bind(json_text(&n.condition))
+                .execute(&mut *tx).await.map_err(sql("raise notified"))?;
+            if done.rows_affected() == 0 {
+                return Ok(Applied::Exists);
+            }
+        }
+        Write::ResolveNotified { sink, key } => {
+            let done = sqlx::query(q("DELETE FROM notified WHERE sink = ? AND key = ?"))
+                .bind(sink).bind(key)
+                .execute(&mut *tx).await.map_err(sql("resolve notified"))?;
+            if done.rows_affected() == 0 {
+                return Ok(Applied::Stale);
+            }
+        }
+        Write::PushOutbox(o) => {
+            let done = sqlx::query(q("INSERT INTO notification_outbox (sink, idempotency_key, transition, event, subject, run_id, payload, created_at, next_at_ms, attempts, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING"))
+                .bind(&o.sink).bind(&o.idempotency_key).bind(&o.transition).bind(&o.event)
+                .bind(&o.subject).bind(&o.run_id).bind(json_text(&o.payload)).bind(&o.created_at)
+                .bind(o.next_at_ms).bind(o.attempts).bind(&o.last_error)
+                .execute(&mut *tx).await.map_err(sql("push outbox"))?;
+            if done.rows_affected() == 0 {
+                return Ok(Applied::Exists);
+            }
+        }
+        Write::RetryOutbox { id, attempts, next_at_ms, error } => {
+            sqlx::query(q("UPDATE notification_outbox SET attempts = ?, next_at_ms = ?, last_error = ? WHERE id = ?"))
+                .bind(attempts).bind(next_at_ms).bind(error).bind(id)
+                .execute(&mut *tx).await.map_err(sql("retry outbox"))?;
+        }
+        Write::RemoveOutbox { id } => {
+            let done = sqlx::query(q("DELETE FROM notification_outbox WHERE id = ?"))
+                .bind(id)
+                .execute(&mut *tx).await.map_err(sql("remove outbox"))?;
+            if done.rows_affected() == 0 {
+                return Ok(Applied::Stale);
+            }
+        }
         Write::DecideStep {
             run_id,
             step_id,

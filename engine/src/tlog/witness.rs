@@ -71,6 +71,7 @@ impl Witness {
                 .post(
                     &endpoint.url,
                     "text/plain; charset=utf-8",
+                    &[],
                     cp.note.clone().into_bytes(),
                 )
                 .await

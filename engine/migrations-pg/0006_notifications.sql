@@ -1,0 +1,27 @@
+-- Notifications (issue 21). `notified`: what each sink was told is raised
+-- (so a restart or another node taking over the notifier neither repeats a
+-- notification nor forgets to resolve one). `notification_outbox`: the
+-- deliveries to webhook and Slack sinks not yet made, retried with backoff,
+-- bounded per sink ([notify] max-queued, give-up-s).
+CREATE TABLE notified (
+    sink      TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    raised_at TEXT NOT NULL,
+    condition TEXT NOT NULL,
+    PRIMARY KEY (sink, key)
+);
+CREATE TABLE notification_outbox (
+    id              BIGSERIAL PRIMARY KEY,
+    sink            TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    transition      TEXT NOT NULL,
+    event           TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    run_id          TEXT,
+    payload         TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    next_at_ms      BIGINT NOT NULL,
+    attempts        BIGINT NOT NULL DEFAULT 0,
+    last_error      TEXT
+);
+CREATE INDEX notification_outbox_due ON notification_outbox (sink, next_at_ms, id);
