@@ -16,6 +16,7 @@ use firedrill::notify::{Event, NotifyConfig, SlackSink, WebhookSink};
 use firedrill::secret::{Secret, StaticSecrets};
 use firedrill::server::{AppState, ServerConfig};
 use firedrill_tests::TestEnv;
+use firedrill_tests::api_call;
 use firedrill_tests::web::Receiver;
 use hmac::Mac;
 use serde_json::json;
@@ -95,29 +96,31 @@ fn details(r: &firedrill::audit::AuditRecord) -> serde_json::Value {
 }
 
 async fn start_gated(url: &str, token: &str) -> String {
-    let started: serde_json::Value = reqwest::Client::new()
-        .post(format!("{url}/api/v1/runs"))
-        .bearer_auth(token)
-        .json(&json!({"runbook": "gated", "mode": "live", "force_untested": true}))
-        .send()
-        .await
-        .expect("start")
-        .json()
-        .await
-        .expect("json");
+    let body = json!({"runbook": "gated", "mode": "live", "force_untested": true});
+    let (status, started) = api_call(
+        &reqwest::Client::new(),
+        url,
+        "POST",
+        "/api/v1/runs",
+        Some(token),
+        Some(body),
+    )
+    .await;
+    assert!(status.is_success(), "{started}");
     started["run_id"].as_str().expect("run id").to_string()
 }
 
 async fn metrics(url: &str, token: &str) -> String {
-    reqwest::Client::new()
-        .get(format!("{url}/metrics"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
+    let (_, text) = api_call(
+        &reqwest::Client::new(),
+        url,
+        "GET",
+        "/metrics",
+        Some(token),
+        None,
+    )
+    .await;
+    text.as_str().expect("text").to_string()
 }
 
 /// The value of the metric line naming `name` with every one of `labels`.
@@ -212,14 +215,17 @@ async fn a_signed_webhook_is_told_once_of_a_run_awaiting_approval_and_of_its_end
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(of_run("raised").len(), 3);
 
-    let approved = reqwest::Client::new()
-        .post(format!("{url}/api/v1/runs/{id}/approve"))
-        .bearer_auth(&carol)
-        .json(&json!({"comment": "go"}))
-        .send()
-        .await
-        .expect("approve");
-    assert!(approved.status().is_success());
+    let path = format!("/api/v1/runs/{id}/approve");
+    let (status, _) = api_call(
+        &reqwest::Client::new(),
+        &url,
+        "POST",
+        &path,
+        Some(&carol),
+        Some(json!({"comment": "go"})),
+    )
+    .await;
+    assert!(status.is_success());
     wait_until("the end delivered", async || {
         of_run("resolved").iter().any(|r| r.status == 200)
     })

@@ -58,6 +58,18 @@ async fn drain(State(c): State<Arc<Counters>>) -> &'static str {
     "drained"
 }
 
+/// A listener on a free port of 127.0.0.1, and the port.
+async fn loopback() -> (tokio::net::TcpListener, u16) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("addr: {e}"))
+        .port();
+    (listener, port)
+}
+
 impl WebServer {
     /// Start on a free port of 127.0.0.1.
     ///
@@ -65,13 +77,7 @@ impl WebServer {
     /// If no port can be bound.
     pub async fn start() -> WebServer {
         let counters = Arc::new(Counters::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("addr: {e}"))
-            .port();
+        let (listener, port) = loopback().await;
         let c = counters.clone();
         let app = Router::new()
             .route("/healthz", get(healthz))
@@ -203,13 +209,7 @@ impl Receiver {
     /// # Panics
     /// If no port can be bound.
     pub async fn start() -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("addr: {e}"))
-            .port();
+        let (listener, port) = loopback().await;
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let fail_next = Arc::new(AtomicUsize::new(0));
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
