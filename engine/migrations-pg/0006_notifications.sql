@@ -24,4 +24,5 @@ CREATE TABLE notification_outbox (
     attempts        BIGINT NOT NULL DEFAULT 0,
     last_error      TEXT
 );
-CREATE INDEX notification_outbox_due ON notification_outbox (sink, next_at_ms, id);
+-- A sink's queue is delivered in order, from its head.
+CREATE INDEX notification_outbox_sink ON notification_outbox (sink, id);

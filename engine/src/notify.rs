@@ -108,10 +108,10 @@ pub struct AlertmanagerSink {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WebhookSink {
-    /// How metrics, logs and the audit log name it (`webhook:NAME`).
-    /// Default: its URL.
-    #[serde(default)]
-    pub name: Option<String>,
+    /// How metrics, logs and the audit log name it (`webhook:NAME`; its
+    /// URL may carry a credential, so it is never shown). Renaming a sink
+    /// drops its queue and raises its conditions again.
+    pub name: String,
     /// Where to POST, e.g. `https://hooks.example.com/firedrill`.
     pub url: String,
     /// The secret (from `[secrets]`, at least 16 bytes) that signs each
@@ -399,7 +399,7 @@ pub async fn conditions(
         }
         out.push(
             Condition::new(Event::ReadinessLost, Some(&r.runbook), "warning")
-                .label("state", r.state.as_str())
+                .note("state", r.state.as_str())
                 .note(
                     "summary",
                     format!(
@@ -447,12 +447,14 @@ impl Sink {
 /// The notifier `serve` runs; stops when dropped.
 #[derive(Debug)]
 pub struct Notifier {
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Notifier {
     fn drop(&mut self) {
-        self.task.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
@@ -472,6 +474,10 @@ fn checked_name(what: &str, name: &str) -> Result<String, String> {
     }
     Ok(name.to_string())
 }
+
+/// Shortest and longest `timeout-ms` of a sink.
+pub const MIN_TIMEOUT_MS: u64 = 100;
+pub const MAX_TIMEOUT_MS: u64 = 30_000;
 
 fn in_range(what: &str, v: u64, lo: u64, hi: u64) -> Result<(), String> {
     if (lo..=hi).contains(&v) {
@@ -497,10 +503,26 @@ fn checked(
         3_600_000,
     )?;
     in_range("give-up-s", config.give_up_s, 1, MAX_GIVE_UP_S)?;
+    in_range("max-alerts", config.max_alerts as u64, 1, MAX_QUEUED as u64)?;
+    in_range("failed-run-s", config.failed_run_s, 1, MAX_GIVE_UP_S)?;
+    if let Some(u) = &config.console_url
+        && !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+    {
+        return Err(format!(
+            "[notify] console-url {:?} is not an http:// or https:// URL (the console's address, e.g. https://firedrill.example.com)",
+            crate::outbound::without_credentials(u)
+        ));
+    }
     let mut sinks = Vec::new();
     for s in &config.alertmanager {
+        in_range(
+            "alertmanager timeout-ms",
+            s.timeout_ms,
+            MIN_TIMEOUT_MS,
+            MAX_TIMEOUT_MS,
+        )?;
         let endpoint = crate::outbound::Endpoint::new(
-            "notification sink",
+            "[[notify.alertmanager]]",
             &s.url,
             s.token_secret.as_deref(),
             s.timeout_ms,
@@ -523,17 +545,26 @@ fn checked(
         });
     }
     for s in &config.webhook {
-        let endpoint = crate::outbound::Endpoint::new(
+        let name = checked_name("[[notify.webhook]]", &s.name)?;
+        in_range(
+            &format!("webhook {name} timeout-ms"),
+            s.timeout_ms,
+            MIN_TIMEOUT_MS,
+            MAX_TIMEOUT_MS,
+        )?;
+        let mut endpoint = crate::outbound::Endpoint::new(
             "webhook sink",
             &s.url,
             s.token_secret.as_deref(),
             s.timeout_ms,
             secrets,
-        )?;
-        let name = match &s.name {
-            Some(n) => checked_name("[[notify.webhook]]", n)?,
-            None => endpoint.name.clone(),
-        };
+        )
+        .map_err(|_| {
+            format!(
+                "[[notify.webhook]] {name}: url must be an http:// or https:// URL without credentials in it (a token goes in token-secret)"
+            )
+        })?;
+        endpoint.name = format!("webhook:{name}");
         let signing_key = secrets.get(&s.signing_secret).map_err(|e| {
             format!(
                 "[[notify.webhook]] {name}: signing-secret {}: {e}",
@@ -556,6 +587,12 @@ fn checked(
     }
     for s in &config.slack {
         let name = checked_name("[[notify.slack]]", &s.name)?;
+        in_range(
+            &format!("slack {name} timeout-ms"),
+            s.timeout_ms,
+            MIN_TIMEOUT_MS,
+            MAX_TIMEOUT_MS,
+        )?;
         // The URL is the credential (Slack's token is its path): no error
         // or log ever shows it, only the sink's name.
         let url = secrets
@@ -575,6 +612,14 @@ fn checked(
             )
         })?;
         endpoint.name = format!("slack:{name}");
+        if endpoint.url.scheme() == "http"
+            && !endpoint
+                .url
+                .host_str()
+                .is_some_and(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]")
+        {
+            tracing::warn!(sink = %endpoint.name, "the incoming-webhook URL is a credential and crosses the network in clear text; use https://");
+        }
         sinks.push(Sink {
             name: format!("slack:{name}"),
             kind: Kind::Slack,
@@ -595,60 +640,101 @@ fn checked(
     Ok(sinks)
 }
 
-/// Check `[notify]` and start the notifier (`None` when no sink is set).
+/// Check `[notify]` and start the notifier: one task that holds the
+/// `notifier` lease (renewed every second) and reads the conditions every
+/// `resend-s`, and one task per webhook or Slack sink that delivers its
+/// queue, so a sink that hangs holds up no other. With no sink configured
+/// it only clears what removed sinks left in the store, then stops.
 pub fn spawn(
     service: Service,
     alerts: Arc<crate::alerts::Alerts>,
     config: &NotifyConfig,
     secrets: &dyn crate::secret::SecretProvider,
 ) -> Result<Option<Notifier>, String> {
-    let sinks = checked(config, secrets)?;
-    if sinks.is_empty() {
-        return Ok(None);
+    let sinks: Vec<Arc<Sink>> = checked(config, secrets)?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let config = Arc::new(config.clone());
+    // Until when (ms since the epoch) this node holds the lease, as far as
+    // it knows: renewed every tick, with a third of the lease as margin.
+    let leader = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let mut tasks = Vec::new();
+    for sink in sinks
+        .iter()
+        .filter(|s| !matches!(s.kind, Kind::Alertmanager { .. }))
+    {
+        let (service, config, sink, leader) = (
+            service.clone(),
+            config.clone(),
+            sink.clone(),
+            leader.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = deliver(&service, &config, &sink, &leader).await {
+                    tracing::warn!(sink = %sink.name, error = %e, "notifications: could not read or update the outbox; retrying at the next tick");
+                }
+            }
+        }));
     }
-    let config = config.clone();
-    let task = tokio::spawn(async move {
-        // Deliveries are due every second or so; conditions are read every
-        // resend-s.
-        let mut tick = tokio::time::interval(DELIVERY_TICK);
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let resend = Duration::from_secs(config.resend_s);
         let mut last_scan: Option<tokio::time::Instant> = None;
-        let mut leader = false;
         loop {
             tick.tick().await;
-            if last_scan.is_none_or(|t| t.elapsed() >= resend) {
-                last_scan = Some(tokio::time::Instant::now());
-                match scan(&service, &alerts, &config, &sinks).await {
-                    Ok(l) => leader = l,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "notifications: could not read the store; retrying at the next tick");
-                    }
+            match hold_lease(&service).await {
+                Ok(Some(until)) => leader.store(until, std::sync::atomic::Ordering::SeqCst),
+                Ok(None) => {
+                    leader.store(0, std::sync::atomic::Ordering::SeqCst);
+                    continue;
+                }
+                Err(e) => {
+                    leader.store(0, std::sync::atomic::Ordering::SeqCst);
+                    tracing::warn!(error = %e, "notifications: could not hold the notifier lease; retrying at the next tick");
+                    continue;
                 }
             }
-            if leader && let Err(e) = deliver(&service, &config, &sinks).await {
-                tracing::warn!(error = %e, "notifications: could not read the outbox; retrying at the next tick");
+            if last_scan.is_some_and(|t| t.elapsed() < resend) {
+                continue;
+            }
+            last_scan = Some(tokio::time::Instant::now());
+            if let Err(e) = forget_removed(&service, &sinks).await {
+                tracing::warn!(error = %e, "notifications: could not clear removed sinks; retrying at the next scan");
+            } else if sinks.is_empty() {
+                return;
+            }
+            if let Err(e) = scan(&service, &alerts, &config, &sinks).await {
+                tracing::warn!(error = %e, "notifications: could not read the conditions; retrying at the next scan");
             }
         }
-    });
-    Ok(Some(Notifier { task }))
+    }));
+    Ok(Some(Notifier { tasks }))
 }
 
-/// How often queued deliveries are looked at.
-const DELIVERY_TICK: Duration = Duration::from_secs(1);
+/// How often the lease is renewed and queued deliveries are looked at.
+const TICK: Duration = Duration::from_secs(1);
 
-/// Most `max-queued`.
+/// Most `max-queued` and `max-alerts`.
 pub const MAX_QUEUED: usize = 100_000;
 
-/// Longest `give-up-s` (a week).
+/// Longest `give-up-s` and `failed-run-s` (a week).
 pub const MAX_GIVE_UP_S: u64 = 7 * 24 * 3600;
 
 /// Most conditions a sink is remembered to have been told of (a tick
 /// reads them all; more than the conditions a tick can produce).
 const MAX_TOLD: i64 = 10_000;
 
-/// Most deliveries one sink attempts per delivery tick.
+/// Most deliveries of one sink read per tick (its queue's head).
 const DELIVERY_BATCH: i64 = 100;
+
+/// Most deliveries dropped in one audited batch.
+const MAX_DROPPED: i64 = 1000;
 
 fn alert_json(c: &Condition, starts: &str, ends: &str) -> Value {
     json!({"labels": c.labels, "annotations": c.annotations, "startsAt": starts, "endsAt": ends})
@@ -662,60 +748,80 @@ fn notifier() -> Actor {
     Actor::engine(ActorKind::Scheduler, "notifier", Via::Engine)
 }
 
-/// One scan: hold the notifier lease (`false`: another node notifies),
-/// read the conditions, tell each sink what changed.
+/// Take or keep the notifier lease: until when this node may notify
+/// (ms since the epoch, with a third of the lease as margin), or `None`
+/// while another node holds it.
+async fn hold_lease(service: &Service) -> Result<Option<i64>, StoreError> {
+    let node = service.node();
+    let lease_ms = node.lease_ms_i64().max(3000);
+    let held = service
+        .store()
+        .apply(Batch::new().write(crate::store::Write::HoldLease {
+            name: NOTIFIER_LEASE.into(),
+            owner: node.id.clone(),
+            lease_ms,
+        }))
+        .await?;
+    Ok((held == crate::store::Applied::Done)
+        .then(|| crate::store::now_ms().saturating_add(lease_ms * 2 / 3)))
+}
+
+/// One scan: read the conditions, tell each sink what changed (a sink's
+/// failure is logged and leaves the others alone).
 async fn scan(
     service: &Service,
     alerts: &crate::alerts::Alerts,
     config: &NotifyConfig,
-    sinks: &[Sink],
-) -> Result<bool, StoreError> {
-    let node = service.node();
-    let held =
-        service
-            .store()
-            .apply(Batch::new().write(crate::store::Write::HoldLease {
-                name: NOTIFIER_LEASE.into(),
-                owner: node.id.clone(),
-                lease_ms:
-                    node.lease_ms_i64().max(
-                        i64::try_from(config.resend_s.saturating_mul(3000)).unwrap_or(i64::MAX),
-                    ),
-            }))
-            .await?;
-    if held != crate::store::Applied::Done {
-        return Ok(false);
-    }
+    sinks: &[Arc<Sink>],
+) -> Result<(), StoreError> {
     let now = SystemTime::now();
     let all = conditions(service, alerts, config, now).await?;
-    forget_removed(service, sinks).await?;
+    let depths = service.store().outbox_depths().await?;
     for sink in sinks {
-        let mut active: BTreeMap<String, &Condition> = BTreeMap::new();
-        for c in all.iter().filter(|c| sink.wants(c)) {
-            active.insert(c.key(), c);
-        }
-        let told: BTreeMap<String, NotifiedRow> = service
-            .store()
-            .notified(&sink.name, MAX_TOLD)
-            .await?
-            .into_iter()
-            .map(|n| (n.key.clone(), n))
-            .collect();
-        let gone: Vec<&NotifiedRow> = told
+        let queued = depths
             .iter()
-            .filter(|(k, _)| !active.contains_key(*k))
-            .map(|(_, n)| n)
-            .collect();
-        match &sink.kind {
-            Kind::Alertmanager { url } => {
-                sync_alertmanager(service, config, sink, url, &active, &told, &gone, now).await?;
-            }
-            Kind::Webhook { .. } | Kind::Slack => {
-                queue(service, config, sink, &active, &told, &gone, now).await?;
-            }
+            .find(|d| d.sink == sink.name)
+            .map_or(0, |d| d.queued);
+        if let Err(e) = scan_sink(service, config, sink, &all, queued, now).await {
+            tracing::warn!(sink = %sink.name, error = %e, "notifications: could not update this sink; retrying at the next scan");
         }
     }
-    Ok(true)
+    Ok(())
+}
+
+async fn scan_sink(
+    service: &Service,
+    config: &NotifyConfig,
+    sink: &Sink,
+    all: &[Condition],
+    queued: i64,
+    now: SystemTime,
+) -> Result<(), StoreError> {
+    let mut active: BTreeMap<String, &Condition> = BTreeMap::new();
+    for c in all.iter().filter(|c| sink.wants(c)) {
+        active.insert(c.key(), c);
+    }
+    let told: BTreeMap<String, NotifiedRow> = service
+        .store()
+        .notified(&sink.name, MAX_TOLD)
+        .await?
+        .into_iter()
+        .map(|n| (n.key.clone(), n))
+        .collect();
+    let gone: Vec<&NotifiedRow> = told
+        .iter()
+        .filter(|(k, _)| !active.contains_key(*k))
+        .map(|(_, n)| n)
+        .collect();
+    match &sink.kind {
+        Kind::Alertmanager { url } => {
+            sync_alertmanager(service, config, sink, url, &active, &told, &gone, now).await
+        }
+        Kind::Webhook { .. } | Kind::Slack => {
+            let added = queue(service, config, sink, &active, &told, &gone, now).await?;
+            trim(service, config, sink, queued + added).await
+        }
+    }
 }
 
 /// Post every active condition (and each ended one, with `endsAt = now`)
@@ -791,6 +897,8 @@ async fn sync_alertmanager(
 }
 
 /// Record that `sink` was told of `c` (with its delivery, for the outbox).
+/// The batch is one transaction: when it finds the condition recorded
+/// already (another scan, another node), nothing of it is written.
 async fn raise(
     service: &Service,
     sink: &Sink,
@@ -896,6 +1004,7 @@ fn delivery(
         payload: json!({
             "version": 1,
             "id": id,
+            "sink": sink.name,
             "transition": transition,
             "event": event,
             "runbook": runbook,
@@ -914,8 +1023,8 @@ fn delivery(
 
 /// Queue one delivery per change: each new condition raised, each ended
 /// one resolved (a failed run is a moment, not a state: no resolution is
-/// sent for it). At most `max-alerts` changes per scan (the rest wait for
-/// the next). Then keep the outbox within `max-queued`.
+/// sent or audited for it). At most `max-alerts` changes per scan (the
+/// rest wait for the next). Returns how many deliveries were queued.
 async fn queue(
     service: &Service,
     config: &NotifyConfig,
@@ -924,19 +1033,29 @@ async fn queue(
     told: &BTreeMap<String, NotifiedRow>,
     gone: &[&NotifiedRow],
     now: SystemTime,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let now_s = rfc3339(now);
     let actor = notifier();
     let mut budget = config.max_alerts;
+    let mut added = 0;
     for n in gone {
         if budget == 0 {
             break;
         }
         budget -= 1;
-        let moment = n.condition["event"] == Event::RunFailed.as_str();
-        let d = (!moment)
-            .then(|| delivery(sink, &n.condition, &n.key, &n.raised_at, "resolved", &now_s));
-        resolve(service, sink, n, d, &actor).await?;
+        if n.condition["event"] == Event::RunFailed.as_str() {
+            service
+                .store()
+                .apply(Batch::new().write(crate::store::Write::ResolveNotified {
+                    sink: sink.name.clone(),
+                    key: n.key.clone(),
+                }))
+                .await?;
+            continue;
+        }
+        let d = delivery(sink, &n.condition, &n.key, &n.raised_at, "resolved", &now_s);
+        resolve(service, sink, n, Some(d), &actor).await?;
+        added += 1;
     }
     for (key, c) in active {
         if told.contains_key(key) {
@@ -948,105 +1067,138 @@ async fn queue(
         budget -= 1;
         let d = delivery(sink, &condition_json(c), key, &now_s, "raised", &now_s);
         raise(service, sink, c, &now_s, Some(d), &actor).await?;
+        added += 1;
     }
-    trim(service, config, sink).await
+    Ok(added)
 }
 
 /// Drop the oldest deliveries beyond `max-queued` (counted and audited).
-async fn trim(service: &Service, config: &NotifyConfig, sink: &Sink) -> Result<(), StoreError> {
-    let store = service.store();
-    let queued = store
-        .outbox_depths()
-        .await?
-        .into_iter()
-        .find(|d| d.sink == sink.name)
-        .map_or(0, |d| d.queued);
+async fn trim(
+    service: &Service,
+    config: &NotifyConfig,
+    sink: &Sink,
+    queued: i64,
+) -> Result<(), StoreError> {
     let limit = i64::try_from(config.max_queued).unwrap_or(i64::MAX);
     if queued <= limit {
         return Ok(());
     }
-    let excess = (queued - limit).min(MAX_TOLD);
-    for row in store.outbox(&sink.name, None, excess).await? {
-        drop_delivery(
-            service,
-            &row,
-            "queue-full",
-            format!(
-                "the sink's outbox holds more than [notify] max-queued = {} deliveries; the oldest is dropped",
-                config.max_queued
-            ),
-        )
+    let oldest = service
+        .store()
+        .outbox(&sink.name, (queued - limit).min(MAX_DROPPED))
         .await?;
-    }
-    Ok(())
+    drop_deliveries(
+        service,
+        &sink.name,
+        &oldest,
+        "queue-full",
+        format!(
+            "the sink's outbox held more than [notify] max-queued = {} deliveries; the oldest are dropped",
+            config.max_queued
+        ),
+    )
+    .await
 }
 
-/// Give a delivery up: removed, counted, audited.
-async fn drop_delivery(
+/// Give deliveries of one sink up: removed, counted, and audited in one
+/// record (their count, the first ones' subjects and keys, the last error).
+async fn drop_deliveries(
     service: &Service,
-    row: &OutboxRow,
+    sink: &str,
+    rows: &[OutboxRow],
     reason: &str,
     why: String,
 ) -> Result<(), StoreError> {
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let subject = if rows.len() == 1 {
+        first.subject.clone()
+    } else {
+        format!("notify:{sink}")
+    };
+    let listed: Vec<Value> = rows
+        .iter()
+        .take(20)
+        .map(|r| {
+            json!({
+                "subject": r.subject,
+                "event": r.event,
+                "transition": r.transition,
+                "idempotency_key": r.idempotency_key,
+                "queued_at": r.created_at,
+                "attempts": r.attempts,
+            })
+        })
+        .collect();
     let mut e = NewEvent::new(
         &notifier(),
         crate::audit::Action::NotificationDropped,
-        &row.subject,
+        subject,
     )
     .outcome(reason)
     .details(json!({
-        "sink": row.sink,
-        "idempotency_key": row.idempotency_key,
-        "event": row.event,
-        "transition": row.transition,
-        "attempts": row.attempts,
-        "queued_at": row.created_at,
-        "last_error": row.last_error,
+        "sink": sink,
+        "count": rows.len(),
+        "deliveries": listed,
+        "transition": first.transition,
+        "attempts": first.attempts,
+        "last_error": rows.iter().rev().find_map(|r| r.last_error.clone()),
         "why": why,
     }));
-    if let Some(run) = &row.run_id {
+    if rows.len() == 1
+        && let Some(run) = &first.run_id
+    {
         e = e.run(run);
     }
-    let applied = service
-        .store()
-        .apply(
-            Batch::new()
-                .write(crate::store::Write::RemoveOutbox { id: row.id })
-                .event(e),
-        )
-        .await?;
+    let mut batch = Batch::new().event(e);
+    for r in rows {
+        batch = batch.write(crate::store::Write::RemoveOutbox { id: r.id });
+    }
+    let applied = service.store().apply(batch).await?;
     if applied.wrote() {
-        service.metrics().inc(
+        service.metrics().add(
             "firedrill_notifications_dropped_total",
-            &[("sink", &row.sink), ("reason", reason)],
+            &[("sink", sink), ("reason", reason)],
+            rows.len() as u64,
         );
-        tracing::warn!(sink = %row.sink, reason, %why, "a notification was dropped");
+        tracing::warn!(sink, reason, count = rows.len(), %why, "notifications were dropped");
     }
     Ok(())
 }
 
 /// Forget what sinks no longer configured were told, and drop their
-/// queued deliveries (audited).
-async fn forget_removed(service: &Service, sinks: &[Sink]) -> Result<(), StoreError> {
+/// queued deliveries (audited). Every node must have the same `[notify]`
+/// (a node without a sink clears it when it holds the lease).
+async fn forget_removed(service: &Service, sinks: &[Arc<Sink>]) -> Result<(), StoreError> {
     let store = service.store();
     for name in store.notification_sinks().await? {
         if sinks.iter().any(|s| s.name == name) {
             continue;
         }
-        for n in store.notified(&name, MAX_TOLD).await? {
-            store
-                .apply(Batch::new().write(crate::store::Write::ResolveNotified {
-                    sink: name.clone(),
-                    key: n.key,
-                }))
-                .await?;
+        let told = store.notified(&name, MAX_TOLD).await?;
+        let mut batch = Batch::new();
+        for n in &told {
+            batch = batch.write(crate::store::Write::ResolveNotified {
+                sink: name.clone(),
+                key: n.key.clone(),
+            });
         }
-        for row in store.outbox(&name, None, MAX_TOLD).await? {
-            drop_delivery(
+        if !told.is_empty() {
+            tracing::info!(sink = %name, conditions = told.len(), "notifications: forgetting a sink no longer in [notify]");
+            store.apply(batch).await?;
+        }
+        loop {
+            let rows = store.outbox(&name, MAX_DROPPED).await?;
+            if rows.is_empty() {
+                break;
+            }
+            drop_deliveries(
                 service,
-                &row,
+                &name,
+                &rows,
                 "sink-removed",
-                "its sink is no longer in [notify]".into(),
+                "the sink is no longer in [notify]".into(),
             )
             .await?;
         }
@@ -1066,94 +1218,118 @@ fn backoff(config: &NotifyConfig, attempts: i64) -> Duration {
     Duration::from_millis(rand::random_range(full / 2..=full))
 }
 
-/// Attempt each sink's due deliveries, oldest first; a sink's first failure
-/// ends its turn (it is down: the rest wait for their own backoff).
+/// An answer that will not change on a retry (the hook was removed, the
+/// request is refused): 4xx but 408 (timeout) and 429 (slow down).
+fn permanent(status: Option<u16>) -> bool {
+    status.is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429)
+}
+
+/// Deliver a sink's queue in order, from its head: a head older than
+/// `give-up-s` or refused for good is dropped (audited); a head whose
+/// retry is not yet due, or that fails now, holds the queue (the sink is
+/// down: one attempt per backoff, and what was queued after it stays
+/// after it).
 async fn deliver(
     service: &Service,
     config: &NotifyConfig,
-    sinks: &[Sink],
+    sink: &Sink,
+    leader: &std::sync::atomic::AtomicI64,
 ) -> Result<(), StoreError> {
     let metrics = service.metrics();
-    let now = SystemTime::now();
     let give_up = Duration::from_secs(config.give_up_s);
-    for sink in sinks {
-        if matches!(sink.kind, Kind::Alertmanager { .. }) {
+    let leading = || crate::store::now_ms() < leader.load(std::sync::atomic::Ordering::SeqCst);
+    if !leading() {
+        return Ok(());
+    }
+    for row in service.store().outbox(&sink.name, DELIVERY_BATCH).await? {
+        if !leading() {
+            break;
+        }
+        let age = humantime::parse_rfc3339_weak(&row.created_at)
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        if age > give_up {
+            let why = format!(
+                "not delivered after {} attempts in [notify] give-up-s = {} s",
+                row.attempts, config.give_up_s
+            );
+            drop_deliveries(
+                service,
+                &sink.name,
+                std::slice::from_ref(&row),
+                "gave-up",
+                why,
+            )
+            .await?;
             continue;
         }
-        let due = service
-            .store()
-            .outbox(&sink.name, Some(crate::store::now_ms()), DELIVERY_BATCH)
-            .await?;
-        for row in due {
-            let age = humantime::parse_rfc3339_weak(&row.created_at)
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .unwrap_or_default();
-            if age > give_up {
-                drop_delivery(
-                    service,
-                    &row,
-                    "gave-up",
-                    format!(
-                        "not delivered after {} attempts in [notify] give-up-s = {} s",
-                        row.attempts, config.give_up_s
-                    ),
+        if row.next_at_ms > crate::store::now_ms() {
+            break;
+        }
+        let attempts = row.attempts + 1;
+        match post(sink, &row).await {
+            Ok(()) => {
+                metrics.inc(
+                    "firedrill_notifications_total",
+                    &[("sink", &sink.name), ("outcome", "sent")],
+                );
+                let mut e = NewEvent::new(
+                    &notifier(),
+                    crate::audit::Action::NotificationDelivered,
+                    &row.subject,
                 )
-                .await?;
-                continue;
-            }
-            match post(sink, &row).await {
-                Ok(()) => {
-                    metrics.inc(
-                        "firedrill_notifications_total",
-                        &[("sink", &sink.name), ("outcome", "sent")],
-                    );
-                    let mut e = NewEvent::new(
-                        &notifier(),
-                        crate::audit::Action::NotificationDelivered,
-                        &row.subject,
-                    )
-                    .outcome(&row.transition)
-                    .details(json!({
-                        "sink": sink.name,
-                        "idempotency_key": row.idempotency_key,
-                        "event": row.event,
-                        "attempts": row.attempts + 1,
-                        "queued_at": row.created_at,
-                    }));
-                    if let Some(run) = &row.run_id {
-                        e = e.run(run);
-                    }
-                    service
-                        .store()
-                        .apply(
-                            Batch::new()
-                                .write(crate::store::Write::RemoveOutbox { id: row.id })
-                                .event(e),
-                        )
-                        .await?;
+                .outcome(&row.transition)
+                .details(json!({
+                    "sink": sink.name,
+                    "idempotency_key": row.idempotency_key,
+                    "event": row.event,
+                    "attempts": attempts,
+                    "queued_at": row.created_at,
+                }));
+                if let Some(run) = &row.run_id {
+                    e = e.run(run);
                 }
-                Err(err) => {
-                    metrics.inc(
-                        "firedrill_notifications_total",
-                        &[("sink", &sink.name), ("outcome", "failed")],
-                    );
-                    let attempts = row.attempts + 1;
-                    let wait = backoff(config, attempts);
-                    tracing::warn!(sink = %sink.name, error = %err, attempts, retry_in_s = wait.as_secs_f64(), "could not deliver a notification; it stays queued");
-                    service
-                        .store()
-                        .apply(Batch::new().write(crate::store::Write::RetryOutbox {
+                service
+                    .store()
+                    .apply(
+                        Batch::new()
+                            .write(crate::store::Write::RemoveOutbox { id: row.id })
+                            .event(e),
+                    )
+                    .await?;
+            }
+            Err(f) => {
+                metrics.inc(
+                    "firedrill_notifications_total",
+                    &[("sink", &sink.name), ("outcome", "failed")],
+                );
+                let error = crate::term::clip(&f.message, MAX_NOTE_CHARS).to_string();
+                if permanent(f.status) {
+                    let mut row = row.clone();
+                    row.attempts = attempts;
+                    row.last_error = Some(error);
+                    let why = "the sink refused it for good (4xx); check its URL and credentials"
+                        .to_string();
+                    drop_deliveries(service, &sink.name, &[row], "rejected", why).await?;
+                    continue;
+                }
+                let wait = backoff(config, attempts);
+                tracing::warn!(sink = %sink.name, error = %f.message, attempts, retry_in_s = wait.as_secs_f64(), "could not deliver a notification; it stays queued, and so do those after it");
+                service
+                    .store()
+                    .apply(Batch::new().write(
+                        crate::store::Write::RetryOutbox {
                             id: row.id,
                             attempts,
                             next_at_ms: crate::store::now_ms().saturating_add(
                                 i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
                             ),
-                            error: crate::term::clip(&err, MAX_NOTE_CHARS).to_string(),
-                        }))
-                        .await?;
-                    break;
-                }
+                            error,
+                        },
+                    ))
+                    .await?;
+                break;
             }
         }
     }
@@ -1177,7 +1353,8 @@ pub fn signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
 }
 
 /// One attempt of one delivery.
-async fn post(sink: &Sink, row: &OutboxRow) -> Result<(), String> {
+async fn post(sink: &Sink, row: &OutboxRow) -> Result<(), crate::outbound::Failure> {
+    let endpoint = &sink.endpoint;
     match &sink.kind {
         Kind::Webhook { signing_key } => {
             let body = serde_json::to_vec(&row.payload).unwrap_or_default();
@@ -1186,37 +1363,41 @@ async fn post(sink: &Sink, row: &OutboxRow) -> Result<(), String> {
                 .map_or(0, |d| d.as_secs())
                 .to_string();
             let sig = signature(signing_key.expose().as_bytes(), &ts, &body);
-            sink.endpoint
-                .post(
-                    &sink.endpoint.url,
-                    "application/json",
-                    &[
-                        (IDEMPOTENCY_HEADER, row.idempotency_key.as_str()),
-                        (TIMESTAMP_HEADER, &ts),
-                        (SIGNATURE_HEADER, &sig),
-                    ],
-                    body,
-                )
+            let headers = [
+                (IDEMPOTENCY_HEADER, row.idempotency_key.as_str()),
+                (TIMESTAMP_HEADER, &ts),
+                (SIGNATURE_HEADER, &sig),
+            ];
+            endpoint
+                .send(&endpoint.url, "application/json", &headers, body)
                 .await
         }
         Kind::Slack => {
-            let body =
-                serde_json::to_vec(&json!({"text": slack_text(&row.payload)})).unwrap_or_default();
-            sink.endpoint
-                .post(&sink.endpoint.url, "application/json", &[], body)
+            let text = slack_text(&row.payload);
+            let body = serde_json::to_vec(&json!({ "text": text })).unwrap_or_default();
+            endpoint
+                .send(&endpoint.url, "application/json", &[], body)
                 .await
         }
         Kind::Alertmanager { .. } => Ok(()),
     }
 }
 
-/// Text for Slack's mrkdwn (Mattermost and Rocket.Chat read the same):
-/// `&`, `<` and `>` escaped, so nothing in a label, reason or error can
-/// mention `@channel` or forge a link.
+/// Text for Slack's mrkdwn and the Markdown of Mattermost and
+/// Rocket.Chat: `&`, `<` and `>` escaped (Slack's links and `<!channel>`),
+/// a zero-width space after each `@` (`@channel`, `@all`, `@here`) and
+/// between `]` and `(` (Markdown links and images), control characters
+/// (a newline that would start a forged line) as spaces. So nothing in a
+/// label, reason or error can mention people or forge a link or a line.
 fn slack_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+        .replace('@', "@\u{200B}")
+        .replace("](", "]\u{200B}(")
 }
 
 /// A notification as one chat message: the summary, then each annotation.
@@ -1357,7 +1538,7 @@ mod tests {
 
     fn webhook(name: Option<&str>, url: &str, key: &str) -> WebhookSink {
         WebhookSink {
-            name: name.map(String::from),
+            name: name.unwrap_or("hook").into(),
             url: url.into(),
             signing_secret: key.into(),
             token_secret: None,
@@ -1456,6 +1637,13 @@ mod tests {
         refuse(c.clone(), "give-up-s is 0");
         c.give_up_s = MAX_GIVE_UP_S;
         checked(&c, &s).expect("give-up-s at its edge");
+        c.max_alerts = 0;
+        refuse(c.clone(), "max-alerts is 0");
+        c.max_alerts = 1;
+        c.console_url = Some("firedrill.example.com".into());
+        refuse(c.clone(), "console-url");
+        c.console_url = Some("https://firedrill.example.com".into());
+        checked(&c, &s).expect("valid console-url");
     }
 
     #[test]
@@ -1496,6 +1684,18 @@ mod tests {
             text.ends_with("<https://firedrill.example.com/console/runs/r-1|Open in the console>"),
             "{text}"
         );
+        // Mattermost and Rocket.Chat: plain mentions, Markdown links and
+        // images, a newline that would forge a line.
+        let hostile = slack_text(&json!({
+            "transition": "raised",
+            "labels": {},
+            "annotations": {"summary": "s", "error": "@channel @all [x](http://evil) ![](http://evil/p)\n:white_check_mark: Resolved: *fake*"},
+        }));
+        assert_eq!(hostile.lines().count(), 2, "{hostile}");
+        for bad in ["@channel", "@all", "](http", "\n:white"] {
+            assert!(!hostile.contains(bad), "{bad} in {hostile}");
+        }
+        assert!(hostile.contains("@\u{200B}channel"), "{hostile}");
         let resolved = slack_text(
             &json!({"transition": "resolved", "labels": {}, "annotations": {"summary": "x"}}),
         );

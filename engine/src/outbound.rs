@@ -98,6 +98,19 @@ impl Endpoint {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<(), String> {
+        self.send(url, content_type, headers, body)
+            .await
+            .map_err(|f| f.message)
+    }
+
+    /// [`Endpoint::post`], with the answer's status when there was one.
+    pub async fn send(
+        &self,
+        url: &url::Url,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<(), Failure> {
         let mut req = self
             .client
             .post(url.as_str())
@@ -109,13 +122,51 @@ impl Endpoint {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("POST {}: {}", self.name, e.without_url()))?;
+        let resp = req.send().await.map_err(|e| Failure {
+            status: None,
+            message: format!("POST {}: {}", self.name, described(e)),
+        })?;
         if !resp.status().is_success() {
-            return Err(format!("POST {} answered {}", self.name, resp.status()));
+            return Err(Failure {
+                status: Some(resp.status().as_u16()),
+                message: format!("POST {} answered {}", self.name, resp.status()),
+            });
         }
         Ok(())
+    }
+}
+
+/// A post that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The status of the answer (none: no answer).
+    pub status: Option<u16>,
+    /// What failed, naming the endpoint without credentials.
+    pub message: String,
+}
+
+/// What kind of failure `e` is (timed out, could not connect...) and its
+/// causes, without the URL.
+fn described(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_request() {
+        "the request failed"
+    } else {
+        "failed"
+    };
+    let e = e.without_url();
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        source = s.source();
+    }
+    if causes.is_empty() {
+        format!("{kind}: {e}")
+    } else {
+        format!("{kind}: {e}: {}", causes.join(": "))
     }
 }

@@ -791,14 +791,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn waiting_runs(&self, limit: i64) -> Result<Vec<WaitingRun>, StoreError>;
     /// What `sink` was told is raised, at most `limit`.
     async fn notified(&self, sink: &str, limit: i64) -> Result<Vec<NotifiedRow>, StoreError>;
-    /// `sink`'s queued deliveries, oldest first, at most `limit`; only those
-    /// due by `due_by_ms` when given.
-    async fn outbox(
-        &self,
-        sink: &str,
-        due_by_ms: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<OutboxRow>, StoreError>;
+    /// `sink`'s queued deliveries, oldest first, at most `limit`.
+    async fn outbox(&self, sink: &str, limit: i64) -> Result<Vec<OutboxRow>, StoreError>;
     /// Queued deliveries per sink.
     async fn outbox_depths(&self) -> Result<Vec<OutboxDepth>, StoreError>;
     /// Every sink with a notified condition or a queued delivery.

@@ -55,11 +55,13 @@ fn spawn(
 
 fn webhook(name: &str, url: String) -> WebhookSink {
     WebhookSink {
-        name: Some(name.into()),
+        name: name.into(),
         url,
         signing_secret: "hook-key".into(),
         token_secret: None,
-        timeout_ms: 2000,
+        // Long enough that a loaded machine does not time out a post the
+        // receiver answered.
+        timeout_ms: 10_000,
         events: Vec::new(),
         runbooks: Vec::new(),
     }
@@ -93,6 +95,38 @@ fn verified(r: &firedrill_tests::web::Received, key: &str) -> bool {
 
 fn details(r: &firedrill::audit::AuditRecord) -> serde_json::Value {
     serde_json::from_str(&r.details).unwrap_or_default()
+}
+
+/// The Python `verified` function of docs/alerts.md, run on `r`.
+fn docs_verify(r: &firedrill_tests::web::Received, key: &str) -> bool {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/alerts.md"))
+        .expect("docs/alerts.md");
+    let code = docs
+        .split("```python\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("def verified("))
+        .expect("the verification snippet in docs/alerts.md");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("body"), &r.body).expect("body");
+    let script = format!(
+        "{code}\nimport sys\nbody = open(sys.argv[1], 'rb').read()\nheaders = {{'X-Firedrill-Timestamp': sys.argv[2], 'X-Firedrill-Signature': sys.argv[3]}}\nsys.exit(0 if verified(sys.argv[4].encode(), headers, body) else 1)\n"
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir.path().join("body"))
+        .arg(r.header("x-firedrill-timestamp"))
+        .arg(r.header("x-firedrill-signature"))
+        .arg(key)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.status.success()
 }
 
 async fn start_gated(url: &str, token: &str) -> String {
@@ -182,6 +216,15 @@ async fn a_signed_webhook_is_told_once_of_a_run_awaiting_approval_and_of_its_end
         assert!(verified(a, SIGNING_KEY), "signature of {a:?}");
         assert!(!verified(a, "another-key-of-32-bytes-00000000"));
     }
+    // The verification docs/alerts.md gives, run as written.
+    assert!(
+        docs_verify(&attempts[2], SIGNING_KEY),
+        "the documented check refuses a real delivery"
+    );
+    assert!(!docs_verify(
+        &attempts[2],
+        "another-key-of-32-bytes-00000000"
+    ));
     // A body changed on the way no longer verifies.
     let mut forged = attempts[2].clone();
     forged.body = forged
@@ -192,6 +235,7 @@ async fn a_signed_webhook_is_told_once_of_a_run_awaiting_approval_and_of_its_end
     assert!(!verified(&forged, SIGNING_KEY));
     let body = attempts[2].json();
     assert_eq!(body["version"], 1);
+    assert_eq!(body["sink"], "webhook:bus");
     assert_eq!(body["event"], "awaiting-approval");
     assert_eq!(body["runbook"], "gated");
     assert_eq!(body["labels"]["alertname"], "FiredrillRunAwaitingApproval");
@@ -244,16 +288,29 @@ async fn a_signed_webhook_is_told_once_of_a_run_awaiting_approval_and_of_its_end
     assert_eq!(raised.len(), 1, "{raised:?}");
     assert_eq!(details(raised[0])["idempotency_key"], key.as_str());
     assert_eq!(details(raised[0])["sink"], "webhook:bus");
+    let of_this_run = async || -> Vec<firedrill::audit::AuditRecord> {
+        env.audited("notification.delivered")
+            .await
+            .into_iter()
+            .filter(|r| r.run_id.as_deref() == Some(id.as_str()))
+            .collect()
+    };
     wait_until("both deliveries audited", async || {
-        env.audited("notification.delivered").await.len() == 2
+        of_this_run().await.iter().any(|r| r.outcome == "resolved")
     })
     .await;
-    let delivered = env.audited("notification.delivered").await;
-    assert_eq!(delivered[0].outcome, "raised");
-    assert_eq!(details(&delivered[0])["attempts"], 3);
-    assert_eq!(delivered[0].actor_id, "notifier");
-    assert_eq!(delivered[1].outcome, "resolved");
-    assert_eq!(details(&delivered[1])["attempts"], 1);
+    let delivered = of_this_run().await;
+    let raised_one: Vec<_> = delivered.iter().filter(|r| r.outcome == "raised").collect();
+    assert_eq!(raised_one.len(), 1, "{delivered:?}");
+    assert_eq!(details(raised_one[0])["attempts"], 3);
+    assert_eq!(details(raised_one[0])["idempotency_key"], key.as_str());
+    assert_eq!(raised_one[0].actor_id, "notifier");
+    let resolved_one: Vec<_> = delivered
+        .iter()
+        .filter(|r| r.outcome == "resolved")
+        .collect();
+    assert_eq!(resolved_one.len(), 1, "{delivered:?}");
+    assert_eq!(details(resolved_one[0])["attempts"], 1);
     let m = metrics(&url, &boss).await;
     let sink = "sink=\"webhook:bus\"";
     assert_eq!(
@@ -298,7 +355,7 @@ async fn a_slack_channel_gets_one_escaped_message_per_change_and_filters_hold() 
         slack: vec![SlackSink {
             name: "oncall".into(),
             url_secret: "slack-url".into(),
-            timeout_ms: 2000,
+            timeout_ms: 10_000,
             events: vec![Event::SwitchEngaged],
             runbooks: Vec::new(),
         }],
@@ -347,6 +404,14 @@ async fn a_slack_channel_gets_one_escaped_message_per_change_and_filters_hold() 
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let all = chat.accepted();
     assert_eq!(all.len(), 2, "one message per change: {all:?}");
+    assert_eq!(
+        env.store
+            .outbox("slack:oncall", 10)
+            .await
+            .expect("outbox")
+            .len(),
+        0
+    );
     let text = all[1].json()["text"]
         .as_str()
         .unwrap_or_default()
@@ -355,9 +420,61 @@ async fn a_slack_channel_gets_one_escaped_message_per_change_and_filters_hold() 
         text.starts_with(":white_check_mark: Resolved: *The big red switch (global)"),
         "{text}"
     );
-    // The webhook filtered on another runbook heard nothing (a global
-    // switch has no runbook; the run is gated's).
+    // The webhook filtered on another runbook heard nothing of the global
+    // switch (it has no runbook) nor of gated's run, only of its runbook.
     assert!(other.seen().is_empty(), "{:?}", other.seen());
+    firedrill::switch::flip(
+        env.store.as_ref(),
+        Some("another-runbook"),
+        true,
+        "maintenance",
+        &alice,
+    )
+    .await
+    .expect("engage");
+    wait_until("the other runbook's switch", async || {
+        !other.accepted().is_empty()
+    })
+    .await;
+    let heard = other.accepted()[0].json();
+    assert_eq!(heard["runbook"], "another-runbook", "{heard}");
+    assert_eq!(heard["event"], "switch-engaged");
+    wait_until("the channel told too", async || chat.accepted().len() >= 3).await;
+
+    // Slack removed the hook (404): given up at once, not retried for a
+    // day, and the URL is not in what is recorded.
+    chat.fail_status.store(404, Ordering::SeqCst);
+    chat.failing.store(true, Ordering::SeqCst);
+    firedrill::switch::flip(
+        env.store.as_ref(),
+        Some("gated"),
+        true,
+        "maintenance",
+        &alice,
+    )
+    .await
+    .expect("engage");
+    wait_until("the rejected delivery dropped", async || {
+        env.audited("notification.dropped")
+            .await
+            .iter()
+            .any(|d| d.outcome == "rejected")
+    })
+    .await;
+    let rejected = env.audited("notification.dropped").await;
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert!(
+        details(&rejected[0])["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("slack:oncall answered 404")),
+        "{:?}",
+        rejected[0]
+    );
+    assert_eq!(
+        chat.seen().iter().filter(|r| r.status == 404).count(),
+        1,
+        "not retried"
+    );
 
     // The Slack URL is a credential: not in the audit log nor the metrics.
     let everything = env
@@ -370,10 +487,10 @@ async fn a_slack_channel_gets_one_escaped_message_per_change_and_filters_hold() 
         .expect("audit");
     let delivered: Vec<_> = everything
         .iter()
-        .filter(|r| r.action == "notification.delivered")
+        .filter(|r| r.action == "notification.delivered" && details(r)["sink"] == "slack:oncall")
         .collect();
-    assert_eq!(delivered.len(), 2);
-    assert_eq!(details(delivered[0])["sink"], "slack:oncall");
+    // The global switch raised and resolved, another-runbook's raised.
+    assert_eq!(delivered.len(), 3, "{delivered:?}");
     for r in &everything {
         assert!(!r.details.contains("SEKRIT"), "{r:?}");
     }
@@ -385,7 +502,16 @@ async fn a_slack_channel_gets_one_escaped_message_per_change_and_filters_hold() 
             "firedrill_notifications_total",
             &["sink=\"slack:oncall\"", "outcome=\"sent\""]
         ),
-        Some(2.0),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "firedrill_notifications_dropped_total",
+            &["sink=\"slack:oncall\"", "reason=\"rejected\""]
+        ),
+        Some(1.0),
         "{m}"
     );
 }
@@ -500,7 +626,7 @@ async fn a_sink_that_is_down_keeps_at_most_max_queued_loses_nothing_over_a_resta
     // Down again, and a delivery older than give-up-s is given up.
     hook.failing.store(true, Ordering::SeqCst);
     config.give_up_s = 1;
-    let _notifier = spawn(&env, &state, &config, &keys);
+    let notifier = spawn(&env, &state, &config, &keys);
     firedrill::switch::flip(env.store.as_ref(), Some("beta"), false, "done", &alice)
         .await
         .expect("release");
@@ -535,4 +661,179 @@ async fn a_sink_that_is_down_keeps_at_most_max_queued_loses_nothing_over_a_resta
         gave_up[0]
     );
     assert_eq!(queued().await, 0);
+    drop(notifier);
+
+    // The sink removed from [notify]: what it had queued is dropped (one
+    // audit record), what it was told is forgotten, its gauges are gone.
+    config.give_up_s = 3600;
+    let notifier = spawn(&env, &state, &config, &keys);
+    firedrill::switch::flip(
+        env.store.as_ref(),
+        Some("epsilon"),
+        true,
+        "maintenance",
+        &alice,
+    )
+    .await
+    .expect("engage");
+    wait_until("epsilon queued", async || queued().await == 1).await;
+    drop(notifier);
+    let _cleanup = spawn(&env, &state, &NotifyConfig::default(), &keys);
+    wait_until("the removed sink cleared", async || {
+        env.audited("notification.dropped")
+            .await
+            .iter()
+            .any(|d| d.outcome == "sink-removed")
+    })
+    .await;
+    let removed: Vec<_> = env
+        .audited("notification.dropped")
+        .await
+        .into_iter()
+        .filter(|d| d.outcome == "sink-removed")
+        .collect();
+    assert_eq!(removed.len(), 1);
+    assert_eq!(details(&removed[0])["count"], 1);
+    assert_eq!(queued().await, 0);
+    assert!(
+        env.store
+            .notified(sink, 100)
+            .await
+            .expect("notified")
+            .is_empty()
+    );
+    let m = metrics(&url, &boss).await;
+    assert_eq!(
+        metric(
+            &m,
+            "firedrill_notifications_queued",
+            &["sink=\"webhook:bus\""]
+        ),
+        None,
+        "{m}"
+    );
+}
+
+/// While the head of a sink's queue fails, nothing after it is tried (one
+/// attempt per backoff, not one per queued delivery); when the sink is
+/// back, the queue is delivered in the order it was written: a raise
+/// before its resolution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_sink_is_tried_at_its_head_only_and_delivered_in_order_when_back() {
+    let env = TestEnv::new().await;
+    let (_url, state) = env.serve(ServerConfig::default()).await;
+    let hook = Receiver::start().await;
+    hook.failing.store(true, Ordering::SeqCst);
+    let config = NotifyConfig {
+        resend_s: 1,
+        retry_first_ms: 3000,
+        retry_max_ms: 3000,
+        webhook: vec![webhook("bus", hook.url("/"))],
+        ..NotifyConfig::default()
+    };
+    let keys = secrets(&[("hook-key", SIGNING_KEY.into())]);
+    let alice = firedrill::audit::Actor::user("alice");
+    let _notifier = spawn(&env, &state, &config, &keys);
+    firedrill::switch::flip(
+        env.store.as_ref(),
+        Some("alpha"),
+        true,
+        "maintenance",
+        &alice,
+    )
+    .await
+    .expect("engage");
+    wait_until("the first attempt", async || !hook.seen().is_empty()).await;
+    firedrill::switch::flip(env.store.as_ref(), Some("alpha"), false, "done", &alice)
+        .await
+        .expect("release");
+    firedrill::switch::flip(
+        env.store.as_ref(),
+        Some("beta"),
+        true,
+        "maintenance",
+        &alice,
+    )
+    .await
+    .expect("engage");
+    wait_until("three queued", async || {
+        env.store
+            .outbox("webhook:bus", 10)
+            .await
+            .expect("outbox")
+            .len()
+            == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let tried: std::collections::BTreeSet<String> = hook
+        .seen()
+        .iter()
+        .map(|r| r.header("idempotency-key"))
+        .collect();
+    assert_eq!(tried.len(), 1, "only the head is tried: {:?}", hook.seen());
+    assert!(
+        hook.seen().len() <= 4,
+        "one attempt per backoff (1.5-3 s): {}",
+        hook.seen().len()
+    );
+
+    hook.failing.store(false, Ordering::SeqCst);
+    wait_until("all delivered", async || hook.accepted().len() == 3).await;
+    let order: Vec<(String, String)> = hook
+        .accepted()
+        .iter()
+        .map(|r| {
+            let j = r.json();
+            (
+                j["runbook"].as_str().unwrap_or_default().to_string(),
+                j["transition"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("alpha", "raised"),
+        ("alpha", "resolved"),
+        ("beta", "raised"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(order, want);
+}
+
+/// A sink that hangs holds up no other: the other's delivery is made
+/// while the hung post is still waiting for its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_sink_holds_up_no_other() {
+    let env = TestEnv::new().await;
+    let (_url, state) = env.serve(ServerConfig::default()).await;
+    let hung = Receiver::start().await;
+    hung.hanging.store(true, Ordering::SeqCst);
+    let fine = Receiver::start().await;
+    let mut slow = webhook("hung", hung.url("/"));
+    slow.timeout_ms = 30_000;
+    let config = NotifyConfig {
+        resend_s: 1,
+        webhook: vec![slow, webhook("fine", fine.url("/"))],
+        ..NotifyConfig::default()
+    };
+    let keys = secrets(&[("hook-key", SIGNING_KEY.into())]);
+    let _notifier = spawn(&env, &state, &config, &keys);
+    firedrill::switch::flip(
+        env.store.as_ref(),
+        None,
+        true,
+        "maintenance",
+        &firedrill::audit::Actor::user("alice"),
+    )
+    .await
+    .expect("engage");
+    wait_until("the hung sink asked", async || !hung.seen().is_empty()).await;
+    wait_until("the other sink told", async || !fine.accepted().is_empty()).await;
+    // The hung post has not ended: its delivery is still queued, untried.
+    let pending = env.store.outbox("webhook:hung", 10).await.expect("outbox");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].attempts, 0, "{pending:?}");
+    assert_eq!(hung.seen().len(), 1);
 }

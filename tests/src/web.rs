@@ -195,13 +195,16 @@ impl Received {
 }
 
 /// A notification receiver on a free loopback port: records every POST
-/// (any path) and answers 503 while `failing` (the first `fail_next` too).
+/// (any path) and answers `fail_status` (503 until set) while `failing`
+/// (the first `fail_next` too); while `hanging`, answers after a minute.
 #[derive(Debug)]
 pub struct Receiver {
     pub port: u16,
     pub seen: Arc<std::sync::Mutex<Vec<Received>>>,
     pub fail_next: Arc<AtomicUsize>,
     pub failing: Arc<std::sync::atomic::AtomicBool>,
+    pub fail_status: Arc<AtomicU16>,
+    pub hanging: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -213,21 +216,33 @@ impl Receiver {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let fail_next = Arc::new(AtomicUsize::new(0));
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fail_status = Arc::new(AtomicU16::new(503));
+        let hanging = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (s, f, down) = (seen.clone(), fail_next.clone(), failing.clone());
+        let (code, hang) = (fail_status.clone(), hanging.clone());
         let app = Router::new().fallback(post(
             move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
                 let (s, f, down) = (s.clone(), f.clone(), down.clone());
+                let (code, hang) = (code.clone(), hang.clone());
                 async move {
                     let fail = down.load(Ordering::SeqCst)
                         || f.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                             .is_ok();
-                    let status = if fail { 503 } else { 200 };
+                    let status = if fail {
+                        code.load(Ordering::SeqCst)
+                    } else {
+                        200
+                    };
+                    let hangs = hang.load(Ordering::SeqCst);
                     s.lock().unwrap_or_else(|p| p.into_inner()).push(Received {
                         path: uri.path().to_string(),
                         headers,
                         body: body.to_vec(),
                         status,
                     });
+                    if hangs {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
                     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
                 }
             },
@@ -240,6 +255,8 @@ impl Receiver {
             seen,
             fail_next,
             failing,
+            fail_status,
+            hanging,
             task,
         }
     }

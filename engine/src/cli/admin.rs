@@ -59,7 +59,7 @@ pub(super) async fn serve(home: &Home, listen: Option<String>) -> anyhow::Result
     ) {
         Ok(n) => n,
         Err(m) => {
-            eprintln!("error: [notify]: {m}");
+            eprintln!("error: {m}");
             return Ok(ExitCode::from(EXIT_INVALID));
         }
     };

@@ -441,15 +441,9 @@ impl Store for $store {
             .collect()
     }
 
-    async fn outbox(
-        &self,
-        sink: &str,
-        due_by_ms: Option<i64>,
-        limit_: i64,
-    ) -> Result<Vec<super::OutboxRow>, StoreError> {
-        sqlx::query(q("SELECT * FROM notification_outbox WHERE sink = ? AND next_at_ms <= ? ORDER BY id LIMIT ?"))
+    async fn outbox(&self, sink: &str, limit_: i64) -> Result<Vec<super::OutboxRow>, StoreError> {
+        sqlx::query(q("SELECT * FROM notification_outbox WHERE sink = ? ORDER BY id LIMIT ?"))
             .bind(sink)
-            .bind(due_by_ms.unwrap_or(i64::MAX))
             .bind(limit_)
             .fetch_all(&self.reads)
             .await
