@@ -476,7 +476,7 @@ async fn every_suppressed_alert_is_decided_again_when_alertmanager_resends_it() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_awaiting_approval_is_raised_in_alertmanager_and_resolved_when_decided() {
     let env = TestEnv::new().await;
-    env.publish(&["apiVersion: firedrill/v1\nname: gated\nversion: 1\nsteps:\n  - id: gate\n    approval: { required: 1, roles: [approver], timeout: 10m, reason: \"fail over the primary\" }\n  - id: act\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n"]).await;
+    env.publish(&[firedrill_tests::GATED]).await;
     let boss = env.token_of("boss", Role::Admin, &[], "alice").await;
     let carol = env.token_of("carol", Role::Approver, &[], "carol").await;
     let (url, state) = env.serve(ServerConfig::default()).await;
@@ -534,28 +534,7 @@ async fn a_run_awaiting_approval_is_raised_in_alertmanager_and_resolved_when_dec
     })
     .await;
     let alert = ours().await.remove(0);
-    assert_eq!(
-        alert["labels"]["alertname"], "FiredrillRunAwaitingApproval",
-        "{alert}"
-    );
-    assert_eq!(alert["labels"]["runbook"], "gated");
-    assert_eq!(alert["labels"]["event"], "awaiting-approval");
-    let notes = &alert["annotations"];
-    assert!(
-        notes["approvers"]
-            .as_str()
-            .is_some_and(|a| a.contains("approver") && a.contains("not token:boss")),
-        "{alert}"
-    );
-    assert_eq!(
-        notes["approve"],
-        format!("firedrill approve {id} --comment \"...\"")
-    );
-    assert_eq!(
-        notes["url"],
-        format!("https://firedrill.example.com/console/runs/{id}")
-    );
-    assert_eq!(notes["reason"], "fail over the primary");
+    firedrill_tests::assert_awaiting_approval(&alert, &id);
 
     // Approved: the condition ends, and Alertmanager is told so.
     let approved = client

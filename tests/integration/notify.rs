@@ -21,8 +21,6 @@ use firedrill_tests::web::Receiver;
 use hmac::Mac;
 use serde_json::json;
 
-const GATED: &str = "apiVersion: firedrill/v1\nname: gated\nversion: 1\nsteps:\n  - id: gate\n    approval: { required: 1, roles: [approver], timeout: 10m, reason: \"fail over the primary\" }\n  - id: act\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n";
-
 const SIGNING_KEY: &str = "a-signing-key-of-32-bytes-000000";
 
 async fn wait_until<F: AsyncFn() -> bool>(what: &str, f: F) {
@@ -169,7 +167,7 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_webhook_is_told_once_of_a_run_awaiting_approval_and_of_its_end() {
     let env = TestEnv::new().await;
-    env.publish(&[GATED]).await;
+    env.publish(&[firedrill_tests::GATED]).await;
     let boss = env.token_of("boss", Role::Admin, &[], "alice").await;
     let carol = env.token_of("carol", Role::Approver, &[], "carol").await;
     let (url, state) = env.serve(ServerConfig::default()).await;
@@ -238,22 +236,7 @@ async fn a_signed_webhook_is_told_once_of_a_run_awaiting_approval_and_of_its_end
     assert_eq!(body["sink"], "webhook:bus");
     assert_eq!(body["event"], "awaiting-approval");
     assert_eq!(body["runbook"], "gated");
-    assert_eq!(body["labels"]["alertname"], "FiredrillRunAwaitingApproval");
-    let notes = &body["annotations"];
-    assert!(
-        notes["approvers"]
-            .as_str()
-            .is_some_and(|a| a.contains("approver")),
-        "{body}"
-    );
-    assert_eq!(
-        notes["approve"],
-        format!("firedrill approve {id} --comment \"...\"")
-    );
-    assert_eq!(
-        notes["url"],
-        format!("https://firedrill.example.com/console/runs/{id}")
-    );
+    firedrill_tests::assert_awaiting_approval(&body, &id);
 
     // Still waiting after several scans: told once.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -340,7 +323,7 @@ async fn a_signed_webhook_is_told_once_of_a_run_awaiting_approval_and_of_its_end
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slack_channel_gets_one_escaped_message_per_change_and_filters_hold() {
     let env = TestEnv::new().await;
-    env.publish(&[GATED]).await;
+    env.publish(&[firedrill_tests::GATED]).await;
     let boss = env.token_of("boss", Role::Admin, &[], "alice").await;
     let (url, state) = env.serve(ServerConfig::default()).await;
     let chat = Receiver::start().await;

@@ -28,6 +28,41 @@ use firedrill::secret::StaticSecrets;
 use firedrill::store::{SqliteStore, Store, StoreConfig};
 use firedrill::transport::{Inventory, TargetSpec, Targets, TargetsConfig};
 
+/// `gated`: an approval gate (1 approver, role approver, reason "fail over
+/// the primary") before one step on demo-host. For the notification tests.
+pub const GATED: &str = "apiVersion: firedrill/v1\nname: gated\nversion: 1\nsteps:\n  - id: gate\n    approval: { required: 1, roles: [approver], timeout: 10m, reason: \"fail over the primary\" }\n  - id: act\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n";
+
+/// Check a notification (an Alertmanager alert or a webhook body: labels
+/// and annotations) of `run` of [`GATED`] awaiting approval, with links
+/// under `https://firedrill.example.com`, started by the token `boss`.
+///
+/// # Panics
+/// When it is not.
+pub fn assert_awaiting_approval(alert: &serde_json::Value, run: &str) {
+    assert_eq!(
+        alert["labels"]["alertname"], "FiredrillRunAwaitingApproval",
+        "{alert}"
+    );
+    assert_eq!(alert["labels"]["runbook"], "gated");
+    assert_eq!(alert["labels"]["event"], "awaiting-approval");
+    let notes = &alert["annotations"];
+    assert!(
+        notes["approvers"]
+            .as_str()
+            .is_some_and(|a| a.contains("approver") && a.contains("not token:boss")),
+        "{alert}"
+    );
+    assert_eq!(
+        notes["approve"],
+        format!("firedrill approve {run} --comment \"...\"")
+    );
+    assert_eq!(
+        notes["url"],
+        format!("https://firedrill.example.com/console/runs/{run}")
+    );
+    assert_eq!(notes["reason"], "fail over the primary");
+}
+
 /// `unit-fix`: an alert (`alertname: UnitDown`) per `unit` label, whose
 /// run fails when the alert's `behaviour` label says `fail`; a per-key
 /// (unit) breaker of 2, cooldown 1 ms. For the breaker-scope tests.
