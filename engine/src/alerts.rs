@@ -578,6 +578,51 @@ impl Alerts {
     }
 }
 
+/// The cooldown or the rate limit that holds `key` of `runbook` now, if any.
+async fn limited(
+    store: &dyn crate::store::Store,
+    runbook: &str,
+    key: &str,
+    trigger: &crate::runbook::Trigger,
+) -> Result<Option<Decision>, StoreError> {
+    let cooldown = trigger.cooldown();
+    let recent = store
+        .alert_starts_since(runbook, key, &ago(cooldown), MAX_STARTS_READ)
+        .await?;
+    if let Some(last) = recent.last() {
+        return Ok(Some(Decision::Cooldown {
+            runbook: runbook.to_string(),
+            key: key.to_string(),
+            until: rfc3339_plus(last, cooldown),
+        }));
+    }
+    if let Some(budget) = &trigger.max_runs {
+        let window = store
+            .alert_starts_since(runbook, key, &ago(budget.per.0), MAX_STARTS_READ)
+            .await?;
+        let count = budget.count as usize;
+        if window.len() >= count {
+            // Room again when the oldest start that keeps it full leaves the window.
+            return Ok(Some(Decision::RateLimited {
+                runbook: runbook.to_string(),
+                key: key.to_string(),
+                until: rfc3339_plus(&window[window.len().saturating_sub(count)], budget.per.0),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// `d` ago, in the format of `received_at`, so the two compare as text.
+fn ago(d: std::time::Duration) -> String {
+    humantime::format_rfc3339_millis(
+        std::time::SystemTime::now()
+            .checked_sub(d)
+            .unwrap_or(std::time::UNIX_EPOCH),
+    )
+    .to_string()
+}
+
 fn rfc3339_plus(at: &str, d: std::time::Duration) -> String {
     humantime::parse_rfc3339_weak(at)
         .ok()
@@ -752,15 +797,6 @@ async fn decide(
     {
         return Ok(Decision::Duplicate { runbook });
     }
-    let ago = |d: std::time::Duration| {
-        // Same format as `received_at`, so the two compare as text.
-        humantime::format_rfc3339_millis(
-            std::time::SystemTime::now()
-                .checked_sub(d)
-                .unwrap_or(std::time::UNIX_EPOCH),
-        )
-        .to_string()
-    };
     // Suppressions claim nothing: the next delivery is decided again.
     let breaker = c.trigger.breaker();
     let scope = c.trigger.breaker_scope();
@@ -774,32 +810,8 @@ async fn decide(
             key: breaker_key.map(String::from),
         });
     }
-    let cooldown = c.trigger.cooldown();
-    let recent = store
-        .alert_starts_since(&runbook, &key, &ago(cooldown), MAX_STARTS_READ)
-        .await?;
-    if let Some(last) = recent.last() {
-        let until = rfc3339_plus(last, cooldown);
-        return Ok(Decision::Cooldown {
-            runbook,
-            key,
-            until,
-        });
-    }
-    if let Some(budget) = &c.trigger.max_runs {
-        let window = store
-            .alert_starts_since(&runbook, &key, &ago(budget.per.0), MAX_STARTS_READ)
-            .await?;
-        let count = budget.count as usize;
-        if window.len() >= count {
-            // Room again when the oldest start that keeps it full leaves the window.
-            let until = rfc3339_plus(&window[window.len() - count], budget.per.0);
-            return Ok(Decision::RateLimited {
-                runbook,
-                key,
-                until,
-            });
-        }
+    if let Some(d) = limited(store.as_ref(), &runbook, &key, &c.trigger).await? {
+        return Ok(d);
     }
     // Emergency policy: live automation runs only code that passed a live drill.
     let mut untested = None;
@@ -881,7 +893,17 @@ async fn decide(
         outcome: "started".to_string(),
         run_id: Some(run_id.clone()),
         received_at: now_rfc3339(),
-        cooldown_since: ago(cooldown),
+        cooldown_since: ago(c.trigger.cooldown()),
+        window_since: c
+            .trigger
+            .max_runs
+            .as_ref()
+            .map_or_else(now_rfc3339, |b| ago(b.per.0)),
+        max_in_window: c
+            .trigger
+            .max_runs
+            .as_ref()
+            .map_or(i64::MAX, |b| i64::from(b.count)),
     };
     if store.apply(Batch::new().write(claim)).await? != Applied::Done {
         // Another delivery of this alert, or another alert of this key,
@@ -892,16 +914,15 @@ async fn decide(
         {
             return Ok(Decision::Duplicate { runbook });
         }
-        let last = store
-            .alert_starts_since(&runbook, &key, &ago(cooldown), MAX_STARTS_READ)
-            .await?;
-        let until = last
-            .last()
-            .map_or_else(now_rfc3339, |l| rfc3339_plus(l, cooldown));
+        // Another alert of this key started one inside the cooldown, or
+        // filled the rate window, between the checks and the claim.
+        if let Some(d) = limited(store.as_ref(), &runbook, &key, &c.trigger).await? {
+            return Ok(d);
+        }
         return Ok(Decision::Cooldown {
+            until: now_rfc3339(),
             runbook,
             key,
-            until,
         });
     }
     match admit(prepared).await {

@@ -247,9 +247,11 @@ pub enum Write {
         now: String,
     },
     /// Claim an alert for a runbook, for the run it starts;
-    /// [`Applied::Exists`] when a run was started for it before, or when a
-    /// run for the same key was started at or after `cooldown_since` (two
-    /// alerts of one key racing inside the cooldown: one wins).
+    /// [`Applied::Exists`] when a run was started for it before, when a
+    /// run for the same key was started at or after `cooldown_since`, or
+    /// when `max_in_window` runs of the key were started at or after
+    /// `window_since` (alerts of one key racing past the cooldown or the
+    /// rate limit: only as many win as the limits allow).
     ClaimAlert {
         source: String,
         fingerprint: String,
@@ -260,6 +262,8 @@ pub enum Write {
         run_id: Option<String>,
         received_at: String,
         cooldown_since: String,
+        window_since: String,
+        max_in_window: i64,
     },
     /// Drop a claim whose run could not be admitted, so a redelivery may start it.
     ReleaseAlert {

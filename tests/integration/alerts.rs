@@ -689,3 +689,52 @@ async fn two_alerts_of_one_key_racing_start_one_run() {
     }
     assert_eq!(e.runs().await.len(), 5);
 }
+
+/// Three alerts of one key at the same moment against `max_runs: 2 per
+/// 1h` (cooldown 1 ms): never three runs (the window is counted in the
+/// claim statement itself); the others are told the rate limit (or the
+/// cooldown, when two claims fall in one millisecond).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_racing_past_max_runs_start_no_more_than_it_allows() {
+    let e = setup().await;
+    e.env.publish(&[LIMITED]).await;
+    let mut total = 0;
+    // Two rounds: at most 4 runs, within server.max-runs-per-runbook.
+    for round in 0..2 {
+        let instance = format!("limit-{round}");
+        let one = |fp: &str| {
+            let mut p = payload("firing", &[(fp, "Limited", &instance)]);
+            p["groupLabels"]["alertname"] = json!("Limited");
+            p
+        };
+        let (a, b, c) = (
+            one(&format!("a{round}a")),
+            one(&format!("b{round}b")),
+            one(&format!("c{round}c")),
+        );
+        let (x, y, z) = tokio::join!(
+            e.post(&e.webhook, &a),
+            e.post(&e.webhook, &b),
+            e.post(&e.webhook, &c)
+        );
+        assert_eq!((x.0, y.0, z.0), (200, 200, 200), "{} {} {}", x.1, y.1, z.1);
+        let all = [outcomes(&x.1), outcomes(&y.1), outcomes(&z.1)].concat();
+        let started = all.iter().filter(|o| *o == "started").count();
+        // Two claims inside the same millisecond also meet the 1 ms
+        // cooldown: then one of them is told `cooldown`.
+        assert!((1..=2).contains(&started), "round {round}: {all:?}");
+        assert!(
+            all.iter()
+                .all(|o| ["started", "rate-limited", "cooldown"].contains(&o.as_str())),
+            "round {round}: {all:?}"
+        );
+        total += started;
+    }
+    let limited = e
+        .runs()
+        .await
+        .into_iter()
+        .filter(|r| r.runbook == "limited")
+        .count();
+    assert_eq!(limited, total);
+}

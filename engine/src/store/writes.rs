@@ -190,6 +190,8 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             run_id,
             received_at,
             cooldown_since,
+            window_since,
+            max_in_window,
         } => {
             // One statement: the cooldown check and the claim are one step
             // for the store's single writer. A claim an older version wrote
@@ -199,6 +201,8 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                  SELECT ?, ?, ?, ?, ?, ?, ?, ?
                  WHERE NOT EXISTS (SELECT 1 FROM alert_claims
                      WHERE runbook = ? AND key = ? AND outcome = 'started' AND received_at >= ?)
+                   AND (SELECT COUNT(*) FROM alert_claims
+                     WHERE runbook = ? AND key = ? AND outcome = 'started' AND received_at >= ?) < ?
                  ON CONFLICT (source, fingerprint, starts_at, runbook) DO UPDATE
                      SET key = excluded.key, outcome = excluded.outcome, run_id = excluded.run_id,
                          received_at = excluded.received_at
@@ -215,6 +219,10 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             .bind(runbook)
             .bind(key)
             .bind(cooldown_since)
+            .bind(runbook)
+            .bind(key)
+            .bind(window_since)
+            .bind(max_in_window)
             .execute(&mut *tx)
             .await
             .map_err(sql("claim alert"))?;
