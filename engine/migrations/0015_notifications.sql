@@ -14,6 +14,7 @@ CREATE TABLE notification_outbox (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     sink            TEXT NOT NULL,
     idempotency_key TEXT NOT NULL UNIQUE,
+    notified_key    TEXT NOT NULL,
     transition      TEXT NOT NULL,
     event           TEXT NOT NULL,
     subject         TEXT NOT NULL,

@@ -578,27 +578,55 @@ impl Alerts {
     }
 }
 
-/// The cooldown or the rate limit that holds `key` of `runbook` now, if any.
+/// Since when a trigger's starts of a key count: for its cooldown, and for
+/// its `max_runs` window. Computed once per decision, so the checks and
+/// the claim statement count the same starts.
+struct Since {
+    cooldown: String,
+    window: Option<(String, i64)>,
+}
+
+impl Since {
+    fn of(trigger: &crate::runbook::Trigger) -> Since {
+        let cooldown = trigger.cooldown();
+        Since {
+            // No cooldown: a bound no start can reach (text compares after
+            // every RFC 3339 time), so starts of one moment do not block
+            // each other.
+            cooldown: if cooldown.is_zero() {
+                "9999".to_string()
+            } else {
+                ago(cooldown)
+            },
+            window: trigger
+                .max_runs
+                .as_ref()
+                .map(|b| (ago(b.per.0), i64::from(b.count))),
+        }
+    }
+}
+
+/// The cooldown or the rate limit that holds `key` of `runbook`, if any.
 async fn limited(
     store: &dyn crate::store::Store,
     runbook: &str,
     key: &str,
     trigger: &crate::runbook::Trigger,
+    since: &Since,
 ) -> Result<Option<Decision>, StoreError> {
-    let cooldown = trigger.cooldown();
     let recent = store
-        .alert_starts_since(runbook, key, &ago(cooldown), MAX_STARTS_READ)
+        .alert_starts_since(runbook, key, &since.cooldown, MAX_STARTS_READ)
         .await?;
     if let Some(last) = recent.last() {
         return Ok(Some(Decision::Cooldown {
             runbook: runbook.to_string(),
             key: key.to_string(),
-            until: rfc3339_plus(last, cooldown),
+            until: rfc3339_plus(last, trigger.cooldown()),
         }));
     }
-    if let Some(budget) = &trigger.max_runs {
+    if let (Some(budget), Some((window_since, _))) = (&trigger.max_runs, &since.window) {
         let window = store
-            .alert_starts_since(runbook, key, &ago(budget.per.0), MAX_STARTS_READ)
+            .alert_starts_since(runbook, key, window_since, MAX_STARTS_READ)
             .await?;
         let count = budget.count as usize;
         if window.len() >= count {
@@ -810,7 +838,8 @@ async fn decide(
             key: breaker_key.map(String::from),
         });
     }
-    if let Some(d) = limited(store.as_ref(), &runbook, &key, &c.trigger).await? {
+    let since = Since::of(&c.trigger);
+    if let Some(d) = limited(store.as_ref(), &runbook, &key, &c.trigger, &since).await? {
         return Ok(d);
     }
     // Emergency policy: live automation runs only code that passed a live drill.
@@ -893,17 +922,12 @@ async fn decide(
         outcome: "started".to_string(),
         run_id: Some(run_id.clone()),
         received_at: now_rfc3339(),
-        cooldown_since: ago(c.trigger.cooldown()),
-        window_since: c
-            .trigger
-            .max_runs
+        cooldown_since: since.cooldown.clone(),
+        window_since: since
+            .window
             .as_ref()
-            .map_or_else(now_rfc3339, |b| ago(b.per.0)),
-        max_in_window: c
-            .trigger
-            .max_runs
-            .as_ref()
-            .map_or(i64::MAX, |b| i64::from(b.count)),
+            .map_or_else(|| "9999".to_string(), |(w, _)| w.clone()),
+        max_in_window: since.window.as_ref().map_or(i64::MAX, |(_, n)| *n),
     };
     if store.apply(Batch::new().write(claim)).await? != Applied::Done {
         // Another delivery of this alert, or another alert of this key,
@@ -916,13 +940,14 @@ async fn decide(
         }
         // Another alert of this key started one inside the cooldown, or
         // filled the rate window, between the checks and the claim.
-        if let Some(d) = limited(store.as_ref(), &runbook, &key, &c.trigger).await? {
+        if let Some(d) = limited(store.as_ref(), &runbook, &key, &c.trigger, &since).await? {
             return Ok(d);
         }
-        return Ok(Decision::Cooldown {
-            until: now_rfc3339(),
+        // The winner's run was not admitted and its claim released: the
+        // sender retries (503, Retry-After) and this alert may start then.
+        return Ok(Decision::Shed {
             runbook,
-            key,
+            reason: "another alert of this key claimed a run at the same moment, and it was not admitted; retry".into(),
         });
     }
     match admit(prepared).await {

@@ -1,18 +1,21 @@
-//! Notifications of what automation could not do, raised as firedrill's
-//! own alerts in a Prometheus Alertmanager (`POST /api/v2/alerts`), so that
-//! a team's routing, silences and inhibitions deliver them.
+//! Notifications of what automation could not do: runs awaiting approval
+//! or needing attention, failed runs, open trigger breakers, engaged
+//! switches, runbooks whose readiness was lost.
 //!
-//! Alertmanager keeps an alert only while it is re-sent, so the sink is a
-//! state sync, the way Prometheus feeds it: every `resend-s` the notifier
-//! reads the conditions from the store (runs awaiting approval or needing
-//! attention, open trigger breakers, engaged switches, runbooks whose
-//! readiness was lost, recently failed runs), posts each active one with
-//! `endsAt` a few intervals ahead, and posts `endsAt = now` for each that
-//! ended. Nothing is queued in memory: what failed to send is sent again
-//! from the store's state at the next tick, after a restart too (an alert
-//! that ended while firedrill was down expires at its `endsAt`). Each
-//! condition's first delivery and its resolution are audited
-//! (`notification.raised`, `notification.resolved`).
+//! Every `resend-s` the notifier reads these conditions from the store and
+//! compares them with what each sink was told (`notified`, in the store,
+//! so restarts and lease handovers neither repeat nor forget):
+//! - an Alertmanager sink (`POST /api/v2/alerts`) gets a state sync, the
+//!   way Prometheus feeds it: each active condition with `endsAt` four
+//!   intervals ahead, `endsAt = now` for each that ended;
+//! - a webhook (HMAC-SHA256 signed) or Slack-compatible sink gets one
+//!   delivery per change, through the durable outbox: queued in the
+//!   transaction that records the change, delivered in order from the
+//!   head by the sink's own task, retried with backoff, bounded by
+//!   `max-queued` and `give-up-s`, each delivery and drop audited.
+//!
+//! One node holds the `notifier` lease, renewed every second by its own
+//! task; the others stand by.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -640,9 +643,27 @@ fn checked(
     Ok(sinks)
 }
 
-/// Check `[notify]` and start the notifier: one task that holds the
-/// `notifier` lease (renewed every second) and reads the conditions every
-/// `resend-s`, and one task per webhook or Slack sink that delivers its
+/// Until when (ms since the epoch) this node holds the notifier lease, as
+/// far as it knows: renewed every second, with a third of the lease as
+/// margin. Every write of the notifier checks it first, so a node that
+/// lost the lease stops writing before another can take it.
+#[derive(Debug, Default)]
+struct Leader(std::sync::atomic::AtomicI64);
+
+impl Leader {
+    fn leading(&self) -> bool {
+        crate::store::now_ms() < self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set(&self, until: i64) {
+        self.0.store(until, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Check `[notify]` and start the notifier: a task that holds the
+/// `notifier` lease (renewed every second), a task that reads the
+/// conditions every `resend-s` and tells each sink (Alertmanager syncs
+/// side by side), and one task per webhook or Slack sink that delivers its
 /// queue, so a sink that hangs holds up no other. With no sink configured
 /// it only clears what removed sinks left in the store, then stops.
 pub fn spawn(
@@ -656,10 +677,27 @@ pub fn spawn(
         .map(Arc::new)
         .collect();
     let config = Arc::new(config.clone());
-    // Until when (ms since the epoch) this node holds the lease, as far as
-    // it knows: renewed every tick, with a third of the lease as margin.
-    let leader = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let leader = Arc::new(Leader::default());
     let mut tasks = Vec::new();
+    if sinks.is_empty() {
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..CLEANUP_TRIES {
+                match hold_lease(&service).await {
+                    Ok(Some(until)) => leader.set(until),
+                    Ok(None) => return,
+                    Err(e) => tracing::warn!(error = %e, "notifications: could not hold the notifier lease"),
+                }
+                if leader.leading() {
+                    match forget_removed(&service, &[], &leader).await {
+                        Ok(()) => return,
+                        Err(e) => tracing::warn!(error = %e, "notifications: could not clear the sinks no longer in [notify]; retrying"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(config.resend_s)).await;
+            }
+        }));
+        return Ok(Some(Notifier { tasks }));
+    }
     for sink in sinks
         .iter()
         .filter(|s| !matches!(s.kind, Kind::Alertmanager { .. }))
@@ -681,6 +719,22 @@ pub fn spawn(
             }
         }));
     }
+    let (lease_service, lease_leader) = (service.clone(), leader.clone());
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match hold_lease(&lease_service).await {
+                Ok(Some(until)) => lease_leader.set(until),
+                Ok(None) => lease_leader.set(0),
+                Err(e) => {
+                    lease_leader.set(0);
+                    tracing::warn!(error = %e, "notifications: could not hold the notifier lease; retrying at the next tick");
+                }
+            }
+        }
+    }));
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -688,34 +742,23 @@ pub fn spawn(
         let mut last_scan: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
-            match hold_lease(&service).await {
-                Ok(Some(until)) => leader.store(until, std::sync::atomic::Ordering::SeqCst),
-                Ok(None) => {
-                    leader.store(0, std::sync::atomic::Ordering::SeqCst);
-                    continue;
-                }
-                Err(e) => {
-                    leader.store(0, std::sync::atomic::Ordering::SeqCst);
-                    tracing::warn!(error = %e, "notifications: could not hold the notifier lease; retrying at the next tick");
-                    continue;
-                }
-            }
-            if last_scan.is_some_and(|t| t.elapsed() < resend) {
+            if !leader.leading() || last_scan.is_some_and(|t| t.elapsed() < resend) {
                 continue;
             }
             last_scan = Some(tokio::time::Instant::now());
-            if let Err(e) = forget_removed(&service, &sinks).await {
+            if let Err(e) = forget_removed(&service, &sinks, &leader).await {
                 tracing::warn!(error = %e, "notifications: could not clear removed sinks; retrying at the next scan");
-            } else if sinks.is_empty() {
-                return;
             }
-            if let Err(e) = scan(&service, &alerts, &config, &sinks).await {
+            if let Err(e) = scan(&service, &alerts, &config, &sinks, &leader).await {
                 tracing::warn!(error = %e, "notifications: could not read the conditions; retrying at the next scan");
             }
         }
     }));
     Ok(Some(Notifier { tasks }))
 }
+
+/// How often a node with no sink tries to clear what removed sinks left.
+const CLEANUP_TRIES: usize = 10;
 
 /// How often the lease is renewed and queued deliveries are looked at.
 const TICK: Duration = Duration::from_secs(1);
@@ -754,6 +797,7 @@ fn notifier() -> Actor {
 async fn hold_lease(service: &Service) -> Result<Option<i64>, StoreError> {
     let node = service.node();
     let lease_ms = node.lease_ms_i64().max(3000);
+    let asked = crate::store::now_ms();
     let held = service
         .store()
         .apply(Batch::new().write(crate::store::Write::HoldLease {
@@ -762,30 +806,29 @@ async fn hold_lease(service: &Service) -> Result<Option<i64>, StoreError> {
             lease_ms,
         }))
         .await?;
-    Ok((held == crate::store::Applied::Done)
-        .then(|| crate::store::now_ms().saturating_add(lease_ms * 2 / 3)))
+    Ok((held == crate::store::Applied::Done).then(|| asked.saturating_add(lease_ms * 2 / 3)))
 }
 
-/// One scan: read the conditions, tell each sink what changed (a sink's
-/// failure is logged and leaves the others alone).
+/// One scan: read the conditions, tell every sink what changed, side by
+/// side (a sink's failure is logged and leaves the others alone).
 async fn scan(
     service: &Service,
     alerts: &crate::alerts::Alerts,
     config: &NotifyConfig,
     sinks: &[Arc<Sink>],
+    leader: &Leader,
 ) -> Result<(), StoreError> {
     let now = SystemTime::now();
     let all = conditions(service, alerts, config, now).await?;
-    let depths = service.store().outbox_depths().await?;
-    for sink in sinks {
-        let queued = depths
-            .iter()
-            .find(|d| d.sink == sink.name)
-            .map_or(0, |d| d.queued);
-        if let Err(e) = scan_sink(service, config, sink, &all, queued, now).await {
-            tracing::warn!(sink = %sink.name, error = %e, "notifications: could not update this sink; retrying at the next scan");
+    futures::future::join_all(sinks.iter().map(|sink| {
+        let all = &all;
+        async move {
+            if let Err(e) = scan_sink(service, config, sink, all, now, leader).await {
+                tracing::warn!(sink = %sink.name, error = %e, "notifications: could not update this sink; retrying at the next scan");
+            }
         }
-    }
+    }))
+    .await;
     Ok(())
 }
 
@@ -794,8 +837,8 @@ async fn scan_sink(
     config: &NotifyConfig,
     sink: &Sink,
     all: &[Condition],
-    queued: i64,
     now: SystemTime,
+    leader: &Leader,
 ) -> Result<(), StoreError> {
     let mut active: BTreeMap<String, &Condition> = BTreeMap::new();
     for c in all.iter().filter(|c| sink.wants(c)) {
@@ -813,30 +856,47 @@ async fn scan_sink(
         .filter(|(k, _)| !active.contains_key(*k))
         .map(|(_, n)| n)
         .collect();
+    let changes = Changes {
+        active: &active,
+        told: &told,
+        gone: &gone,
+        now,
+    };
     match &sink.kind {
         Kind::Alertmanager { url } => {
-            sync_alertmanager(service, config, sink, url, &active, &told, &gone, now).await
+            sync_alertmanager(service, config, sink, url, &changes, leader).await
         }
         Kind::Webhook { .. } | Kind::Slack => {
-            let added = queue(service, config, sink, &active, &told, &gone, now).await?;
-            trim(service, config, sink, queued + added).await
+            queue(service, config, sink, &changes, leader).await?;
+            trim(service, config, sink, leader).await
         }
     }
 }
 
+/// What a sink was told, against what holds now.
+struct Changes<'a> {
+    active: &'a BTreeMap<String, &'a Condition>,
+    told: &'a BTreeMap<String, NotifiedRow>,
+    gone: &'a [&'a NotifiedRow],
+    now: SystemTime,
+}
+
 /// Post every active condition (and each ended one, with `endsAt = now`)
 /// to an Alertmanager; record what it was told once it answered.
-#[allow(clippy::too_many_arguments)]
 async fn sync_alertmanager(
     service: &Service,
     config: &NotifyConfig,
     sink: &Sink,
     url: &url::Url,
-    active: &BTreeMap<String, &Condition>,
-    told: &BTreeMap<String, NotifiedRow>,
-    gone: &[&NotifiedRow],
-    now: SystemTime,
+    changes: &Changes<'_>,
+    leader: &Leader,
 ) -> Result<(), StoreError> {
+    let Changes {
+        active,
+        told,
+        gone,
+        now,
+    } = *changes;
     let metrics = service.metrics();
     let now_s = rfc3339(now);
     let hold = rfc3339(now + Duration::from_secs(config.resend_s.saturating_mul(4)));
@@ -886,11 +946,11 @@ async fn sync_alertmanager(
         .collect();
     let actor = notifier();
     for n in gone.iter().filter(|n| posted.contains(&n.key)) {
-        resolve(service, sink, n, None, &actor).await?;
+        resolve(service, sink, n, None, &actor, leader).await?;
     }
     for c in active.values() {
         if posted.contains(&c.key()) && !told.contains_key(&c.key()) {
-            raise(service, sink, c, &now_s, None, &actor).await?;
+            raise(service, sink, c, &now_s, None, &actor, leader).await?;
         }
     }
     Ok(())
@@ -906,7 +966,11 @@ async fn raise(
     now: &str,
     delivery: Option<OutboxRow>,
     actor: &Actor,
+    leader: &Leader,
 ) -> Result<(), StoreError> {
+    if !leader.leading() {
+        return Ok(());
+    }
     let mut batch = Batch::new().write(crate::store::Write::RaiseNotified(NotifiedRow {
         sink: sink.name.clone(),
         key: c.key(),
@@ -937,7 +1001,11 @@ async fn resolve(
     n: &NotifiedRow,
     delivery: Option<OutboxRow>,
     actor: &Actor,
+    leader: &Leader,
 ) -> Result<(), StoreError> {
+    if !leader.leading() {
+        return Ok(());
+    }
     let labels: BTreeMap<String, String> =
         serde_json::from_value(n.condition["labels"].clone()).unwrap_or_default();
     let event = n.condition["event"].as_str().unwrap_or_default();
@@ -997,6 +1065,7 @@ fn delivery(
         id: 0,
         sink: sink.name.clone(),
         idempotency_key: id.clone(),
+        notified_key: key.to_string(),
         transition: transition.into(),
         event: event.clone(),
         subject,
@@ -1029,24 +1098,21 @@ async fn queue(
     service: &Service,
     config: &NotifyConfig,
     sink: &Sink,
-    active: &BTreeMap<String, &Condition>,
-    told: &BTreeMap<String, NotifiedRow>,
-    gone: &[&NotifiedRow],
-    now: SystemTime,
-) -> Result<i64, StoreError> {
-    let now_s = rfc3339(now);
+    changes: &Changes<'_>,
+    leader: &Leader,
+) -> Result<(), StoreError> {
+    let now_s = rfc3339(changes.now);
     let actor = notifier();
     let mut budget = config.max_alerts;
-    let mut added = 0;
-    for n in gone {
-        if budget == 0 {
+    for n in changes.gone {
+        if budget == 0 || !leader.leading() {
             break;
         }
         budget -= 1;
         if n.condition["event"] == Event::RunFailed.as_str() {
             service
                 .store()
-                .apply(Batch::new().write(crate::store::Write::ResolveNotified {
+                .apply(Batch::new().write(crate::store::Write::ForgetNotified {
                     sink: sink.name.clone(),
                     key: n.key.clone(),
                 }))
@@ -1054,11 +1120,10 @@ async fn queue(
             continue;
         }
         let d = delivery(sink, &n.condition, &n.key, &n.raised_at, "resolved", &now_s);
-        resolve(service, sink, n, Some(d), &actor).await?;
-        added += 1;
+        resolve(service, sink, n, Some(d), &actor, leader).await?;
     }
-    for (key, c) in active {
-        if told.contains_key(key) {
+    for (key, c) in changes.active {
+        if changes.told.contains_key(key) {
             continue;
         }
         if budget == 0 {
@@ -1066,34 +1131,41 @@ async fn queue(
         }
         budget -= 1;
         let d = delivery(sink, &condition_json(c), key, &now_s, "raised", &now_s);
-        raise(service, sink, c, &now_s, Some(d), &actor).await?;
-        added += 1;
+        raise(service, sink, c, &now_s, Some(d), &actor, leader).await?;
     }
-    Ok(added)
+    Ok(())
 }
 
-/// Drop the oldest deliveries beyond `max-queued` (counted and audited).
+/// Drop the oldest deliveries beyond `max-queued` (counted and audited),
+/// but never the head, which may be under way or waiting out its backoff.
 async fn trim(
     service: &Service,
     config: &NotifyConfig,
     sink: &Sink,
-    queued: i64,
+    leader: &Leader,
 ) -> Result<(), StoreError> {
+    let queued = service
+        .store()
+        .outbox_depths()
+        .await?
+        .into_iter()
+        .find(|d| d.sink == sink.name)
+        .map_or(0, |d| d.queued);
     let limit = i64::try_from(config.max_queued).unwrap_or(i64::MAX);
-    if queued <= limit {
+    if queued <= limit || !leader.leading() {
         return Ok(());
     }
     let oldest = service
         .store()
-        .outbox(&sink.name, (queued - limit).min(MAX_DROPPED))
+        .outbox(&sink.name, (queued - limit).min(MAX_DROPPED) + 1)
         .await?;
     drop_deliveries(
         service,
         &sink.name,
-        &oldest,
+        oldest.get(1..).unwrap_or_default(),
         "queue-full",
         format!(
-            "the sink's outbox held more than [notify] max-queued = {} deliveries; the oldest are dropped",
+            "the sink's outbox held more than [notify] max-queued = {} deliveries; the oldest after its head are dropped",
             config.max_queued
         ),
     )
@@ -1154,6 +1226,14 @@ async fn drop_deliveries(
     let mut batch = Batch::new().event(e);
     for r in rows {
         batch = batch.write(crate::store::Write::RemoveOutbox { id: r.id });
+        // A raise given up for lateness is raised again at the next scan
+        // if its condition still holds (the sink may be back by then).
+        if reason == "gave-up" && r.transition == "raised" {
+            batch = batch.write(crate::store::Write::ForgetNotified {
+                sink: sink.to_string(),
+                key: r.notified_key.clone(),
+            });
+        }
     }
     let applied = service.store().apply(batch).await?;
     if applied.wrote() {
@@ -1170,27 +1250,34 @@ async fn drop_deliveries(
 /// Forget what sinks no longer configured were told, and drop their
 /// queued deliveries (audited). Every node must have the same `[notify]`
 /// (a node without a sink clears it when it holds the lease).
-async fn forget_removed(service: &Service, sinks: &[Arc<Sink>]) -> Result<(), StoreError> {
+async fn forget_removed(
+    service: &Service,
+    sinks: &[Arc<Sink>],
+    leader: &Leader,
+) -> Result<(), StoreError> {
     let store = service.store();
     for name in store.notification_sinks().await? {
         if sinks.iter().any(|s| s.name == name) {
             continue;
         }
-        let told = store.notified(&name, MAX_TOLD).await?;
-        let mut batch = Batch::new();
-        for n in &told {
-            batch = batch.write(crate::store::Write::ResolveNotified {
-                sink: name.clone(),
-                key: n.key.clone(),
-            });
-        }
-        if !told.is_empty() {
+        loop {
+            let told = store.notified(&name, MAX_DROPPED).await?;
+            if told.is_empty() || !leader.leading() {
+                break;
+            }
             tracing::info!(sink = %name, conditions = told.len(), "notifications: forgetting a sink no longer in [notify]");
+            let mut batch = Batch::new();
+            for n in told {
+                batch = batch.write(crate::store::Write::ForgetNotified {
+                    sink: name.clone(),
+                    key: n.key,
+                });
+            }
             store.apply(batch).await?;
         }
         loop {
             let rows = store.outbox(&name, MAX_DROPPED).await?;
-            if rows.is_empty() {
+            if rows.is_empty() || !leader.leading() {
                 break;
             }
             drop_deliveries(
@@ -1218,38 +1305,63 @@ fn backoff(config: &NotifyConfig, attempts: i64) -> Duration {
     Duration::from_millis(rand::random_range(full / 2..=full))
 }
 
-/// An answer that will not change on a retry (the hook was removed, the
-/// request is refused): 4xx but 408 (timeout) and 429 (slow down).
-fn permanent(status: Option<u16>) -> bool {
-    status.is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429)
+/// What a failed answer means for the delivery.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// 409: the receiver has it already (a repeat of a delivered key).
+    Had,
+    /// 4xx the request itself causes (400, 413, 422...): a retry cannot help.
+    Rejected,
+    /// No answer, 5xx, 408, 429, or a setup problem a person can fix (401,
+    /// 403 credentials; 404, 410 the hook's URL): held and retried.
+    Retry,
+}
+
+fn answer(status: Option<u16>) -> Answer {
+    match status {
+        Some(409) => Answer::Had,
+        Some(401 | 403 | 404 | 408 | 410 | 429) | None => Answer::Retry,
+        Some(s) if (400..500).contains(&s) => Answer::Rejected,
+        _ => Answer::Retry,
+    }
 }
 
 /// Deliver a sink's queue in order, from its head: a head older than
-/// `give-up-s` or refused for good is dropped (audited); a head whose
-/// retry is not yet due, or that fails now, holds the queue (the sink is
-/// down: one attempt per backoff, and what was queued after it stays
-/// after it).
+/// `give-up-s` or rejected is dropped (audited); a head whose retry is not
+/// yet due, or that fails now, holds the queue (the sink is down or
+/// misconfigured: one attempt per backoff, and what was queued after it
+/// stays after it).
 async fn deliver(
     service: &Service,
     config: &NotifyConfig,
     sink: &Sink,
-    leader: &std::sync::atomic::AtomicI64,
+    leader: &Leader,
 ) -> Result<(), StoreError> {
-    let metrics = service.metrics();
+    let store = service.store();
     let give_up = Duration::from_secs(config.give_up_s);
-    let leading = || crate::store::now_ms() < leader.load(std::sync::atomic::Ordering::SeqCst);
-    if !leading() {
+    // Only the head, while it waits out its backoff.
+    let head = store.outbox(&sink.name, 1).await?;
+    let Some(first) = head.first() else {
+        return Ok(());
+    };
+    let due = |row: &OutboxRow| row.next_at_ms <= crate::store::now_ms();
+    // Given up only once tried: a delivery queued just before a stop is
+    // attempted when the notifier is back, however long that took.
+    let late = |row: &OutboxRow| {
+        row.attempts > 0
+            && humantime::parse_rfc3339_weak(&row.created_at)
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > give_up)
+    };
+    if !leader.leading() || (!due(first) && !late(first)) {
         return Ok(());
     }
-    for row in service.store().outbox(&sink.name, DELIVERY_BATCH).await? {
-        if !leading() {
+    for row in store.outbox(&sink.name, DELIVERY_BATCH).await? {
+        if !leader.leading() {
             break;
         }
-        let age = humantime::parse_rfc3339_weak(&row.created_at)
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .unwrap_or_default();
-        if age > give_up {
+        if late(&row) {
             let why = format!(
                 "not delivered after {} attempts in [notify] give-up-s = {} s",
                 row.attempts, config.give_up_s
@@ -1264,75 +1376,86 @@ async fn deliver(
             .await?;
             continue;
         }
-        if row.next_at_ms > crate::store::now_ms() {
+        if !due(&row) {
             break;
         }
         let attempts = row.attempts + 1;
-        match post(sink, &row).await {
-            Ok(()) => {
-                metrics.inc(
-                    "firedrill_notifications_total",
-                    &[("sink", &sink.name), ("outcome", "sent")],
-                );
-                let mut e = NewEvent::new(
-                    &notifier(),
-                    crate::audit::Action::NotificationDelivered,
-                    &row.subject,
-                )
-                .outcome(&row.transition)
-                .details(json!({
-                    "sink": sink.name,
-                    "idempotency_key": row.idempotency_key,
-                    "event": row.event,
-                    "attempts": attempts,
-                    "queued_at": row.created_at,
-                }));
-                if let Some(run) = &row.run_id {
-                    e = e.run(run);
-                }
-                service
-                    .store()
-                    .apply(
-                        Batch::new()
-                            .write(crate::store::Write::RemoveOutbox { id: row.id })
-                            .event(e),
-                    )
-                    .await?;
-            }
-            Err(f) => {
-                metrics.inc(
-                    "firedrill_notifications_total",
-                    &[("sink", &sink.name), ("outcome", "failed")],
-                );
-                let error = crate::term::clip(&f.message, MAX_NOTE_CHARS).to_string();
-                if permanent(f.status) {
-                    let mut row = row.clone();
-                    row.attempts = attempts;
-                    row.last_error = Some(error);
-                    let why = "the sink refused it for good (4xx); check its URL and credentials"
-                        .to_string();
-                    drop_deliveries(service, &sink.name, &[row], "rejected", why).await?;
-                    continue;
-                }
-                let wait = backoff(config, attempts);
-                tracing::warn!(sink = %sink.name, error = %f.message, attempts, retry_in_s = wait.as_secs_f64(), "could not deliver a notification; it stays queued, and so do those after it");
-                service
-                    .store()
-                    .apply(Batch::new().write(
-                        crate::store::Write::RetryOutbox {
-                            id: row.id,
-                            attempts,
-                            next_at_ms: crate::store::now_ms().saturating_add(
-                                i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
-                            ),
-                            error,
-                        },
-                    ))
-                    .await?;
-                break;
-            }
+        let sent = post(sink, &row).await;
+        let failure = match sent {
+            Ok(()) => None,
+            Err(f) if answer(f.status) == Answer::Had => None,
+            Err(f) => Some(f),
+        };
+        let Some(f) = failure else {
+            delivered(service, sink, &row, attempts).await?;
+            continue;
+        };
+        service.metrics().inc(
+            "firedrill_notifications_total",
+            &[("sink", &sink.name), ("outcome", "failed")],
+        );
+        let error = crate::term::clip(&f.message, MAX_NOTE_CHARS).to_string();
+        if answer(f.status) == Answer::Rejected {
+            let mut row = row.clone();
+            row.attempts = attempts;
+            row.last_error = Some(error);
+            let why = "the sink refused the request itself (4xx); a retry cannot help".to_string();
+            drop_deliveries(service, &sink.name, &[row], "rejected", why).await?;
+            continue;
         }
+        let wait = backoff(config, attempts);
+        tracing::warn!(sink = %sink.name, error = %f.message, attempts, retry_in_s = wait.as_secs_f64(), "could not deliver a notification; it stays queued, and so do those after it");
+        store
+            .apply(
+                Batch::new().write(crate::store::Write::RetryOutbox {
+                    id: row.id,
+                    attempts,
+                    next_at_ms: crate::store::now_ms()
+                        .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
+                    error,
+                }),
+            )
+            .await?;
+        break;
     }
+    Ok(())
+}
+
+/// A delivery made: removed from the outbox, counted, audited.
+async fn delivered(
+    service: &Service,
+    sink: &Sink,
+    row: &OutboxRow,
+    attempts: i64,
+) -> Result<(), StoreError> {
+    service.metrics().inc(
+        "firedrill_notifications_total",
+        &[("sink", &sink.name), ("outcome", "sent")],
+    );
+    let mut e = NewEvent::new(
+        &notifier(),
+        crate::audit::Action::NotificationDelivered,
+        &row.subject,
+    )
+    .outcome(&row.transition)
+    .details(json!({
+        "sink": sink.name,
+        "idempotency_key": row.idempotency_key,
+        "event": row.event,
+        "attempts": attempts,
+        "queued_at": row.created_at,
+    }));
+    if let Some(run) = &row.run_id {
+        e = e.run(run);
+    }
+    service
+        .store()
+        .apply(
+            Batch::new()
+                .write(crate::store::Write::RemoveOutbox { id: row.id })
+                .event(e),
+        )
+        .await?;
     Ok(())
 }
 
@@ -1386,12 +1509,13 @@ async fn post(sink: &Sink, row: &OutboxRow) -> Result<(), crate::outbound::Failu
 /// Text for Slack's mrkdwn and the Markdown of Mattermost and
 /// Rocket.Chat: `&`, `<` and `>` escaped (Slack's links and `<!channel>`),
 /// a zero-width space after each `@` (`@channel`, `@all`, `@here`) and
-/// between `]` and `(` (Markdown links and images), control characters
-/// (a newline that would start a forged line) as spaces. So nothing in a
+/// between `]` and `(` (Markdown links and images), control characters,
+/// line separators and bidirectional overrides (a forged line, reordered
+/// text) as spaces. So nothing in a
 /// label, reason or error can mention people or forge a link or a line.
 fn slack_escape(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if crate::term::dangerous(c) { ' ' } else { c })
         .collect::<String>()
         .replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -1692,6 +1816,15 @@ mod tests {
             "annotations": {"summary": "s", "error": "@channel @all [x](http://evil) ![](http://evil/p)\n:white_check_mark: Resolved: *fake*"},
         }));
         assert_eq!(hostile.lines().count(), 2, "{hostile}");
+        let separators = slack_text(&json!({
+            "transition": "raised",
+            "labels": {},
+            "annotations": {"summary": "s", "error": "a\u{2028}forged\u{2029}line \u{202E}desrever"},
+        }));
+        assert!(
+            !separators.contains(['\u{2028}', '\u{2029}', '\u{202E}']),
+            "{separators:?}"
+        );
         for bad in ["@channel", "@all", "](http", "\n:white"] {
             assert!(!hostile.contains(bad), "{bad} in {hostile}");
         }

@@ -371,10 +371,15 @@ pub enum Write {
         next_at_ms: i64,
         error: String,
     },
-    /// Remove a delivery (made, dropped or given up); [`Applied::Stale`]
-    /// when it is gone.
+    /// Remove a delivery (made, dropped or given up); nothing when it is
+    /// gone already.
     RemoveOutbox {
         id: i64,
+    },
+    /// Forget that a sink was told of a condition; nothing when it was not.
+    ForgetNotified {
+        sink: String,
+        key: String,
     },
     /// A person's decision on a step a crashed node left without a result:
     /// set its status (`retry` to run it again, `skipped`) if it is still
@@ -424,6 +429,7 @@ impl Write {
             Write::PushOutbox(_) => "push-outbox",
             Write::RetryOutbox { .. } => "retry-outbox",
             Write::RemoveOutbox { .. } => "remove-outbox",
+            Write::ForgetNotified { .. } => "forget-notified",
             Write::InsertCheckpoint(_) => "insert-checkpoint",
         }
     }
@@ -622,6 +628,8 @@ pub struct OutboxRow {
     pub sink: String,
     /// Unique; sent with every attempt, so a receiver can drop repeats.
     pub idempotency_key: String,
+    /// The condition's key in [`NotifiedRow`].
+    pub notified_key: String,
     /// `raised` or `resolved`.
     pub transition: String,
     pub event: String,

@@ -424,9 +424,9 @@ async fn a_slack_channel_gets_one_escaped_message_per_change_and_filters_hold() 
     assert_eq!(heard["event"], "switch-engaged");
     wait_until("the channel told too", async || chat.accepted().len() >= 3).await;
 
-    // Slack removed the hook (404): given up at once, not retried for a
-    // day, and the URL is not in what is recorded.
-    chat.fail_status.store(404, Ordering::SeqCst);
+    // The channel refuses the request itself (400): given up at once, not
+    // retried for a day, and the URL is not in what is recorded.
+    chat.fail_status.store(400, Ordering::SeqCst);
     chat.failing.store(true, Ordering::SeqCst);
     firedrill::switch::flip(
         env.store.as_ref(),
@@ -449,12 +449,12 @@ async fn a_slack_channel_gets_one_escaped_message_per_change_and_filters_hold() 
     assert!(
         details(&rejected[0])["last_error"]
             .as_str()
-            .is_some_and(|e| e.contains("slack:oncall answered 404")),
+            .is_some_and(|e| e.contains("slack:oncall answered 400")),
         "{:?}",
         rejected[0]
     );
     assert_eq!(
-        chat.seen().iter().filter(|r| r.status == 404).count(),
+        chat.seen().iter().filter(|r| r.status == 400).count(),
         1,
         "not retried"
     );
@@ -540,7 +540,10 @@ async fn a_sink_that_is_down_keeps_at_most_max_queued_loses_nothing_over_a_resta
     let dropped = env.audited("notification.dropped").await;
     assert_eq!(dropped.len(), 1, "{dropped:?}");
     assert_eq!(dropped[0].outcome, "queue-full");
-    assert_eq!(dropped[0].subject, "runbook:alpha", "the oldest goes first");
+    assert_eq!(
+        dropped[0].subject, "runbook:beta",
+        "the oldest after the head (which is being tried) goes first"
+    );
     assert!(
         details(&dropped[0])["why"]
             .as_str()
@@ -595,7 +598,7 @@ async fn a_sink_that_is_down_keeps_at_most_max_queued_loses_nothing_over_a_resta
         .map(|r| r.json()["runbook"].as_str().unwrap_or_default().to_string())
         .collect();
     assert!(
-        subjects.contains(&"beta".to_string()) && subjects.contains(&"gamma".to_string()),
+        subjects.contains(&"alpha".to_string()) && subjects.contains(&"gamma".to_string()),
         "{subjects:?}"
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -786,7 +789,8 @@ async fn a_down_sink_is_tried_at_its_head_only_and_delivered_in_order_when_back(
 }
 
 /// A sink that hangs holds up no other: the other's delivery is made
-/// while the hung post is still waiting for its answer.
+/// while the hung posts (a webhook's, an Alertmanager's) still wait for
+/// their answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_sink_holds_up_no_other() {
     let env = TestEnv::new().await;
@@ -794,11 +798,21 @@ async fn a_hung_sink_holds_up_no_other() {
     let hung = Receiver::start().await;
     hung.hanging.store(true, Ordering::SeqCst);
     let fine = Receiver::start().await;
+    let hung_am = Receiver::start().await;
+    hung_am.hanging.store(true, Ordering::SeqCst);
     let mut slow = webhook("hung", hung.url("/"));
     slow.timeout_ms = 30_000;
     let config = NotifyConfig {
         resend_s: 1,
         webhook: vec![slow, webhook("fine", fine.url("/"))],
+        // An Alertmanager that hangs too, synced before the webhooks' queues.
+        alertmanager: vec![firedrill::notify::AlertmanagerSink {
+            url: hung_am.url(""),
+            token_secret: None,
+            timeout_ms: 30_000,
+            events: Vec::new(),
+            runbooks: Vec::new(),
+        }],
         ..NotifyConfig::default()
     };
     let keys = secrets(&[("hook-key", SIGNING_KEY.into())]);
@@ -812,7 +826,10 @@ async fn a_hung_sink_holds_up_no_other() {
     )
     .await
     .expect("engage");
-    wait_until("the hung sink asked", async || !hung.seen().is_empty()).await;
+    wait_until("the hung sinks asked", async || {
+        !hung.seen().is_empty() && !hung_am.seen().is_empty()
+    })
+    .await;
     wait_until("the other sink told", async || !fine.accepted().is_empty()).await;
     // The hung post has not ended: its delivery is still queued, untried.
     let pending = env.store.outbox("webhook:hung", 10).await.expect("outbox");

@@ -454,6 +454,7 @@ impl Store for $store {
                     id: r.get("id"),
                     sink: r.get("sink"),
                     idempotency_key: r.get("idempotency_key"),
+                    notified_key: r.get("notified_key"),
                     transition: r.get("transition"),
                     event: r.get("event"),
                     subject: r.get("subject"),

@@ -526,8 +526,8 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             }
         }
         Write::PushOutbox(o) => {
-            let done = sqlx::query(q("INSERT INTO notification_outbox (sink, idempotency_key, transition, event, subject, run_id, payload, created_at, next_at_ms, attempts, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING"))
-                .bind(&o.sink).bind(&o.idempotency_key).bind(&o.transition).bind(&o.event)
+            let done = sqlx::query(q("INSERT INTO notification_outbox (sink, idempotency_key, notified_key, transition, event, subject, run_id, payload, created_at, next_at_ms, attempts, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING"))
+                .bind(&o.sink).bind(&o.idempotency_key).bind(&o.notified_key).bind(&o.transition).bind(&o.event)
                 .bind(&o.subject).bind(&o.run_id).bind(json_text(&o.payload)).bind(&o.created_at)
                 .bind(o.next_at_ms).bind(o.attempts).bind(&o.last_error)
                 .execute(&mut *tx).await.map_err(sql("push outbox"))?;
@@ -541,12 +541,14 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                 .execute(&mut *tx).await.map_err(sql("retry outbox"))?;
         }
         Write::RemoveOutbox { id } => {
-            let done = sqlx::query(q("DELETE FROM notification_outbox WHERE id = ?"))
+            sqlx::query(q("DELETE FROM notification_outbox WHERE id = ?"))
                 .bind(id)
                 .execute(&mut *tx).await.map_err(sql("remove outbox"))?;
-            if done.rows_affected() == 0 {
-                return Ok(Applied::Stale);
-            }
+        }
+        Write::ForgetNotified { sink, key } => {
+            sqlx::query(q("DELETE FROM notified WHERE sink = ? AND key = ?"))
+                .bind(sink).bind(key)
+                .execute(&mut *tx).await.map_err(sql("forget notified"))?;
         }
         Write::DecideStep {
             run_id,
