@@ -59,7 +59,7 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     (
         "firedrill_notifications_dropped_total",
         "counter",
-        "Notifications not sent, by sink and reason: max-alerts (beyond [notify] max-alerts in one Alertmanager sync; sent at a later one), queue-full (the oldest deliveries beyond max-queued), gave-up (not delivered within give-up-s), rejected (a 4xx answer other than 408 and 429), sink-removed. Each but max-alerts is audited as notification.dropped.",
+        "Notifications not sent, by sink and reason: max-alerts (beyond [notify] max-alerts in one Alertmanager sync; sent at a later one), queue-full (the oldest deliveries beyond max-queued), gave-up (not delivered within give-up-s), rejected (a 4xx about the request itself: not 401, 403, 404, 408, 409, 410 or 429), sink-removed. Each but max-alerts is audited as notification.dropped.",
     ),
     (
         "firedrill_alerts_unmatched_total",

@@ -35,16 +35,18 @@ pub struct NotifyConfig {
     /// The console's address as people reach it (`https://firedrill.example.com`),
     /// for links in notifications. Default none (no link).
     pub console_url: Option<String>,
-    /// How often active conditions are sent again, in seconds (Alertmanager
-    /// resolves an alert that is not re-sent before its `endsAt`, here four
-    /// intervals). At least 1. Default 30.
+    /// How often the conditions are read (and sent again to Alertmanager,
+    /// which resolves an alert not re-sent before its `endsAt`, here four
+    /// intervals), in seconds. 1 to 3,600. Default 30.
     pub resend_s: u64,
-    /// How long a failed run stays raised, in seconds. Default 3,600.
+    /// How long a failed run stays raised, in seconds. 1 to 604,800.
+    /// Default 3,600.
     pub failed_run_s: u64,
     /// Most alerts sent to one Alertmanager per tick (more are counted in
     /// `firedrill_notifications_dropped_total{reason="max-alerts"}` and sent
     /// when there is room), and most changes queued for one webhook or
-    /// Slack sink per tick (the rest wait for the next). Default 1,000.
+    /// Slack sink per tick (the rest wait for the next). 1 to 100,000.
+    /// Default 1,000.
     pub max_alerts: usize,
     /// Most deliveries queued for one webhook or Slack sink; beyond it the
     /// oldest is dropped (counted and audited). 1 to 100,000. Default 1,000.
@@ -555,18 +557,22 @@ fn checked(
             MIN_TIMEOUT_MS,
             MAX_TIMEOUT_MS,
         )?;
-        let mut endpoint = crate::outbound::Endpoint::new(
-            "webhook sink",
-            &s.url,
-            s.token_secret.as_deref(),
-            s.timeout_ms,
-            secrets,
-        )
-        .map_err(|_| {
-            format!(
-                "[[notify.webhook]] {name}: url must be an http:// or https:// URL without credentials in it (a token goes in token-secret)"
-            )
-        })?;
+        // The URL is checked without the token, so that an error about it
+        // (which must not show it: a path may hold a credential) and one
+        // about the token secret are told apart.
+        let mut endpoint =
+            crate::outbound::Endpoint::new("webhook sink", &s.url, None, s.timeout_ms, secrets)
+                .map_err(|_| {
+                    format!(
+                        "[[notify.webhook]] {name}: url must be an http:// or https:// URL without credentials in it (a token goes in token-secret)"
+                    )
+                })?;
+        if let Some(t) = &s.token_secret {
+            let token = secrets
+                .get(t)
+                .map_err(|e| format!("[[notify.webhook]] {name}: token-secret {t}: {e}"))?;
+            endpoint.token = Some(token.expose().to_string());
+        }
         endpoint.name = format!("webhook:{name}");
         let signing_key = secrets.get(&s.signing_secret).map_err(|e| {
             format!(
@@ -1768,6 +1774,37 @@ mod tests {
         refuse(c.clone(), "console-url");
         c.console_url = Some("https://firedrill.example.com".into());
         checked(&c, &s).expect("valid console-url");
+    }
+
+    /// Any secret, valid for any use (a URL that is also 16 bytes long).
+    struct AnySecret;
+
+    impl crate::secret::SecretProvider for AnySecret {
+        fn get(&self, _name: &str) -> Result<crate::secret::Secret, crate::secret::SecretError> {
+            Ok(crate::secret::Secret::new(
+                "https://hooks.slack.test/services/T0/B0/x",
+            ))
+        }
+    }
+
+    #[test]
+    fn every_notify_example_in_the_docs_passes_the_config_check() {
+        #[derive(Deserialize)]
+        struct File {
+            notify: NotifyConfig,
+        }
+        let docs = include_str!("../../docs/alerts.md");
+        let mut seen = 0;
+        for block in docs.split("```toml\n").skip(1) {
+            let block = block.split("```").next().unwrap_or_default();
+            if !block.starts_with("[notify]") {
+                continue;
+            }
+            let file: File = toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+            checked(&file.notify, &AnySecret).unwrap_or_else(|e| panic!("{e}\n{block}"));
+            seen += 1;
+        }
+        assert!(seen >= 3, "{seen} examples");
     }
 
     #[test]
