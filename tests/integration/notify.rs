@@ -91,6 +91,15 @@ fn verified(r: &firedrill_tests::web::Received, key: &str) -> bool {
     fresh && mac.verify_slice(&sig).is_ok()
 }
 
+/// The `notification.dropped` audit records with `reason` as outcome.
+async fn dropped_for(env: &TestEnv, reason: &str) -> Vec<firedrill::audit::AuditRecord> {
+    env.audited("notification.dropped")
+        .await
+        .into_iter()
+        .filter(|d| d.outcome == reason)
+        .collect()
+}
+
 fn details(r: &firedrill::audit::AuditRecord) -> serde_json::Value {
     serde_json::from_str(&r.details).unwrap_or_default()
 }
@@ -438,10 +447,7 @@ async fn a_slack_channel_gets_one_escaped_message_per_change_and_filters_hold() 
     .await
     .expect("engage");
     wait_until("the rejected delivery dropped", async || {
-        env.audited("notification.dropped")
-            .await
-            .iter()
-            .any(|d| d.outcome == "rejected")
+        !dropped_for(&env, "rejected").await.is_empty()
     })
     .await;
     let rejected = env.audited("notification.dropped").await;
@@ -617,18 +623,10 @@ async fn a_sink_that_is_down_keeps_at_most_max_queued_loses_nothing_over_a_resta
         .await
         .expect("release");
     wait_until("given up", async || {
-        env.audited("notification.dropped")
-            .await
-            .iter()
-            .any(|d| d.outcome == "gave-up")
+        !dropped_for(&env, "gave-up").await.is_empty()
     })
     .await;
-    let gave_up: Vec<_> = env
-        .audited("notification.dropped")
-        .await
-        .into_iter()
-        .filter(|d| d.outcome == "gave-up")
-        .collect();
+    let gave_up = dropped_for(&env, "gave-up").await;
     assert_eq!(gave_up.len(), 1);
     assert_eq!(gave_up[0].subject, "runbook:beta");
     assert_eq!(details(&gave_up[0])["transition"], "resolved");
@@ -666,18 +664,10 @@ async fn a_sink_that_is_down_keeps_at_most_max_queued_loses_nothing_over_a_resta
     drop(notifier);
     let _cleanup = spawn(&env, &state, &NotifyConfig::default(), &keys);
     wait_until("the removed sink cleared", async || {
-        env.audited("notification.dropped")
-            .await
-            .iter()
-            .any(|d| d.outcome == "sink-removed")
+        !dropped_for(&env, "sink-removed").await.is_empty()
     })
     .await;
-    let removed: Vec<_> = env
-        .audited("notification.dropped")
-        .await
-        .into_iter()
-        .filter(|d| d.outcome == "sink-removed")
-        .collect();
+    let removed = dropped_for(&env, "sink-removed").await;
     assert_eq!(removed.len(), 1);
     assert_eq!(details(&removed[0])["count"], 1);
     assert_eq!(queued().await, 0);
