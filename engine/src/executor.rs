@@ -72,6 +72,8 @@ pub struct Service {
     templates: Arc<Templates>,
     metrics: Arc<Metrics>,
     node: Arc<NodeConfig>,
+    /// Runbooks already validated, by digest (no YAML parsed per run).
+    validated: Arc<resolve::Validated>,
 }
 
 impl Service {
@@ -83,6 +85,7 @@ impl Service {
             templates: Arc::new(Templates::default()),
             metrics: Arc::new(Metrics::default()),
             node: Arc::new(NodeConfig::default().resolved().unwrap_or_default()),
+            validated: Arc::default(),
         }
     }
 

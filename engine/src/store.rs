@@ -743,6 +743,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Decisions on `step_id` of `run_id`, oldest first.
     async fn approvals(&self, run_id: &str, step_id: &str) -> Result<Vec<ApprovalRow>, StoreError>;
     async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError>;
+    /// Who asked run `id` to stop (`runs.cancel_requested`), if anyone: the
+    /// one column a step boundary needs.
+    async fn cancel_requested(&self, id: &str) -> Result<Option<String>, StoreError>;
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError>;
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError>;
     /// Per-target results, by step position then target.

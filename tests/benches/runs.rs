@@ -6,7 +6,8 @@
 //!
 //! `cargo bench -p firedrill-tests --bench runs` (env RUNS_TOTAL: runs per
 //! round at concurrency 16, default 800 (a quarter at 1, twice at 64);
-//! RUNS_ROUNDS, default 3). Part of `scripts/bench`.
+//! RUNS_ROUNDS, default 3; RUNS_ONLY=engine measures the engine-only runbook
+//! alone and writes no results: for profiling). Part of `scripts/bench`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,6 +115,7 @@ fn main() {
             .expect("publish");
         let service = Arc::new(env.service.clone());
         let mut measures = Vec::new();
+        let engine_only = std::env::var("RUNS_ONLY").is_ok_and(|v| v == "engine");
         for (runbook, key, label) in [
             (
                 "engine-only",
@@ -126,6 +128,9 @@ fn main() {
                 "demo runbook: 2 commands on the local target",
             ),
         ] {
+            if engine_only && key != "engine" {
+                continue;
+            }
             // Warm up: compile caches, page cache, connection pool.
             phase(&service, runbook, 4, 40.min(total)).await;
             for concurrency in [1, 16, 64] {
@@ -159,6 +164,9 @@ fn main() {
                 println!("  latency p50 {p50:.2} ms, p99 {p99:.2} ms");
                 measures.push(m);
             }
+        }
+        if engine_only {
+            return None;
         }
         // Checkpointing beside the runs (as `serve` does, here every 100
         // records or second, to a directory witness): alternating rounds
@@ -216,11 +224,13 @@ fn main() {
             .await
             .expect("runs");
         assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded));
-        measures
+        Some(measures)
     });
-    bench::write(
-        "runs",
-        "cargo bench -p firedrill-tests --bench runs",
-        &measures,
-    );
+    if let Some(measures) = measures {
+        bench::write(
+            "runs",
+            "cargo bench -p firedrill-tests --bench runs",
+            &measures,
+        );
+    }
 }

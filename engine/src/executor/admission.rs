@@ -2,6 +2,7 @@
 //! anything is written ([`Service::prepare`]), a person's decision to
 //! continue a stopped run, and queueing.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Value, json};
@@ -43,7 +44,7 @@ pub struct PreparedRun {
     pub actor: Actor,
     draft: bool,
     inputs: Value,
-    valid: ValidRunbook,
+    valid: Arc<ValidRunbook>,
     /// Continue a halted run instead of starting one.
     resume: Option<Resume>,
     /// An approval to wait for before the first step (readiness policy
@@ -107,12 +108,16 @@ impl Service {
         let sent_at = Instant::now();
         let owner = self.node.id.clone();
         let claim_by = Some((owner.as_str(), self.node.lease_ms_i64()));
+        let valid = run.valid.clone();
         match self.admit(run, None, claim_by).await? {
-            Applied::Claimed { run_id, epoch, .. } => {
-                self.execute_claimed(Claim::new(run_id, epoch, None, sent_at))
+            (Applied::Claimed { run_id, epoch, .. }, row) => {
+                let claim = Claim::new(run_id, epoch, None, sent_at);
+                // A new run admitted and claimed in one write has nothing
+                // stored beyond its row: no read, no second validation.
+                self.execute_known(claim, row.map(|row| (*row, valid)))
                     .await
             }
-            other => Err(StoreError::Corrupt {
+            (other, _) => Err(StoreError::Corrupt {
                 what: "run admission",
                 reason: format!("the store answered an admission and claim with {other:?}"),
             }
@@ -136,12 +141,13 @@ impl Service {
     /// stopped one someone decided to continue (`run.resumed` /
     /// `run.step-skipped`). [`RunError::Busy`] when the queue is full,
     /// [`RunError::LostRace`] when someone else continued the run first.
+    /// With the store's answer, the row of a new run as it was queued.
     async fn admit(
         &self,
         run: PreparedRun,
         limits: Option<(u64, u64)>,
         claim_by: Option<(&str, i64)>,
-    ) -> Result<Applied, RunError> {
+    ) -> Result<(Applied, Option<Box<RunRow>>), RunError> {
         let PreparedRun {
             id,
             mode,
@@ -153,6 +159,7 @@ impl Service {
             resume,
             ..
         } = run;
+        let mut admitted = None;
         let (control, was) = match &resume {
             Some(resume) => (
                 RunControl::Continue {
@@ -198,9 +205,11 @@ impl Service {
                     source: draft.then(|| valid.source.clone()),
                 };
                 let (max_active, max_per_runbook) = limits.unwrap_or((u64::MAX, u64::MAX));
+                let row = Box::new(row);
+                admitted = claim_by.is_some().then(|| row.clone());
                 (
                     RunControl::Admit {
-                        run: Box::new(row),
+                        run: row,
                         details,
                         max_active,
                         max_per_runbook,
@@ -214,7 +223,7 @@ impl Service {
         match (applied, was) {
             (Applied::Refused(why), _) => Err(RunError::Busy(why)),
             (Applied::Stale, Some(was)) => Err(RunError::LostRace { id, was }),
-            (applied, _) => Ok(applied),
+            (applied, _) => Ok((applied, admitted)),
         }
     }
 

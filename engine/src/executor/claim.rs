@@ -15,7 +15,8 @@ use super::lease::{self, PickUp, RunLease};
 use super::{Service, mode_of};
 use crate::Mode;
 use crate::audit::Actor;
-use crate::store::{Applied, Fence, RunStatus, StoreError, Write};
+use crate::runbook::ValidRunbook;
+use crate::store::{Applied, Fence, RunRow, RunStatus, StoreError, Write};
 
 /// A run this node claimed: its fencing epoch, and whose lease expired
 /// (a takeover) if any.
@@ -80,6 +81,17 @@ impl Service {
     /// Execute a run this node claimed, from where its stored steps say
     /// (see [`lease::pick_up`]), renewing its lease until it ends.
     pub async fn execute_claimed(&self, claim: Claim) -> Result<String, RunError> {
+        self.execute_known(claim, None).await
+    }
+
+    /// [`Service::execute_claimed`], given the run's row and validated
+    /// runbook when this node has just admitted and claimed it (nothing is
+    /// stored of it yet but its row, so nothing is read back).
+    pub(super) async fn execute_known(
+        &self,
+        claim: Claim,
+        known: Option<(RunRow, Arc<ValidRunbook>)>,
+    ) -> Result<String, RunError> {
         let id = claim.run_id.clone();
         let lease = Arc::new(RunLease::new(
             Fence {
@@ -91,7 +103,9 @@ impl Service {
             claim.sent_at,
         ));
         let span = tracing::info_span!("run", run_id = %id);
-        let work = self.pick_up_and_drive(&lease, &claim).instrument(span);
+        let work = self
+            .pick_up_and_drive(&lease, &claim, known)
+            .instrument(span);
         tokio::select! {
             result = work => result,
             () = self.keep_lease(&lease) => Err(StoreError::Fenced { run_id: id }.into()),
@@ -134,25 +148,33 @@ impl Service {
         &self,
         lease: &Arc<RunLease>,
         claim: &Claim,
+        known: Option<(RunRow, Arc<ValidRunbook>)>,
     ) -> Result<String, RunError> {
         let id = claim.run_id.clone();
-        let run = self
-            .store
-            .run(&id)
-            .await?
-            .ok_or_else(|| RunError::Stored(id.clone(), "the claimed run is gone".into()))?;
+        let (run, known) = match known {
+            Some((run, valid)) => (run, Some(valid)),
+            None => {
+                let run = self.store.run(&id).await?.ok_or_else(|| {
+                    RunError::Stored(id.clone(), "the claimed run is gone".into())
+                })?;
+                (run, None)
+            }
+        };
         let mut actor = Actor::parse(&run.actor).unwrap_or_else(|_| Actor::user(run.actor.clone()));
         actor.auth = Some(crate::audit::ActorAuth {
             via: crate::audit::Via::Run,
             person: None,
         });
         let mode = mode_of(&run);
-        let journal = Journal::new(
+        let mut journal = Journal::new(
             self.store.clone(),
             self.metrics.clone(),
             lease.clone(),
             actor.clone(),
         );
+        if mode == Mode::DryRun {
+            journal = journal.deferring(self.node.deferral());
+        }
         let end = |status: RunStatus, why: String| RunEvent::PickUpEnded {
             status,
             why,
@@ -161,18 +183,23 @@ impl Service {
             runbook: &run.runbook,
             mode: mode.as_str(),
         };
-        let valid = match self.stored_runbook(&run).await {
-            Ok(v) => v,
-            Err(why) => {
-                let why = format!("cannot continue run {id}: {why}; it was not started again");
-                journal.record(end(RunStatus::Failed, why)).await?;
-                return Ok(id);
-            }
+        let (valid, rows, targets) = match known {
+            Some(valid) => (valid, Vec::new(), Vec::new()),
+            None => match self.stored_runbook(&run).await {
+                Ok(v) => (
+                    v,
+                    self.store.steps(&id).await?,
+                    self.store.step_targets(&id).await?,
+                ),
+                Err(why) => {
+                    let why = format!("cannot continue run {id}: {why}; it was not started again");
+                    journal.record(end(RunStatus::Failed, why)).await?;
+                    return Ok(id);
+                }
+            },
         };
         let rb = &valid.runbook;
         let main: Vec<&str> = rb.steps.iter().map(|s| s.id.as_str()).collect();
-        let rows = self.store.steps(&id).await?;
-        let targets = self.store.step_targets(&id).await?;
         let idempotent = |i: usize| {
             let step = &rb.steps[i];
             mode == Mode::DryRun

@@ -46,12 +46,7 @@ impl Service {
         what: &str,
     ) -> Result<Option<(RunStatus, String)>, StoreError> {
         let rb = &ctx.valid.runbook;
-        if let Some(request) = self
-            .store
-            .run(&ctx.id)
-            .await?
-            .and_then(|r| r.cancel_requested)
-        {
+        if let Some(request) = self.store.cancel_requested(&ctx.id).await? {
             return Ok(Some((
                 RunStatus::Cancelled,
                 format!(
@@ -140,7 +135,7 @@ impl Service {
         // A cancel that ended a step (an approval wait) ends the run as cancelled.
         if stopped.is_none()
             && failure.is_some()
-            && let Some(request) = self.store.run(&id).await?.and_then(|r| r.cancel_requested)
+            && let Some(request) = self.store.cancel_requested(&id).await?
         {
             stopped = Some((RunStatus::Cancelled, format!("cancelled (by {request})")));
         }

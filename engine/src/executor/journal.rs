@@ -114,17 +114,133 @@ pub(super) enum RunEvent<'a> {
     Interrupted { error: String },
 }
 
-/// The journal of one run on the node executing it.
-pub(super) struct Journal {
+impl RunEvent<'_> {
+    /// Whether a dry-run may keep this record back ([`Deferral`]): every
+    /// step record. Status moves, pick-up endings and interruptions are
+    /// written at once (with what was kept back before them).
+    fn deferrable(&self) -> bool {
+        matches!(
+            self,
+            RunEvent::StepRerun { .. }
+                | RunEvent::StepSkipped { .. }
+                | RunEvent::StepStarted { .. }
+                | RunEvent::ApprovalNoted { .. }
+                | RunEvent::StepRetried { .. }
+                | RunEvent::LimitExceeded { .. }
+                | RunEvent::HostCall { .. }
+                | RunEvent::TargetFinished(_)
+                | RunEvent::StepFinished { .. }
+        )
+    }
+}
+
+/// How a dry-run's step records are kept back and written together
+/// (`[node] dry-run-flush-ms`, `dry-run-flush-records`): a dry-run makes no
+/// change, so it has no intent to make durable before a side effect, and
+/// its records go to the store in as few batches as this allows: at the
+/// latest `window` after the first record kept back, when `records` are
+/// kept, and with the run's end (one batch with it). What a crash leaves
+/// is the run claimed with the steps written so far; the node that takes
+/// it over runs the rest again (a dry-run step is always safe to re-run).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Deferral {
+    pub(super) window: Duration,
+    pub(super) records: usize,
+}
+
+/// Records kept back, in order, with their metric increments.
+#[derive(Default)]
+struct Pending {
+    batch: Batch,
+    counts: Vec<Count>,
+    records: usize,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.batch.writes.is_empty() && self.batch.events.is_empty()
+    }
+
+    /// Append `batch`. A step row written again replaces the one kept (at
+    /// its place, before the rows that refer to it): one transaction holds
+    /// both, so only the last state of a step is ever seen.
+    fn add(&mut self, batch: Batch, counts: Vec<Count>) {
+        self.records += batch.events.len().max(1);
+        for write in batch.writes {
+            if let Write::UpsertStep(row) = &write
+                && let Some(kept) = self
+                    .batch
+                    .writes
+                    .iter_mut()
+                    .find(|w| matches!(w, Write::UpsertStep(k) if k.step_id == row.step_id))
+            {
+                *kept = write;
+                continue;
+            }
+            self.batch.writes.push(write);
+        }
+        self.batch.events.extend(batch.events);
+        self.counts.extend(counts);
+    }
+
+    fn take(&mut self) -> (Batch, Vec<Count>) {
+        self.records = 0;
+        (
+            std::mem::take(&mut self.batch),
+            std::mem::take(&mut self.counts),
+        )
+    }
+}
+
+/// What writes a run's records: the store, under the run's fence.
+#[derive(Clone)]
+struct Sink {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     fence: Fence,
+}
+
+impl Sink {
+    /// Apply `batch` under the fence; count `counts` once it is kept.
+    async fn commit(&self, batch: Batch, counts: Vec<Count>) -> Result<Applied, StoreError> {
+        match self.store.apply(batch.fenced(&self.fence)).await? {
+            Applied::Fenced => Err(StoreError::Fenced {
+                run_id: self.fence.run_id.clone(),
+            }),
+            Applied::Stale => {
+                // A status write found the run elsewhere: nothing was
+                // written. Say so; the run's record is what it was.
+                tracing::warn!(run_id = %self.fence.run_id, "a status change of the run was not applied: the run had already moved on");
+                Ok(Applied::Stale)
+            }
+            other => {
+                // Counted only once the record is kept, so a node that lost
+                // the run counts nothing it did not record.
+                if other.wrote() {
+                    for count in counts {
+                        count(&self.metrics);
+                    }
+                }
+                Ok(other)
+            }
+        }
+    }
+}
+
+/// The journal of one run on the node executing it.
+pub(super) struct Journal {
+    sink: Sink,
     /// The node's lease; `None` for a node closing the run on shutdown.
     lease: Option<Arc<RunLease>>,
     /// Who the run acts for.
     actor: Actor,
     /// The node executing it (claims, pick-up, shutdown).
     node: Actor,
+    /// Set for a dry-run: its step records are kept back.
+    deferral: Option<Deferral>,
+    /// What is kept back; locked while it is written, so batches reach
+    /// the store in the order they were recorded.
+    pending: Arc<tokio::sync::Mutex<Pending>>,
 }
 
 /// The actor of node `id`.
@@ -144,25 +260,40 @@ impl Journal {
         actor: Actor,
     ) -> Self {
         Journal {
-            store,
-            metrics,
-            fence: lease.fence.clone(),
+            sink: Sink {
+                store,
+                metrics,
+                fence: lease.fence.clone(),
+            },
             node: node_actor(&lease.fence.owner),
             lease: Some(lease),
             actor,
+            deferral: None,
+            pending: Arc::default(),
         }
+    }
+
+    /// Keep step records back as [`Deferral`] says (dry-runs).
+    pub(super) fn deferring(mut self, deferral: Deferral) -> Self {
+        self.deferral =
+            (deferral.window > Duration::ZERO && deferral.records > 1).then_some(deferral);
+        self
     }
 
     /// The journal of a node closing a run it holds by `fence` (shutdown).
     pub(super) fn closing(store: Arc<dyn Store>, metrics: Arc<Metrics>, fence: Fence) -> Self {
         let node = node_actor(&fence.owner);
         Journal {
-            store,
-            metrics,
-            fence,
+            sink: Sink {
+                store,
+                metrics,
+                fence,
+            },
             lease: None,
             actor: node.clone(),
             node,
+            deferral: None,
+            pending: Arc::default(),
         }
     }
 
@@ -173,43 +304,79 @@ impl Journal {
     }
 
     fn run_id(&self) -> &str {
-        &self.fence.run_id
+        &self.sink.fence.run_id
     }
 
     fn fenced(&self) -> StoreError {
         StoreError::Fenced {
-            run_id: self.fence.run_id.clone(),
+            run_id: self.sink.fence.run_id.clone(),
         }
     }
 
     /// Record `event`: its writes and audit record in one fenced batch,
     /// its metrics, its log line. [`StoreError::Fenced`] when the run is no
-    /// longer this node's, or this node gave it up.
+    /// longer this node's, or this node gave it up. A dry-run's step
+    /// records are kept back ([`Deferral`]) and `Done` is answered for them.
     pub(super) async fn record(&self, event: RunEvent<'_>) -> Result<Applied, StoreError> {
         if self.lease.as_ref().is_some_and(|l| l.surrendered()) {
             return Err(self.fenced());
         }
+        let deferrable = event.deferrable();
+        let finishes = matches!(event, RunEvent::RunFinished { .. });
         let counts = counts(&event);
         let batch = self.batch(event);
-        match self.store.apply(batch.fenced(&self.fence)).await? {
-            Applied::Fenced => Err(self.fenced()),
+        let Some(deferral) = self.deferral else {
+            return self.sink.commit(batch, counts).await;
+        };
+        let mut pending = self.pending.lock().await;
+        if deferrable {
+            let was_empty = pending.is_empty();
+            pending.add(batch, counts);
+            if pending.records < deferral.records {
+                if was_empty {
+                    self.flush_after(deferral.window);
+                }
+                return Ok(Applied::Done);
+            }
+            return flush(&self.sink, &mut pending, false).await;
+        }
+        if pending.is_empty() {
+            return self.sink.commit(batch, counts).await;
+        }
+        if !finishes {
+            // A status move is conditional: written on its own, after
+            // what was kept back, so a refused move loses no step record.
+            flush(&self.sink, &mut pending, false).await?;
+            return self.sink.commit(batch, counts).await;
+        }
+        // The run's end and what was kept back: one batch. Should the end
+        // be refused (the run moved on: never while this node holds it),
+        // what was kept back is written on its own.
+        let kept = pending.batch.clone();
+        pending.add(batch, counts);
+        match flush(&self.sink, &mut pending, false).await? {
             Applied::Stale => {
-                // A status write found the run elsewhere: nothing was
-                // written. Say so; the run's record is what it was.
-                tracing::warn!(run_id = %self.run_id(), "a status change of the run was not applied: the run had already moved on");
+                self.sink.commit(kept, Vec::new()).await?;
                 Ok(Applied::Stale)
             }
-            other => {
-                // Counted only once the record is kept, so a node that lost
-                // the run counts nothing it did not record.
-                if other.wrote() {
-                    for count in counts {
-                        count(&self.metrics);
-                    }
-                }
-                Ok(other)
-            }
+            other => Ok(other),
         }
+    }
+
+    /// Write what is kept back `window` from now, unless it was written by then.
+    fn flush_after(&self, window: Duration) {
+        let (sink, pending) = (self.sink.clone(), self.pending.clone());
+        let lease = self.lease.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(window).await;
+            let mut pending = pending.lock().await;
+            if pending.is_empty() || lease.is_some_and(|l| l.surrendered()) {
+                return;
+            }
+            if let Err(e) = flush(&sink, &mut pending, true).await {
+                tracing::warn!(run_id = %sink.fence.run_id, error = %e, "cannot write the dry-run's step records yet; they are kept and written with the next");
+            }
+        });
     }
 
     /// Record a host call as it happens. A failure is logged, not returned:
@@ -231,11 +398,11 @@ impl Journal {
     pub(super) async fn renew(&self, lease_ms: i64) -> Result<Applied, StoreError> {
         let batch = Batch::new()
             .write(Write::RenewLease {
-                run_id: self.fence.run_id.clone(),
+                run_id: self.sink.fence.run_id.clone(),
                 lease_ms,
             })
-            .fenced(&self.fence);
-        self.store.apply(batch).await
+            .fenced(&self.sink.fence);
+        self.sink.store.apply(batch).await
     }
 
     /// The batch of `event` (its writes and audit record), with its line
@@ -481,6 +648,29 @@ impl Journal {
                     .details(details)
                     .run(self.run_id()),
             )
+    }
+}
+
+/// Write what `pending` holds. With `keep`, a store error keeps it, to be
+/// written with the next record (a fenced batch is gone: the run is not
+/// ours); without, the error goes to the run, which stops.
+async fn flush(sink: &Sink, pending: &mut Pending, keep: bool) -> Result<Applied, StoreError> {
+    let records = pending.records;
+    let (batch, counts) = pending.take();
+    let kept = keep.then(|| batch.clone());
+    match sink.commit(batch, counts).await {
+        Err(e @ StoreError::Fenced { .. }) => Err(e),
+        Err(e) => {
+            if let Some(kept) = kept {
+                // The metric increments are not kept with it: a retried
+                // batch counts nothing (a metric may undercount, a record
+                // never).
+                pending.batch = kept;
+                pending.records = records;
+            }
+            Err(e)
+        }
+        ok => ok,
     }
 }
 

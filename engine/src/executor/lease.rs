@@ -35,6 +35,16 @@ pub struct NodeConfig {
     /// How often an idle node looks for queued runs and expired leases, in
     /// ms. Default 500.
     pub poll_ms: u64,
+    /// A dry-run's step records are written together, at the latest this
+    /// many ms after the first one kept back, and with the run's end (a
+    /// live run writes each record before it goes on). A crash loses at
+    /// most this window of a dry-run's records; the node taking the run
+    /// over runs those steps again (a dry-run changes nothing). 0 writes
+    /// each record at once. 0 to 60,000. Default 100.
+    pub dry_run_flush_ms: u64,
+    /// Most audit records of a dry-run kept back before they are written.
+    /// 1 to 10,000. Default 256.
+    pub dry_run_flush_records: u64,
 }
 
 impl Default for NodeConfig {
@@ -44,6 +54,8 @@ impl Default for NodeConfig {
             lease_ms: 15_000,
             heartbeat_ms: 5_000,
             poll_ms: 500,
+            dry_run_flush_ms: 100,
+            dry_run_flush_records: 256,
         }
     }
 }
@@ -80,7 +92,27 @@ impl NodeConfig {
         if self.poll_ms == 0 {
             return Err("node.poll-ms must be at least 1".into());
         }
+        if self.dry_run_flush_ms > 60_000 {
+            return Err(format!(
+                "node.dry-run-flush-ms is {}; it must be between 0 (write each record at once) and 60000",
+                self.dry_run_flush_ms
+            ));
+        }
+        if !(1..=10_000).contains(&self.dry_run_flush_records) {
+            return Err(format!(
+                "node.dry-run-flush-records is {}; it must be between 1 and 10000",
+                self.dry_run_flush_records
+            ));
+        }
         Ok(self)
+    }
+
+    /// How a dry-run's step records are kept back.
+    pub(super) fn deferral(&self) -> super::journal::Deferral {
+        super::journal::Deferral {
+            window: Duration::from_millis(self.dry_run_flush_ms),
+            records: usize::try_from(self.dry_run_flush_records).unwrap_or(usize::MAX),
+        }
     }
 
     pub fn lease(&self) -> Duration {

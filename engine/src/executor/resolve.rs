@@ -2,7 +2,8 @@
 //! rollback, and the stored runbook a claimed or resumed run uses (checked
 //! against the digests it recorded).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
@@ -10,8 +11,64 @@ use super::Service;
 use super::error::{ControlError, PublishError, reason_of};
 use crate::audit::{Action, Actor, NewEvent, now_rfc3339};
 use crate::kernel::RegistryError;
-use crate::runbook::{KernelCatalog, Problems, Runbook, ValidRunbook, parse_runbook, validate};
+use crate::runbook::{
+    KernelCatalog, Problems, Runbook, ValidRunbook, parse_runbook, source_digest, validate,
+};
 use crate::store::{Applied, Batch, RunRow, RunbookRow, StoreError, Write};
+
+/// Most validated runbooks kept ([`Validated`]).
+pub const VALIDATED_MAX_ENTRIES: usize = 256;
+/// Most source bytes they hold together.
+pub const VALIDATED_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// Runbooks that passed validation, by the digest of their text: a text
+/// that validated once validates again to the same result (its kernels are
+/// immutable registry versions, resolved and verified once), so a run of a
+/// published runbook parses no YAML. Only successes are kept (a kernel
+/// that is missing now may be published later); bounded by
+/// [`VALIDATED_MAX_ENTRIES`] and [`VALIDATED_MAX_BYTES`], oldest out first.
+#[derive(Debug, Default)]
+pub(super) struct Validated {
+    inner: Mutex<ValidatedInner>,
+}
+
+#[derive(Debug, Default)]
+struct ValidatedInner {
+    by_digest: HashMap<String, Arc<ValidRunbook>>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+impl Validated {
+    fn get(&self, digest: &str) -> Option<Arc<ValidRunbook>> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.by_digest.get(digest).cloned()
+    }
+
+    fn keep(&self, valid: &Arc<ValidRunbook>) {
+        let size = valid.source.len();
+        if size > VALIDATED_MAX_BYTES {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.by_digest.contains_key(&valid.digest) {
+            return;
+        }
+        while inner.by_digest.len() >= VALIDATED_MAX_ENTRIES
+            || inner.bytes + size > VALIDATED_MAX_BYTES
+        {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = inner.by_digest.remove(&oldest) {
+                inner.bytes -= gone.source.len();
+            }
+        }
+        inner.bytes += size;
+        inner.order.push_back(valid.digest.clone());
+        inner.by_digest.insert(valid.digest.clone(), valid.clone());
+    }
+}
 
 impl Service {
     /// Resolve every kernel `runbook` names (or why it cannot be used).
@@ -32,11 +89,19 @@ impl Service {
         catalog
     }
 
-    /// Validate runbook `text` completely (kernels resolved from the registry).
-    pub async fn validate(&self, file: &str, text: &str) -> Result<ValidRunbook, Problems> {
+    /// Validate runbook `text` completely (kernels resolved from the
+    /// registry); a text that validated before is not parsed again
+    /// ([`Validated`]).
+    pub async fn validate(&self, file: &str, text: &str) -> Result<Arc<ValidRunbook>, Problems> {
+        let digest = source_digest(text);
+        if let Some(valid) = self.validated.get(&digest) {
+            return Ok(valid);
+        }
         let parsed = parse_runbook(file, text)?;
         let catalog = self.catalog(&parsed).await;
-        validate(file, text, &catalog, &self.templates)
+        let valid = Arc::new(validate(file, text, &catalog, &self.templates)?);
+        self.validated.keep(&valid);
+        Ok(valid)
     }
 
     /// `name@version -> digest` of every kernel `runbook` uses, as runs
@@ -146,7 +211,7 @@ impl Service {
     }
 
     /// The runbook a stored run uses, checked against its recorded digests.
-    pub(super) async fn stored_runbook(&self, run: &RunRow) -> Result<ValidRunbook, String> {
+    pub(super) async fn stored_runbook(&self, run: &RunRow) -> Result<Arc<ValidRunbook>, String> {
         let (name, text) = match &run.source {
             Some(text) => (format!("{} (draft)", run.runbook), text.clone()),
             None => {

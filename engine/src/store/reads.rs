@@ -281,6 +281,16 @@ impl Store for $store {
             .transpose()
     }
 
+    async fn cancel_requested(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let request: Option<Option<String>> =
+            sqlx::query_scalar(q("SELECT cancel_requested FROM runs WHERE id = ?"))
+                .bind(id)
+                .fetch_optional(&self.reads)
+                .await
+                .map_err(sql("read the run's cancel request"))?;
+        Ok(request.flatten())
+    }
+
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError> {
         sqlx::query(
             q(RUNS_FILTER),

@@ -7,6 +7,28 @@
 
 macro_rules! writer {
     ($conn:ty, $row:ty, $store:ty) => {
+/// Most audit records one `INSERT` carries (11 parameters each: well
+/// under both databases' parameter limits).
+const AUDIT_ROWS_PER_INSERT: usize = 32;
+
+/// The `INSERT` of `rows` audit records (1 to [`AUDIT_ROWS_PER_INSERT`]),
+/// built once per size.
+fn audit_insert(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        (1..=AUDIT_ROWS_PER_INSERT)
+            .map(|n| {
+                let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
+                let sql = format!(
+                    "INSERT INTO audit_events (seq, time, actor_kind, actor_id, action, subject, outcome, details, run_id, prev_hash, hash) VALUES {values}"
+                );
+                &*Box::leak(sql.into_boxed_str())
+            })
+            .collect()
+    });
+    all[rows.clamp(1, AUDIT_ROWS_PER_INSERT) - 1]
+}
+
 /// The single writer: group commit.
 async fn writer_loop(
     mut conn: $conn,
@@ -112,28 +134,35 @@ async fn apply_batch(
             result = applied;
         }
     }
+    let mut records = Vec::with_capacity(batch.events.len() + extra.len());
     for event in batch.events.iter().chain(&extra) {
         let record = AuditRecord::seal(event, *seq + 1, hash);
-        sqlx::query(
-            q("INSERT INTO audit_events (seq, time, actor_kind, actor_id, action, subject, outcome, details, run_id, prev_hash, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-        )
-        .bind(record.seq)
-        .bind(&record.time)
-        .bind(&record.actor_kind)
-        .bind(&record.actor_id)
-        .bind(&record.action)
-        .bind(&record.subject)
-        .bind(&record.outcome)
-        .bind(&record.details)
-        .bind(&record.run_id)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(sql("append audit record"))?;
         *seq = record.seq;
-        *hash = record.hash;
+        hash.clone_from(&record.hash);
+        records.push(record);
+    }
+    // Several records per statement: one round trip to the database for
+    // a batch's records, not one each.
+    for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
+        let mut insert = sqlx::query(q(audit_insert(chunk.len())));
+        for record in chunk {
+            insert = insert
+                .bind(record.seq)
+                .bind(&record.time)
+                .bind(&record.actor_kind)
+                .bind(&record.actor_id)
+                .bind(&record.action)
+                .bind(&record.subject)
+                .bind(&record.outcome)
+                .bind(&record.details)
+                .bind(&record.run_id)
+                .bind(&record.prev_hash)
+                .bind(&record.hash);
+        }
+        insert
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("append audit records"))?;
     }
     Ok(result)
 }
