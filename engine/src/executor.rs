@@ -3,9 +3,11 @@
 //!
 //! A run is validated completely before anything is written. Then every
 //! transition (run started, step started/skipped/retried/finished, each host
-//! call, run finished) is persisted with its audit record in one batch as it
-//! happens, so a crash leaves a truthful record of what was done. Every one
-//! of those writes goes through the run journal (`journal.rs`).
+//! call, run finished) is persisted with its audit record, in a live run in
+//! one batch as it happens, so a crash leaves a truthful record of what was
+//! done; a dry-run's step records are written together, at most
+//! `node.dry-run-flush-ms` late and with the run's end (`journal::Deferral`).
+//! Every one of those writes goes through the run journal (`journal.rs`).
 //!
 //! The files, by the phase of a run they serve:
 //!

@@ -349,7 +349,7 @@ impl Service {
             RunbookSource::File { path, text } => (path.clone(), text.clone(), false),
         };
         let valid = self
-            .validate(&file, &text)
+            .validate_keeping(&file, &text, published)
             .await
             .map_err(RunError::Invalid)?;
         let rb = &valid.runbook;

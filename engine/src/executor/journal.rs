@@ -116,8 +116,9 @@ pub(super) enum RunEvent<'a> {
 
 impl RunEvent<'_> {
     /// Whether a dry-run may keep this record back ([`Deferral`]): every
-    /// step record. Status moves, pick-up endings and interruptions are
-    /// written at once (with what was kept back before them).
+    /// step record but a denial and a limit hit. Status moves, pick-up
+    /// endings and interruptions are written at once (after what was kept
+    /// back before them).
     fn deferrable(&self) -> bool {
         matches!(
             self,
@@ -126,11 +127,9 @@ impl RunEvent<'_> {
                 | RunEvent::StepStarted { .. }
                 | RunEvent::ApprovalNoted { .. }
                 | RunEvent::StepRetried { .. }
-                | RunEvent::LimitExceeded { .. }
-                | RunEvent::HostCall { .. }
                 | RunEvent::TargetFinished(_)
                 | RunEvent::StepFinished { .. }
-        )
+        ) || matches!(self, RunEvent::HostCall { call, .. } if !call.is_denied())
     }
 }
 
@@ -198,15 +197,34 @@ struct Sink {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     fence: Fence,
+    /// Set once a write was fenced: the run is another node's, and every
+    /// later record is refused here.
+    lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Sink {
+    fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, fence: Fence) -> Self {
+        Sink {
+            store,
+            metrics,
+            fence,
+            lost: Arc::default(),
+        }
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Apply `batch` under the fence; count `counts` once it is kept.
     async fn commit(&self, batch: Batch, counts: Vec<Count>) -> Result<Applied, StoreError> {
         match self.store.apply(batch.fenced(&self.fence)).await? {
-            Applied::Fenced => Err(StoreError::Fenced {
-                run_id: self.fence.run_id.clone(),
-            }),
+            Applied::Fenced => {
+                self.lost.store(true, std::sync::atomic::Ordering::Release);
+                Err(StoreError::Fenced {
+                    run_id: self.fence.run_id.clone(),
+                })
+            }
             Applied::Stale => {
                 // A status write found the run elsewhere: nothing was
                 // written. Say so; the run's record is what it was.
@@ -260,11 +278,7 @@ impl Journal {
         actor: Actor,
     ) -> Self {
         Journal {
-            sink: Sink {
-                store,
-                metrics,
-                fence: lease.fence.clone(),
-            },
+            sink: Sink::new(store, metrics, lease.fence.clone()),
             node: node_actor(&lease.fence.owner),
             lease: Some(lease),
             actor,
@@ -284,11 +298,7 @@ impl Journal {
     pub(super) fn closing(store: Arc<dyn Store>, metrics: Arc<Metrics>, fence: Fence) -> Self {
         let node = node_actor(&fence.owner);
         Journal {
-            sink: Sink {
-                store,
-                metrics,
-                fence,
-            },
+            sink: Sink::new(store, metrics, fence),
             lease: None,
             actor: node.clone(),
             node,
@@ -318,7 +328,7 @@ impl Journal {
     /// longer this node's, or this node gave it up. A dry-run's step
     /// records are kept back ([`Deferral`]) and `Done` is answered for them.
     pub(super) async fn record(&self, event: RunEvent<'_>) -> Result<Applied, StoreError> {
-        if self.lease.as_ref().is_some_and(|l| l.surrendered()) {
+        if self.sink.is_lost() || self.lease.as_ref().is_some_and(|l| l.surrendered()) {
             return Err(self.fenced());
         }
         let deferrable = event.deferrable();
@@ -338,7 +348,7 @@ impl Journal {
                 }
                 return Ok(Applied::Done);
             }
-            return flush(&self.sink, &mut pending, false).await;
+            return flush(&self.sink, &mut pending).await;
         }
         if pending.is_empty() {
             return self.sink.commit(batch, counts).await;
@@ -346,7 +356,7 @@ impl Journal {
         if !finishes {
             // A status move is conditional: written on its own, after
             // what was kept back, so a refused move loses no step record.
-            flush(&self.sink, &mut pending, false).await?;
+            flush(&self.sink, &mut pending).await?;
             return self.sink.commit(batch, counts).await;
         }
         // The run's end and what was kept back: one batch. Should the end
@@ -354,7 +364,7 @@ impl Journal {
         // what was kept back is written on its own.
         let kept = pending.batch.clone();
         pending.add(batch, counts);
-        match flush(&self.sink, &mut pending, false).await? {
+        match flush(&self.sink, &mut pending).await? {
             Applied::Stale => {
                 self.sink.commit(kept, Vec::new()).await?;
                 Ok(Applied::Stale)
@@ -363,18 +373,31 @@ impl Journal {
         }
     }
 
-    /// Write what is kept back `window` from now, unless it was written by then.
+    /// Write what is kept back `window` from now, unless it was written by
+    /// then; on a store error, again every `window` while the run is ours.
     fn flush_after(&self, window: Duration) {
         let (sink, pending) = (self.sink.clone(), self.pending.clone());
         let lease = self.lease.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(window).await;
-            let mut pending = pending.lock().await;
-            if pending.is_empty() || lease.is_some_and(|l| l.surrendered()) {
-                return;
-            }
-            if let Err(e) = flush(&sink, &mut pending, true).await {
-                tracing::warn!(run_id = %sink.fence.run_id, error = %e, "cannot write the dry-run's step records yet; they are kept and written with the next");
+            loop {
+                tokio::time::sleep(window).await;
+                let mut pending = pending.lock().await;
+                if pending.is_empty()
+                    || sink.is_lost()
+                    || lease.as_ref().is_some_and(|l| l.surrendered())
+                {
+                    return;
+                }
+                match flush(&sink, &mut pending).await {
+                    Ok(_) => return,
+                    Err(StoreError::Fenced { .. }) => {
+                        tracing::warn!(run_id = %sink.fence.run_id, "the run is another node's now: this node's last dry-run records were not written, and it records nothing more");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(run_id = %sink.fence.run_id, error = %e, "cannot write the dry-run's step records yet; they are kept and tried again");
+                    }
+                }
             }
         });
     }
@@ -651,23 +674,31 @@ impl Journal {
     }
 }
 
-/// Write what `pending` holds. With `keep`, a store error keeps it, to be
-/// written with the next record (a fenced batch is gone: the run is not
-/// ours); without, the error goes to the run, which stops.
-async fn flush(sink: &Sink, pending: &mut Pending, keep: bool) -> Result<Applied, StoreError> {
+/// Write what `pending` holds. The write runs as a task of its own, so a
+/// caller cancelled while it waits (a step timeout around a host call)
+/// neither loses nor repeats it; on a store error what was held is kept,
+/// to be written with the next record (a fenced batch is gone: the run is
+/// not ours).
+async fn flush(sink: &Sink, pending: &mut Pending) -> Result<Applied, StoreError> {
     let records = pending.records;
     let (batch, counts) = pending.take();
-    let kept = keep.then(|| batch.clone());
-    match sink.commit(batch, counts).await {
+    let kept = batch.clone();
+    let writer = sink.clone();
+    let written = tokio::spawn(async move { writer.commit(batch, counts).await })
+        .await
+        .unwrap_or_else(|e| {
+            Err(StoreError::Corrupt {
+                what: "run journal",
+                reason: format!("the write of the run's records stopped: {e}"),
+            })
+        });
+    match written {
         Err(e @ StoreError::Fenced { .. }) => Err(e),
         Err(e) => {
-            if let Some(kept) = kept {
-                // The metric increments are not kept with it: a retried
-                // batch counts nothing (a metric may undercount, a record
-                // never).
-                pending.batch = kept;
-                pending.records = records;
-            }
+            // The metric increments went with the failed write: a retried
+            // batch counts nothing (a metric may undercount, a record never).
+            pending.batch = kept;
+            pending.records = records;
             Err(e)
         }
         ok => ok,

@@ -21,7 +21,7 @@ pub const VALIDATED_MAX_ENTRIES: usize = 256;
 /// Most source bytes they hold together.
 pub const VALIDATED_MAX_BYTES: usize = 16 * 1024 * 1024;
 
-/// Runbooks that passed validation, by the digest of their text: a text
+/// Published runbooks that passed validation, by the digest of their text: a text
 /// that validated once validates again to the same result (its kernels are
 /// immutable registry versions, resolved and verified once), so a run of a
 /// published runbook parses no YAML. Only successes are kept (a kernel
@@ -90,9 +90,22 @@ impl Service {
     }
 
     /// Validate runbook `text` completely (kernels resolved from the
-    /// registry); a text that validated before is not parsed again
-    /// ([`Validated`]).
+    /// registry); a published text that validated before is not parsed
+    /// again ([`Validated`]).
     pub async fn validate(&self, file: &str, text: &str) -> Result<Arc<ValidRunbook>, Problems> {
+        self.validate_keeping(file, text, false).await
+    }
+
+    /// [`Service::validate`]; with `keep` (a published version a run
+    /// uses), what passes is kept for the next run. Only published
+    /// versions are kept, so that texts sent to be checked (any reader may)
+    /// never push out what the runs use.
+    pub(super) async fn validate_keeping(
+        &self,
+        file: &str,
+        text: &str,
+        keep: bool,
+    ) -> Result<Arc<ValidRunbook>, Problems> {
         let digest = source_digest(text);
         if let Some(valid) = self.validated.get(&digest) {
             return Ok(valid);
@@ -100,7 +113,9 @@ impl Service {
         let parsed = parse_runbook(file, text)?;
         let catalog = self.catalog(&parsed).await;
         let valid = Arc::new(validate(file, text, &catalog, &self.templates)?);
-        self.validated.keep(&valid);
+        if keep {
+            self.validated.keep(&valid);
+        }
         Ok(valid)
     }
 
@@ -230,7 +245,7 @@ impl Service {
             }
         };
         let valid = self
-            .validate(&name, &text)
+            .validate_keeping(&name, &text, run.source.is_none())
             .await
             .map_err(|p| p.to_string())?;
         if valid.digest != run.runbook_digest {

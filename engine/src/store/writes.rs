@@ -115,7 +115,8 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             .map_err(sql("upsert step target"))?;
         }
         Write::InsertHostCall(h) => {
-            sqlx::query(q("INSERT INTO host_calls (run_id, step_id, target, attempt, idx, record) VALUES (?, ?, ?, ?, ?, ?)"))
+            sqlx::query(q("INSERT INTO host_calls (run_id, step_id, target, attempt, idx, record) VALUES (?, ?, ?, ?, ?, ?)
+                         ON CONFLICT (run_id, step_id, target, attempt, idx) DO UPDATE SET record = excluded.record"))
                 .bind(&h.run_id)
                 .bind(&h.step_id)
                 .bind(&h.target)
