@@ -198,7 +198,7 @@ async fn a_node_that_lost_the_run_records_no_retry_limit_or_host_call() {
     for event in events(&limit, &call) {
         assert_eq!(holder.record(event).await.expect("recorded"), Applied::Done);
     }
-    let counted = holder.metrics.render(&[]);
+    let counted = holder.sink.metrics.render(&[]);
     assert!(
         counted.contains("firedrill_retries_total{kind=\"step\"} 1"),
         "{counted}"
