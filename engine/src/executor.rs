@@ -50,13 +50,13 @@ mod report;
 mod resolve;
 mod worker;
 
-pub use admission::{PreparedRun, RunRequest, RunbookSource, typed_inputs};
+pub use admission::{PreparedRun, RunRequest, RunbookSource, Started, typed_inputs};
 pub use approval::{Decision, who_may_approve};
 pub use claim::Claim;
 pub use error::{ControlError, PublishError, RunError};
 pub use lease::{NodeConfig, PickUp, RunLease};
 pub use report::{PendingApproval, RunReport, StepReport, TargetReport};
-pub use worker::Worker;
+pub use worker::{RunWatch, Worker};
 
 /// The id of the approval a `require-approval` readiness policy puts before
 /// the first step (not a valid step id, so it cannot clash).

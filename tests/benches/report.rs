@@ -19,6 +19,7 @@ const SUITE: &[&str] = &[
     "invoke",
     "languages",
     "runs",
+    "sidebyside",
     "audit",
     "memory",
     "alerts",

@@ -16,28 +16,8 @@ use firedrill::Mode;
 use firedrill::audit::Actor;
 use firedrill::executor::{RunRequest, RunbookSource, Service};
 use firedrill::store::{RunFilter, RunStatus};
-use firedrill_tests::bench::{self, Goal, Measure, Stat};
+use firedrill_tests::bench::{self, ENGINE_ONLY, Goal, Measure, Stat};
 use firedrill_tests::{TestEnv, workspace_root};
-
-/// The same three-step shape (a probe, a conditional step, a final step)
-/// with a kernel that spawns no process: firedrill's own cost per run.
-const ENGINE_ONLY: &str = r#"apiVersion: firedrill/v1
-name: engine-only
-version: 1
-inputs: { type: object, properties: { unit: { type: string } } }
-steps:
-  - id: probe
-    kernel: trivial@0.1.0
-    targets: [demo-host]
-  - id: act
-    kernel: trivial@0.1.0
-    when: "{{ steps.probe.output.now_ms > 0 }}"
-    targets: [demo-host]
-  - id: verify
-    kernel: trivial@0.1.0
-    when: "{{ run.mode == 'live' }}"
-    targets: [demo-host]
-"#;
 
 async fn one_run(service: &Service, runbook: &'static str) -> Duration {
     let started = Instant::now();

@@ -3,7 +3,8 @@
 //! person counts once), a denial or the timeout fails the step, a cancel
 //! ends the wait, dry-runs do not wait; the `require-approval` readiness
 //! policy puts an approval before the first step of an untested runbook;
-//! the CLI approves as a person.
+//! the CLI approves as a person. `POST /api/v1/runs` with `wait_ms`
+//! answers when the run finishes or waits for a decision.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -376,4 +377,117 @@ async fn approval_steps_are_validated() {
         )
         .await
         .expect("valid");
+}
+
+const WAITER: &str = "apiVersion: firedrill/v1\nname: waiter\nversion: 1\ninputs: { type: object, properties: { dir: { type: string } } }\nsteps:\n  - id: wait\n    kernel: hostile@0.1.0\n    targets: [demo-host]\n    with: { behaviour: wait-for, path: \"{{ inputs.dir }}\" }\n  - id: after\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_with_wait_ms_answers_when_the_run_finishes_or_waits_for_a_decision() {
+    let api = Api::new(&[&gated("failover", 1, "approver", "5m"), WAITER]).await;
+    let ops = api.env.token("ops", Role::Operator, &[]).await;
+    // A dry-run does not wait at approvals: it finishes, and the answer
+    // carries the finished run as GET /api/v1/runs/{id} shows it.
+    let (status, answer) = api
+        .post(
+            "/api/v1/runs",
+            &ops,
+            json!({"runbook": "failover", "wait_ms": 20_000}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["run"]["status"], "succeeded", "{answer}");
+    let id = answer["run_id"].as_str().expect("id");
+    assert_eq!(answer["run"]["run_id"], id, "{answer}");
+    let row = api.env.store.run(id).await.expect("read").expect("run");
+    assert_eq!(row.status, RunStatus::Succeeded);
+    // A live run stops at its approval: the wait ends there.
+    let (status, answer) = api
+        .post(
+            "/api/v1/runs",
+            &ops,
+            json!({"runbook": "failover", "mode": "live", "force_untested": true, "wait_ms": 20_000}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["run"]["status"], "awaiting-approval", "{answer}");
+    // A run still going when the wait ends: 202 with the run so far, and
+    // the run goes on.
+    let gate = tempfile::tempdir().expect("gate");
+    let dir = gate.path().display().to_string();
+    let (status, answer) = api
+        .post(
+            "/api/v1/runs",
+            &ops,
+            json!({"runbook": "waiter", "inputs": {"dir": dir}, "wait_ms": 300}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert!(
+        matches!(answer["run"]["status"].as_str(), Some("queued" | "running")),
+        "{answer}"
+    );
+    std::fs::write(gate.path().join("go"), "").expect("go");
+    let id = answer["run_id"].as_str().expect("id");
+    api.wait_for(id, RunStatus::Succeeded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_at_or_past_the_request_timeout_is_refused_before_any_run_starts() {
+    let api = Api::new(&[&gated("failover", 1, "approver", "5m")]).await;
+    let ops = api.env.token("ops", Role::Operator, &[]).await;
+    let limit = ServerConfig::default().request_timeout_ms;
+    for wait in [limit, limit + 1, u64::MAX] {
+        let (status, answer) = api
+            .post(
+                "/api/v1/runs",
+                &ops,
+                json!({"runbook": "failover", "wait_ms": wait}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        let message = answer["error"]["message"].as_str().expect("message");
+        assert!(
+            message.contains("server.request-timeout-ms") && message.contains(&wait.to_string()),
+            "{message}"
+        );
+    }
+    for bad in [json!(-1), json!("soon"), json!(1.5)] {
+        let (status, answer) = api
+            .post(
+                "/api/v1/runs",
+                &ops,
+                json!({"runbook": "failover", "wait_ms": bad}),
+            )
+            .await;
+        assert!(status.is_client_error(), "{status} {answer}");
+    }
+    let runs = api
+        .env
+        .store
+        .runs(&firedrill::store::RunFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("runs");
+    assert!(runs.is_empty(), "a refused request started {runs:?}");
+    // Just below the limit is a wait like any other.
+    let (status, answer) = api
+        .post(
+            "/api/v1/runs",
+            &ops,
+            json!({"runbook": "failover", "wait_ms": limit - 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // A viewer may not start a run, waiting or not.
+    let viewer = api.env.token("viewer", Role::Viewer, &[]).await;
+    let (status, _) = api
+        .post(
+            "/api/v1/runs",
+            &viewer,
+            json!({"runbook": "failover", "wait_ms": 1000}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

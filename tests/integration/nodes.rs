@@ -434,6 +434,69 @@ async fn a_crash_at_every_durable_transition_loses_nothing_and_repeats_no_change
     eprintln!("crash points: {all:?}");
 }
 
+/// A dry-run's step records are written in windows (`node.dry-run-flush-ms`):
+/// a crash after a window was written and before the run ended leaves the
+/// run claimed with the steps written so far. The node that takes it over
+/// runs the unfinished step again (a dry-run step always may be), records
+/// its host calls again in place of the first node's, and finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_crashed_between_its_windows_is_taken_over_and_finished() {
+    let gate = tempfile::tempdir().expect("gate");
+    let text = format!(
+        "apiVersion: firedrill/v1\nname: waits\nversion: 1\nsteps:\n  - id: probe\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n  - id: wait\n    kernel: hostile@0.1.0\n    targets: [demo-host]\n    with: {{ behaviour: wait-for, path: \"{}\" }}\n",
+        gate.path().display()
+    );
+    let env = env_with_ledger(&[&text], SHORT).await;
+    let ids = firedrill_tests::nodes::queue_mode(&env, "waits", 1, firedrill::Mode::DryRun).await;
+    let id = &ids[0];
+    // The first window holding a step start: written while `wait` polls,
+    // then the node dies.
+    let mut crashing = Node::start(&env, Some("store.after.step-intent=return"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !crashing.exited() {
+        assert!(
+            Instant::now() < deadline,
+            "the node never wrote a window (is the `failpoints` feature on?)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let run = env.store.run(id).await.expect("read").expect("run");
+    assert_eq!(run.status, RunStatus::Running, "claimed, not finished");
+    let steps: Vec<(String, StepStatus)> = env
+        .store
+        .steps(id)
+        .await
+        .expect("steps")
+        .into_iter()
+        .map(|s| (s.step_id, s.status))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("probe".to_string(), StepStatus::Succeeded),
+            ("wait".to_string(), StepStatus::Running)
+        ]
+    );
+    let first = env.store.host_calls(id).await.expect("calls");
+    assert!(
+        first.iter().any(|c| c.step_id == "wait"),
+        "the window held the polls of `wait`: {first:?}"
+    );
+    std::fs::write(gate.path().join("go"), "").expect("go");
+    let recovery = Node::start(&env, None);
+    let statuses = wait_all(&env, &ids, Duration::from_secs(60), |s| !s.is_pending()).await;
+    assert_eq!(statuses[0], RunStatus::Succeeded);
+    let reruns = env.audited("step.rerun").await;
+    assert!(
+        reruns.iter().any(|r| r.subject == "step:wait"),
+        "{reruns:?}"
+    );
+    let calls = env.store.host_calls(id).await.expect("calls");
+    assert!(calls.iter().any(|c| c.step_id == "wait"), "{calls:?}");
+    drop(recovery);
+    chain_verifies(&env).await;
+}
+
 /// A bounded soak: two nodes execute live runs while one of them is
 /// killed with SIGKILL and restarted (under the same node id), again and
 /// again, each time while it is inside the non-idempotent step of a run.

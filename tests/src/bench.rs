@@ -13,6 +13,26 @@ use serde::Serialize;
 
 use crate::workspace_root;
 
+/// The same three-step shape (a probe, a conditional step, a final step)
+/// with a kernel that spawns no process: firedrill's own cost per run.
+pub const ENGINE_ONLY: &str = r#"apiVersion: firedrill/v1
+name: engine-only
+version: 1
+inputs: { type: object, properties: { unit: { type: string } } }
+steps:
+  - id: probe
+    kernel: trivial@0.1.0
+    targets: [demo-host]
+  - id: act
+    kernel: trivial@0.1.0
+    when: "{{ steps.probe.output.now_ms > 0 }}"
+    targets: [demo-host]
+  - id: verify
+    kernel: trivial@0.1.0
+    when: "{{ run.mode == 'live' }}"
+    targets: [demo-host]
+"#;
+
 /// True when the suite runs as a smoke test (`BENCH_SMOKE=1`).
 pub fn smoke() -> bool {
     std::env::var("BENCH_SMOKE").is_ok_and(|v| v == "1")

@@ -13,6 +13,7 @@ mod env;
 mod host;
 pub mod nodes;
 pub mod pg;
+pub mod restate;
 pub mod sshd;
 pub mod web;
 

@@ -136,6 +136,15 @@ pub fn append_config(env: &TestEnv, text: &str) {
 /// If a run cannot be prepared or queued.
 #[allow(clippy::expect_used)]
 pub async fn queue(env: &TestEnv, runbook: &str, n: usize) -> Vec<String> {
+    queue_mode(env, runbook, n, Mode::Live).await
+}
+
+/// [`queue`], in `mode`.
+///
+/// # Panics
+/// If a run cannot be prepared or queued.
+#[allow(clippy::expect_used)]
+pub async fn queue_mode(env: &TestEnv, runbook: &str, n: usize, mode: Mode) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         let prepared = env
@@ -145,7 +154,7 @@ pub async fn queue(env: &TestEnv, runbook: &str, n: usize) -> Vec<String> {
                     name: runbook.into(),
                     version: None,
                 },
-                mode: Mode::Live,
+                mode,
                 actor: Actor::user("oncall"),
                 inputs: Vec::new(),
             })

@@ -52,6 +52,24 @@ pub struct PreparedRun {
     pub gate: Option<crate::runbook::Approval>,
 }
 
+/// A run admitted and claimed by this node in one write
+/// ([`Service::admit_claimed`]), not yet executing.
+#[derive(Debug)]
+pub struct Started {
+    claim: Claim,
+    known: Option<(RunRow, Arc<ValidRunbook>)>,
+}
+
+impl Started {
+    pub fn run_id(&self) -> &str {
+        &self.claim.run_id
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.claim.epoch
+    }
+}
+
 /// A person's decision to continue a stopped run: it is queued again, and
 /// the node that claims it picks up from its stored steps.
 #[derive(Debug)]
@@ -105,24 +123,40 @@ impl Service {
     /// The run is queued and claimed by this node in one write, so no other
     /// node can take it first.
     pub async fn execute_prepared(&self, run: PreparedRun) -> Result<String, RunError> {
+        let started = self.admit_claimed(run, None).await?;
+        self.execute_started(started).await
+    }
+
+    /// Admit a prepared run and claim it for this node in one write (with
+    /// `limits` as [`Service::enqueue`]), to execute it here at once with
+    /// [`Service::execute_started`].
+    pub async fn admit_claimed(
+        &self,
+        run: PreparedRun,
+        limits: Option<(u64, u64)>,
+    ) -> Result<Started, RunError> {
         let sent_at = Instant::now();
         let owner = self.node.id.clone();
         let claim_by = Some((owner.as_str(), self.node.lease_ms_i64()));
         let valid = run.valid.clone();
-        match self.admit(run, None, claim_by).await? {
-            (Applied::Claimed { run_id, epoch, .. }, row) => {
-                let claim = Claim::new(run_id, epoch, None, sent_at);
-                // A new run admitted and claimed in one write has nothing
-                // stored beyond its row: no read, no second validation.
-                self.execute_known(claim, row.map(|row| (*row, valid)))
-                    .await
-            }
+        match self.admit(run, limits, claim_by).await? {
+            (Applied::Claimed { run_id, epoch, .. }, row) => Ok(Started {
+                claim: Claim::new(run_id, epoch, None, sent_at),
+                known: row.map(|row| (*row, valid)),
+            }),
             (other, _) => Err(StoreError::Corrupt {
                 what: "run admission",
                 reason: format!("the store answered an admission and claim with {other:?}"),
             }
             .into()),
         }
+    }
+
+    /// Execute a run [`Service::admit_claimed`] admitted, to the end.
+    pub async fn execute_started(&self, started: Started) -> Result<String, RunError> {
+        // A new run admitted and claimed in one write has nothing stored
+        // beyond its row: no read, no second validation.
+        self.execute_known(started.claim, started.known).await
     }
 
     /// Admit a prepared run into the queue; a node claims it. With `limits`

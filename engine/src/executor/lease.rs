@@ -316,6 +316,39 @@ mod tests {
     const MAIN: &[&str] = &["a", "b", "c"];
 
     #[test]
+    fn the_dry_run_flush_settings_hold_at_their_edges() {
+        let with = |ms: u64, records: u64| {
+            NodeConfig {
+                dry_run_flush_ms: ms,
+                dry_run_flush_records: records,
+                ..NodeConfig::default()
+            }
+            .resolved()
+        };
+        for (ms, records) in [(0, 1), (60_000, 10_000), (100, 256)] {
+            let node = with(ms, records).expect("in range");
+            let d = node.deferral();
+            assert_eq!(
+                (d.window, d.records),
+                (Duration::from_millis(ms), records as usize)
+            );
+        }
+        let e = with(60_001, 256).expect_err("window too long");
+        assert!(
+            e.contains("node.dry-run-flush-ms is 60001") && e.contains("between 0"),
+            "{e}"
+        );
+        for records in [0, 10_001, u64::MAX] {
+            let e = with(100, records).expect_err("records out of range");
+            assert!(
+                e.contains(&format!("node.dry-run-flush-records is {records}"))
+                    && e.contains("between 1 and 10000"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn a_fresh_run_starts_at_the_first_step() {
         assert_eq!(
             pick_up(MAIN, &[], &[], &|_| false),

@@ -268,3 +268,55 @@ pub(super) fn kernel_map(valid: &ValidRunbook) -> BTreeMap<String, String> {
         .map(|(r, k)| (r.to_string(), k.digest.clone()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A validated runbook whose source is `size` bytes, keyed `digest`.
+    fn valid(digest: &str, size: usize) -> Arc<ValidRunbook> {
+        let text = "apiVersion: firedrill/v1\nname: t\nversion: 1\nsteps:\n  - id: a\n    approval: { timeout: 5m }\n";
+        let mut v = validate(
+            "t.yaml",
+            text,
+            &KernelCatalog::new(),
+            &crate::runbook::Templates::default(),
+        )
+        .expect("valid");
+        v.source = "x".repeat(size);
+        v.digest = digest.into();
+        Arc::new(v)
+    }
+
+    #[test]
+    fn the_validated_runbooks_kept_are_bounded_in_count_and_bytes_oldest_out_first() {
+        let kept = Validated::default();
+        for i in 0..VALIDATED_MAX_ENTRIES {
+            kept.keep(&valid(&format!("d{i}"), 10));
+        }
+        assert!(kept.get("d0").is_some());
+        // One more entry pushes out the oldest, only it.
+        kept.keep(&valid("new", 10));
+        assert!(kept.get("d0").is_none());
+        assert!(kept.get("d1").is_some() && kept.get("new").is_some());
+        // Keeping a digest again changes nothing (it stays where it was).
+        kept.keep(&valid("d1", 10));
+        kept.keep(&valid("another", 10));
+        assert!(kept.get("d1").is_none(), "d1 was the oldest");
+
+        // Bytes: a source larger than the whole budget is never kept; two
+        // that do not fit together keep the newer.
+        let kept = Validated::default();
+        kept.keep(&valid("huge", VALIDATED_MAX_BYTES + 1));
+        assert!(kept.get("huge").is_none());
+        kept.keep(&valid("at-edge", VALIDATED_MAX_BYTES));
+        assert!(kept.get("at-edge").is_some());
+        kept.keep(&valid("half", VALIDATED_MAX_BYTES / 2));
+        assert!(kept.get("at-edge").is_none() && kept.get("half").is_some());
+        kept.keep(&valid("other-half", VALIDATED_MAX_BYTES / 2));
+        assert!(kept.get("half").is_some() && kept.get("other-half").is_some());
+        let inner = kept.inner.lock().expect("lock");
+        assert_eq!(inner.bytes, VALIDATED_MAX_BYTES);
+        assert_eq!(inner.order.len(), inner.by_digest.len());
+    }
+}

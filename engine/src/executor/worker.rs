@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
-use super::Service;
 use super::journal::{Journal, RunEvent};
+use super::{Service, Started};
 use crate::store::Fence;
 
 /// This node's worker (cheap to clone: every clone is the same worker).
@@ -26,6 +26,51 @@ pub struct Worker {
     wake: Arc<Notify>,
     started: Arc<AtomicBool>,
     stop: Arc<watch::Sender<bool>>,
+    /// Callers waiting for a run to stop executing here, by run id (at
+    /// most one entry per waiting caller: bounded by the server's
+    /// `max-in-flight`).
+    watched: Watched,
+}
+
+type Watched = Arc<Mutex<HashMap<String, watch::Sender<()>>>>;
+
+/// A caller's wait for a run to stop executing on this node
+/// ([`Worker::watch`]). Dropping it forgets the wait.
+#[derive(Debug)]
+pub struct RunWatch {
+    id: String,
+    rx: Option<watch::Receiver<()>>,
+    watched: Watched,
+}
+
+impl RunWatch {
+    /// Resolves when this node stops executing the run (finished, waiting
+    /// for approval, interrupted), once; after that it never resolves, and
+    /// the caller reads the store (the run may be executing on another
+    /// node, or be claimed again later).
+    pub async fn stopped(&mut self) {
+        match &mut self.rx {
+            Some(rx) => {
+                let _ = rx.changed().await;
+                self.rx = None;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for RunWatch {
+    fn drop(&mut self) {
+        let mut watched = lock(&self.watched);
+        // The last waiter for this run forgets the entry (its own receiver
+        // is still counted here).
+        if watched
+            .get(&self.id)
+            .is_some_and(|tx| tx.receiver_count() <= usize::from(self.rx.is_some()))
+        {
+            watched.remove(&self.id);
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -42,6 +87,21 @@ impl Worker {
             wake: Arc::new(Notify::new()),
             started: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(watch::channel(false).0),
+            watched: Arc::default(),
+        }
+    }
+
+    /// Wait for run `id` to stop executing on this node: call before
+    /// reading its status, so a run that stops in between is not missed.
+    pub fn watch(&self, id: &str) -> RunWatch {
+        let rx = lock(&self.watched)
+            .entry(id.to_string())
+            .or_insert_with(|| watch::channel(()).0)
+            .subscribe();
+        RunWatch {
+            id: id.to_string(),
+            rx: Some(rx),
+            watched: self.watched.clone(),
         }
     }
 
@@ -101,17 +161,54 @@ impl Worker {
                     .inc("firedrill_runs_taken_over_total", &[]);
                 tracing::warn!(run_id = %claim.run_id, previous = %previous, "taking over a run whose node stopped renewing its lease");
             }
-            lock(&self.active).insert(claim.run_id.clone(), claim.epoch);
-            let worker = self.clone();
-            tokio::spawn(async move {
-                let id = claim.run_id.clone();
-                if let Err(e) = worker.service.execute_claimed(claim).await {
-                    tracing::error!(run_id = %id, error = %e, "run could not be executed");
-                }
-                lock(&worker.active).remove(&id);
-                drop(permit);
+            let (id, epoch) = (claim.run_id.clone(), claim.epoch);
+            let service = self.service.clone();
+            self.spawn_run(permit, id, epoch, async move {
+                service.execute_claimed(claim).await
             });
         }
+    }
+
+    /// A free run slot, unless the worker is stopping: the caller may start
+    /// a run here at once ([`Worker::execute_started`]).
+    pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if *self.stop.borrow() {
+            return None;
+        }
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Execute `started` (admitted and claimed by this node) in `slot`, as
+    /// a run this worker claimed: counted, drained on shutdown, watched.
+    pub fn execute_started(&self, slot: OwnedSemaphorePermit, started: Started) {
+        let (id, epoch) = (started.run_id().to_string(), started.epoch());
+        let service = self.service.clone();
+        self.spawn_run(slot, id, epoch, async move {
+            service.execute_started(started).await
+        });
+    }
+
+    /// Execute run `id` (held at `epoch`) in `slot` on its own task; when
+    /// it ends, free the slot and wake whoever watches it.
+    fn spawn_run(
+        &self,
+        slot: OwnedSemaphorePermit,
+        id: String,
+        epoch: i64,
+        run: impl std::future::Future<Output = Result<String, super::error::RunError>> + Send + 'static,
+    ) {
+        lock(&self.active).insert(id.clone(), epoch);
+        let worker = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                tracing::error!(run_id = %id, error = %e, "run could not be executed");
+            }
+            lock(&worker.active).remove(&id);
+            drop(slot);
+            if let Some(tx) = lock(&worker.watched).remove(&id) {
+                tx.send_replace(());
+            }
+        });
     }
 
     /// Stop claiming; wait for the runs this node is executing up to

@@ -32,6 +32,11 @@ pub(super) struct StartRun {
     /// Run live although the runbook is not `ready` (audited).
     #[serde(default)]
     force_untested: bool,
+    /// Answer when the run stops moving on its own (finished, or waiting
+    /// for a decision) or after this many milliseconds, whichever is
+    /// first; below `server.request-timeout-ms`. Absent: answer at once.
+    #[serde(default)]
+    wait_ms: Option<u64>,
 }
 
 pub(super) async fn start_run(
@@ -43,7 +48,7 @@ pub(super) async fn start_run(
     let Json(body) = body.map_err(|e| {
         rejected(
             &e,
-            r#"{"runbook": NAME, "version"?: N, "mode"?: "dry-run"|"live", "inputs"?: {...}, "force_untested"?: BOOL}"#,
+            r#"{"runbook": NAME, "version"?: N, "mode"?: "dry-run"|"live", "inputs"?: {...}, "force_untested"?: BOOL, "wait_ms"?: N}"#,
         )
     })?;
     who.see(&body.runbook)?;
@@ -55,6 +60,15 @@ pub(super) async fn start_run(
                 "mode {other:?} is not `dry-run` or `live`"
             )));
         }
+    };
+    let wait = match body.wait_ms {
+        Some(ms) if ms >= state.config.request_timeout_ms => {
+            return Err(ApiError::bad_request(format!(
+                "wait_ms is {ms}; it must be below server.request-timeout-ms ({}), or the request would time out with the run started: wait less, or follow the run (GET /api/v1/runs/{{id}}/events)",
+                state.config.request_timeout_ms
+            )));
+        }
+        ms => ms.map(std::time::Duration::from_millis),
     };
     let source = RunbookSource::Published {
         name: body.runbook.clone(),
@@ -97,11 +111,56 @@ pub(super) async fn start_run(
             inputs,
         })
         .await?;
+    // Watched before it is admitted, so its end cannot be missed.
+    let watch = wait.map(|wait| (wait, state.worker.watch(&prepared.id)));
     let id = state.admit(prepared).await?;
+    let mut answer =
+        json!({"run_id": id, "mode": mode.as_str(), "href": format!("/api/v1/runs/{id}")});
+    let Some((wait, watch)) = watch else {
+        return Ok((StatusCode::ACCEPTED, Json(answer)));
+    };
+    let (stopped, run) = wait_for(&state, &who, &id, wait, watch).await?;
+    answer["run"] = run;
     Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"run_id": id, "mode": mode.as_str(), "href": format!("/api/v1/runs/{id}")})),
+        if stopped {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        },
+        Json(answer),
     ))
+}
+
+/// Whether a run in `status` still moves on its own (queued or executing),
+/// as opposed to finished or waiting for a person.
+fn moving(status: RunStatus) -> bool {
+    matches!(status, RunStatus::Queued | RunStatus::Running)
+}
+
+/// Wait up to `wait` for run `id` to stop moving on its own: woken at once
+/// when this node stops executing it (`watch`), and reading the store
+/// every `event-poll-ms` for a run another node executes. Returns whether
+/// it stopped, and its view.
+async fn wait_for(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    wait: std::time::Duration,
+    mut watch: crate::executor::RunWatch,
+) -> Result<(bool, Value), ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let poll = std::time::Duration::from_millis(state.config.event_poll_ms.max(50));
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        tokio::select! {
+            () = watch.stopped() => {}
+            () = tokio::time::sleep(poll.min(left)) => {}
+        }
+        let (status, view) = run_view(state, who, id).await?;
+        if !moving(status) || tokio::time::Instant::now() >= deadline {
+            return Ok((!moving(status), view));
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

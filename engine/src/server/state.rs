@@ -183,29 +183,39 @@ impl AppState {
         self.in_flight.available_permits() == 0
     }
 
-    /// Admit a prepared run: queue it in the store (a node claims it), or
-    /// refuse with 429 when the queue is full. Queued, it survives a crash
-    /// of this node.
+    /// Admit a prepared run, or refuse with 429 when the queue is full:
+    /// with a free run slot here, claim it in the same write and execute it
+    /// at once; otherwise queue it in the store (the first node with a free
+    /// slot claims it). Either way it survives a crash of this node (a
+    /// claimed run is taken over once its lease expires).
     pub async fn admit(&self, run: PreparedRun) -> Result<String, ApiError> {
         let max_active =
             (self.config.max_concurrent_runs.max(1) + self.config.max_queued_runs) as u64;
         let max_per_runbook = self.config.max_runs_per_runbook.max(1) as u64;
-        match self
-            .service
-            .enqueue(run, Some((max_active, max_per_runbook)))
-            .await
-        {
-            Ok(id) => {
+        let limits = Some((max_active, max_per_runbook));
+        // A free slot here: admitted and claimed in one write, and executed
+        // at once (no queue round trip, nothing read back). Otherwise
+        // queued, for the first node with a free slot.
+        let admitted = match self.worker.try_slot() {
+            Some(slot) => self
+                .service
+                .admit_claimed(run, limits)
+                .await
+                .map(|started| {
+                    let id = started.run_id().to_string();
+                    self.worker.execute_started(slot, started);
+                    id
+                }),
+            None => self.service.enqueue(run, limits).await.inspect(|_| {
                 self.worker.wake();
-                Ok(id)
+            }),
+        };
+        admitted.map_err(|e| {
+            if let crate::executor::RunError::Busy(why) = &e {
+                self.metrics.shed(why.shed_reason());
             }
-            Err(e) => {
-                if let crate::executor::RunError::Busy(why) = &e {
-                    self.metrics.shed(why.shed_reason());
-                }
-                Err(e.into())
-            }
-        }
+            e.into()
+        })
     }
 
     /// Admit a run an alert started: within `trigger-runs-per-minute`,

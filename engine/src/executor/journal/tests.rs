@@ -8,7 +8,12 @@ use crate::store::{AuditFilter, RunRow, SqliteStore, StepStatus, StoreConfig};
 
 /// A store holding one run claimed by node `n1` (epoch 1).
 async fn claimed_run(dir: &std::path::Path) -> Arc<dyn Store> {
-    let store = SqliteStore::open(&dir.join("db.sqlite"), &StoreConfig::default())
+    claimed_run_with(dir, &StoreConfig::default()).await
+}
+
+/// [`claimed_run`] on a store opened with `config`.
+async fn claimed_run_with(dir: &std::path::Path, config: &StoreConfig) -> Arc<dyn Store> {
+    let store = SqliteStore::open(&dir.join("db.sqlite"), config)
         .await
         .expect("store");
     let store: Arc<dyn Store> = Arc::new(store);
@@ -58,34 +63,40 @@ async fn claimed_run(dir: &std::path::Path) -> Arc<dyn Store> {
         lease(1, Instant::now()),
         Actor::user("alice"),
     );
-    let row = StepRow {
-        run_id: "run-1".into(),
-        step_id: "restart".into(),
-        position: 0,
-        phase: crate::store::Phase::Main,
-        kernel: "k@1.0.0".into(),
-        kernel_digest: None,
-        status: StepStatus::Running,
-        attempts: 0,
-        targets: json!(["web-1"]),
-        input: None,
-        output: None,
-        error: None,
-        logs: json!([]),
-        started_at: Some(now_rfc3339()),
-        finished_at: None,
-        duration_ms: None,
-    };
-    let started = RunEvent::StepStarted {
-        row,
-        kernel: "k@1.0.0".into(),
-        digest: "sha256:k".into(),
-    };
     assert_eq!(
-        holder.record(started).await.expect("started"),
+        holder
+            .record(started("restart", 0, StepStatus::Running))
+            .await
+            .expect("started"),
         Applied::Done
     );
     store
+}
+
+/// Step `id` (at `position`) recorded as started, in `status`.
+fn started(id: &str, position: i64, status: StepStatus) -> RunEvent<'static> {
+    RunEvent::StepStarted {
+        row: StepRow {
+            run_id: "run-1".into(),
+            step_id: id.into(),
+            position,
+            phase: crate::store::Phase::Main,
+            kernel: "k@1.0.0".into(),
+            kernel_digest: None,
+            status,
+            attempts: 0,
+            targets: json!(["web-1"]),
+            input: None,
+            output: None,
+            error: None,
+            logs: json!([]),
+            started_at: Some(now_rfc3339()),
+            finished_at: None,
+            duration_ms: None,
+        },
+        kernel: "k@1.0.0".into(),
+        digest: "sha256:k".into(),
+    }
 }
 
 fn lease(epoch: i64, sent_at: Instant) -> Arc<RunLease> {
@@ -368,4 +379,204 @@ async fn the_store_refuses_a_move_the_table_does_not_have() {
     );
     let run = store.run("run-1").await.expect("read").expect("run");
     assert_eq!(run.status, RunStatus::Succeeded);
+}
+
+fn finished() -> RunEvent<'static> {
+    RunEvent::RunFinished {
+        status: RunStatus::Succeeded,
+        error: None,
+        runbook: "rb",
+        version: 1,
+        mode: "dry-run",
+        took: Duration::from_millis(5),
+    }
+}
+
+/// The step rows in the store: id and status, by position.
+async fn step_rows(store: &dyn Store) -> Vec<(String, StepStatus)> {
+    store
+        .steps("run-1")
+        .await
+        .expect("steps")
+        .into_iter()
+        .map(|s| (s.step_id, s.status))
+        .collect()
+}
+
+fn deferring(store: &Arc<dyn Store>, epoch: i64, window_ms: u64, records: usize) -> Journal {
+    Journal::new(
+        store.clone(),
+        Arc::new(Metrics::default()),
+        lease(epoch, Instant::now()),
+        Actor::user("alice"),
+    )
+    .deferring(Deferral {
+        window: Duration::from_millis(window_ms),
+        records,
+    })
+}
+
+/// Wait up to 5 s for `check` to hold.
+async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    for _ in 0..100 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_dry_runs_step_records_are_held_for_their_window_and_only_their_last_state_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = claimed_run(dir.path()).await;
+    let journal = deferring(&store, 1, 300, 256);
+    let audited = records(store.as_ref()).await.len();
+    for status in [StepStatus::Running, StepStatus::Succeeded] {
+        assert_eq!(
+            journal
+                .record(started("probe", 1, status))
+                .await
+                .expect("held"),
+            Applied::Done
+        );
+    }
+    // Held: neither the row nor its audit records are in the store yet.
+    assert_eq!(
+        step_rows(store.as_ref()).await,
+        [("restart".to_string(), StepStatus::Running)]
+    );
+    assert_eq!(records(store.as_ref()).await.len(), audited);
+    // Within the window (and a margin) both are written, once, in order;
+    // the step row in its last state.
+    assert!(
+        eventually(|| async { step_rows(store.as_ref()).await.len() == 2 }).await,
+        "the window passed and nothing was written"
+    );
+    assert_eq!(
+        step_rows(store.as_ref()).await[1],
+        ("probe".to_string(), StepStatus::Succeeded)
+    );
+    let after = records(store.as_ref()).await;
+    assert_eq!(after.len(), audited + 2, "{after:?}");
+    assert!(
+        after[audited..].iter().all(|a| a == "step.started"),
+        "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn held_records_are_written_at_the_record_limit_and_with_the_runs_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = claimed_run(dir.path()).await;
+    // A window far longer than the test: only the limit and the end write.
+    let journal = deferring(&store, 1, 60_000, 2);
+    journal
+        .record(started("a", 1, StepStatus::Succeeded))
+        .await
+        .expect("held");
+    assert_eq!(step_rows(store.as_ref()).await.len(), 1);
+    // The second record reaches `records`: both are written now.
+    journal
+        .record(started("b", 2, StepStatus::Succeeded))
+        .await
+        .expect("written");
+    assert_eq!(step_rows(store.as_ref()).await.len(), 3);
+    journal
+        .record(started("c", 3, StepStatus::Succeeded))
+        .await
+        .expect("held");
+    assert_eq!(step_rows(store.as_ref()).await.len(), 3);
+    // The run's end takes what is held with it.
+    assert_eq!(
+        journal.record(finished()).await.expect("finished"),
+        Applied::Done
+    );
+    assert_eq!(step_rows(store.as_ref()).await.len(), 4);
+    let run = store.run("run-1").await.expect("read").expect("run");
+    assert_eq!(run.status, RunStatus::Succeeded);
+    let chain = crate::store::verify_store(store.as_ref())
+        .await
+        .expect("verify");
+    assert!(chain.first_bad.is_none(), "{chain:?}");
+}
+
+#[tokio::test]
+async fn a_failed_write_keeps_what_was_held_and_the_timer_tries_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A short busy timeout, so a locked database fails the write quickly.
+    let config = StoreConfig {
+        busy_timeout_ms: 50,
+        ..StoreConfig::default()
+    };
+    let store = claimed_run_with(dir.path(), &config).await;
+    let journal = deferring(&store, 1, 100, 256);
+    // Another process holds the database's write lock.
+    let mut other = {
+        use sqlx::ConnectOptions as _;
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("db.sqlite"))
+            .connect()
+            .await
+            .expect("second connection")
+    };
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .expect("lock");
+    journal
+        .record(started("probe", 1, StepStatus::Succeeded))
+        .await
+        .expect("held");
+    // Several windows pass with every write refused.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    sqlx::query("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("unlock");
+    // Once the lock is gone, the next try writes what was held.
+    assert!(
+        eventually(|| async { step_rows(store.as_ref()).await.len() == 2 }).await,
+        "the held record was lost after a failed write"
+    );
+    journal.record(finished()).await.expect("finished");
+    let after = records(store.as_ref()).await;
+    assert_eq!(
+        after.iter().filter(|a| *a == "step.started").count(),
+        2,
+        "written once: {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_fenced_write_makes_a_deferring_journal_refuse_every_later_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = claimed_run(dir.path()).await;
+    let before = records(store.as_ref()).await;
+    // Epoch 0: the run is another node's (at epoch 1).
+    let stale = deferring(&store, 0, 60_000, 2);
+    // Held: nothing is written, so nothing is refused yet.
+    assert_eq!(
+        stale
+            .record(started("a", 1, StepStatus::Succeeded))
+            .await
+            .expect("held"),
+        Applied::Done
+    );
+    // The write at the limit is fenced...
+    let e = stale
+        .record(started("b", 2, StepStatus::Succeeded))
+        .await
+        .expect_err("fenced");
+    assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
+    // ...and from then on every record is refused at once, held or not.
+    for event in [started("c", 3, StepStatus::Succeeded), finished()] {
+        let e = stale.record(event).await.expect_err("refused");
+        assert!(matches!(e, StoreError::Fenced { .. }), "{e}");
+    }
+    assert_eq!(records(store.as_ref()).await, before);
+    assert_eq!(step_rows(store.as_ref()).await.len(), 1);
+    let run = store.run("run-1").await.expect("read").expect("run");
+    assert_eq!(run.status, RunStatus::Running);
 }
