@@ -840,6 +840,15 @@ async fn decide(
     }
     let since = Since::of(&c.trigger);
     if let Some(d) = limited(store.as_ref(), &runbook, &key, &c.trigger, &since).await? {
+        // The start that holds this key may be another delivery of this
+        // very alert, claimed since the check above (an HA pair of
+        // Alertmanagers): that is a duplicate, not a cooldown.
+        if store
+            .alert_claim_exists(alert.source, &alert.fingerprint, &alert.starts_at, &runbook)
+            .await?
+        {
+            return Ok(Decision::Duplicate { runbook });
+        }
         return Ok(d);
     }
     // Emergency policy: live automation runs only code that passed a live drill.

@@ -21,7 +21,9 @@
 //! `cargo bench -p firedrill-tests --bench sidebyside` (after
 //! `scripts/bench` installed Restate into target/restate; env SIDE_TOTAL:
 //! workflows per round at concurrency 16, default 400 (a quarter at 1,
-//! twice at 64); SIDE_ROUNDS, default 3). Part of `scripts/bench`.
+//! twice at 64); SIDE_ROUNDS, default 3; SIDE_ONLY=dry-run measures
+//! firedrill's dry-runs alone and writes no results: for profiling). Part
+//! of `scripts/bench`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -191,16 +193,21 @@ fn main() {
         let token = env.token("bench", Role::Operator, &[]).await;
         (env, url, token)
     });
+    let only_dry = std::env::var("SIDE_ONLY").is_ok_and(|v| v == "dry-run");
     let sides_and_restate = load_rt.block_on(async {
         let client = reqwest::Client::new();
+        let dry = Side::Firedrill {
+            url: url.clone(),
+            token: token.clone(),
+            mode: "dry-run",
+        };
+        if only_dry {
+            return (vec![dry], None);
+        }
         drill_live(&client, &url, &token).await;
         let restate = Restate::start().await;
         let sides = vec![
-            Side::Firedrill {
-                url: url.clone(),
-                token: token.clone(),
-                mode: "dry-run",
-            },
+            dry,
             Side::Firedrill {
                 url: url.clone(),
                 token: token.clone(),
@@ -211,6 +218,11 @@ fn main() {
                 next: Arc::default(),
             },
         ];
+        (sides, Some(restate))
+    });
+    let (sides, restate) = sides_and_restate;
+    let figures = load_rt.block_on(async {
+        let client = reqwest::Client::new();
         let mut figures: Vec<Vec<Figures>> = sides
             .iter()
             .map(|_| {
@@ -245,10 +257,12 @@ fn main() {
                 }
             }
         }
-        (sides, figures, restate)
+        figures
     });
-    let (sides, figures, restate) = sides_and_restate;
     drop(restate);
+    if only_dry {
+        return;
+    }
     let mut measures = Vec::new();
     let mut table = String::from(
         "| 3-step durable workflow, over HTTP | c = 1 | c = 16 | c = 64 |\n|---|---|---|---|\n",
