@@ -1,4 +1,4 @@
-//! Several nodes on one store: how fast 1 and 2 `firedrill serve` processes
+//! Several nodes on one store: how fast 1, 2 and 3 `firedrill serve` processes
 //! drain a queue of live runs (a one-step runbook whose kernel spawns no
 //! process: the engine's and the store's own cost, claims, leases and
 //! fencing included), and how many audit records the store appends per
@@ -119,7 +119,7 @@ async fn main() {
     println!("nodes bench: {runs} queued live runs per round, {rounds} rounds, {backend}");
     // Build the node binary before anything is timed.
     let _ = firedrill_tests::firedrill_bin();
-    for nodes in [1, 2] {
+    for nodes in [1, 2, 3] {
         let mut rates = Vec::new();
         for _ in 0..rounds {
             rates.push(drain(nodes, runs).await);

@@ -7,7 +7,9 @@
 //! `cargo bench -p firedrill-tests --bench runs` (env RUNS_TOTAL: runs per
 //! round at concurrency 16, default 800 (a quarter at 1, twice at 64);
 //! RUNS_ROUNDS, default 3; RUNS_ONLY=engine measures the engine-only runbook
-//! alone and writes no results: for profiling). Part of `scripts/bench`.
+//! alone and writes no results: for profiling; RUNS_GROWTH, the store sizes
+//! of the cost-growth figures, default 1000,10000,100000). Part of
+//! `scripts/bench`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +72,62 @@ async fn phase(
     let wall = started.elapsed();
     all.sort();
     (all, wall)
+}
+
+/// Cost growth: on a fresh store, engine-only dry-runs at concurrency 1
+/// and 64 once the store already holds each of `RUNS_GROWTH` runs
+/// (default 1,000, 10,000 and 100,000; filled by the same runs at
+/// concurrency 64, each with its steps and audit records).
+async fn growth(total: usize) -> Vec<Measure> {
+    let sizes: Vec<usize> = std::env::var("RUNS_GROWTH")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| {
+            if bench::smoke() {
+                vec![20, 40]
+            } else {
+                vec![1_000, 10_000, 100_000]
+            }
+        });
+    let env = TestEnv::new().await;
+    env.service
+        .publish_runbook("engine-only.yaml", ENGINE_ONLY, &Actor::user("bench"))
+        .await
+        .expect("publish");
+    let service = Arc::new(env.service.clone());
+    let mut stored = 0;
+    let mut measures = Vec::new();
+    for size in sizes {
+        if size > stored {
+            let (lat, _) = phase(&service, "engine-only", 64, size - stored).await;
+            stored += lat.len();
+        }
+        for concurrency in [1, 64] {
+            let n = if concurrency == 1 { total / 4 } else { total * 2 }.max(concurrency);
+            let (lat, wall) = phase(&service, "engine-only", concurrency, n).await;
+            stored += lat.len();
+            let rate = lat.len() as f64 / wall.as_secs_f64();
+            let (p50, p99) =
+                bench::p50_p99(&lat.iter().map(|d| bench::ms(*d)).collect::<Vec<_>>());
+            println!(
+                "  growth: {size} runs stored, concurrency {concurrency}: {rate:.0} runs/s, p50 {p50:.2} ms, p99 {p99:.2} ms"
+            );
+            measures.push(
+                Measure::from_rates(
+                    &format!("runs.growth.{size}.c{concurrency}"),
+                    &format!("dry-run 3-step, engine only, {size} runs already stored, concurrency {concurrency}"),
+                    "runs/s",
+                    &[rate],
+                )
+                .detail(serde_json::json!({
+                    "stored_before": size,
+                    "runs": n,
+                    "latency_ms": {"p50": p50, "p99": p99},
+                })),
+            );
+        }
+    }
+    measures
 }
 
 fn main() {
@@ -204,6 +262,7 @@ fn main() {
             .await
             .expect("runs");
         assert!(runs.iter().all(|r| r.status == RunStatus::Succeeded));
+        measures.extend(growth(total).await);
         Some(measures)
     });
     if let Some(measures) = measures {

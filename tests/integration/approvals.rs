@@ -435,8 +435,11 @@ async fn a_start_with_wait_ms_answers_when_the_run_finishes_or_waits_for_a_decis
 async fn a_wait_at_or_past_the_request_timeout_is_refused_before_any_run_starts() {
     let api = Api::new(&[&gated("failover", 1, "approver", "5m")]).await;
     let ops = api.env.token("ops", Role::Operator, &[]).await;
-    let limit = ServerConfig::default().request_timeout_ms;
-    for wait in [limit, limit + 1, u64::MAX] {
+    // The limit: request-timeout-ms (30 s) less a tenth (or 1 s), so the
+    // answer always comes before the request's own deadline.
+    let timeout = ServerConfig::default().request_timeout_ms;
+    let limit = timeout - timeout / 10;
+    for wait in [limit + 1, timeout, u64::MAX] {
         let (status, answer) = api
             .post(
                 "/api/v1/runs",
@@ -471,12 +474,12 @@ async fn a_wait_at_or_past_the_request_timeout_is_refused_before_any_run_starts(
         .await
         .expect("runs");
     assert!(runs.is_empty(), "a refused request started {runs:?}");
-    // Just below the limit is a wait like any other.
+    // At the limit is a wait like any other.
     let (status, answer) = api
         .post(
             "/api/v1/runs",
             &ops,
-            json!({"runbook": "failover", "wait_ms": limit - 1}),
+            json!({"runbook": "failover", "wait_ms": limit}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -490,4 +493,43 @@ async fn a_wait_at_or_past_the_request_timeout_is_refused_before_any_run_starts(
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+/// The wait is woken when this node's run ends, not by the store poll: with
+/// a poll far longer than the wait, a quick run still answers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_is_woken_by_the_runs_end_not_by_the_poll() {
+    let env = TestEnv::new().await;
+    env.publish(&[&gated("failover", 1, "approver", "5m")]).await;
+    let (url, state) = env
+        .serve(ServerConfig {
+            drills: false,
+            event_poll_ms: 60_000,
+            ..ServerConfig::default()
+        })
+        .await;
+    let ops = env.token("ops", Role::Operator, &[]).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let sent = std::time::Instant::now();
+        let answer: Value = client
+            .post(format!("{url}/api/v1/runs"))
+            .bearer_auth(&ops)
+            .json(&json!({"runbook": "failover", "wait_ms": 20_000}))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(answer["run"]["status"], "succeeded", "{answer}");
+        // Polled, it would answer only at the end of the 20 s wait.
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "answered after {:?}: the run's end did not wake the wait",
+            sent.elapsed()
+        );
+    }
+    // Nothing is left watched once the waits are answered.
+    assert_eq!(state.watched_runs(), 0);
 }

@@ -446,7 +446,14 @@ async fn a_dry_run_crashed_between_its_windows_is_taken_over_and_finished() {
         "apiVersion: firedrill/v1\nname: waits\nversion: 1\nsteps:\n  - id: probe\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n  - id: wait\n    kernel: hostile@0.1.0\n    targets: [demo-host]\n    with: {{ behaviour: wait-for, path: \"{}\" }}\n",
         gate.path().display()
     );
-    let env = env_with_ledger(&[&text], SHORT).await;
+    // A window far longer than `probe`, even on a loaded machine: the
+    // first window written holds `probe` finished and `wait` polling.
+    let env = TestEnv::new().await;
+    firedrill_tests::nodes::append_config(
+        &env,
+        &config(SHORT.0, SHORT.1).replace("[node]\n", "[node]\ndry-run-flush-ms = 2000\n"),
+    );
+    env.publish(&[&text]).await;
     let ids = firedrill_tests::nodes::queue_mode(&env, "waits", 1, firedrill::Mode::DryRun).await;
     let id = &ids[0];
     // The first window holding a step start: written while `wait` polls,

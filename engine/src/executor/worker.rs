@@ -44,10 +44,11 @@ pub struct RunWatch {
 }
 
 impl RunWatch {
-    /// Resolves when this node stops executing the run (finished, waiting
-    /// for approval, interrupted), once; after that it never resolves, and
-    /// the caller reads the store (the run may be executing on another
-    /// node, or be claimed again later).
+    /// Resolves when this node's slot for the run frees (the run finished,
+    /// was interrupted, or was lost to another node), once; after that it
+    /// never resolves. A run waiting at an approval keeps its slot, and a
+    /// run another node executes never had one here: the caller also reads
+    /// the store.
     pub async fn stopped(&mut self) {
         match &mut self.rx {
             Some(rx) => {
@@ -167,6 +168,16 @@ impl Worker {
                 service.execute_claimed(claim).await
             });
         }
+    }
+
+    /// Runs someone waits for ([`Worker::watch`]).
+    pub fn watched(&self) -> usize {
+        lock(&self.watched).len()
+    }
+
+    /// Whether the worker is stopping (`drain` was called): true from then on.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 
     /// A free run slot, unless the worker is stopping: the caller may start

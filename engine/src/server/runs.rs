@@ -34,7 +34,8 @@ pub(super) struct StartRun {
     force_untested: bool,
     /// Answer when the run stops moving on its own (finished, or waiting
     /// for a decision) or after this many milliseconds, whichever is
-    /// first; below `server.request-timeout-ms`. Absent: answer at once.
+    /// first; at most [`max_wait_ms`] of `server.request-timeout-ms`.
+    /// Absent: answer at once.
     #[serde(default)]
     wait_ms: Option<u64>,
 }
@@ -61,14 +62,18 @@ pub(super) async fn start_run(
             )));
         }
     };
+    // The wait ends a margin before the request's own deadline, counted
+    // from when the request arrived, so the answer always carries the run.
+    let arrived = tokio::time::Instant::now();
     let wait = match body.wait_ms {
-        Some(ms) if ms >= state.config.request_timeout_ms => {
+        Some(ms) if ms > max_wait_ms(state.config.request_timeout_ms) => {
             return Err(ApiError::bad_request(format!(
-                "wait_ms is {ms}; it must be below server.request-timeout-ms ({}), or the request would time out with the run started: wait less, or follow the run (GET /api/v1/runs/{{id}}/events)",
+                "wait_ms is {ms}; it must be at most {} (server.request-timeout-ms, {}, less {WAIT_MARGIN_MS} ms or a tenth, whichever is more), or the request could time out with the run started: wait less, or follow the run (GET /api/v1/runs/{{id}}/events)",
+                max_wait_ms(state.config.request_timeout_ms),
                 state.config.request_timeout_ms
             )));
         }
-        ms => ms.map(std::time::Duration::from_millis),
+        ms => ms.map(|ms| arrived + std::time::Duration::from_millis(ms)),
     };
     let source = RunbookSource::Published {
         name: body.runbook.clone(),
@@ -116,19 +121,35 @@ pub(super) async fn start_run(
     let id = state.admit(prepared).await?;
     let mut answer =
         json!({"run_id": id, "mode": mode.as_str(), "href": format!("/api/v1/runs/{id}")});
-    let Some((wait, watch)) = watch else {
+    let Some((until, watch)) = watch else {
         return Ok((StatusCode::ACCEPTED, Json(answer)));
     };
-    let (stopped, run) = wait_for(&state, &who, &id, wait, watch).await?;
-    answer["run"] = run;
-    Ok((
-        if stopped {
-            StatusCode::OK
-        } else {
-            StatusCode::ACCEPTED
-        },
-        Json(answer),
-    ))
+    // The run has started: from here on, every answer carries its id (a
+    // failed read is not a failed start, and a retry would start another).
+    match wait_for(&state, &who, &id, until, watch).await {
+        Ok((stopped, run)) => {
+            answer["run"] = run;
+            let status = if stopped {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            Ok((status, Json(answer)))
+        }
+        Err(e) => {
+            tracing::warn!(run_id = %id, error = %e.message, "cannot follow a run it started; answered with its id");
+            Ok((StatusCode::ACCEPTED, Json(answer)))
+        }
+    }
+}
+
+/// What a wait leaves of the request's deadline at least.
+const WAIT_MARGIN_MS: u64 = 1_000;
+
+/// The longest `wait_ms` under `request_timeout_ms`: less
+/// [`WAIT_MARGIN_MS`] or a tenth of it, whichever is more.
+fn max_wait_ms(request_timeout_ms: u64) -> u64 {
+    request_timeout_ms.saturating_sub(WAIT_MARGIN_MS.max(request_timeout_ms / 10))
 }
 
 /// Whether a run in `status` still moves on its own (queued or executing),
@@ -137,27 +158,35 @@ fn moving(status: RunStatus) -> bool {
     matches!(status, RunStatus::Queued | RunStatus::Running)
 }
 
-/// Wait up to `wait` for run `id` to stop moving on its own: woken at once
-/// when this node stops executing it (`watch`), and reading the store
-/// every `event-poll-ms` for a run another node executes. Returns whether
-/// it stopped, and its view.
+/// Wait until `until` for run `id` to stop moving on its own (or this
+/// node to stop its worker): woken at once when this node's slot for it
+/// frees (`watch`), and reading its status every `event-poll-ms` (a run
+/// another node executes, or one waiting at an approval). The full view is
+/// read once, at the end. Returns whether it stopped, and its view.
 async fn wait_for(
     state: &AppState,
     who: &Principal,
     id: &str,
-    wait: std::time::Duration,
+    until: tokio::time::Instant,
     mut watch: crate::executor::RunWatch,
 ) -> Result<(bool, Value), ApiError> {
-    let deadline = tokio::time::Instant::now() + wait;
     let poll = std::time::Duration::from_millis(state.config.event_poll_ms.max(50));
+    let mut stopping = state.worker.stopping();
     loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        tokio::select! {
-            () = watch.stopped() => {}
-            () = tokio::time::sleep(poll.min(left)) => {}
-        }
-        let (status, view) = run_view(state, who, id).await?;
-        if !moving(status) || tokio::time::Instant::now() >= deadline {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let ending = tokio::select! {
+            () = watch.stopped() => false,
+            () = tokio::time::sleep(poll.min(left)) => false,
+            _ = stopping.wait_for(|s| *s) => true,
+        };
+        let status = state
+            .service
+            .store()
+            .run(id)
+            .await?
+            .map_or(RunStatus::Queued, |r| r.status);
+        if !moving(status) || ending || tokio::time::Instant::now() >= until {
+            let (status, view) = run_view(state, who, id).await?;
             return Ok((!moving(status), view));
         }
     }

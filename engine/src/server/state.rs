@@ -197,15 +197,27 @@ impl AppState {
         // at once (no queue round trip, nothing read back). Otherwise
         // queued, for the first node with a free slot.
         let admitted = match self.worker.try_slot() {
-            Some(slot) => self
-                .service
-                .admit_claimed(run, limits)
-                .await
-                .map(|started| {
+            // On a task of its own: a caller that goes away (a timeout, a
+            // disconnect) after the write was sent cannot leave the run
+            // claimed here and not executed.
+            Some(slot) => {
+                let (service, worker) = (self.service.clone(), self.worker.clone());
+                tokio::spawn(async move {
+                    let started = service.admit_claimed(run, limits).await?;
                     let id = started.run_id().to_string();
-                    self.worker.execute_started(slot, started);
-                    id
-                }),
+                    worker.execute_started(slot, started);
+                    Ok(id)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(crate::executor::RunError::Store(
+                        crate::store::StoreError::Corrupt {
+                            what: "run admission",
+                            reason: format!("the admission task failed: {e}"),
+                        },
+                    ))
+                })
+            }
             None => self.service.enqueue(run, limits).await.inspect(|_| {
                 self.worker.wake();
             }),
@@ -269,8 +281,13 @@ impl AppState {
         Ok(events)
     }
 
+    /// Runs a `POST /api/v1/runs` with `wait_ms` waits for.
+    pub fn watched_runs(&self) -> usize {
+        self.worker.watched()
+    }
+
     /// Start this node's worker unless it runs already (`serve` starts it;
-    /// an admission does too, for states used without `serve`).
+    /// a run queued here does too, for states used without `serve`).
     pub fn ensure_worker(&self) {
         self.worker.wake();
     }
