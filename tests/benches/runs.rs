@@ -103,12 +103,16 @@ async fn growth(total: usize) -> Vec<Measure> {
             stored += lat.len();
         }
         for concurrency in [1, 64] {
-            let n = if concurrency == 1 { total / 4 } else { total * 2 }.max(concurrency);
+            let n = if concurrency == 1 {
+                total / 4
+            } else {
+                total * 2
+            }
+            .max(concurrency);
             let (lat, wall) = phase(&service, "engine-only", concurrency, n).await;
             stored += lat.len();
             let rate = lat.len() as f64 / wall.as_secs_f64();
-            let (p50, p99) =
-                bench::p50_p99(&lat.iter().map(|d| bench::ms(*d)).collect::<Vec<_>>());
+            let (p50, p99) = bench::p50_p99(&lat.iter().map(|d| bench::ms(*d)).collect::<Vec<_>>());
             println!(
                 "  growth: {size} runs stored, concurrency {concurrency}: {rate:.0} runs/s, p50 {p50:.2} ms, p99 {p99:.2} ms"
             );

@@ -391,3 +391,58 @@ async fn json_logs_carry_the_run_and_step_ids() {
     assert!(spans.iter().any(|s| s["run_id"] == id), "{text}");
     assert!(spans.iter().any(|s| s["step_id"] == "only"), "{text}");
 }
+
+/// A run started in a free slot of a node's worker (as the API starts
+/// one) wakes whoever watches it when its slot frees: no timer and no
+/// store poll in this test, so a missing wake-up hangs it (the guard ends
+/// it after a minute). Nothing stays watched, and the slot is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_in_a_free_slot_wakes_its_watchers_when_it_ends() {
+    use firedrill::audit::Actor;
+    use firedrill::executor::{RunRequest, RunbookSource, Worker};
+    let env = TestEnv::new().await;
+    env.publish(&[
+        "apiVersion: firedrill/v1\nname: quick\nversion: 1\nsteps:\n  - id: a\n    kernel: trivial@0.1.0\n    targets: [demo-host]\n",
+    ])
+    .await;
+    let worker = Worker::new(env.service.clone(), 1);
+    let prepared = env
+        .service
+        .prepare(RunRequest {
+            source: RunbookSource::Published {
+                name: "quick".into(),
+                version: None,
+            },
+            mode: Mode::DryRun,
+            actor: Actor::user("oncall"),
+            inputs: Vec::new(),
+        })
+        .await
+        .expect("prepare");
+    let id = prepared.id.clone();
+    let (mut first, mut second) = (worker.watch(&id), worker.watch(&id));
+    assert_eq!(worker.watched(), 1, "one entry per run");
+    let slot = worker.try_slot().expect("a free slot");
+    assert!(worker.try_slot().is_none(), "the only slot is taken");
+    let started = env
+        .service
+        .admit_claimed(prepared, None)
+        .await
+        .expect("admitted and claimed");
+    worker.execute_started(slot, started);
+    let guard = std::time::Duration::from_secs(60);
+    tokio::time::timeout(guard, first.stopped())
+        .await
+        .expect("the run's end woke the first watcher");
+    tokio::time::timeout(guard, second.stopped())
+        .await
+        .expect("and the second");
+    assert_eq!(status(&env, &id).await, RunStatus::Succeeded);
+    assert_eq!(worker.watched(), 0);
+    assert!(worker.try_slot().is_some(), "the slot is free again");
+    // A watcher that goes away forgets its entry.
+    let gone = worker.watch("some-other-run");
+    assert_eq!(worker.watched(), 1);
+    drop(gone);
+    assert_eq!(worker.watched(), 0);
+}

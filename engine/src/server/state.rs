@@ -281,11 +281,6 @@ impl AppState {
         Ok(events)
     }
 
-    /// Runs a `POST /api/v1/runs` with `wait_ms` waits for.
-    pub fn watched_runs(&self) -> usize {
-        self.worker.watched()
-    }
-
     /// Start this node's worker unless it runs already (`serve` starts it;
     /// a run queued here does too, for states used without `serve`).
     pub fn ensure_worker(&self) {
