@@ -13,6 +13,11 @@ use super::principal;
 use super::state::AppState;
 use crate::store::Batch;
 
+/// When admission let a request in: its deadline (`request-timeout-ms`)
+/// counts from here, body reading included.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Arrived(pub(super) tokio::time::Instant);
+
 /// Paths that are never shed for load: health checks, and the big red
 /// switch (an operator must be able to stop automation during an overload).
 fn never_shed(path: &str) -> bool {
@@ -45,6 +50,9 @@ pub(super) async fn admission(
     };
     let method = request.method().clone();
     request.extensions_mut().insert(caller);
+    request
+        .extensions_mut()
+        .insert(Arrived(tokio::time::Instant::now()));
     let (budget, timeout, limit_key) = if principal.is_some() {
         (
             &state.in_flight,

@@ -43,6 +43,7 @@ pub(super) struct StartRun {
 pub(super) async fn start_run(
     State(state): State<AppState>,
     who: Principal,
+    arrived: Option<axum::Extension<super::admission::Arrived>>,
     body: Result<Json<StartRun>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     who.require(Action::StartRun)?;
@@ -64,7 +65,7 @@ pub(super) async fn start_run(
     };
     // The wait ends a margin before the request's own deadline, counted
     // from when the request arrived, so the answer always carries the run.
-    let arrived = tokio::time::Instant::now();
+    let arrived = arrived.map_or_else(tokio::time::Instant::now, |a| a.0.0);
     let wait = match body.wait_ms {
         Some(ms) if ms > max_wait_ms(state.config.request_timeout_ms) => {
             return Err(ApiError::bad_request(format!(
@@ -126,7 +127,19 @@ pub(super) async fn start_run(
     };
     // The run has started: from here on, every answer carries its id (a
     // failed read is not a failed start, and a retry would start another).
-    match wait_for(&state, &who, &id, until, watch).await {
+    // The reads at the end are bounded too: half the margin is left for
+    // the answer itself.
+    let timeout = state.config.request_timeout_ms;
+    let cut =
+        arrived + std::time::Duration::from_millis(timeout - (timeout - max_wait_ms(timeout)) / 2);
+    let waited = tokio::time::timeout_at(cut, wait_for(&state, &who, &id, until, watch))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::unavailable(
+                "the run could not be read before the request's deadline",
+            ))
+        });
+    match waited {
         Ok((stopped, run)) => {
             answer["run"] = run;
             let status = if stopped {

@@ -202,21 +202,20 @@ impl AppState {
             // claimed here and not executed.
             Some(slot) => {
                 let (service, worker) = (self.service.clone(), self.worker.clone());
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let started = service.admit_claimed(run, limits).await?;
                     let id = started.run_id().to_string();
                     worker.execute_started(slot, started);
                     Ok(id)
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    Err(crate::executor::RunError::Store(
-                        crate::store::StoreError::Corrupt {
-                            what: "run admission",
-                            reason: format!("the admission task failed: {e}"),
-                        },
-                    ))
-                })
+                });
+                match task.await {
+                    Ok(admitted) => admitted,
+                    Err(e) => {
+                        return Err(ApiError::internal(format!(
+                            "the admission task failed: {e}"
+                        )));
+                    }
+                }
             }
             None => self.service.enqueue(run, limits).await.inspect(|_| {
                 self.worker.wake();
