@@ -6,6 +6,7 @@
 //! them, applied in one transaction. A batch is acknowledged only after it is
 //! durable.
 
+mod direct;
 mod postgres;
 mod reads;
 mod sql;

@@ -21,6 +21,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
+use super::direct::{self as db, begin_write};
 use super::sql::{Reply, json_text, limit, opt_json, parse_json, sql};
 use super::{
     Applied, ApprovalRow, AuditFilter, Batch, DrillScheduleRow, HostCallRow, KernelRow, Phase,
@@ -150,10 +151,11 @@ impl SqliteStore {
             })
             .busy_timeout(Duration::from_millis(config.busy_timeout_ms))
             .foreign_keys(true);
-        let mut writer = SqliteConnection::connect_with(&options)
+        let mut migrator = SqliteConnection::connect_with(&options)
             .await
             .map_err(open)?;
-        sqlx::migrate!("./migrations").run(&mut writer).await?;
+        sqlx::migrate!("./migrations").run(&mut migrator).await?;
+        migrator.close().await.map_err(open)?;
         // SQLite has created the WAL and SHM files by now.
         private_files(path).map_err(|e| open(sqlx::Error::Io(e)))?;
         let reads = SqlitePoolOptions::new()
@@ -161,8 +163,21 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(open)?;
+        // The writer owns its connection on a thread of its own
+        // (`direct.rs`): a group commit runs there with no thread hop per
+        // statement.
+        let synchronous = match config.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        let writer = super::direct::Conn::open(path, synchronous, config.busy_timeout_ms)
+            .map_err(|e| open(sqlx::Error::Protocol(format!("sqlite: {e}"))))?;
         let (tx, rx) = mpsc::channel(config.write_queue.max(1));
-        tokio::spawn(writer_loop(writer, rx, config.write_batch_max.max(1)));
+        let batch_max = config.write_batch_max.max(1);
+        std::thread::Builder::new()
+            .name("firedrill-writer".into())
+            .spawn(move || futures::executor::block_on(writer_loop(writer, rx, batch_max)))
+            .map_err(|e| open(sqlx::Error::Io(e)))?;
         Ok(SqliteStore {
             reads,
             writer: tx,
@@ -363,15 +378,6 @@ fn q(sql: &'static str) -> &'static str {
     sql
 }
 
-/// `BEGIN IMMEDIATE`: the database's write lock, held to COMMIT.
-async fn begin_write(
-    conn: &mut SqliteConnection,
-) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, StoreError> {
-    conn.begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(sql("begin"))
-}
-
 /// The write lock already serialises writers: no row locks needed.
 const FENCE: &str = "SELECT epoch FROM runs WHERE id = ? AND owner = ? AND epoch = ?";
 
@@ -402,7 +408,11 @@ const AUDIT_PAGE: &str = "SELECT '[' || COALESCE(group_concat(json_array(seq, CA
              CAST(run_id AS TEXT), CAST(prev_hash AS TEXT), CAST(hash AS TEXT)), ','), '') || ']'
              FROM (SELECT * FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2)";
 
-super::sql::backend!(SqliteConnection, SqliteRow, SqliteStore);
+// The writer and the writes on the writer thread's own connection; the
+// reads through sqlx's pool.
+super::writer::writer!(super::direct::Conn, SqliteRow, SqliteStore);
+super::writes::writes!(super::direct::Conn, SqliteRow, SqliteStore);
+super::reads::reads!(SqliteConnection, SqliteRow, SqliteStore);
 
 #[cfg(test)]
 mod tests {

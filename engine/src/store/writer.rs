@@ -64,7 +64,7 @@ async fn commit_group(
     group: &[(Batch, Reply)],
 ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
     let mut tx = begin_write(conn).await?;
-    let head = sqlx::query(q("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"))
+    let head = db::query(q("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"))
         .fetch_optional(&mut *tx)
         .await
         .map_err(sql("read audit head"))?;
@@ -74,7 +74,7 @@ async fn commit_group(
     };
     let mut results = Vec::with_capacity(group.len());
     for (batch, _) in group {
-        sqlx::query(q("SAVEPOINT batch"))
+        db::query(q("SAVEPOINT batch"))
             .execute(&mut *tx)
             .await
             .map_err(sql("savepoint"))?;
@@ -82,13 +82,13 @@ async fn commit_group(
         let outcome = apply_batch(&mut tx, batch, &mut seq, &mut hash).await;
         let keep = outcome.as_ref().is_ok_and(Applied::wrote);
         if !keep {
-            sqlx::query(q("ROLLBACK TO batch"))
+            db::query(q("ROLLBACK TO batch"))
                 .execute(&mut *tx)
                 .await
                 .map_err(sql("rollback to savepoint"))?;
             (seq, hash) = (saved_seq, saved_hash);
         }
-        sqlx::query(q("RELEASE batch"))
+        db::query(q("RELEASE batch"))
             .execute(&mut *tx)
             .await
             .map_err(sql("release savepoint"))?;
@@ -111,7 +111,7 @@ async fn apply_batch(
 ) -> Result<Applied, StoreError> {
     if let Some(fence) = &batch.fence {
         let holds: Option<i64> =
-            sqlx::query_scalar(q(FENCE))
+            db::query_scalar(q(FENCE))
                 .bind(&fence.run_id)
                 .bind(&fence.owner)
                 .bind(fence.epoch)
@@ -144,7 +144,7 @@ async fn apply_batch(
     // Several records per statement: one round trip to the database for
     // a batch's records, not one each.
     for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
-        let mut insert = sqlx::query(q(audit_insert(chunk.len())));
+        let mut insert = db::query(q(audit_insert(chunk.len())));
         for record in chunk {
             insert = insert
                 .bind(record.seq)

@@ -9,7 +9,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
     match write {
         Write::PublishKernel(k) => {
             let existing: Option<String> =
-                sqlx::query_scalar(q("SELECT digest FROM kernels WHERE name = ? AND version = ?"))
+                db::query_scalar(q("SELECT digest FROM kernels WHERE name = ? AND version = ?"))
                     .bind(&k.name)
                     .bind(&k.version)
                     .fetch_optional(&mut *tx)
@@ -22,13 +22,13 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                     Applied::Conflict { existing_digest }
                 });
             }
-            sqlx::query(q("INSERT INTO kernels (name, version, digest, size_bytes, manifest, published_at, published_by) VALUES (?, ?, ?, ?, ?, ?, ?)"))
+            db::query(q("INSERT INTO kernels (name, version, digest, size_bytes, manifest, published_at, published_by) VALUES (?, ?, ?, ?, ?, ?, ?)"))
                 .bind(&k.name).bind(&k.version).bind(&k.digest).bind(k.size_bytes)
                 .bind(json_text(&k.manifest)).bind(&k.published_at).bind(&k.published_by)
                 .execute(&mut *tx).await.map_err(sql("insert kernel"))?;
         }
         Write::PublishRunbook(r) => {
-            let existing: Option<String> = sqlx::query_scalar(
+            let existing: Option<String> = db::query_scalar(
                 q("SELECT digest FROM runbook_versions WHERE name = ? AND version = ?"),
             )
             .bind(&r.name)
@@ -43,12 +43,12 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                     Applied::Conflict { existing_digest }
                 });
             }
-            sqlx::query(q("INSERT INTO runbook_versions (name, version, digest, source, published_at, published_by) VALUES (?, ?, ?, ?, ?, ?)"))
+            db::query(q("INSERT INTO runbook_versions (name, version, digest, source, published_at, published_by) VALUES (?, ?, ?, ?, ?, ?)"))
                 .bind(&r.name).bind(r.version).bind(&r.digest).bind(&r.source)
                 .bind(&r.published_at).bind(&r.published_by)
                 .execute(&mut *tx).await.map_err(sql("insert runbook"))?;
             // A new version ends a rollback: the newest is current again.
-            sqlx::query(q("DELETE FROM runbook_current WHERE name = ?"))
+            db::query(q("DELETE FROM runbook_current WHERE name = ?"))
                 .bind(&r.name)
                 .execute(&mut *tx)
                 .await
@@ -68,7 +68,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                     to: *status,
                 });
             }
-            let done = sqlx::query(q("UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'running'"))
+            let done = db::query(q("UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'running'"))
                 .bind(status.as_str())
                 .bind(error)
                 .bind(finished_at)
@@ -81,7 +81,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             }
         }
         Write::UpsertStep(s) => {
-            sqlx::query(q("INSERT INTO steps (run_id, step_id, position, phase, kernel, kernel_digest, status, attempts, targets, input, output, error, logs, started_at, finished_at, duration_ms)
+            db::query(q("INSERT INTO steps (run_id, step_id, position, phase, kernel, kernel_digest, status, attempts, targets, input, output, error, logs, started_at, finished_at, duration_ms)
                          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                          ON CONFLICT (run_id, step_id) DO UPDATE SET kernel_digest = excluded.kernel_digest, status = excluded.status,
                            attempts = excluded.attempts, targets = excluded.targets, input = excluded.input, output = excluded.output,
@@ -95,7 +95,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                 .execute(&mut *tx).await.map_err(sql("upsert step"))?;
         }
         Write::UpsertStepTarget(t) => {
-            sqlx::query(
+            db::query(
                 q("INSERT INTO step_targets (run_id, step_id, target, status, attempts, output, error, duration_ms)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (run_id, step_id, target) DO UPDATE SET status = excluded.status,
@@ -115,7 +115,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             .map_err(sql("upsert step target"))?;
         }
         Write::InsertHostCall(h) => {
-            sqlx::query(q("INSERT INTO host_calls (run_id, step_id, target, attempt, idx, record) VALUES (?, ?, ?, ?, ?, ?)
+            db::query(q("INSERT INTO host_calls (run_id, step_id, target, attempt, idx, record) VALUES (?, ?, ?, ?, ?, ?)
                          ON CONFLICT (run_id, step_id, target, attempt, idx) DO UPDATE SET record = excluded.record"))
                 .bind(&h.run_id)
                 .bind(&h.step_id)
@@ -129,7 +129,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
         }
         Write::InsertToken(t) => {
             let taken: Option<String> =
-                sqlx::query_scalar(q("SELECT id FROM tokens WHERE name = ? AND revoked_at IS NULL"))
+                db::query_scalar(q("SELECT id FROM tokens WHERE name = ? AND revoked_at IS NULL"))
                     .bind(&t.name)
                     .fetch_optional(&mut *tx)
                     .await
@@ -137,7 +137,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             if taken.is_some() {
                 return Ok(Applied::Exists);
             }
-            sqlx::query(q("INSERT INTO tokens (id, name, role, runbooks, hash, created_at, created_by, revoked_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)"))
+            db::query(q("INSERT INTO tokens (id, name, role, runbooks, hash, created_at, created_by, revoked_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)"))
                 .bind(&t.id)
                 .bind(&t.name)
                 .bind(t.role.as_str())
@@ -151,7 +151,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                 .map_err(sql("insert token"))?;
         }
         Write::RevokeToken { id, revoked_at } => {
-            sqlx::query(q("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"))
+            db::query(q("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"))
                 .bind(revoked_at)
                 .bind(id)
                 .execute(&mut *tx)
@@ -164,7 +164,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             created_at,
             expires_at,
         } => {
-            sqlx::query(q("INSERT INTO sessions (hash, token_id, created_at, expires_at) VALUES (?, ?, ?, ?)"))
+            db::query(q("INSERT INTO sessions (hash, token_id, created_at, expires_at) VALUES (?, ?, ?, ?)"))
                 .bind(hash)
                 .bind(token_id)
                 .bind(created_at)
@@ -174,7 +174,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                 .map_err(sql("insert session"))?;
         }
         Write::EndSession { hash, now } => {
-            sqlx::query(q("DELETE FROM sessions WHERE hash = ? OR expires_at <= ?"))
+            db::query(q("DELETE FROM sessions WHERE hash = ? OR expires_at <= ?"))
                 .bind(hash)
                 .bind(now)
                 .execute(&mut *tx)
@@ -197,7 +197,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             // One statement: the cooldown check and the claim are one step
             // for the store's single writer. A claim an older version wrote
             // for a suppressed decision gives way to the started one.
-            let done = sqlx::query(
+            let done = db::query(
                 q("INSERT INTO alert_claims (source, fingerprint, starts_at, runbook, key, outcome, run_id, received_at)
                  SELECT ?, ?, ?, ?, ?, ?, ?, ?
                  WHERE NOT EXISTS (SELECT 1 FROM alert_claims
@@ -237,7 +237,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             starts_at,
             runbook,
         } => {
-            sqlx::query(q("DELETE FROM alert_claims WHERE source = ? AND fingerprint = ? AND starts_at = ? AND runbook = ?"))
+            db::query(q("DELETE FROM alert_claims WHERE source = ? AND fingerprint = ? AND starts_at = ? AND runbook = ?"))
                 .bind(source)
                 .bind(fingerprint)
                 .bind(starts_at)
@@ -252,7 +252,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             actor,
             reason,
         } => {
-            sqlx::query(
+            db::query(
                 q("INSERT INTO breaker_resets (runbook, reset_at, actor, reason) VALUES (?, ?, ?, ?)
                  ON CONFLICT (runbook) DO UPDATE SET reset_at = excluded.reset_at, actor = excluded.actor, reason = excluded.reason"),
             )
@@ -265,7 +265,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             .map_err(sql("reset breaker"))?;
         }
         Write::InsertCheckpoint(c) => {
-            let done = sqlx::query(
+            let done = db::query(
                 q("INSERT INTO audit_checkpoints (size, root, note, signer, created_at) VALUES (?, ?, ?, ?, ?)
                  ON CONFLICT (size) DO NOTHING"),
             )
@@ -282,7 +282,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             }
         }
         Write::SetSwitch(w) => {
-            sqlx::query(
+            db::query(
                 q("INSERT INTO switches (scope, engaged, reason, actor, changed_at) VALUES (?, ?, ?, ?, ?)
                  ON CONFLICT (scope) DO UPDATE SET engaged = excluded.engaged, reason = excluded.reason,
                    actor = excluded.actor, changed_at = excluded.changed_at"),
@@ -297,7 +297,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             .map_err(sql("set switch"))?;
         }
         Write::RequestCancel { id, request } => {
-            let done = sqlx::query(
+            let done = db::query(
                 q("UPDATE runs SET cancel_requested = ? WHERE id = ? AND status IN ('running', 'awaiting-approval')"),
             )
             .bind(request)
@@ -317,7 +317,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             finished_at,
         } => {
             let current: Option<String> =
-                sqlx::query_scalar(q("SELECT status FROM runs WHERE id = ?"))
+                db::query_scalar(q("SELECT status FROM runs WHERE id = ?"))
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await
@@ -335,7 +335,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             // A resume (from halted) starts with no cancel pending; other
             // transitions (an approval wait ending) keep it.
             let resume = from.contains(&RunStatus::Halted);
-            sqlx::query(q("UPDATE runs SET status = ?, error = ?, finished_at = ?,
+            db::query(q("UPDATE runs SET status = ?, error = ?, finished_at = ?,
                          cancel_requested = CASE WHEN ? THEN NULL ELSE cancel_requested END WHERE id = ?"))
                 .bind(to.as_str())
                 .bind(error)
@@ -353,7 +353,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             last_run_id,
         } => {
             let current: Option<String> =
-                sqlx::query_scalar(q("SELECT next_due_at FROM drill_schedule WHERE runbook = ?"))
+                db::query_scalar(q("SELECT next_due_at FROM drill_schedule WHERE runbook = ?"))
                     .bind(runbook)
                     .fetch_optional(&mut *tx)
                     .await
@@ -361,7 +361,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             if expect_due.is_some() && current != *expect_due {
                 return Ok(Applied::Stale);
             }
-            sqlx::query(
+            db::query(
                 q("INSERT INTO drill_schedule (runbook, next_due_at, last_run_id) VALUES (?, ?, ?)
                  ON CONFLICT (runbook) DO UPDATE SET next_due_at = excluded.next_due_at,
                  last_run_id = COALESCE(excluded.last_run_id, drill_schedule.last_run_id)"),
@@ -374,7 +374,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             .map_err(sql("schedule drill"))?;
         }
         Write::InsertApproval(a) => {
-            let done = sqlx::query(
+            let done = db::query(
                 q("INSERT INTO approvals (run_id, step_id, approver, decision, comment, at)
                  VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
             )
@@ -397,7 +397,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             at,
             by,
         } => {
-            sqlx::query(
+            db::query(
                 q("INSERT INTO runbook_current (name, version, set_at, set_by) VALUES (?, ?, ?, ?)
                  ON CONFLICT (name) DO UPDATE SET version = excluded.version,
                  set_at = excluded.set_at, set_by = excluded.set_by"),
@@ -415,7 +415,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             max_active,
             max_per_runbook,
         } => {
-            let (active, of_runbook): (i64, i64) = sqlx::query_as(
+            let (active, of_runbook): (i64, i64) = db::query_as(
                 q("SELECT COUNT(*), COALESCE(SUM(CASE WHEN runbook = ? THEN 1 ELSE 0 END), 0) FROM runs
                  WHERE status IN ('queued', 'running', 'awaiting-approval')"),
             )
@@ -435,7 +435,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             lease_ms,
             only,
         } => {
-            let claimed: Option<(String, i64)> = sqlx::query_as(
+            let claimed: Option<(String, i64)> = db::query_as(
                 q(CLAIM_QUEUED),
             )
             .bind(owner)
@@ -455,7 +455,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
         }
         Write::TakeOver { owner, lease_ms } => {
             let now = super::now_ms();
-            let expired: Option<(String, Option<String>)> = sqlx::query_as(
+            let expired: Option<(String, Option<String>)> = db::query_as(
                 q(FIND_EXPIRED),
             )
             .bind(now)
@@ -465,7 +465,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             let Some((run_id, previous)) = expired else {
                 return Ok(Applied::Stale);
             };
-            let epoch: i64 = sqlx::query_scalar(
+            let epoch: i64 = db::query_scalar(
                 q("UPDATE runs SET owner = ?, epoch = epoch + 1, lease_until = ? WHERE id = ? RETURNING epoch"),
             )
             .bind(owner)
@@ -481,7 +481,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             });
         }
         Write::RenewLease { run_id, lease_ms } => {
-            sqlx::query(q("UPDATE runs SET lease_until = ? WHERE id = ?"))
+            db::query(q("UPDATE runs SET lease_until = ? WHERE id = ?"))
                 .bind(super::now_ms() + lease_ms)
                 .bind(run_id)
                 .execute(&mut *tx)
@@ -494,7 +494,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             lease_ms,
         } => {
             let now = super::now_ms();
-            let held = sqlx::query(
+            let held = db::query(
                 q("INSERT INTO leases (name, owner, lease_until) VALUES (?1, ?2, ?3)
                  ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
                  WHERE leases.owner = excluded.owner OR leases.lease_until < ?4"),
@@ -511,7 +511,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             }
         }
         Write::RaiseNotified(n) => {
-            let done = sqlx::query(q("INSERT INTO notified (sink, key, raised_at, condition) VALUES (?, ?, ?, ?) ON CONFLICT (sink, key) DO NOTHING"))
+            let done = db::query(q("INSERT INTO notified (sink, key, raised_at, condition) VALUES (?, ?, ?, ?) ON CONFLICT (sink, key) DO NOTHING"))
                 .bind(&n.sink).bind(&n.key).bind(&n.raised_at).bind(json_text(&n.condition))
                 .execute(&mut *tx).await.map_err(sql("raise notified"))?;
             if done.rows_affected() == 0 {
@@ -519,7 +519,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             }
         }
         Write::ResolveNotified { sink, key } => {
-            let done = sqlx::query(q("DELETE FROM notified WHERE sink = ? AND key = ?"))
+            let done = db::query(q("DELETE FROM notified WHERE sink = ? AND key = ?"))
                 .bind(sink).bind(key)
                 .execute(&mut *tx).await.map_err(sql("resolve notified"))?;
             if done.rows_affected() == 0 {
@@ -527,7 +527,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             }
         }
         Write::PushOutbox(o) => {
-            let done = sqlx::query(q("INSERT INTO notification_outbox (sink, idempotency_key, notified_key, transition, event, subject, run_id, payload, created_at, next_at_ms, attempts, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING"))
+            let done = db::query(q("INSERT INTO notification_outbox (sink, idempotency_key, notified_key, transition, event, subject, run_id, payload, created_at, next_at_ms, attempts, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING"))
                 .bind(&o.sink).bind(&o.idempotency_key).bind(&o.notified_key).bind(&o.transition).bind(&o.event)
                 .bind(&o.subject).bind(&o.run_id).bind(json_text(&o.payload)).bind(&o.created_at)
                 .bind(o.next_at_ms).bind(o.attempts).bind(&o.last_error)
@@ -537,17 +537,17 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             }
         }
         Write::RetryOutbox { id, attempts, next_at_ms, error } => {
-            sqlx::query(q("UPDATE notification_outbox SET attempts = ?, next_at_ms = ?, last_error = ? WHERE id = ?"))
+            db::query(q("UPDATE notification_outbox SET attempts = ?, next_at_ms = ?, last_error = ? WHERE id = ?"))
                 .bind(attempts).bind(next_at_ms).bind(error).bind(id)
                 .execute(&mut *tx).await.map_err(sql("retry outbox"))?;
         }
         Write::RemoveOutbox { id } => {
-            sqlx::query(q("DELETE FROM notification_outbox WHERE id = ?"))
+            db::query(q("DELETE FROM notification_outbox WHERE id = ?"))
                 .bind(id)
                 .execute(&mut *tx).await.map_err(sql("remove outbox"))?;
         }
         Write::ForgetNotified { sink, key } => {
-            sqlx::query(q("DELETE FROM notified WHERE sink = ? AND key = ?"))
+            db::query(q("DELETE FROM notified WHERE sink = ? AND key = ?"))
                 .bind(sink).bind(key)
                 .execute(&mut *tx).await.map_err(sql("forget notified"))?;
         }
@@ -558,7 +558,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
             to,
             error,
         } => {
-            let done = sqlx::query(
+            let done = db::query(
                 q("UPDATE steps SET status = ?, error = COALESCE(?, error) WHERE run_id = ? AND step_id = ? AND status = ?"),
             )
             .bind(to.as_str())
@@ -578,7 +578,7 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
 }
 
 async fn insert_run(tx: &mut $conn, r: &RunRow) -> Result<(), StoreError> {
-    sqlx::query(q("INSERT INTO runs (id, runbook, runbook_version, runbook_digest, draft, mode, actor, status, inputs, kernels, error, started_at, finished_at, drill, owner, epoch, gate, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+    db::query(q("INSERT INTO runs (id, runbook, runbook_version, runbook_digest, draft, mode, actor, status, inputs, kernels, error, started_at, finished_at, drill, owner, epoch, gate, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
         .bind(&r.id).bind(&r.runbook).bind(r.runbook_version).bind(&r.runbook_digest)
         .bind(r.draft).bind(&r.mode).bind(&r.actor).bind(r.status.as_str())
         .bind(json_text(&r.inputs)).bind(json_text(&r.kernels)).bind(&r.error)
