@@ -1,5 +1,6 @@
 //! The embedded SQLite store: WAL, `synchronous = FULL` by default, and one
-//! writer task that group-commits batches.
+//! writer thread, with its own connection (`direct.rs`), that
+//! group-commits batches.
 //!
 //! Many callers submit batches; the writer takes up to `write-batch-max` of
 //! them at once, applies each inside its own SAVEPOINT within a single
