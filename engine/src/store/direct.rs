@@ -46,6 +46,12 @@ impl Conn {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        if conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                Some("the database file is not writable by this user".into()),
+            ));
+        }
         conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
         conn.execute_batch(&format!(
             "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
@@ -55,8 +61,21 @@ impl Conn {
     }
 }
 
+/// SQLite's refusal as the error the writes report (`StoreError::Sql`
+/// names the operation): what SQLite said, and for a held write lock what
+/// to do.
+pub(super) fn sqlx_error(e: rusqlite::Error) -> sqlx::Error {
+    let busy = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
+    let hint = if busy {
+        " (another process holds the database's write lock; [store] busy-timeout-ms is how long this one waits)"
+    } else {
+        ""
+    };
+    sqlx::Error::Io(std::io::Error::other(format!("sqlite: {e}{hint}")))
+}
+
 fn err(e: rusqlite::Error) -> sqlx::Error {
-    sqlx::Error::Protocol(format!("sqlite: {e}"))
+    sqlx_error(e)
 }
 
 /// A statement with its parameters, as `sqlx::query` builds one.
@@ -239,6 +258,12 @@ pub(super) struct Tx<'c> {
 
 /// `BEGIN IMMEDIATE`: the database's write lock, held to COMMIT.
 pub(super) async fn begin_write(conn: &mut Conn) -> Result<Tx<'_>, StoreError> {
+    // A transaction left open by a failed rollback would refuse every
+    // BEGIN from now on: end it first.
+    if !conn.0.is_autocommit() {
+        tracing::warn!("the store's writer found a transaction left open; rolling it back");
+        let _ = conn.0.execute_batch("ROLLBACK");
+    }
     conn.0
         .execute_batch("BEGIN IMMEDIATE")
         .map_err(|e| super::sql::sql("begin")(err(e)))?;
@@ -272,5 +297,106 @@ impl Deref for Tx<'_> {
 impl DerefMut for Tx<'_> {
     fn deref_mut(&mut self) -> &mut Conn {
         self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pragma(conn: &Conn, name: &str) -> String {
+        conn.0
+            .query_row(&format!("PRAGMA {name}"), [], |r| {
+                r.get::<_, rusqlite::types::Value>(0)
+            })
+            .map(|v| match v {
+                Value::Integer(i) => i.to_string(),
+                Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .expect("pragma")
+    }
+
+    /// The writer connection's settings are the store's: durability as
+    /// configured, foreign keys enforced, the lock wait, WAL; and the API
+    /// answers as sqlx's did.
+    #[tokio::test]
+    async fn the_writer_connection_has_the_stores_settings_and_sqlxs_answers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        {
+            let c = rusqlite::Connection::open(&path).expect("create");
+            c.execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE p (id TEXT PRIMARY KEY); CREATE TABLE c (id INTEGER PRIMARY KEY, p TEXT REFERENCES p(id), flag INTEGER, note TEXT);",
+            )
+            .expect("schema");
+        }
+        for (setting, code) in [("FULL", "2"), ("NORMAL", "1")] {
+            let conn = Conn::open(&path, setting, 1234).expect("open");
+            assert_eq!(pragma(&conn, "synchronous"), code, "{setting}");
+            assert_eq!(pragma(&conn, "foreign_keys"), "1");
+            assert_eq!(pragma(&conn, "busy_timeout"), "1234");
+            assert_eq!(pragma(&conn, "journal_mode"), "wal");
+        }
+        let mut conn = Conn::open(&path, "FULL", 1000).expect("open");
+        let mut tx = begin_write(&mut conn).await.expect("begin");
+        // A foreign key violation is refused.
+        let e = query("INSERT INTO c (p) VALUES (?)")
+            .bind("missing")
+            .execute(&mut tx)
+            .await
+            .expect_err("foreign key");
+        assert!(e.to_string().contains("FOREIGN KEY"), "{e}");
+        query("INSERT INTO p (id) VALUES (?)")
+            .bind("a")
+            .execute(&mut tx)
+            .await
+            .expect("insert");
+        let done = query("INSERT INTO c (p, flag, note) VALUES (?, ?, ?)")
+            .bind("a")
+            .bind(true)
+            .bind(None::<String>)
+            .execute(&mut tx)
+            .await
+            .expect("insert");
+        assert_eq!(done.rows_affected(), 1);
+        // A write that changes nothing says so.
+        let none = query("UPDATE c SET note = 'x' WHERE p = ?")
+            .bind("nobody")
+            .execute(&mut tx)
+            .await
+            .expect("update");
+        assert_eq!(none.rows_affected(), 0);
+        let (flag, note): (i64, Option<String>) = query_as("SELECT flag, note FROM c")
+            .fetch_one(&mut tx)
+            .await
+            .expect("row");
+        assert_eq!((flag, note), (1, None));
+        let id: Option<i64> = query_scalar("UPDATE c SET note = 'y' WHERE p = ? RETURNING id")
+            .bind("a")
+            .fetch_optional(&mut tx)
+            .await
+            .expect("returning");
+        assert_eq!(id, Some(1));
+        let missing: Option<String> = query_scalar("SELECT id FROM p WHERE id = ?")
+            .bind("zzz")
+            .fetch_optional(&mut tx)
+            .await
+            .expect("none");
+        assert_eq!(missing, None);
+        tx.commit().await.expect("commit");
+        // Dropped without commit: rolled back.
+        {
+            let mut tx = begin_write(&mut conn).await.expect("begin");
+            query("DELETE FROM c")
+                .execute(&mut tx)
+                .await
+                .expect("delete");
+        }
+        let kept: i64 = query_scalar("SELECT COUNT(*) FROM c")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+        assert_eq!(kept, 1);
     }
 }

@@ -1,9 +1,11 @@
 //! What the SQL stores share: helpers, and the store itself as a macro
-//! instantiated once per database (`backend!` in `sqlite.rs` and
-//! `postgres.rs`), so both run the same statements and the same logic.
-//! The macro is three: the group-commit writer (`writer.rs`, where the
-//! audit chain's invariant lives), the writes (`writes.rs`) and the reads
-//! (`reads.rs`).
+//! instantiated once per database (`backend!` in `postgres.rs`; its three
+//! parts one by one in `sqlite.rs`), so both run the same statements and
+//! the same logic. The macro is three: the group-commit writer
+//! (`writer.rs`, where the audit chain's invariant lives), the writes
+//! (`writes.rs`) and the reads (`reads.rs`). The writer and the writes call
+//! `db::query` and friends: sqlx's on PostgreSQL, `direct.rs`'s (the
+//! SQLite writer thread's own connection) on SQLite.
 //!
 //! Statements are written once with `?` / `?N` placeholders; each backend's
 //! `q` turns them into its own (`$N` on PostgreSQL). The few statements that

@@ -156,8 +156,8 @@ impl SqliteStore {
             .await
             .map_err(open)?;
         sqlx::migrate!("./migrations").run(&mut migrator).await?;
-        migrator.close().await.map_err(open)?;
-        // SQLite has created the WAL and SHM files by now.
+        // SQLite has created the WAL and SHM files by now (the migration
+        // connection stays open until the writer's is, so they stay).
         private_files(path).map_err(|e| open(sqlx::Error::Io(e)))?;
         let reads = SqlitePoolOptions::new()
             .max_connections(config.read_connections.max(1))
@@ -172,7 +172,8 @@ impl SqliteStore {
             Synchronous::Normal => "NORMAL",
         };
         let writer = super::direct::Conn::open(path, synchronous, config.busy_timeout_ms)
-            .map_err(|e| open(sqlx::Error::Protocol(format!("sqlite: {e}"))))?;
+            .map_err(|e| open(super::direct::sqlx_error(e)))?;
+        migrator.close().await.map_err(open)?;
         let (tx, rx) = mpsc::channel(config.write_queue.max(1));
         let batch_max = config.write_batch_max.max(1);
         std::thread::Builder::new()
