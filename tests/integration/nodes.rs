@@ -51,6 +51,18 @@ fn ledger(env: &TestEnv) -> BTreeMap<String, usize> {
     counts
 }
 
+/// Wait (up to a minute) for `node` to abort at failpoint `point`.
+async fn crashed(node: &mut Node, point: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !node.exited() {
+        assert!(
+            Instant::now() < deadline,
+            "the node never reached failpoint {point} (is the `failpoints` feature on?)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Wait until every run in `ids` satisfies `done`; returns their statuses.
 async fn wait_all(
     env: &TestEnv,
@@ -379,14 +391,7 @@ async fn a_crash_at_every_durable_transition_loses_nothing_and_repeats_no_change
     for point in &points {
         let ids = queue(&env, "crashy", 1).await;
         let mut crashing = Node::start(&env, Some(&format!("{point}=return")));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !crashing.exited() {
-            assert!(
-                Instant::now() < deadline,
-                "the node never reached failpoint {point} (is the `failpoints` feature on?)"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crashed(&mut crashing, point).await;
         let recovery = Node::start(&env, None);
         let statuses = wait_all(&env, &ids, Duration::from_secs(60), |s| {
             !s.is_pending() || s == RunStatus::NeedsAttention
@@ -459,14 +464,7 @@ async fn a_dry_run_crashed_between_its_windows_is_taken_over_and_finished() {
     // The first window holding a step start: written while `wait` polls,
     // then the node dies.
     let mut crashing = Node::start(&env, Some("store.after.step-intent=return"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !crashing.exited() {
-        assert!(
-            Instant::now() < deadline,
-            "the node never wrote a window (is the `failpoints` feature on?)"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crashed(&mut crashing, "store.after.step-intent").await;
     let run = env.store.run(id).await.expect("read").expect("run");
     assert_eq!(run.status, RunStatus::Running, "claimed, not finished");
     let steps: Vec<(String, StepStatus)> = env
