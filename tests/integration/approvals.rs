@@ -400,6 +400,21 @@ async fn a_start_with_wait_ms_answers_when_the_run_finishes_or_waits_for_a_decis
     assert_eq!(answer["run"]["run_id"], id, "{answer}");
     let row = api.env.store.run(id).await.expect("read").expect("run");
     assert_eq!(row.status, RunStatus::Succeeded);
+    // Started in a free slot, it is audited as any run: started by the
+    // token's person, claimed by this node, finished.
+    for (action, actor) in [
+        ("run.started", "ops"),
+        ("run.claimed", "node:"),
+        ("run.finished", "ops"),
+    ] {
+        let records = api.env.audited(action).await;
+        assert!(
+            records
+                .iter()
+                .any(|r| r.run_id.as_deref() == Some(id) && r.actor_id.contains(actor)),
+            "{action} by {actor} missing: {records:?}"
+        );
+    }
     // A live run stops at its approval: the wait ends there.
     let (status, answer) = api
         .post(

@@ -74,10 +74,6 @@ pub(super) fn sqlx_error(e: rusqlite::Error) -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::other(format!("sqlite: {e}{hint}")))
 }
 
-fn err(e: rusqlite::Error) -> sqlx::Error {
-    sqlx_error(e)
-}
-
 /// A statement with its parameters, as `sqlx::query` builds one.
 pub(super) struct Query<'q> {
     sql: &'q str,
@@ -155,10 +151,10 @@ impl<'q> Query<'q> {
 
     /// Run the statement to its end and say how many rows it changed.
     fn run(&self, conn: &mut Conn) -> Result<Done, sqlx::Error> {
-        let mut stmt = conn.0.prepare_cached(self.sql).map_err(err)?;
+        let mut stmt = conn.0.prepare_cached(self.sql).map_err(sqlx_error)?;
         let params: Vec<&dyn ToSql> = self.args.iter().map(|a| a.as_ref()).collect();
-        let mut rows = stmt.query(&params[..]).map_err(err)?;
-        while rows.next().map_err(err)?.is_some() {}
+        let mut rows = stmt.query(&params[..]).map_err(sqlx_error)?;
+        while rows.next().map_err(sqlx_error)?.is_some() {}
         drop(rows);
         drop(stmt);
         Ok(Done(conn.0.changes()))
@@ -166,17 +162,17 @@ impl<'q> Query<'q> {
 
     /// The statement's first row, if any.
     fn row(&self, conn: &mut Conn) -> Result<Option<Row>, sqlx::Error> {
-        let mut stmt = conn.0.prepare_cached(self.sql).map_err(err)?;
+        let mut stmt = conn.0.prepare_cached(self.sql).map_err(sqlx_error)?;
         let params: Vec<&dyn ToSql> = self.args.iter().map(|a| a.as_ref()).collect();
         let columns = stmt.column_count();
-        let mut rows = stmt.query(&params[..]).map_err(err)?;
-        let Some(row) = rows.next().map_err(err)? else {
+        let mut rows = stmt.query(&params[..]).map_err(sqlx_error)?;
+        let Some(row) = rows.next().map_err(sqlx_error)? else {
             return Ok(None);
         };
         let values = (0..columns)
             .map(|i| row.get::<_, Value>(i))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(err)?;
+            .map_err(sqlx_error)?;
         Ok(Some(Row(values)))
     }
 
@@ -266,14 +262,14 @@ pub(super) async fn begin_write(conn: &mut Conn) -> Result<Tx<'_>, StoreError> {
     }
     conn.0
         .execute_batch("BEGIN IMMEDIATE")
-        .map_err(|e| super::sql::sql("begin")(err(e)))?;
+        .map_err(|e| super::sql::sql("begin")(sqlx_error(e)))?;
     Ok(Tx { conn, open: true })
 }
 
 impl Tx<'_> {
     /// Commit; a failed commit is rolled back when this is dropped.
     pub(super) async fn commit(mut self) -> Result<(), sqlx::Error> {
-        self.conn.0.execute_batch("COMMIT").map_err(err)?;
+        self.conn.0.execute_batch("COMMIT").map_err(sqlx_error)?;
         self.open = false;
         Ok(())
     }
