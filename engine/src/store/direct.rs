@@ -1,18 +1,30 @@
-//! The SQLite store's writer connection, owned by the writer's own thread
-//! through SQLite's API directly (`rusqlite`), with the slice of sqlx's
-//! query API that the writer and the writes (`writer.rs`, `writes.rs`) are
-//! written in, so both backends still run the same statements and logic.
+//! The SQLite store's connections, through SQLite's API directly
+//! (`rusqlite`), with the slice of sqlx's query API that the writer, the
+//! writes and the reads (`writer.rs`, `writes.rs`, `reads.rs`) are written
+//! in, so both backends still run the same statements and logic:
+//!
+//! - the writer's connection ([`Conn`]), owned by the writer's own thread;
+//! - the read connections ([`Readers`]): a read runs on the caller's
+//!   thread, on the first free one.
 //!
 //! Why: through sqlx every statement is a round trip to its connection's
-//! worker thread and back (two thread wake-ups), and a group commit is a
-//! few dozen statements; on this thread a whole group commit runs with no
-//! hop at all, and its batches' callers are woken once each
-//! (BENCHMARKS.md, "What holds the throughput goals").
+//! worker thread and back (two thread wake-ups, and one more per row), and
+//! a group commit is a few dozen statements; on the writer's thread a
+//! whole group commit runs with no hop at all, and its batches' callers
+//! are woken once each; a read is a few microseconds of SQLite's work with
+//! no hop (BENCHMARKS.md, "What holds the throughput goals").
+//!
+//! A read on the caller's thread blocks it while SQLite steps the rows:
+//! every read is an indexed lookup or a page bounded by its limit (at most
+//! `sql::limit`'s 10,000 rows), and in WAL mode a reader never waits for
+//! the writer.
 //!
 //! Every future here is ready when first polled: the writer's thread
 //! drives them with a plain `block_on`, and waits only for its queue.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::types::{FromSql, ToSql, Value, ValueRef};
 
@@ -61,6 +73,99 @@ impl Conn {
     }
 }
 
+/// The read connections: read-only, each behind its own lock; a read
+/// takes the first that is free (or waits for one, which is a read's
+/// length).
+pub(super) struct Readers {
+    conns: Box<[Mutex<Conn>]>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Readers({})", self.conns.len())
+    }
+}
+
+/// Statements kept prepared on each read connection (the reads use about
+/// 45 distinct statements).
+const READ_STATEMENT_CACHE: usize = 64;
+
+impl Readers {
+    /// Open `count` (at least one) read-only connections to the (existing,
+    /// migrated) database at `path`.
+    pub(super) fn open(
+        path: &std::path::Path,
+        count: u32,
+        busy_timeout_ms: u64,
+    ) -> Result<Readers, rusqlite::Error> {
+        use rusqlite::OpenFlags;
+        let conns = (0..count.max(1))
+            .map(|_| {
+                let conn = rusqlite::Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
+                conn.execute_batch("PRAGMA query_only = ON;")?;
+                conn.set_prepared_statement_cache_capacity(READ_STATEMENT_CACHE);
+                Ok(Mutex::new(Conn(conn)))
+            })
+            .collect::<Result<Vec<_>, rusqlite::Error>>()?;
+        Ok(Readers {
+            conns: conns.into(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Run `f` on a free connection. A panic in a read poisons no state
+    /// (each statement is reset when it is dropped), so the lock is taken
+    /// back as it is.
+    fn with<R>(&self, f: impl FnOnce(&mut Conn) -> R) -> R {
+        let n = self.conns.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(mut conn) = self.conns[(start + i) % n].try_lock() {
+                return f(&mut conn);
+            }
+        }
+        let mut conn = self.conns[start % n]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&mut conn)
+    }
+}
+
+/// Where a statement runs: the writer's connection (or its transaction),
+/// or a free read connection.
+pub(super) trait Exec {
+    fn with<R>(self, f: impl FnOnce(&mut Conn) -> R) -> R;
+}
+
+impl Exec for &mut Conn {
+    fn with<R>(self, f: impl FnOnce(&mut Conn) -> R) -> R {
+        f(self)
+    }
+}
+
+impl Exec for &mut Tx<'_> {
+    fn with<R>(self, f: impl FnOnce(&mut Conn) -> R) -> R {
+        f(&mut *self.conn)
+    }
+}
+
+impl Exec for &Readers {
+    fn with<R>(self, f: impl FnOnce(&mut Conn) -> R) -> R {
+        Readers::with(self, f)
+    }
+}
+
+impl Exec for &Arc<Readers> {
+    fn with<R>(self, f: impl FnOnce(&mut Conn) -> R) -> R {
+        Readers::with(self, f)
+    }
+}
+
 /// SQLite's refusal as the error the writes report (`StoreError::Sql`
 /// names the operation): what SQLite said, and for a held write lock what
 /// to do.
@@ -77,7 +182,7 @@ pub(super) fn sqlx_error(e: rusqlite::Error) -> sqlx::Error {
 /// A statement with its parameters, as `sqlx::query` builds one.
 pub(super) struct Query<'q> {
     sql: &'q str,
-    args: Vec<Box<dyn ToSql + 'q>>,
+    args: Vec<Box<dyn ToSql + Send + Sync + 'q>>,
 }
 
 /// What an executed statement changed.
@@ -90,24 +195,33 @@ impl Done {
     }
 }
 
-/// One row, its columns as values.
+/// One row: its statement's column names and its columns as values.
 #[derive(Debug)]
-pub(super) struct Row(Vec<Value>);
+pub(super) struct Row {
+    names: Arc<[Box<str>]>,
+    values: Vec<Value>,
+}
 
-/// A column index of [`Row::get`].
-pub(super) trait Index {
-    fn at(self) -> usize;
+/// A column of [`Row::get`]: its position or its name.
+pub(super) trait Index: std::fmt::Display + Copy {
+    fn at(self, names: &[Box<str>]) -> Option<usize>;
 }
 
 impl Index for i32 {
-    fn at(self) -> usize {
-        usize::try_from(self).unwrap_or(usize::MAX)
+    fn at(self, _: &[Box<str>]) -> Option<usize> {
+        usize::try_from(self).ok()
     }
 }
 
 impl Index for usize {
-    fn at(self) -> usize {
-        self
+    fn at(self, _: &[Box<str>]) -> Option<usize> {
+        Some(self)
+    }
+}
+
+impl Index for &str {
+    fn at(self, names: &[Box<str>]) -> Option<usize> {
+        names.iter().position(|n| **n == *self)
     }
 }
 
@@ -118,19 +232,18 @@ impl Row {
     /// If there is no such column or it is not a `T` (as sqlx's `get`).
     #[allow(clippy::panic)]
     pub(super) fn get<T: FromSql, I: Index>(&self, i: I) -> T {
-        let i = i.at();
-        match self.0.get(i).map(|v| T::column_result(ValueRef::from(v))) {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => panic!("column {i}: {e}"),
-            None => panic!("no column {i}"),
+        match self.try_get(i) {
+            Ok(v) => v,
+            Err(e) => panic!("column {i}: {e}"),
         }
     }
 
-    fn first<T: FromSql>(&self) -> Result<T, sqlx::Error> {
-        let v = self
-            .0
-            .first()
-            .ok_or(sqlx::Error::ColumnNotFound("0".into()))?;
+    /// Column `i` as `T`, or why not (as sqlx's `try_get`).
+    pub(super) fn try_get<T: FromSql, I: Index>(&self, i: I) -> Result<T, sqlx::Error> {
+        let v = i
+            .at(&self.names)
+            .and_then(|at| self.values.get(at))
+            .ok_or_else(|| sqlx::Error::ColumnNotFound(i.to_string()))?;
         T::column_result(ValueRef::from(v)).map_err(|e| sqlx::Error::Decode(Box::new(e)))
     }
 }
@@ -144,7 +257,7 @@ pub(super) fn query(sql: &str) -> Query<'_> {
 }
 
 impl<'q> Query<'q> {
-    pub(super) fn bind<T: ToSql + 'q>(mut self, value: T) -> Self {
+    pub(super) fn bind<T: ToSql + Send + Sync + 'q>(mut self, value: T) -> Self {
         self.args.push(Box::new(value));
         self
     }
@@ -152,7 +265,7 @@ impl<'q> Query<'q> {
     /// Run the statement to its end and say how many rows it changed.
     fn run(&self, conn: &mut Conn) -> Result<Done, sqlx::Error> {
         let mut stmt = conn.0.prepare_cached(self.sql).map_err(sqlx_error)?;
-        let params: Vec<&dyn ToSql> = self.args.iter().map(|a| a.as_ref()).collect();
+        let params: Vec<&dyn ToSql> = self.args.iter().map(|a| a.as_ref() as &dyn ToSql).collect();
         let mut rows = stmt.query(&params[..]).map_err(sqlx_error)?;
         while rows.next().map_err(sqlx_error)?.is_some() {}
         drop(rows);
@@ -160,28 +273,47 @@ impl<'q> Query<'q> {
         Ok(Done(conn.0.changes()))
     }
 
+    /// The statement's rows, `max` at most (the rest are not stepped).
+    fn rows(&self, conn: &mut Conn, max: usize) -> Result<Vec<Row>, sqlx::Error> {
+        let mut stmt = conn.0.prepare_cached(self.sql).map_err(sqlx_error)?;
+        let names: Arc<[Box<str>]> = stmt.column_names().into_iter().map(Box::from).collect();
+        let params: Vec<&dyn ToSql> = self.args.iter().map(|a| a.as_ref() as &dyn ToSql).collect();
+        let mut rows = stmt.query(&params[..]).map_err(sqlx_error)?;
+        let mut out = Vec::new();
+        while out.len() < max
+            && let Some(row) = rows.next().map_err(sqlx_error)?
+        {
+            let values = (0..names.len())
+                .map(|i| row.get::<_, Value>(i))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sqlx_error)?;
+            out.push(Row {
+                names: Arc::clone(&names),
+                values,
+            });
+        }
+        Ok(out)
+    }
+
     /// The statement's first row, if any.
     fn row(&self, conn: &mut Conn) -> Result<Option<Row>, sqlx::Error> {
-        let mut stmt = conn.0.prepare_cached(self.sql).map_err(sqlx_error)?;
-        let params: Vec<&dyn ToSql> = self.args.iter().map(|a| a.as_ref()).collect();
-        let columns = stmt.column_count();
-        let mut rows = stmt.query(&params[..]).map_err(sqlx_error)?;
-        let Some(row) = rows.next().map_err(sqlx_error)? else {
-            return Ok(None);
-        };
-        let values = (0..columns)
-            .map(|i| row.get::<_, Value>(i))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sqlx_error)?;
-        Ok(Some(Row(values)))
+        Ok(self.rows(conn, 1)?.pop())
     }
 
-    pub(super) async fn execute(self, conn: &mut Conn) -> Result<Done, sqlx::Error> {
-        self.run(conn)
+    pub(super) async fn execute(self, on: impl Exec) -> Result<Done, sqlx::Error> {
+        on.with(|c| self.run(c))
     }
 
-    pub(super) async fn fetch_optional(self, conn: &mut Conn) -> Result<Option<Row>, sqlx::Error> {
-        self.row(conn)
+    pub(super) async fn fetch_optional(self, on: impl Exec) -> Result<Option<Row>, sqlx::Error> {
+        on.with(|c| self.row(c))
+    }
+
+    pub(super) async fn fetch_one(self, on: impl Exec) -> Result<Row, sqlx::Error> {
+        on.with(|c| self.row(c))?.ok_or(sqlx::Error::RowNotFound)
+    }
+
+    pub(super) async fn fetch_all(self, on: impl Exec) -> Result<Vec<Row>, sqlx::Error> {
+        on.with(|c| self.rows(c, usize::MAX))
     }
 }
 
@@ -193,16 +325,27 @@ pub(super) fn query_scalar<T: FromSql>(sql: &str) -> Scalar<'_, T> {
 }
 
 impl<'q, T: FromSql> Scalar<'q, T> {
-    pub(super) fn bind<V: ToSql + 'q>(self, value: V) -> Self {
+    pub(super) fn bind<V: ToSql + Send + Sync + 'q>(self, value: V) -> Self {
         Scalar(self.0.bind(value), self.1)
     }
 
-    pub(super) async fn fetch_optional(self, conn: &mut Conn) -> Result<Option<T>, sqlx::Error> {
-        self.0.row(conn)?.map(|r| r.first()).transpose()
+    pub(super) async fn fetch_optional(self, on: impl Exec) -> Result<Option<T>, sqlx::Error> {
+        on.with(|c| self.0.row(c))?
+            .map(|r| r.try_get(0))
+            .transpose()
     }
 
-    pub(super) async fn fetch_one(self, conn: &mut Conn) -> Result<T, sqlx::Error> {
-        self.0.row(conn)?.ok_or(sqlx::Error::RowNotFound)?.first()
+    pub(super) async fn fetch_one(self, on: impl Exec) -> Result<T, sqlx::Error> {
+        on.with(|c| self.0.row(c))?
+            .ok_or(sqlx::Error::RowNotFound)?
+            .try_get(0)
+    }
+
+    pub(super) async fn fetch_all(self, on: impl Exec) -> Result<Vec<T>, sqlx::Error> {
+        on.with(|c| self.0.rows(c, usize::MAX))?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect()
     }
 }
 
@@ -211,18 +354,21 @@ pub(super) trait FromRow: Sized {
     fn from_row(row: &Row) -> Result<Self, sqlx::Error>;
 }
 
-fn column<T: FromSql>(row: &Row, i: usize) -> Result<T, sqlx::Error> {
-    let v = row
-        .0
-        .get(i)
-        .ok_or_else(|| sqlx::Error::ColumnNotFound(i.to_string()))?;
-    T::column_result(ValueRef::from(v)).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+/// `FromRow` for the tuples of these types, column `i` to element `i`.
+macro_rules! tuple_rows {
+    ($(($($t:ident $i:tt),+))+) => {$(
+        impl<$($t: FromSql),+> FromRow for ($($t,)+) {
+            fn from_row(row: &Row) -> Result<Self, sqlx::Error> {
+                Ok(($(row.try_get::<$t, usize>($i)?,)+))
+            }
+        }
+    )+};
 }
 
-impl<A: FromSql, B: FromSql> FromRow for (A, B) {
-    fn from_row(row: &Row) -> Result<Self, sqlx::Error> {
-        Ok((column(row, 0)?, column(row, 1)?))
-    }
+tuple_rows! {
+    (A 0, B 1)
+    (A 0, B 1, C 2)
+    (A 0, B 1, C 2, D 3)
 }
 
 /// `sqlx::query_as`, for tuples.
@@ -233,16 +379,28 @@ pub(super) fn query_as<T: FromRow>(sql: &str) -> As<'_, T> {
 }
 
 impl<'q, T: FromRow> As<'q, T> {
-    pub(super) fn bind<V: ToSql + 'q>(self, value: V) -> Self {
+    pub(super) fn bind<V: ToSql + Send + Sync + 'q>(self, value: V) -> Self {
         As(self.0.bind(value), self.1)
     }
 
-    pub(super) async fn fetch_optional(self, conn: &mut Conn) -> Result<Option<T>, sqlx::Error> {
-        self.0.row(conn)?.map(|r| T::from_row(&r)).transpose()
+    pub(super) async fn fetch_optional(self, on: impl Exec) -> Result<Option<T>, sqlx::Error> {
+        on.with(|c| self.0.row(c))?
+            .map(|r| T::from_row(&r))
+            .transpose()
     }
 
-    pub(super) async fn fetch_one(self, conn: &mut Conn) -> Result<T, sqlx::Error> {
-        T::from_row(&self.0.row(conn)?.ok_or(sqlx::Error::RowNotFound)?)
+    pub(super) async fn fetch_one(self, on: impl Exec) -> Result<T, sqlx::Error> {
+        T::from_row(
+            &on.with(|c| self.0.row(c))?
+                .ok_or(sqlx::Error::RowNotFound)?,
+        )
+    }
+
+    pub(super) async fn fetch_all(self, on: impl Exec) -> Result<Vec<T>, sqlx::Error> {
+        on.with(|c| self.0.rows(c, usize::MAX))?
+            .iter()
+            .map(T::from_row)
+            .collect()
     }
 }
 
@@ -394,5 +552,115 @@ mod tests {
             .await
             .expect("count");
         assert_eq!(kept, 1);
+    }
+
+    /// The read connections see what the writer committed, by column name
+    /// as sqlx's rows do, in every shape the reads use; and they cannot
+    /// write, whatever the statement.
+    #[tokio::test]
+    async fn read_connections_read_by_name_and_refuse_every_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        {
+            let c = rusqlite::Connection::open(&path).expect("create");
+            c.execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, flag INTEGER, note TEXT);
+                 INSERT INTO t (name, flag, note) VALUES ('a', 1, NULL), ('b', 0, 'x'), ('c', 1, 'y');",
+            )
+            .expect("schema");
+        }
+        let readers = Readers::open(&path, 2, 1000).expect("open readers");
+        let rows = query("SELECT * FROM t WHERE flag = ? ORDER BY id")
+            .bind(true)
+            .fetch_all(&readers)
+            .await
+            .expect("rows");
+        let names: Vec<String> = rows.iter().map(|r| r.get("name")).collect();
+        assert_eq!(names, ["a", "c"]);
+        let notes: Vec<Option<String>> = rows.iter().map(|r| r.get("note")).collect();
+        assert_eq!(notes, [None, Some("y".to_string())]);
+        let e = rows[0]
+            .try_get::<String, _>("nope")
+            .expect_err("no such column");
+        assert!(e.to_string().contains("nope"), "{e}");
+        let e = rows[0]
+            .try_get::<i64, _>("name")
+            .expect_err("text is not a number");
+        assert!(matches!(e, sqlx::Error::Decode(_)), "{e}");
+        let count: i64 = query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&readers)
+            .await
+            .expect("count");
+        assert_eq!(count, 3);
+        let all: Vec<String> = query_scalar("SELECT name FROM t ORDER BY id DESC")
+            .fetch_all(&readers)
+            .await
+            .expect("names");
+        assert_eq!(all, ["c", "b", "a"]);
+        let triples: Vec<(i64, String, Option<String>)> =
+            query_as("SELECT id, name, note FROM t ORDER BY id")
+                .fetch_all(&readers)
+                .await
+                .expect("tuples");
+        assert_eq!(triples[1], (2, "b".to_string(), Some("x".to_string())));
+        let none = query("SELECT * FROM t WHERE id = ?")
+            .bind(99)
+            .fetch_optional(&readers)
+            .await
+            .expect("none");
+        assert!(none.is_none());
+        assert!(matches!(
+            query("SELECT * FROM t WHERE id = ?")
+                .bind(99)
+                .fetch_one(&readers)
+                .await,
+            Err(sqlx::Error::RowNotFound)
+        ));
+        // What the writer commits, a reader sees next.
+        let mut writer = Conn::open(&path, "FULL", 1000).expect("writer");
+        let tx = begin_write(&mut writer).await.expect("begin");
+        let mut tx = tx;
+        query("INSERT INTO t (name, flag) VALUES ('d', 0)")
+            .execute(&mut tx)
+            .await
+            .expect("insert");
+        tx.commit().await.expect("commit");
+        for _ in 0..4 {
+            let n: i64 = query_scalar("SELECT COUNT(*) FROM t")
+                .fetch_one(&readers)
+                .await
+                .expect("count");
+            assert_eq!(n, 4, "every read connection sees the commit");
+        }
+        for write in [
+            "INSERT INTO t (name) VALUES ('evil')",
+            "UPDATE t SET name = 'evil'",
+            "DELETE FROM t",
+            "DROP TABLE t",
+            "CREATE TABLE u (x)",
+        ] {
+            for _ in 0..2 {
+                let e = query(write).execute(&readers).await.expect_err(write);
+                assert!(
+                    e.to_string().contains("readonly")
+                        || e.to_string().contains("read-only")
+                        || e.to_string().contains("query_only"),
+                    "{write}: {e}"
+                );
+            }
+        }
+        let n: i64 = query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&readers)
+            .await
+            .expect("count");
+        assert_eq!(n, 4, "nothing was written through a read connection");
+        let _ = query("PRAGMA journal_mode = DELETE")
+            .execute(&readers)
+            .await;
+        assert_eq!(
+            pragma(&writer, "journal_mode"),
+            "wal",
+            "nor its journal mode changed"
+        );
     }
 }

@@ -129,7 +129,7 @@ impl Store for $store {
     }
 
     async fn kernel(&self, name: &str, version: &str) -> Result<Option<KernelRow>, StoreError> {
-        sqlx::query(q("SELECT * FROM kernels WHERE name = ? AND version = ?"))
+        db::query(q("SELECT * FROM kernels WHERE name = ? AND version = ?"))
             .bind(name)
             .bind(version)
             .fetch_optional(&self.reads)
@@ -141,7 +141,7 @@ impl Store for $store {
     }
 
     async fn kernels(&self) -> Result<Vec<KernelRow>, StoreError> {
-        sqlx::query(q("SELECT * FROM kernels ORDER BY name, published_at"))
+        db::query(q("SELECT * FROM kernels ORDER BY name, published_at"))
             .fetch_all(&self.reads)
             .await
             .map_err(sql("list kernels"))?
@@ -157,13 +157,13 @@ impl Store for $store {
     ) -> Result<Option<RunbookRow>, StoreError> {
         let row = match version {
             Some(v) => {
-                sqlx::query(q("SELECT * FROM runbook_versions WHERE name = ? AND version = ?"))
+                db::query(q("SELECT * FROM runbook_versions WHERE name = ? AND version = ?"))
                     .bind(name)
                     .bind(v)
                     .fetch_optional(&self.reads)
                     .await
             }
-            None => sqlx::query(
+            None => db::query(
                 q("SELECT v.* FROM runbook_versions v LEFT JOIN runbook_current c ON c.name = v.name
                      WHERE v.name = ? AND (c.version IS NULL OR v.version = c.version)
                      ORDER BY v.version DESC LIMIT 1"),
@@ -178,7 +178,7 @@ impl Store for $store {
 
     async fn runbooks(&self) -> Result<Vec<RunbookRow>, StoreError> {
         Ok(
-            sqlx::query(q("SELECT * FROM runbook_versions ORDER BY name, version"))
+            db::query(q("SELECT * FROM runbook_versions ORDER BY name, version"))
                 .fetch_all(&self.reads)
                 .await
                 .map_err(sql("list runbooks"))?
@@ -189,7 +189,7 @@ impl Store for $store {
     }
 
     async fn current_runbooks(&self) -> Result<Vec<RunbookRow>, StoreError> {
-        Ok(sqlx::query(
+        Ok(db::query(
             q("SELECT v.* FROM runbook_versions v LEFT JOIN runbook_current c ON c.name = v.name
              WHERE v.version = COALESCE(c.version,
                    (SELECT MAX(version) FROM runbook_versions m WHERE m.name = v.name))
@@ -209,7 +209,7 @@ impl Store for $store {
         digest: &str,
         limit_: i64,
     ) -> Result<Vec<RunRow>, StoreError> {
-        sqlx::query(
+        db::query(
             q("SELECT * FROM runs WHERE runbook = ? AND runbook_digest = ? AND drill = TRUE
              AND status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT ?"),
         )
@@ -225,7 +225,7 @@ impl Store for $store {
     }
 
     async fn drill_running(&self, runbook: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar(
+        let n: i64 = db::query_scalar(
             q("SELECT COUNT(*) FROM runs WHERE runbook = ? AND drill = TRUE AND status IN ('queued', 'running', 'awaiting-approval')"),
         )
         .bind(runbook)
@@ -236,7 +236,7 @@ impl Store for $store {
     }
 
     async fn approvals(&self, run_id: &str, step_id: &str) -> Result<Vec<ApprovalRow>, StoreError> {
-        Ok(sqlx::query(
+        Ok(db::query(
             q("SELECT * FROM approvals WHERE run_id = ? AND step_id = ? ORDER BY at, approver"),
         )
         .bind(run_id)
@@ -257,7 +257,7 @@ impl Store for $store {
     }
 
     async fn drill_schedules(&self) -> Result<Vec<DrillScheduleRow>, StoreError> {
-        Ok(sqlx::query(q("SELECT * FROM drill_schedule ORDER BY runbook"))
+        Ok(db::query(q("SELECT * FROM drill_schedule ORDER BY runbook"))
             .fetch_all(&self.reads)
             .await
             .map_err(sql("list drill schedules"))?
@@ -271,7 +271,7 @@ impl Store for $store {
     }
 
     async fn run(&self, id: &str) -> Result<Option<RunRow>, StoreError> {
-        sqlx::query(q("SELECT * FROM runs WHERE id = ?"))
+        db::query(q("SELECT * FROM runs WHERE id = ?"))
             .bind(id)
             .fetch_optional(&self.reads)
             .await
@@ -283,7 +283,7 @@ impl Store for $store {
 
     async fn cancel_requested(&self, id: &str) -> Result<Option<String>, StoreError> {
         let request: Option<Option<String>> =
-            sqlx::query_scalar(q("SELECT cancel_requested FROM runs WHERE id = ?"))
+            db::query_scalar(q("SELECT cancel_requested FROM runs WHERE id = ?"))
                 .bind(id)
                 .fetch_optional(&self.reads)
                 .await
@@ -292,7 +292,7 @@ impl Store for $store {
     }
 
     async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRow>, StoreError> {
-        sqlx::query(
+        db::query(
             q(RUNS_FILTER),
         )
         .bind(&filter.runbook)
@@ -314,7 +314,7 @@ impl Store for $store {
     }
 
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
-        sqlx::query(q("SELECT * FROM steps WHERE run_id = ? ORDER BY position"))
+        db::query(q("SELECT * FROM steps WHERE run_id = ? ORDER BY position"))
             .bind(run_id)
             .fetch_all(&self.reads)
             .await
@@ -325,7 +325,7 @@ impl Store for $store {
     }
 
     async fn step_targets(&self, run_id: &str) -> Result<Vec<StepTargetRow>, StoreError> {
-        sqlx::query(
+        db::query(
             q("SELECT t.* FROM step_targets t JOIN steps s ON s.run_id = t.run_id AND s.step_id = t.step_id
              WHERE t.run_id = ? ORDER BY s.position, t.target"),
         )
@@ -350,7 +350,7 @@ impl Store for $store {
     }
 
     async fn host_calls(&self, run_id: &str) -> Result<Vec<HostCallRow>, StoreError> {
-        sqlx::query(
+        db::query(
             q("SELECT h.* FROM host_calls h JOIN steps s ON s.run_id = h.run_id AND s.step_id = h.step_id
              WHERE h.run_id = ? ORDER BY s.position, h.target, h.attempt, h.idx"),
         )
@@ -381,7 +381,7 @@ impl Store for $store {
             Some((k, i)) => (Some(k.to_string()), Some(i.to_string())),
             None => (None, None),
         };
-        Ok(sqlx::query(
+        Ok(db::query(
             q("SELECT * FROM (SELECT * FROM audit_events
                WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR actor_kind = ?2) AND (?3 IS NULL OR actor_id = ?3)
                  AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR time >= ?5)
@@ -402,7 +402,7 @@ impl Store for $store {
     }
 
     async fn queued_runs(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(q("SELECT COUNT(*) FROM runs WHERE status = 'queued'"))
+        let n: i64 = db::query_scalar(q("SELECT COUNT(*) FROM runs WHERE status = 'queued'"))
             .fetch_one(&self.reads)
             .await
             .map_err(sql("count queued runs"))?;
@@ -410,7 +410,7 @@ impl Store for $store {
     }
 
     async fn waiting_runs(&self, limit_: i64) -> Result<Vec<super::WaitingRun>, StoreError> {
-        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        let rows: Vec<(String, String, String, String)> = db::query_as(
             q("SELECT r.id, r.runbook, r.status,
                     COALESCE((SELECT MAX(s.started_at) FROM steps s WHERE s.run_id = r.id), r.started_at) AS since
              FROM runs r WHERE r.status IN ('awaiting-approval', 'needs-attention')
@@ -433,7 +433,7 @@ impl Store for $store {
     }
 
     async fn notified(&self, sink: &str, limit_: i64) -> Result<Vec<super::NotifiedRow>, StoreError> {
-        sqlx::query(q("SELECT * FROM notified WHERE sink = ? ORDER BY raised_at, key LIMIT ?"))
+        db::query(q("SELECT * FROM notified WHERE sink = ? ORDER BY raised_at, key LIMIT ?"))
             .bind(sink)
             .bind(limit_)
             .fetch_all(&self.reads)
@@ -452,7 +452,7 @@ impl Store for $store {
     }
 
     async fn outbox(&self, sink: &str, limit_: i64) -> Result<Vec<super::OutboxRow>, StoreError> {
-        sqlx::query(q("SELECT * FROM notification_outbox WHERE sink = ? ORDER BY id LIMIT ?"))
+        db::query(q("SELECT * FROM notification_outbox WHERE sink = ? ORDER BY id LIMIT ?"))
             .bind(sink)
             .bind(limit_)
             .fetch_all(&self.reads)
@@ -480,7 +480,7 @@ impl Store for $store {
     }
 
     async fn outbox_depths(&self) -> Result<Vec<super::OutboxDepth>, StoreError> {
-        let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(q(
+        let rows: Vec<(String, i64, Option<String>)> = db::query_as(q(
             "SELECT sink, COUNT(*), MIN(created_at) FROM notification_outbox GROUP BY sink ORDER BY sink",
         ))
         .fetch_all(&self.reads)
@@ -493,7 +493,7 @@ impl Store for $store {
     }
 
     async fn notification_sinks(&self) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar(q(
+        db::query_scalar(q(
             "SELECT sink FROM notified UNION SELECT sink FROM notification_outbox ORDER BY sink",
         ))
         .fetch_all(&self.reads)
@@ -507,7 +507,7 @@ impl Store for $store {
 
     async fn audit_page_text(&self, after: i64, limit: i64) -> Result<String, StoreError> {
         // One row holding the page as a JSON array (see AUDIT_PAGE).
-        let row = sqlx::query(q(AUDIT_PAGE))
+        let row = db::query(q(AUDIT_PAGE))
             .bind(after)
             .bind(limit)
             .fetch_one(&self.reads)
@@ -522,7 +522,7 @@ impl Store for $store {
     }
 
     async fn audit_hashes(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError> {
-        sqlx::query_as(q("SELECT seq, hash FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?"))
+        db::query_as(q("SELECT seq, hash FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?"))
             .bind(after)
             .bind(limit)
             .fetch_all(&self.reads)
@@ -531,7 +531,7 @@ impl Store for $store {
     }
 
     async fn checkpoints(&self, limit: i64) -> Result<Vec<super::CheckpointRow>, StoreError> {
-        Ok(sqlx::query(q("SELECT * FROM audit_checkpoints ORDER BY size DESC LIMIT ?"))
+        Ok(db::query(q("SELECT * FROM audit_checkpoints ORDER BY size DESC LIMIT ?"))
             .bind(limit)
             .fetch_all(&self.reads)
             .await
@@ -548,7 +548,7 @@ impl Store for $store {
     }
 
     async fn tokens(&self) -> Result<Vec<super::TokenRow>, StoreError> {
-        sqlx::query(q("SELECT * FROM tokens ORDER BY created_at"))
+        db::query(q("SELECT * FROM tokens ORDER BY created_at"))
             .fetch_all(&self.reads)
             .await
             .map_err(sql("read tokens"))?
@@ -558,7 +558,7 @@ impl Store for $store {
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<super::TokenRow>, StoreError> {
-        sqlx::query(q("SELECT * FROM tokens WHERE hash = ?"))
+        db::query(q("SELECT * FROM tokens WHERE hash = ?"))
             .bind(hash)
             .fetch_optional(&self.reads)
             .await
@@ -573,7 +573,7 @@ impl Store for $store {
         hash: &str,
         now: &str,
     ) -> Result<Option<super::TokenRow>, StoreError> {
-        sqlx::query(q("SELECT t.* FROM sessions s JOIN tokens t ON t.id = s.token_id WHERE s.hash = ? AND s.expires_at > ?"))
+        db::query(q("SELECT t.* FROM sessions s JOIN tokens t ON t.id = s.token_id WHERE s.hash = ? AND s.expires_at > ?"))
             .bind(hash)
             .bind(now)
             .fetch_optional(&self.reads)
@@ -591,7 +591,7 @@ impl Store for $store {
         starts_at: &str,
         runbook: &str,
     ) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query_scalar(
+        let n: i64 = db::query_scalar(
             q("SELECT COUNT(*) FROM alert_claims WHERE source = ? AND fingerprint = ? AND starts_at = ? AND runbook = ? AND outcome = 'started'"),
         )
         .bind(source)
@@ -611,7 +611,7 @@ impl Store for $store {
         since: &str,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar(
+        db::query_scalar(
             q("SELECT received_at FROM alert_claims WHERE runbook = ? AND key = ? AND outcome = 'started' AND received_at >= ?
              ORDER BY received_at LIMIT ?"),
         )
@@ -625,7 +625,7 @@ impl Store for $store {
     }
 
     async fn current_runbook_versions(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        sqlx::query_as(
+        db::query_as(
             q("SELECT v.name, v.version FROM runbook_versions v LEFT JOIN runbook_current c ON c.name = v.name
              WHERE v.version = COALESCE(c.version,
                    (SELECT MAX(version) FROM runbook_versions m WHERE m.name = v.name))
@@ -641,7 +641,7 @@ impl Store for $store {
         runbook: &str,
         limit: u32,
     ) -> Result<Vec<(String, RunStatus)>, StoreError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
+        let rows: Vec<(String, String)> = db::query_as(
             q("SELECT c.key, r.status FROM alert_claims c JOIN runs r ON r.id = c.run_id
              WHERE c.runbook = ? AND c.outcome = 'started' AND r.status NOT IN ('queued', 'running', 'awaiting-approval')
                AND c.received_at > COALESCE((SELECT reset_at FROM breaker_resets WHERE runbook = ?), '')
@@ -664,7 +664,7 @@ impl Store for $store {
         key: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RunStatus>, StoreError> {
-        let rows: Vec<String> = sqlx::query_scalar(
+        let rows: Vec<String> = db::query_scalar(
             q("SELECT r.status FROM alert_claims c JOIN runs r ON r.id = c.run_id
              WHERE c.runbook = ? AND c.outcome = 'started' AND r.status NOT IN ('queued', 'running', 'awaiting-approval')
                AND (CAST(? AS TEXT) IS NULL OR c.key = ?)
@@ -685,7 +685,7 @@ impl Store for $store {
     }
 
     async fn switches(&self) -> Result<Vec<super::SwitchRow>, StoreError> {
-        Ok(sqlx::query(q("SELECT * FROM switches ORDER BY scope"))
+        Ok(db::query(q("SELECT * FROM switches ORDER BY scope"))
             .fetch_all(&self.reads)
             .await
             .map_err(sql("read switches"))?

@@ -15,11 +15,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Connection, Row};
+use sqlx::Connection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::{mpsc, oneshot};
 
 use super::direct::{self as db, begin_write};
@@ -54,7 +51,8 @@ pub struct StoreConfig {
     pub write_queue: usize,
     /// How long to wait for another process's write lock, in ms. Default 10,000.
     pub busy_timeout_ms: u64,
-    /// Read connections. Default 4.
+    /// Read connections (SQLite: read-only, a read runs on the calling
+    /// thread on the first free one; PostgreSQL: the read pool). Default 4.
     pub read_connections: u32,
     /// A PostgreSQL database (`postgres://user:password@host:port/db`) for
     /// several nodes; default none: SQLite in the home. Prefer
@@ -125,7 +123,7 @@ fn private_files(path: &Path) -> std::io::Result<()> {
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    reads: SqlitePool,
+    reads: std::sync::Arc<super::direct::Readers>,
     writer: mpsc::Sender<(Batch, Reply)>,
     path: std::path::PathBuf,
 }
@@ -159,14 +157,13 @@ impl SqliteStore {
         // SQLite has created the WAL and SHM files by now (the migration
         // connection stays open until the writer's is, so they stay).
         private_files(path).map_err(|e| open(sqlx::Error::Io(e)))?;
-        let reads = SqlitePoolOptions::new()
-            .max_connections(config.read_connections.max(1))
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(open)?;
-        // The writer owns its connection on a thread of its own
-        // (`direct.rs`): a group commit runs there with no thread hop per
-        // statement.
+        // Reads run on the caller's thread, on read-only connections of
+        // their own; the writer owns its connection on a thread of its
+        // own (`direct.rs`): a group commit runs there with no thread hop
+        // per statement.
+        let reads =
+            super::direct::Readers::open(path, config.read_connections, config.busy_timeout_ms)
+                .map_err(|e| open(super::direct::sqlx_error(e)))?;
         let synchronous = match config.synchronous {
             Synchronous::Full => "FULL",
             Synchronous::Normal => "NORMAL",
@@ -181,7 +178,7 @@ impl SqliteStore {
             .spawn(move || futures::executor::block_on(writer_loop(writer, rx, batch_max)))
             .map_err(|e| open(sqlx::Error::Io(e)))?;
         Ok(SqliteStore {
-            reads,
+            reads: std::sync::Arc::new(reads),
             writer: tx,
             path: path.to_path_buf(),
         })
@@ -411,10 +408,10 @@ const AUDIT_PAGE: &str = "SELECT '[' || COALESCE(group_concat(json_array(seq, CA
              FROM (SELECT * FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2)";
 
 // The writer and the writes on the writer thread's own connection; the
-// reads through sqlx's pool.
-super::writer::writer!(super::direct::Conn, SqliteRow, SqliteStore);
-super::writes::writes!(super::direct::Conn, SqliteRow, SqliteStore);
-super::reads::reads!(SqliteConnection, SqliteRow, SqliteStore);
+// reads on the read connections (`direct.rs`).
+super::writer::writer!(super::direct::Conn, db::Row, SqliteStore);
+super::writes::writes!(super::direct::Conn, db::Row, SqliteStore);
+super::reads::reads!(super::direct::Conn, db::Row, SqliteStore);
 
 #[cfg(test)]
 mod tests {
