@@ -173,9 +173,10 @@ fn moving(status: RunStatus) -> bool {
 
 /// Wait until `until` for run `id` to stop moving on its own (or this
 /// node to stop its worker): woken at once when this node's slot for it
-/// frees (`watch`), and reading its status every `event-poll-ms` (a run
-/// another node executes, or one waiting at an approval). The full view is
-/// read once, at the end. Returns whether it stopped, and its view.
+/// frees (`watch`; then the full view is read straight away), and reading
+/// its status every `event-poll-ms` (a run another node executes, or one
+/// waiting at an approval). The full view is read once the run has
+/// stopped or the wait is over. Returns whether it stopped, and its view.
 async fn wait_for(
     state: &AppState,
     who: &Principal,
@@ -187,19 +188,27 @@ async fn wait_for(
     let mut stopping = state.worker.stopping();
     loop {
         let left = until.saturating_duration_since(tokio::time::Instant::now());
-        let ending = tokio::select! {
-            () = watch.stopped() => false,
-            () = tokio::time::sleep(poll.min(left)) => false,
-            _ = stopping.wait_for(|s| *s) => true,
+        let (freed, ending) = tokio::select! {
+            () = watch.stopped() => (true, false),
+            () = tokio::time::sleep(poll.min(left)) => (false, false),
+            _ = stopping.wait_for(|s| *s) => (false, true),
         };
-        let status = state
-            .service
-            .store()
-            .run(id)
-            .await?
-            .map_or(RunStatus::Queued, |r| r.status);
-        if !moving(status) || ending || tokio::time::Instant::now() >= until {
-            let (status, view) = run_view(state, who, id).await?;
+        let over = ending || tokio::time::Instant::now() >= until;
+        // A freed slot almost always means the run has stopped: read its
+        // view at once (it may also have gone to another node: then wait on).
+        if !freed && !over {
+            let status = state
+                .service
+                .store()
+                .run(id)
+                .await?
+                .map_or(RunStatus::Queued, |r| r.status);
+            if moving(status) {
+                continue;
+            }
+        }
+        let (status, view) = run_view(state, who, id).await?;
+        if !moving(status) || over {
             return Ok((!moving(status), view));
         }
     }
