@@ -116,6 +116,13 @@ impl Home {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
             Err(e) => return Err(io(e)),
         };
+        let problems = config.store.problems();
+        if !problems.is_empty() {
+            return Err(HomeError::Config {
+                path: config_path.display().to_string(),
+                message: problems.join("; "),
+            });
+        }
         Ok(Home {
             dir: dir.to_path_buf(),
             config,
@@ -238,5 +245,36 @@ mod tests {
         assert_eq!(home.config().kernel.limits.memory_bytes, 1 << 20);
         assert_eq!(home.config().kernel.max_concurrent_invocations, 8);
         assert_eq!(home.config().kernel.keep_resident_bytes, 0);
+    }
+
+    /// `[store]` limits at their edges: the bounds open, one past them is
+    /// refused naming the key and its range, every problem at once.
+    #[test]
+    fn store_limits_are_checked_at_their_edges() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("firedrill.toml");
+        for ok in [
+            "read-connections = 1\nbusy-timeout-ms = 1",
+            "read-connections = 64\nbusy-timeout-ms = 3600000",
+        ] {
+            std::fs::write(&config, format!("[store]\n{ok}\n")).expect("write");
+            Home::open(dir.path()).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        std::fs::write(
+            &config,
+            "[store]\nread-connections = 0\nbusy-timeout-ms = 3600001\nwrite-queue = 0\n",
+        )
+        .expect("write");
+        let err = Home::open(dir.path()).unwrap_err().to_string();
+        for needle in [
+            "[store] read-connections is 0; it must be between 1 and 64",
+            "[store] busy-timeout-ms is 3600001; it must be between 1 and 3600000",
+            "[store] write-queue is 0",
+        ] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        std::fs::write(&config, "[store]\nread-connections = 65\n").expect("write");
+        let err = Home::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("read-connections is 65"), "{err}");
     }
 }

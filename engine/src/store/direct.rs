@@ -4,8 +4,11 @@
 //! in, so both backends still run the same statements and logic:
 //!
 //! - the writer's connection ([`Conn`]), owned by the writer's own thread;
-//! - the read connections ([`Readers`]): a read runs on the caller's
-//!   thread, on the first free one.
+//! - the read connections ([`Readers`]): a small read runs on the
+//!   caller's thread when a connection is free at once; a read that may
+//!   be long (through [`Offload`]), or any read when no connection is
+//!   free, runs on tokio's blocking pool, so no read holds a runtime
+//!   thread for long or waits on one for a connection.
 //!
 //! Why: through sqlx every statement is a round trip to its connection's
 //! worker thread and back (two thread wake-ups, and one more per row), and
@@ -15,16 +18,20 @@
 //! no hop (BENCHMARKS.md, "What holds the throughput goals").
 //!
 //! A read on the caller's thread blocks it while SQLite steps the rows:
-//! every read is an indexed lookup or a page bounded by its limit (at most
-//! `sql::limit`'s 10,000 rows), and in WAL mode a reader never waits for
-//! the writer.
+//! only small reads run there (a lookup by key, a count over an index,
+//! the switches), never waiting for a connection (in WAL mode a reader
+//! does not wait for the writer either). A read that may be long (a list
+//! of runs or runbooks, an audit filter with no index, a 10,000-record
+//! page, a run with thousands of targets: `reads.rs` passes `self.long()`)
+//! costs one hop to the blocking pool and back, and the runtime's threads
+//! keep serving.
 //!
 //! Every future here is ready when first polled: the writer's thread
 //! drives them with a plain `block_on`, and waits only for its queue.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 
 use rusqlite::types::{FromSql, ToSql, Value, ValueRef};
 
@@ -73,9 +80,24 @@ impl Conn {
     }
 }
 
+/// Most read connections (`[store] read-connections`).
+pub(super) const MAX_READ_CONNECTIONS: u32 = 64;
+
+impl Conn {
+    /// A read connection never keeps a transaction open (it would pin its
+    /// snapshot: stale reads, and a WAL that can never be reset): end one
+    /// a statement left open.
+    fn end_any_transaction(&mut self) {
+        if !self.0.is_autocommit() {
+            tracing::warn!("a read left a transaction open; rolling it back");
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
+}
+
 /// The read connections: read-only, each behind its own lock; a read
-/// takes the first that is free (or waits for one, which is a read's
-/// length).
+/// takes the first that is free, and only a read on the blocking pool
+/// ever waits for one.
 pub(super) struct Readers {
     conns: Box<[Mutex<Conn>]>,
     next: AtomicUsize,
@@ -100,7 +122,7 @@ impl Readers {
         busy_timeout_ms: u64,
     ) -> Result<Readers, rusqlite::Error> {
         use rusqlite::OpenFlags;
-        let conns = (0..count.max(1))
+        let conns = (0..count.clamp(1, MAX_READ_CONNECTIONS))
             .map(|_| {
                 let conn = rusqlite::Connection::open_with_flags(
                     path,
@@ -118,51 +140,111 @@ impl Readers {
         })
     }
 
-    /// Run `f` on a free connection. A panic in a read poisons no state
-    /// (each statement is reset when it is dropped), so the lock is taken
-    /// back as it is.
-    fn with<R>(&self, f: impl FnOnce(&mut Conn) -> R) -> R {
+    /// Run `f` on a connection that is free now, if one is (else `f`
+    /// back). A panic in a read poisons no state (each statement is reset
+    /// when it is dropped, and a read never opens a transaction), so a
+    /// poisoned lock is taken back as it is.
+    fn try_with<R, F: FnOnce(&mut Conn) -> R>(&self, f: F) -> Result<R, F> {
         let n = self.conns.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
-            if let Ok(mut conn) = self.conns[(start + i) % n].try_lock() {
-                return f(&mut conn);
+            let conn = match self.conns[(start + i) % n].try_lock() {
+                Ok(conn) => conn,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => continue,
+            };
+            let mut conn = conn;
+            let r = f(&mut conn);
+            conn.end_any_transaction();
+            return Ok(r);
+        }
+        Err(f)
+    }
+
+    /// Run `f` on a connection, waiting for one if none is free: only on
+    /// a thread that may block (the blocking pool, or outside a runtime).
+    fn with<R>(&self, f: impl FnOnce(&mut Conn) -> R) -> R {
+        match self.try_with(f) {
+            Ok(r) => r,
+            Err(f) => {
+                let at = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+                let mut conn = self.conns[at]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let r = f(&mut conn);
+                conn.end_any_transaction();
+                r
             }
         }
-        let mut conn = self.conns[start % n]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        f(&mut conn)
+    }
+
+    /// Run `f` with `query`: at once on this thread if `inline` and a
+    /// connection is free; otherwise on tokio's blocking pool (the query
+    /// copied, to own its parameters), or here outside a runtime.
+    async fn read<R: Send + 'static>(
+        self: &Arc<Self>,
+        query: Query<'_>,
+        inline: bool,
+        f: Read<R>,
+    ) -> Result<R, sqlx::Error> {
+        let query = if inline {
+            match self.try_with(|c| f(&query, c)) {
+                Ok(r) => return r,
+                Err(_) => query,
+            }
+        } else {
+            query
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.with(|c| f(&query, c));
+        };
+        let query = query.into_owned()?;
+        let readers = Arc::clone(self);
+        runtime
+            .spawn_blocking(move || readers.with(|c| f(&query, c)))
+            .await
+            .map_err(|e| {
+                sqlx::Error::Io(std::io::Error::other(format!("a store read failed: {e}")))
+            })?
     }
 }
 
+/// What a read does with its statement on a connection.
+type Read<R> = for<'a, 'q> fn(&'a Query<'q>, &'a mut Conn) -> Result<R, sqlx::Error>;
+
 /// Where a statement runs: the writer's connection (or its transaction),
-/// or a free read connection.
+/// at once; or the read connections: `&Arc<Readers>` on this thread when
+/// one is free, [`Offload`] always on the blocking pool.
 pub(super) trait Exec {
-    fn with<R>(self, f: impl FnOnce(&mut Conn) -> R) -> R;
+    async fn run<R: Send + 'static>(self, query: Query<'_>, f: Read<R>) -> Result<R, sqlx::Error>;
 }
 
+/// The read connections, for a read that may be long: always on tokio's
+/// blocking pool.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Offload<'r>(pub(super) &'r Arc<Readers>);
+
 impl Exec for &mut Conn {
-    fn with<R>(self, f: impl FnOnce(&mut Conn) -> R) -> R {
-        f(self)
+    async fn run<R: Send + 'static>(self, query: Query<'_>, f: Read<R>) -> Result<R, sqlx::Error> {
+        f(&query, self)
     }
 }
 
 impl Exec for &mut Tx<'_> {
-    fn with<R>(self, f: impl FnOnce(&mut Conn) -> R) -> R {
-        f(&mut *self.conn)
-    }
-}
-
-impl Exec for &Readers {
-    fn with<R>(self, f: impl FnOnce(&mut Conn) -> R) -> R {
-        Readers::with(self, f)
+    async fn run<R: Send + 'static>(self, query: Query<'_>, f: Read<R>) -> Result<R, sqlx::Error> {
+        f(&query, &mut *self.conn)
     }
 }
 
 impl Exec for &Arc<Readers> {
-    fn with<R>(self, f: impl FnOnce(&mut Conn) -> R) -> R {
-        Readers::with(self, f)
+    async fn run<R: Send + 'static>(self, query: Query<'_>, f: Read<R>) -> Result<R, sqlx::Error> {
+        self.read(query, true, f).await
+    }
+}
+
+impl Exec for Offload<'_> {
+    async fn run<R: Send + 'static>(self, query: Query<'_>, f: Read<R>) -> Result<R, sqlx::Error> {
+        self.0.read(query, false, f).await
     }
 }
 
@@ -181,7 +263,7 @@ pub(super) fn sqlx_error(e: rusqlite::Error) -> sqlx::Error {
 
 /// A statement with its parameters, as `sqlx::query` builds one.
 pub(super) struct Query<'q> {
-    sql: &'q str,
+    sql: std::borrow::Cow<'q, str>,
     args: Vec<Box<dyn ToSql + Send + Sync + 'q>>,
 }
 
@@ -251,7 +333,7 @@ impl Row {
 /// `sqlx::query`.
 pub(super) fn query(sql: &str) -> Query<'_> {
     Query {
-        sql,
+        sql: sql.into(),
         args: Vec::new(),
     }
 }
@@ -263,8 +345,8 @@ impl<'q> Query<'q> {
     }
 
     /// Run the statement to its end and say how many rows it changed.
-    fn run(&self, conn: &mut Conn) -> Result<Done, sqlx::Error> {
-        let mut stmt = conn.0.prepare_cached(self.sql).map_err(sqlx_error)?;
+    fn exec(&self, conn: &mut Conn) -> Result<Done, sqlx::Error> {
+        let mut stmt = conn.0.prepare_cached(&self.sql).map_err(sqlx_error)?;
         let params: Vec<&dyn ToSql> = self.args.iter().map(|a| a.as_ref() as &dyn ToSql).collect();
         let mut rows = stmt.query(&params[..]).map_err(sqlx_error)?;
         while rows.next().map_err(sqlx_error)?.is_some() {}
@@ -275,7 +357,7 @@ impl<'q> Query<'q> {
 
     /// The statement's rows, `max` at most (the rest are not stepped).
     fn rows(&self, conn: &mut Conn, max: usize) -> Result<Vec<Row>, sqlx::Error> {
-        let mut stmt = conn.0.prepare_cached(self.sql).map_err(sqlx_error)?;
+        let mut stmt = conn.0.prepare_cached(&self.sql).map_err(sqlx_error)?;
         let names: Arc<[Box<str>]> = stmt.column_names().into_iter().map(Box::from).collect();
         let params: Vec<&dyn ToSql> = self.args.iter().map(|a| a.as_ref() as &dyn ToSql).collect();
         let mut rows = stmt.query(&params[..]).map_err(sqlx_error)?;
@@ -300,20 +382,46 @@ impl<'q> Query<'q> {
         Ok(self.rows(conn, 1)?.pop())
     }
 
+    /// This statement with copies of its parameters, to run elsewhere.
+    fn into_owned(self) -> Result<Query<'static>, sqlx::Error> {
+        use rusqlite::types::ToSqlOutput;
+        let mut args: Vec<Box<dyn ToSql + Send + Sync>> = Vec::with_capacity(self.args.len());
+        for arg in &self.args {
+            let value = match arg.to_sql().map_err(sqlx_error)? {
+                ToSqlOutput::Borrowed(v) => {
+                    Value::try_from(v).map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+                }
+                ToSqlOutput::Owned(v) => v,
+                _ => {
+                    return Err(sqlx::Error::Protocol(
+                        "a read's parameter is of a kind that cannot be copied".into(),
+                    ));
+                }
+            };
+            args.push(Box::new(value));
+        }
+        Ok(Query {
+            sql: self.sql.into_owned().into(),
+            args,
+        })
+    }
+
     pub(super) async fn execute(self, on: impl Exec) -> Result<Done, sqlx::Error> {
-        on.with(|c| self.run(c))
+        on.run(self, |q, c| q.exec(c)).await
     }
 
     pub(super) async fn fetch_optional(self, on: impl Exec) -> Result<Option<Row>, sqlx::Error> {
-        on.with(|c| self.row(c))
+        on.run(self, |q, c| q.row(c)).await
     }
 
     pub(super) async fn fetch_one(self, on: impl Exec) -> Result<Row, sqlx::Error> {
-        on.with(|c| self.row(c))?.ok_or(sqlx::Error::RowNotFound)
+        self.fetch_optional(on)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
 
     pub(super) async fn fetch_all(self, on: impl Exec) -> Result<Vec<Row>, sqlx::Error> {
-        on.with(|c| self.rows(c, usize::MAX))
+        on.run(self, |q, c| q.rows(c, usize::MAX)).await
     }
 }
 
@@ -330,19 +438,21 @@ impl<'q, T: FromSql> Scalar<'q, T> {
     }
 
     pub(super) async fn fetch_optional(self, on: impl Exec) -> Result<Option<T>, sqlx::Error> {
-        on.with(|c| self.0.row(c))?
+        self.0
+            .fetch_optional(on)
+            .await?
             .map(|r| r.try_get(0))
             .transpose()
     }
 
     pub(super) async fn fetch_one(self, on: impl Exec) -> Result<T, sqlx::Error> {
-        on.with(|c| self.0.row(c))?
-            .ok_or(sqlx::Error::RowNotFound)?
-            .try_get(0)
+        self.0.fetch_one(on).await?.try_get(0)
     }
 
     pub(super) async fn fetch_all(self, on: impl Exec) -> Result<Vec<T>, sqlx::Error> {
-        on.with(|c| self.0.rows(c, usize::MAX))?
+        self.0
+            .fetch_all(on)
+            .await?
             .iter()
             .map(|r| r.try_get(0))
             .collect()
@@ -384,20 +494,21 @@ impl<'q, T: FromRow> As<'q, T> {
     }
 
     pub(super) async fn fetch_optional(self, on: impl Exec) -> Result<Option<T>, sqlx::Error> {
-        on.with(|c| self.0.row(c))?
+        self.0
+            .fetch_optional(on)
+            .await?
             .map(|r| T::from_row(&r))
             .transpose()
     }
 
     pub(super) async fn fetch_one(self, on: impl Exec) -> Result<T, sqlx::Error> {
-        T::from_row(
-            &on.with(|c| self.0.row(c))?
-                .ok_or(sqlx::Error::RowNotFound)?,
-        )
+        T::from_row(&self.0.fetch_one(on).await?)
     }
 
     pub(super) async fn fetch_all(self, on: impl Exec) -> Result<Vec<T>, sqlx::Error> {
-        on.with(|c| self.0.rows(c, usize::MAX))?
+        self.0
+            .fetch_all(on)
+            .await?
             .iter()
             .map(T::from_row)
             .collect()
@@ -569,7 +680,7 @@ mod tests {
             )
             .expect("schema");
         }
-        let readers = Readers::open(&path, 2, 1000).expect("open readers");
+        let readers = Arc::new(Readers::open(&path, 2, 1000).expect("open readers"));
         let rows = query("SELECT * FROM t WHERE flag = ? ORDER BY id")
             .bind(true)
             .fetch_all(&readers)
@@ -662,5 +773,92 @@ mod tests {
             "wal",
             "nor its journal mode changed"
         );
+        // A transaction a statement opens on a read connection is ended
+        // at once: it cannot pin a snapshot, and later reads see later
+        // commits.
+        let one = Arc::new(Readers::open(&path, 1, 1000).expect("open reader"));
+        query("BEGIN")
+            .execute(&one)
+            .await
+            .expect("BEGIN writes nothing");
+        let before: i64 = query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&one)
+            .await
+            .expect("count");
+        let mut tx = begin_write(&mut writer).await.expect("begin");
+        query("INSERT INTO t (name, flag) VALUES ('e', 0)")
+            .execute(&mut tx)
+            .await
+            .expect("insert");
+        tx.commit().await.expect("commit");
+        let after: i64 = query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&one)
+            .await
+            .expect("count");
+        assert_eq!((before, after), (4, 5), "no snapshot is pinned");
+    }
+
+    /// A read that finds every connection taken, or one that may be long,
+    /// waits on the blocking pool, not on the runtime's thread: on a
+    /// single-threaded runtime, a timer keeps firing while the read waits
+    /// for a connection another thread holds. The long read runs with
+    /// borrowed parameters copied, and reads what an inline one reads.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_read_that_must_wait_never_holds_the_runtime_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        {
+            let c = rusqlite::Connection::open(&path).expect("create");
+            c.execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT);
+                 INSERT INTO t (name) VALUES ('a'), ('b');",
+            )
+            .expect("schema");
+        }
+        let readers = Arc::new(Readers::open(&path, 2, 1000).expect("open readers"));
+        let (held, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let holder = {
+            let readers = Arc::clone(&readers);
+            let (held, release) = (held.0, release.1);
+            std::thread::spawn(move || {
+                let guards: Vec<_> = readers
+                    .conns
+                    .iter()
+                    .map(|c| c.lock().expect("lock"))
+                    .collect();
+                held.send(()).expect("held");
+                // Released by the runtime's timer, or (were the runtime's
+                // thread stuck in the read) after a while, failing below.
+                let by_timer = release
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .is_ok();
+                drop(guards);
+                by_timer
+            })
+        };
+        held.1.recv().expect("every connection held");
+        let name = String::from("b");
+        let read = query("SELECT name FROM t WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&readers);
+        let ticker = async {
+            for _ in 0..3 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            let _ = release.0.send(());
+        };
+        let (row, ()) = tokio::join!(read, ticker);
+        let row = row.expect("read").expect("row");
+        assert_eq!(row.get::<String, _>("name"), "b");
+        assert!(
+            holder.join().expect("holder"),
+            "the runtime's timer ran while the read waited for a connection"
+        );
+        let long: Vec<String> = query_scalar("SELECT name FROM t WHERE name >= ? ORDER BY id")
+            .bind(name.as_str())
+            .fetch_all(Offload(&readers))
+            .await
+            .expect("long read");
+        assert_eq!(long, ["b"]);
     }
 }

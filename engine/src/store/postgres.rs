@@ -38,6 +38,12 @@ impl PgStore {
     fn file(&self) -> Option<&std::path::Path> {
         None
     }
+
+    /// Where a read that may be long runs: the pool (its connections'
+    /// tasks are not the runtime's threads).
+    fn long(&self) -> &PgPool {
+        &self.reads
+    }
 }
 
 /// `url` without its password, for messages.

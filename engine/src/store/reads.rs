@@ -1,5 +1,9 @@
 //! The row decoders and every query of the [`super::Store`] trait, as a
-//! macro instantiated per database (see `sql.rs`).
+//! macro instantiated per database (see `sql.rs`). A read that may be long
+//! (a list whose length the data decides, a scan, a page) goes through
+//! `self.long()`, so on SQLite it never holds a runtime thread; a lookup
+//! by key, a count over an index or a list bounded small goes through
+//! `&self.reads`.
 
 macro_rules! reads {
     ($conn:ty, $row:ty, $store:ty) => {
@@ -142,7 +146,7 @@ impl Store for $store {
 
     async fn kernels(&self) -> Result<Vec<KernelRow>, StoreError> {
         db::query(q("SELECT * FROM kernels ORDER BY name, published_at"))
-            .fetch_all(&self.reads)
+            .fetch_all(self.long())
             .await
             .map_err(sql("list kernels"))?
             .iter()
@@ -179,7 +183,7 @@ impl Store for $store {
     async fn runbooks(&self) -> Result<Vec<RunbookRow>, StoreError> {
         Ok(
             db::query(q("SELECT * FROM runbook_versions ORDER BY name, version"))
-                .fetch_all(&self.reads)
+                .fetch_all(self.long())
                 .await
                 .map_err(sql("list runbooks"))?
                 .iter()
@@ -195,7 +199,7 @@ impl Store for $store {
                    (SELECT MAX(version) FROM runbook_versions m WHERE m.name = v.name))
              ORDER BY v.name"),
         )
-        .fetch_all(&self.reads)
+        .fetch_all(self.long())
         .await
         .map_err(sql("list current runbooks"))?
         .iter()
@@ -258,7 +262,7 @@ impl Store for $store {
 
     async fn drill_schedules(&self) -> Result<Vec<DrillScheduleRow>, StoreError> {
         Ok(db::query(q("SELECT * FROM drill_schedule ORDER BY runbook"))
-            .fetch_all(&self.reads)
+            .fetch_all(self.long())
             .await
             .map_err(sql("list drill schedules"))?
             .iter()
@@ -305,7 +309,7 @@ impl Store for $store {
                 .as_ref()
                 .map(|r| serde_json::json!(r).to_string()),
         )
-        .fetch_all(&self.reads)
+        .fetch_all(self.long())
         .await
         .map_err(sql("list runs"))?
         .iter()
@@ -316,7 +320,7 @@ impl Store for $store {
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
         db::query(q("SELECT * FROM steps WHERE run_id = ? ORDER BY position"))
             .bind(run_id)
-            .fetch_all(&self.reads)
+            .fetch_all(self.long())
             .await
             .map_err(sql("read steps"))?
             .iter()
@@ -330,7 +334,7 @@ impl Store for $store {
              WHERE t.run_id = ? ORDER BY s.position, t.target"),
         )
         .bind(run_id)
-        .fetch_all(&self.reads)
+        .fetch_all(self.long())
         .await
         .map_err(sql("read step targets"))?
         .iter()
@@ -355,7 +359,7 @@ impl Store for $store {
              WHERE h.run_id = ? ORDER BY s.position, h.target, h.attempt, h.idx"),
         )
         .bind(run_id)
-        .fetch_all(&self.reads)
+        .fetch_all(self.long())
         .await
         .map_err(sql("read host calls"))?
         .iter()
@@ -393,7 +397,7 @@ impl Store for $store {
         .bind(&f.action)
         .bind(&f.since)
         .bind(limit(f.limit))
-        .fetch_all(&self.reads)
+        .fetch_all(self.long())
         .await
         .map_err(sql("read audit"))?
         .iter()
@@ -417,7 +421,7 @@ impl Store for $store {
              ORDER BY since LIMIT ?"),
         )
         .bind(limit_)
-        .fetch_all(&self.reads)
+        .fetch_all(self.long())
         .await
         .map_err(sql("read waiting runs"))?;
         rows.into_iter()
@@ -436,7 +440,7 @@ impl Store for $store {
         db::query(q("SELECT * FROM notified WHERE sink = ? ORDER BY raised_at, key LIMIT ?"))
             .bind(sink)
             .bind(limit_)
-            .fetch_all(&self.reads)
+            .fetch_all(self.long())
             .await
             .map_err(sql("read notified"))?
             .iter()
@@ -455,7 +459,7 @@ impl Store for $store {
         db::query(q("SELECT * FROM notification_outbox WHERE sink = ? ORDER BY id LIMIT ?"))
             .bind(sink)
             .bind(limit_)
-            .fetch_all(&self.reads)
+            .fetch_all(self.long())
             .await
             .map_err(sql("read outbox"))?
             .iter()
@@ -510,7 +514,7 @@ impl Store for $store {
         let row = db::query(q(AUDIT_PAGE))
             .bind(after)
             .bind(limit)
-            .fetch_one(&self.reads)
+            .fetch_one(self.long())
             .await
             .map_err(sql("read audit"))?;
         row.try_get(0).map_err(sql("read audit"))
@@ -525,7 +529,7 @@ impl Store for $store {
         db::query_as(q("SELECT seq, hash FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?"))
             .bind(after)
             .bind(limit)
-            .fetch_all(&self.reads)
+            .fetch_all(self.long())
             .await
             .map_err(sql("read audit hashes"))
     }
@@ -533,7 +537,7 @@ impl Store for $store {
     async fn checkpoints(&self, limit: i64) -> Result<Vec<super::CheckpointRow>, StoreError> {
         Ok(db::query(q("SELECT * FROM audit_checkpoints ORDER BY size DESC LIMIT ?"))
             .bind(limit)
-            .fetch_all(&self.reads)
+            .fetch_all(self.long())
             .await
             .map_err(sql("read checkpoints"))?
             .iter()
@@ -549,7 +553,7 @@ impl Store for $store {
 
     async fn tokens(&self) -> Result<Vec<super::TokenRow>, StoreError> {
         db::query(q("SELECT * FROM tokens ORDER BY created_at"))
-            .fetch_all(&self.reads)
+            .fetch_all(self.long())
             .await
             .map_err(sql("read tokens"))?
             .iter()

@@ -3,9 +3,11 @@
 //! parts one by one in `sqlite.rs`), so both run the same statements and
 //! the same logic. The macro is three: the group-commit writer
 //! (`writer.rs`, where the audit chain's invariant lives), the writes
-//! (`writes.rs`) and the reads (`reads.rs`). The writer and the writes call
-//! `db::query` and friends: sqlx's on PostgreSQL, `direct.rs`'s (the
-//! SQLite writer thread's own connection) on SQLite.
+//! (`writes.rs`) and the reads (`reads.rs`). All three call `db::query`
+//! and friends: sqlx's on PostgreSQL, `direct.rs`'s on SQLite (the writer
+//! thread's own connection; the read connections). A read that may be
+//! long runs on `self.long()` (SQLite: tokio's blocking pool; PostgreSQL:
+//! the pool), a small one on `&self.reads`.
 //!
 //! Statements are written once with `?` / `?N` placeholders; each backend's
 //! `q` turns them into its own (`$N` on PostgreSQL). The few statements that

@@ -49,10 +49,12 @@ pub struct StoreConfig {
     pub write_batch_max: usize,
     /// Batches waiting for the writer at most; further writers wait. Default 4096.
     pub write_queue: usize,
-    /// How long to wait for another process's write lock, in ms. Default 10,000.
+    /// How long to wait for another process's lock on the database, in ms
+    /// (1 to 3,600,000). Default 10,000.
     pub busy_timeout_ms: u64,
-    /// Read connections (SQLite: read-only, a read runs on the calling
-    /// thread on the first free one; PostgreSQL: the read pool). Default 4.
+    /// Read connections, 1 to 64 (SQLite: read-only; a small read runs on
+    /// the calling thread when one is free, a long one or a read that finds
+    /// none free on the blocking pool; PostgreSQL: the read pool). Default 4.
     pub read_connections: u32,
     /// A PostgreSQL database (`postgres://user:password@host:port/db`) for
     /// several nodes; default none: SQLite in the home. Prefer
@@ -74,6 +76,38 @@ impl std::fmt::Debug for StoreConfig {
                 &self.url.as_deref().map(super::postgres::redacted_url),
             )
             .finish()
+    }
+}
+
+/// Longest `busy-timeout-ms`: an hour.
+pub const MAX_BUSY_TIMEOUT_MS: u64 = 3_600_000;
+
+impl StoreConfig {
+    /// Every problem with these settings, as `[store] key` and the range.
+    pub fn problems(&self) -> Vec<String> {
+        let max_reads = super::direct::MAX_READ_CONNECTIONS;
+        let mut problems = Vec::new();
+        for (key, value) in [
+            ("write-batch-max", self.write_batch_max),
+            ("write-queue", self.write_queue),
+        ] {
+            if value == 0 {
+                problems.push(format!("[store] {key} is 0; it must be at least 1"));
+            }
+        }
+        if !(1..=MAX_BUSY_TIMEOUT_MS).contains(&self.busy_timeout_ms) {
+            problems.push(format!(
+                "[store] busy-timeout-ms is {}; it must be between 1 and {MAX_BUSY_TIMEOUT_MS}",
+                self.busy_timeout_ms
+            ));
+        }
+        if !(1..=max_reads).contains(&self.read_connections) {
+            problems.push(format!(
+                "[store] read-connections is {}; it must be between 1 and {max_reads}",
+                self.read_connections
+            ));
+        }
+        problems
     }
 }
 
@@ -187,6 +221,12 @@ impl SqliteStore {
     /// The database file, for readers that go straight to it.
     fn file(&self) -> Option<&Path> {
         Some(&self.path)
+    }
+
+    /// Where a read that may be long runs: on tokio's blocking pool
+    /// (`direct.rs`), never on the runtime's threads.
+    fn long(&self) -> super::direct::Offload<'_> {
+        super::direct::Offload(&self.reads)
     }
 }
 
