@@ -16,7 +16,9 @@
 //! - the **big red switch** refuses live triggered runs like any other;
 //! - a global rate of triggered runs (`server.trigger-runs-per-minute`),
 //!   applied by the server when it admits the run: beyond it the alert is
-//!   shed (503) and its claim released, so the sender's retry can start it.
+//!   shed (503) with nothing claimed, so the sender's retry can start it.
+//!   (The claim, the run and its `alert.received` record are one batch:
+//!   all kept, or none.)
 //!
 //! Every decision is an `alert.received` audit event with the alert source
 //! as actor; alerts that match no trigger are an `alert.unmatched` event
@@ -44,7 +46,7 @@ use serde_json::json;
 use crate::audit::{Actor, NewEvent, now_rfc3339};
 use crate::executor::{RunError, RunRequest, RunbookSource, Service};
 use crate::runbook::{BreakerScope, Templates};
-use crate::store::{Applied, Batch, StoreError, Write};
+use crate::store::{Batch, StoreError, Write};
 use index::Candidate;
 
 /// How long a `require-approval` run of an untested runbook waits for an
@@ -493,29 +495,13 @@ impl Alerts {
                         ),
                     }
                 };
-                let mut detail = decision.detail();
-                detail["trigger"] = json!(c.index);
-                service
-                    .store()
-                    .apply(
-                        Batch::new().event(
-                            NewEvent::new(
-                                actor,
-                                crate::audit::Action::AlertReceived,
-                                format!("runbook:{}", c.runbook),
-                            )
-                            .outcome(outcome_name(&decision))
-                            .details(json!({
-                                "source": alert.source,
-                                "fingerprint": alert.fingerprint,
-                                "starts_at": alert.starts_at,
-                                "status": alert.status,
-                                "labels": alert.labels,
-                                "decision": detail,
-                            })),
-                        ),
-                    )
-                    .await?;
+                // A started run's record went with its admission (`decide`).
+                if !matches!(decision, Decision::Started { .. }) {
+                    service
+                        .store()
+                        .apply(Batch::new().event(received(actor, alert, &c, &decision)))
+                        .await?;
+                }
                 decisions.push(decision);
             }
         }
@@ -782,6 +768,26 @@ fn outcome_name(d: &Decision) -> &'static str {
     }
 }
 
+/// The `alert.received` audit record of `decision` on `alert` for trigger `c`.
+fn received(actor: &Actor, alert: &Alert, c: &Candidate, decision: &Decision) -> NewEvent {
+    let mut detail = decision.detail();
+    detail["trigger"] = json!(c.index);
+    NewEvent::new(
+        actor,
+        crate::audit::Action::AlertReceived,
+        format!("runbook:{}", c.runbook),
+    )
+    .outcome(outcome_name(decision))
+    .details(json!({
+        "source": alert.source,
+        "fingerprint": alert.fingerprint,
+        "starts_at": alert.starts_at,
+        "status": alert.status,
+        "labels": alert.labels,
+        "decision": detail,
+    }))
+}
+
 async fn decide(
     service: &Service,
     actor: &Actor,
@@ -920,7 +926,10 @@ async fn decide(
             });
         }
     };
-    // The claim decides between concurrent deliveries: one wins.
+    // The claim decides between concurrent deliveries: one wins. It goes
+    // in the admission's own batch with the run and its `alert.received`
+    // record: one durable write, and a crash leaves all three or none (a
+    // claim without its run would swallow every redelivery).
     let run_id = prepared.id.clone();
     let claim = Write::ClaimAlert {
         source: alert.source.to_string(),
@@ -938,39 +947,31 @@ async fn decide(
             .map_or_else(|| "9999".to_string(), |(w, _)| w.clone()),
         max_in_window: since.window.as_ref().map_or(i64::MAX, |(_, n)| *n),
     };
-    if store.apply(Batch::new().write(claim)).await? != Applied::Done {
-        // Another delivery of this alert, or another alert of this key,
-        // started a run first.
-        if store
-            .alert_claim_exists(alert.source, &alert.fingerprint, &alert.starts_at, &runbook)
-            .await?
-        {
-            return Ok(Decision::Duplicate { runbook });
-        }
-        // Another alert of this key started one inside the cooldown, or
-        // filled the rate window, between the checks and the claim.
-        if let Some(d) = limited(store.as_ref(), &runbook, &key, &c.trigger, &since).await? {
-            return Ok(d);
-        }
-        // The winner's run was not admitted and its claim released: the
-        // sender retries (503, Retry-After) and this alert may start then.
-        return Ok(Decision::Shed {
-            runbook,
-            reason: "another alert of this key claimed a run at the same moment, and it was not admitted; retry".into(),
-        });
+    let started = Decision::Started {
+        runbook: runbook.clone(),
+        run_id,
+    };
+    let record = received(actor, alert, c, &started);
+    let prepared = prepared.with(Batch::new().write(claim).event(record));
+    let reason = match admit(prepared).await {
+        Ok(_) => return Ok(started),
+        Err(reason) => reason,
+    };
+    // Nothing was written. Another delivery of this alert, or another
+    // alert of this key, started a run first (the claim found its row
+    // taken);
+    if store
+        .alert_claim_exists(alert.source, &alert.fingerprint, &alert.starts_at, &runbook)
+        .await?
+    {
+        return Ok(Decision::Duplicate { runbook });
     }
-    match admit(prepared).await {
-        Ok(run_id) => Ok(Decision::Started { runbook, run_id }),
-        Err(reason) => {
-            store
-                .apply(Batch::new().write(Write::ReleaseAlert {
-                    source: alert.source.to_string(),
-                    fingerprint: alert.fingerprint.clone(),
-                    starts_at: alert.starts_at.clone(),
-                    runbook: runbook.clone(),
-                }))
-                .await?;
-            Ok(Decision::Shed { runbook, reason })
-        }
+    // or one started inside the cooldown, or filled the rate window,
+    // between the checks and the claim;
+    if let Some(d) = limited(store.as_ref(), &runbook, &key, &c.trigger, &since).await? {
+        return Ok(d);
     }
+    // or the run was not admitted (full, over the trigger rate): the
+    // sender retries (503, Retry-After) and this alert may start then.
+    Ok(Decision::Shed { runbook, reason })
 }

@@ -266,13 +266,6 @@ pub enum Write {
         window_since: String,
         max_in_window: i64,
     },
-    /// Drop a claim whose run could not be admitted, so a redelivery may start it.
-    ReleaseAlert {
-        source: String,
-        fingerprint: String,
-        starts_at: String,
-        runbook: String,
-    },
     /// Close a runbook's trigger circuit breaker.
     ResetBreaker {
         runbook: String,
@@ -411,7 +404,6 @@ impl Write {
             Write::InsertSession { .. } => "insert-session",
             Write::EndSession { .. } => "end-session",
             Write::ClaimAlert { .. } => "claim-alert",
-            Write::ReleaseAlert { .. } => "release-alert",
             Write::ResetBreaker { .. } => "reset-breaker",
             Write::SetSwitch(_) => "set-switch",
             Write::RequestCancel { .. } => "request-cancel",
@@ -594,6 +586,17 @@ impl Batch {
 
     pub fn fenced(mut self, fence: &Fence) -> Self {
         self.fence = Some(fence.clone());
+        self
+    }
+
+    /// This batch's writes and events, then `next`'s (under `next`'s fence,
+    /// if any), applied as one.
+    pub fn then(mut self, next: Batch) -> Self {
+        self.writes.extend(next.writes);
+        self.events.extend(next.events);
+        if next.fence.is_some() {
+            self.fence = next.fence;
+        }
         self
     }
 }

@@ -502,6 +502,84 @@ async fn a_dry_run_crashed_between_its_windows_is_taken_over_and_finished() {
     chain_verifies(&env).await;
 }
 
+/// An alert's claim, the run it starts and its `alert.received` record are
+/// one batch: a node that dies right after the claim is durable has
+/// durably admitted (and claimed) the run too, so the run is taken over
+/// and finished, and a redelivery is a duplicate of it. (Were the claim
+/// written on its own, the crash would leave a claim with no run, and
+/// every redelivery of the alert would be dropped as a duplicate of
+/// nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_an_alert_is_claimed_leaves_its_run_and_record() {
+    const TRIGGERED: &str = "apiVersion: firedrill/v1\nname: triggered\nversion: 1\nsteps:\n  - id: probe\n    kernel: trivial@0.1.0\n    targets: [demo-host]\ntriggers:\n  - source: generic\n    match: { alertname: DiskFull }\n";
+    let env = env_with_ledger(&[TRIGGERED], SHORT).await;
+    let token = env
+        .token("monitor", firedrill::auth::Role::Webhook, &[])
+        .await;
+    let alert = serde_json::json!({"alerts": [{
+        "id": "disk-1", "status": "firing", "starts_at": "2026-11-23T02:00:00Z",
+        "labels": {"alertname": "DiskFull", "instance": "web-1"}
+    }]})
+    .to_string();
+    let deliver = |url: String| {
+        let (token, alert) = (token.clone(), alert.clone());
+        async move {
+            reqwest::Client::new()
+                .post(format!("{url}/api/v1/alerts/generic"))
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(alert)
+                .send()
+                .await
+        }
+    };
+    let mut crashing = Node::start(&env, Some("store.after.claim-alert=return"));
+    // The node aborts inside the request: no answer.
+    assert!(deliver(crashing.url.clone()).await.is_err());
+    crashed(&mut crashing, "store.after.claim-alert").await;
+    let claimed = env
+        .store
+        .alert_claim_exists("generic", "disk-1", "2026-11-23T02:00:00Z", "triggered")
+        .await
+        .expect("read");
+    let runs = env.store.runs(&RunFilter::default()).await.expect("runs");
+    assert!(claimed, "the claim was durable when the node died");
+    assert_eq!(
+        runs.len(),
+        1,
+        "the claim's run is durable with it: {runs:?}"
+    );
+    let received = env.audited("alert.received").await;
+    assert_eq!(received.len(), 1, "{received:?}");
+    let details: serde_json::Value = serde_json::from_str(&received[0].details).expect("json");
+    assert_eq!(details["decision"]["outcome"], "started", "{details}");
+    assert_eq!(
+        details["decision"]["run_id"].as_str(),
+        Some(runs[0].id.as_str())
+    );
+    let recovery = Node::start(&env, None);
+    let ids = vec![runs[0].id.clone()];
+    let statuses = wait_all(&env, &ids, Duration::from_secs(60), |s| !s.is_pending()).await;
+    assert_eq!(statuses[0], RunStatus::Succeeded);
+    let again: serde_json::Value = deliver(recovery.url.clone())
+        .await
+        .expect("deliver")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["decisions"][0]["outcome"], "duplicate", "{again}");
+    assert_eq!(
+        env.store
+            .runs(&RunFilter::default())
+            .await
+            .expect("runs")
+            .len(),
+        1
+    );
+    drop(recovery);
+    chain_verifies(&env).await;
+}
+
 /// A bounded soak: two nodes execute live runs while one of them is
 /// killed with SIGKILL and restarted (under the same node id), again and
 /// again, each time while it is inside the non-idempotent step of a run.

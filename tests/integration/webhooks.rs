@@ -393,7 +393,7 @@ async fn automatic_runs_are_bounded_by_a_global_rate_and_per_runbook_concurrency
     // The bucket holds two: the rest are shed with 503 so the sender retries.
     assert_eq!(seen, ["started", "started", "shed", "shed"]);
     assert_eq!(statuses, [200, 200, 503, 503]);
-    // A shed alert's claim is released: redelivered, it is decided again
+    // A shed alert claimed nothing: redelivered, it is decided again
     // (shed again while the rate holds), never a duplicate.
     let (_, again) = post(&url, path, &auth, generic("a-2", "web-2")).await;
     assert_eq!(outcomes(&again), ["shed"]);

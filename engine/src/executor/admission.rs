@@ -14,7 +14,7 @@ use super::{Service, mode_of};
 use crate::Mode;
 use crate::audit::{Actor, now_rfc3339};
 use crate::runbook::ValidRunbook;
-use crate::store::{Applied, RunRow, RunStatus, StepStatus, StoreError};
+use crate::store::{Applied, Batch, RunRow, RunStatus, StepStatus, StoreError};
 
 /// Where a runbook comes from.
 #[derive(Debug, Clone)]
@@ -50,6 +50,21 @@ pub struct PreparedRun {
     /// An approval to wait for before the first step (readiness policy
     /// `require-approval`).
     pub gate: Option<crate::runbook::Approval>,
+    /// Writes and audit records that go in the admission's own batch
+    /// ([`PreparedRun::with`]): kept together with it or not at all.
+    with: Batch,
+}
+
+impl PreparedRun {
+    /// Admit this run together with `batch`, in one transaction: its
+    /// writes come before the run's (a conditional one that writes nothing
+    /// refuses the run: [`RunError::Preempted`]), its audit records before
+    /// `run.started`. An alert's claim and `alert.received` go with the run
+    /// they start this way, so a crash leaves all three or none.
+    pub fn with(mut self, batch: Batch) -> Self {
+        self.with = batch;
+        self
+    }
 }
 
 /// A run admitted and claimed by this node in one write
@@ -191,6 +206,7 @@ impl Service {
             valid,
             gate,
             resume,
+            with,
             ..
         } = run;
         let mut admitted = None;
@@ -253,10 +269,13 @@ impl Service {
                 )
             }
         };
-        let applied = journal::control(self.store.as_ref(), &self.metrics, &actor, control).await?;
+        let applied =
+            journal::control_with(self.store.as_ref(), &self.metrics, &actor, control, with)
+                .await?;
         match (applied, was) {
             (Applied::Refused(why), _) => Err(RunError::Busy(why)),
             (Applied::Stale, Some(was)) => Err(RunError::LostRace { id, was }),
+            (Applied::Exists, _) => Err(RunError::Preempted { id }),
             (applied, _) => Ok((applied, admitted)),
         }
     }
@@ -359,6 +378,7 @@ impl Service {
             inputs: run.inputs.clone(),
             valid,
             gate: None,
+            with: Batch::new(),
             resume: Some(Resume {
                 from: run.status,
                 step,
@@ -442,6 +462,7 @@ impl Service {
             valid,
             resume: None,
             gate: None,
+            with: Batch::new(),
         })
     }
 }

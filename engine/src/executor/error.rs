@@ -37,6 +37,12 @@ pub enum RunError {
         "run {id} was no longer {was}: someone else resumed, skipped or abandoned it first; see `firedrill runs show {id}`"
     )]
     LostRace { id: String, was: RunStatus },
+    /// A write admitted with the run ([`super::PreparedRun::with`]) found
+    /// its row taken: nothing was written.
+    #[error(
+        "run {id} was not started: what had to be written with it was taken first (another delivery of the alert that started it); nothing was written"
+    )]
+    Preempted { id: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

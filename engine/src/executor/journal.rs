@@ -793,4 +793,4 @@ mod control;
 #[cfg(test)]
 mod tests;
 
-pub(super) use control::{RunControl, claim, control};
+pub(super) use control::{RunControl, claim, control, control_with};

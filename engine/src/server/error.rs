@@ -109,7 +109,9 @@ impl From<RunError> for ApiError {
             }
             RunError::Halted { .. } => (StatusCode::CONFLICT, "halted"),
             RunError::Busy(_) => return ApiError::too_many(e.to_string()),
-            RunError::LostRace { .. } => (StatusCode::CONFLICT, "conflict"),
+            RunError::LostRace { .. } | RunError::Preempted { .. } => {
+                (StatusCode::CONFLICT, "conflict")
+            }
             RunError::Store(_) => return ApiError::internal(e),
         };
         ApiError::new(status.0, status.1, e.to_string())

@@ -31,8 +31,9 @@ pub(super) fn webhook_body(body: BodyResult) -> Result<axum::body::Bytes, ApiErr
 }
 
 /// Decide on `alerts` from `actor` and answer: 200 with one decision per
-/// (alert, matching runbook), or 503 when a run was shed (its claim is
-/// released, so the sender's retry can start it).
+/// (alert, matching runbook), or 503 when a run was shed (its claim was
+/// never written: it goes in the run's own admission, so the sender's
+/// retry can start it).
 pub(super) async fn dispatch(
     state: &AppState,
     actor: &crate::audit::Actor,

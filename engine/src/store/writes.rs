@@ -231,21 +231,6 @@ async fn apply_write(tx: &mut $conn, write: &Write) -> Result<Applied, StoreErro
                 return Ok(Applied::Exists);
             }
         }
-        Write::ReleaseAlert {
-            source,
-            fingerprint,
-            starts_at,
-            runbook,
-        } => {
-            db::query(q("DELETE FROM alert_claims WHERE source = ? AND fingerprint = ? AND starts_at = ? AND runbook = ?"))
-                .bind(source)
-                .bind(fingerprint)
-                .bind(starts_at)
-                .bind(runbook)
-                .execute(&mut *tx)
-                .await
-                .map_err(sql("release alert"))?;
-        }
         Write::ResetBreaker {
             runbook,
             reset_at,

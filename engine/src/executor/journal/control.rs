@@ -55,6 +55,18 @@ pub(in crate::executor) async fn control(
     actor: &Actor,
     control: RunControl<'_>,
 ) -> Result<Applied, StoreError> {
+    control_with(store, metrics, actor, control, Batch::new()).await
+}
+
+/// [`control`], with `with`'s writes and audit records first in the same
+/// batch: all of them are kept, or none.
+pub(in crate::executor) async fn control_with(
+    store: &dyn Store,
+    metrics: &Metrics,
+    actor: &Actor,
+    control: RunControl<'_>,
+    with: Batch,
+) -> Result<Applied, StoreError> {
     let claim = |batch: Batch, claim_by: Option<(&str, i64)>, id: &str| match claim_by {
         Some((owner, lease_ms)) => batch.write(Write::ClaimQueued {
             owner: owner.to_string(),
@@ -195,7 +207,7 @@ pub(in crate::executor) async fn control(
             Batch::new().write(Write::InsertApproval(row)).event(event)
         }
     };
-    store.apply(batch).await
+    store.apply(with.then(batch)).await
 }
 
 /// Claim a run for a node (`ClaimQueued` or `TakeOver`); the store writes
