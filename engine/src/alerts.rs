@@ -188,7 +188,8 @@ pub enum Decision {
         runbook: String,
         state: String,
     },
-    /// The run queue is full; the claim was released so a redelivery can start it.
+    /// The run was not admitted (queue or run limit full, the trigger
+    /// rate spent); nothing was claimed, so a redelivery can start it.
     Shed {
         runbook: String,
         reason: String,

@@ -423,7 +423,7 @@ async fn one_runbook_cannot_take_every_run_slot() {
     let env = TestEnv::new().await;
     env.publish(&[WAIT, QUICK]).await;
     let ops = env.token("ops", Role::Operator, &[]).await;
-    let (url, _) = env
+    let (url, state) = env
         .serve(ServerConfig {
             max_runs_per_runbook: 1,
             ..ServerConfig::default()
@@ -446,6 +446,14 @@ async fn one_runbook_cannot_take_every_run_slot() {
             .expect("msg")
             .contains("server.max-runs-per-runbook")
     );
+    // The refused run was never started, and is not counted as one.
+    let metrics = state.metrics.render(&[]);
+    let started: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("firedrill_runs_started_total{runbook=\"waiter\""))
+        .collect();
+    assert_eq!(started.len(), 1, "{metrics}");
+    assert!(started[0].ends_with(" 1"), "{metrics}");
     // Another runbook still runs.
     let (status, quick) = post(
         &url,

@@ -75,6 +75,9 @@ pub(in crate::executor) async fn control_with(
         }),
         None => batch,
     };
+    // A new run is counted once its admission is kept (not when it is
+    // refused, or its alert's claim was taken first).
+    let mut started = None;
     let batch = match control {
         RunControl::Admit {
             run,
@@ -83,7 +86,7 @@ pub(in crate::executor) async fn control_with(
             max_per_runbook,
             claim_by,
         } => {
-            metrics.run_started(&run.runbook, &run.mode, actor.kind.trigger());
+            started = Some((run.runbook.clone(), run.mode.clone()));
             let id = run.id.clone();
             let event = NewEvent::new(
                 actor,
@@ -207,7 +210,13 @@ pub(in crate::executor) async fn control_with(
             Batch::new().write(Write::InsertApproval(row)).event(event)
         }
     };
-    store.apply(with.then(batch)).await
+    let applied = store.apply(with.then(batch)).await?;
+    if let Some((runbook, mode)) = started
+        && applied.wrote()
+    {
+        metrics.run_started(&runbook, &mode, actor.kind.trigger());
+    }
+    Ok(applied)
 }
 
 /// Claim a run for a node (`ClaimQueued` or `TakeOver`); the store writes
