@@ -668,37 +668,30 @@ impl Store for $store {
         key: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RunStatus>, StoreError> {
-        // One statement per scope, each walking its index (`alert_claims_key`
-        // for a key) newest first: an optional key written as
-        // `(? IS NULL OR key = ?)` would scan every claim of the runbook
-        // for a new key, on every alert.
-        let rows: Vec<String> = match key {
-            Some(key) => db::query_scalar(
-                q("SELECT r.status FROM alert_claims c JOIN runs r ON r.id = c.run_id
-                 WHERE c.runbook = ? AND c.key = ? AND c.outcome = 'started'
-                   AND r.status NOT IN ('queued', 'running', 'awaiting-approval')
-                   AND c.received_at > COALESCE((SELECT reset_at FROM breaker_resets WHERE runbook = ?), '')
-                 ORDER BY c.received_at DESC LIMIT ?"),
-            )
-            .bind(runbook)
-            .bind(key)
-            .bind(runbook)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reads)
-            .await,
-            None => db::query_scalar(
-                q("SELECT r.status FROM alert_claims c JOIN runs r ON r.id = c.run_id
-                 WHERE c.runbook = ? AND c.outcome = 'started'
-                   AND r.status NOT IN ('queued', 'running', 'awaiting-approval')
-                   AND c.received_at > COALESCE((SELECT reset_at FROM breaker_resets WHERE runbook = ?), '')
-                 ORDER BY c.received_at DESC LIMIT ?"),
-            )
-            .bind(runbook)
-            .bind(runbook)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reads)
-            .await,
-        }
+        // The key's own statement walks `alert_claims_key` newest first:
+        // an optional key written as `(? IS NULL OR key = ?)` would scan
+        // every claim of the runbook for a new key, on every alert.
+        let Some(key) = key else {
+            return Ok(self
+                .recent_triggered(runbook, limit)
+                .await?
+                .into_iter()
+                .map(|(_, status)| status)
+                .collect());
+        };
+        let rows: Vec<String> = db::query_scalar(
+            q("SELECT r.status FROM alert_claims c JOIN runs r ON r.id = c.run_id
+             WHERE c.runbook = ? AND c.key = ? AND c.outcome = 'started'
+               AND r.status NOT IN ('queued', 'running', 'awaiting-approval')
+               AND c.received_at > COALESCE((SELECT reset_at FROM breaker_resets WHERE runbook = ?), '')
+             ORDER BY c.received_at DESC LIMIT ?"),
+        )
+        .bind(runbook)
+        .bind(key)
+        .bind(runbook)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await
         .map_err(sql("read triggered runs"))?;
         rows.into_iter()
             .map(|s| stored("run status", RunStatus::parse, s))
