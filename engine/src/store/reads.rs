@@ -2,8 +2,8 @@
 //! macro instantiated per database (see `sql.rs`). A read that may be long
 //! (a list whose length the data decides, a scan, a page) goes through
 //! `self.long()`, so on SQLite it never holds a runtime thread; a lookup
-//! by key, a count over an index or a list bounded small goes through
-//! `&self.reads`.
+//! by key, a count over an index, a list bounded small or one run's own
+//! records (bounded by its validated runbook) goes through `&self.reads`.
 
 macro_rules! reads {
     ($conn:ty, $row:ty, $store:ty) => {
@@ -320,7 +320,7 @@ impl Store for $store {
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
         db::query(q("SELECT * FROM steps WHERE run_id = ? ORDER BY position"))
             .bind(run_id)
-            .fetch_all(self.long())
+            .fetch_all(&self.reads)
             .await
             .map_err(sql("read steps"))?
             .iter()
@@ -334,7 +334,7 @@ impl Store for $store {
              WHERE t.run_id = ? ORDER BY s.position, t.target"),
         )
         .bind(run_id)
-        .fetch_all(self.long())
+        .fetch_all(&self.reads)
         .await
         .map_err(sql("read step targets"))?
         .iter()
@@ -359,7 +359,7 @@ impl Store for $store {
              WHERE h.run_id = ? ORDER BY s.position, h.target, h.attempt, h.idx"),
         )
         .bind(run_id)
-        .fetch_all(self.long())
+        .fetch_all(&self.reads)
         .await
         .map_err(sql("read host calls"))?
         .iter()
