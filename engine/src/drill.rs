@@ -143,12 +143,18 @@ pub async fn readiness_of(
     row: &RunbookRow,
     now: SystemTime,
 ) -> Result<ReadinessRow, StoreError> {
-    let runbook = parse_runbook(&row.name, &row.source).ok();
-    let drill = runbook.as_ref().and_then(|r| r.drill.clone());
+    // Per live alert: the version a run already validated is not parsed again.
+    let cached = service.validated_of(&row.digest);
+    let parsed = match &cached {
+        Some(_) => None,
+        None => parse_runbook(&row.name, &row.source).ok(),
+    };
+    let runbook = cached.as_ref().map(|v| &v.runbook).or(parsed.as_ref());
+    let drill = runbook.and_then(|r| r.drill.clone());
     let max_age = drill.as_ref().map(|d| d.max_age.0);
     // The kernel digests this version resolves to now (immutable versions,
     // so this only differs from a drill's record if the store was altered).
-    let kernels = match &runbook {
+    let kernels = match runbook {
         Some(rb) => service.kernel_digests(rb).await?,
         None => None,
     };

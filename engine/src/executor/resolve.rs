@@ -89,6 +89,12 @@ impl Service {
         catalog
     }
 
+    /// The validated runbook of `digest`, if a run validated it since the
+    /// cache last dropped it ([`Validated`]): no YAML parsed.
+    pub fn validated_of(&self, digest: &str) -> Option<Arc<ValidRunbook>> {
+        self.validated.get(digest)
+    }
+
     /// Validate runbook `text` completely (kernels resolved from the
     /// registry); a published text that validated before is not parsed
     /// again ([`Validated`]).

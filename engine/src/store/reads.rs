@@ -385,12 +385,7 @@ impl Store for $store {
             Some((k, i)) => (Some(k.to_string()), Some(i.to_string())),
             None => (None, None),
         };
-        Ok(db::query(
-            q("SELECT * FROM (SELECT * FROM audit_events
-               WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR actor_kind = ?2) AND (?3 IS NULL OR actor_id = ?3)
-                 AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR time >= ?5)
-               ORDER BY seq DESC LIMIT ?6) AS page ORDER BY seq"),
-        )
+        Ok(db::query(q(super::sql::audit_filter(f.run_id.is_some(), kind.is_some())))
         .bind(&f.run_id)
         .bind(kind)
         .bind(id)

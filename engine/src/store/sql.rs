@@ -29,6 +29,32 @@ pub(super) fn sql(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreE
     move |source| StoreError::Sql { operation, source }
 }
 
+/// `audit` with `?1` run, `?2` actor kind, `?3` actor id, `?4` action,
+/// `?5` since and `?6` limit, each filter optional. `(? IS NULL OR col = ?)`
+/// alone uses no index, so a filter by run or by actor leads with its
+/// equality: it walks `audit_by_run` or `audit_by_actor`, not the whole log.
+macro_rules! audit_filter {
+    ($lead:literal) => {
+        concat!(
+            "SELECT * FROM (SELECT * FROM audit_events WHERE ",
+            $lead,
+            " (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR actor_kind = ?2)
+               AND (?3 IS NULL OR actor_id = ?3) AND (?4 IS NULL OR action = ?4)
+               AND (?5 IS NULL OR time >= ?5)
+             ORDER BY seq DESC LIMIT ?6) AS page ORDER BY seq"
+        )
+    };
+}
+
+/// The `audit` statement for a filter with (or without) a run and an actor.
+pub(super) fn audit_filter(run: bool, actor: bool) -> &'static str {
+    match (run, actor) {
+        (true, _) => audit_filter!("run_id = ?1 AND"),
+        (false, true) => audit_filter!("actor_kind = ?2 AND actor_id = ?3 AND"),
+        (false, false) => audit_filter!(""),
+    }
+}
+
 /// Records of a page that `AUDIT_PAGE` returned as one JSON array of
 /// column arrays, in seq order.
 pub(super) fn parse_audit_page(text: &str) -> Result<Vec<crate::audit::AuditRecord>, StoreError> {

@@ -455,7 +455,49 @@ super::reads::reads!(super::direct::Conn, db::Row, SqliteStore);
 
 #[cfg(test)]
 mod tests {
-    use super::StoreConfig;
+    use super::{SqliteStore, StoreConfig};
+
+    /// What SQLite's planner does with `sql`, one line per step.
+    fn plan(db: &std::path::Path, sql: &str) -> String {
+        let conn = rusqlite::Connection::open(db).expect("open");
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("prepare");
+        let unbound = std::iter::repeat_n(rusqlite::types::Null, stmt.parameter_count());
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(unbound), |r| {
+                r.get::<_, String>(3)
+            })
+            .expect("plan")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("rows");
+        rows.join("\n")
+    }
+
+    /// An audit filter by run or by actor walks its index: with the
+    /// optional form alone (`? IS NULL OR run_id = ?`) SQLite scans the
+    /// whole log, so one run's records cost as much as reading them all.
+    #[tokio::test]
+    async fn audit_filters_by_run_and_actor_use_their_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("firedrill.db");
+        let store = SqliteStore::open(&db, &StoreConfig::default())
+            .await
+            .expect("open");
+        let by_run = plan(&db, super::super::sql::audit_filter(true, false));
+        assert!(by_run.contains("USING INDEX audit_by_run"), "{by_run}");
+        let both = plan(&db, super::super::sql::audit_filter(true, true));
+        assert!(both.contains("USING INDEX audit_by_run"), "{both}");
+        let by_actor = plan(&db, super::super::sql::audit_filter(false, true));
+        assert!(
+            by_actor.contains("USING INDEX audit_by_actor"),
+            "{by_actor}"
+        );
+        // Without either, newest first until the limit (no index to use).
+        let any = plan(&db, super::super::sql::audit_filter(false, false));
+        assert!(any.contains("SCAN audit_events"), "{any}");
+        drop(store);
+    }
 
     #[test]
     fn debug_hides_the_database_password() {
