@@ -37,7 +37,7 @@ mod runbooks;
 mod runs;
 
 use crate::term;
-use admin::{serve, switch, token};
+use admin::{backup, restore, serve, switch, token};
 pub use args::*;
 use audit::audit;
 use drills::drill;
@@ -151,6 +151,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Switch(cmd) => switch(&home, &actor, cmd).await,
         Command::Token(cmd) => token(&home, &actor, cmd).await,
+        Command::Backup { file, json } => backup(&home, &actor, &file, json).await,
+        Command::Restore {
+            file,
+            accept_loss,
+            json,
+        } => restore(&home, &actor, &file, accept_loss, json).await,
         Command::Serve { listen, node_id } => {
             if let Some(id) = node_id {
                 home.set_node_id(id);

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+mod backup;
 mod reference;
+
+pub use backup::{RestoreError, Restored};
 pub use reference::config_reference;
 
 use crate::executor::Service;

@@ -6,6 +6,7 @@
 //! them, applied in one transaction. A batch is acknowledged only after it is
 //! durable.
 
+pub mod backup;
 mod direct;
 mod postgres;
 mod reads;
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{AuditRecord, NewEvent};
 
 pub use postgres::{PgStore, redacted_url};
-pub use sqlite::{SqliteStore, StoreConfig, Synchronous};
+pub use sqlite::{SqliteStore, StoreConfig, Synchronous, known_schema};
 pub use status::{Phase, QueueRefusal, RunStatus, StepStatus, TargetStatus};
 
 /// A published kernel version.
@@ -689,6 +690,20 @@ pub enum StoreError {
     },
     #[error("cannot migrate the store schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the store at {path} is being restored (`firedrill restore` holds its lock); try again when the restore has finished"
+    )]
+    Restoring { path: String },
+    /// The store's schema is newer than this binary's: refused before
+    /// anything is changed, so the newer binary can still use it.
+    #[error(
+        "the store at {path} was written by a newer firedrill (schema version {found}; this binary knows up to {known}); nothing was changed: run the newer firedrill, or restore a copy of the store taken before the upgrade"
+    )]
+    NewerSchema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error("store {operation} failed: {source}")]
     Sql {
         operation: &'static str,
@@ -713,6 +728,36 @@ pub enum StoreError {
         from: RunStatus,
         to: RunStatus,
     },
+}
+
+impl StoreError {
+    /// The store was refused before anything was done (a newer schema, a
+    /// restore in progress), as opposed to failing.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NewerSchema { .. } | StoreError::Restoring { .. }
+        )
+    }
+}
+
+/// Refuse a store whose newest applied migration (`applied`, from
+/// `_sqlx_migrations`) is one `migrator` does not know: a newer binary
+/// wrote it. Checked before migrating, so nothing is changed.
+fn refuse_newer_schema(
+    path: &str,
+    applied: Option<i64>,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    match applied {
+        Some(found) if found > known => Err(StoreError::NewerSchema {
+            path: path.to_string(),
+            found,
+            known,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Durable state. One implementation per database.

@@ -37,6 +37,16 @@ impl Raw {
         }
     }
 
+    /// The integer `statement` returns (one row, one column).
+    pub(crate) async fn int(&mut self, statement: &str) -> i64 {
+        let sql = || sqlx::AssertSqlSafe(statement.to_string());
+        match self {
+            Raw::Sqlite(c) => sqlx::query_scalar(sql()).fetch_one(c).await,
+            Raw::Pg(c) => sqlx::query_scalar(sql()).fetch_one(c).await,
+        }
+        .unwrap_or_else(|e| panic!("{statement}: {e}"))
+    }
+
     /// Statements that remove the append-only guards (records, checkpoints).
     pub(crate) fn drop_guards(&self) -> &'static [&'static str] {
         match self {

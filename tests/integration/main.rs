@@ -7,6 +7,7 @@ mod alerts;
 mod approvals;
 mod audit;
 mod authoring;
+mod backup;
 mod browser;
 mod cache;
 mod cli;

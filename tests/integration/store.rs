@@ -156,3 +156,74 @@ async fn the_sqlite_and_postgresql_schemas_have_the_same_tables_and_columns() {
         "the schemas differ: only in SQLite {only_sqlite:?}; only in PostgreSQL {only_pg:?}"
     );
 }
+
+/// A store a newer firedrill migrated (one migration more than this binary
+/// knows, and a table it does not know) is refused by this binary, in
+/// process and on the command line, naming both schema versions and what
+/// to do; and it is left as it was (no migration applied or undone, no
+/// table added), so the newer binary can still open it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_written_by_a_newer_schema_is_refused_and_left_unchanged() {
+    let env = firedrill_tests::TestEnv::new().await;
+    let mut raw = super::audit::raw(&env).await;
+    let known = raw.int("SELECT MAX(version) FROM _sqlx_migrations").await;
+    let newer = known + 1;
+    let (blob, tables) = match raw {
+        super::audit::Raw::Sqlite(_) => ("X'00'", "SELECT COUNT(*) FROM sqlite_master"),
+        super::audit::Raw::Pg(_) => (
+            "'\\x00'::bytea",
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+        ),
+    };
+    raw.exec("CREATE TABLE from_a_newer_firedrill (x INTEGER)")
+        .await
+        .expect("newer table");
+    raw.exec(&format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES ({newer}, 'from a newer firedrill', TRUE, {blob}, 1)"
+    ))
+    .await
+    .expect("newer migration");
+    let before = (
+        raw.int("SELECT COUNT(*) FROM _sqlx_migrations").await,
+        raw.int(tables).await,
+    );
+
+    let home = firedrill::home::Home::open(env.home.path()).expect("home");
+    let err = home
+        .store()
+        .await
+        .expect_err("a store from a newer schema is refused")
+        .to_string();
+    let out = std::process::Command::new(firedrill_tests::firedrill_bin())
+        .arg("--home")
+        .arg(env.home.path())
+        .args(["runs", "list"])
+        .output()
+        .expect("run firedrill");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stderr).into_owned();
+    for said in [&err, &printed] {
+        for needle in [
+            "written by a newer firedrill".to_string(),
+            format!("schema version {newer}"),
+            format!("this binary knows up to {known}"),
+            "nothing was changed".to_string(),
+            "run the newer firedrill".to_string(),
+        ] {
+            assert!(said.contains(&needle), "{needle}: {said}");
+        }
+    }
+    let after = (
+        raw.int("SELECT COUNT(*) FROM _sqlx_migrations").await,
+        raw.int(tables).await,
+    );
+    assert_eq!(before, after, "the refused store was changed");
+    assert_eq!(
+        raw.int(&format!(
+            "SELECT COUNT(*) FROM _sqlx_migrations WHERE version = {newer}"
+        ))
+        .await,
+        1
+    );
+}

@@ -16,7 +16,7 @@ use firedrill_tests::TestEnv;
 
 use super::audit::{Raw, raw};
 
-const PROBE: &str = r#"apiVersion: firedrill/v1
+pub(crate) const PROBE: &str = r#"apiVersion: firedrill/v1
 name: probe
 version: 1
 steps:
@@ -36,7 +36,7 @@ fn cli(env: &TestEnv, args: &[&str]) -> Output {
         .expect("run firedrill")
 }
 
-fn text(o: &[u8]) -> String {
+pub(crate) fn text(o: &[u8]) -> String {
     String::from_utf8_lossy(o).into_owned()
 }
 

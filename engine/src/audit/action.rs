@@ -106,6 +106,11 @@ actions! {
     AuditKeyCreated => "audit.key.created",
     /// The checkpoint signing key was replaced (the old one stays trusted).
     AuditKeyRotated => "audit.key.rotated",
+    /// A consistent copy of the SQLite store was written (`firedrill backup`).
+    StoreBackedUp => "store.backed-up",
+    /// The store was replaced by a checked backup (`firedrill restore`);
+    /// the first record of the restored log's continuation.
+    StoreRestored => "store.restored",
 }
 
 impl std::fmt::Display for Action {

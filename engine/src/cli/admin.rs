@@ -1,4 +1,4 @@
-//! `firedrill serve`, `token ...` and `switch ...`.
+//! `firedrill serve`, `token ...`, `switch ...`, `backup` and `restore`.
 
 use super::*;
 
@@ -227,4 +227,77 @@ pub(super) async fn switch(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+pub(super) async fn backup(
+    home: &Home,
+    actor: &Actor,
+    file: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let done = home.backup(file, actor).await?;
+    let info = &done.copy;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        println!(
+            "backed up the store to {} ({} bytes, schema {}, {} audit records, head {})",
+            info.path,
+            info.bytes,
+            info.schema,
+            info.audit_records,
+            info.audit_head_hash.as_deref().unwrap_or("none"),
+        );
+    }
+    if !done.recorded {
+        eprintln!(
+            "warning: not recorded in the audit log: the store's schema ({}) is older than this binary's, and recording would migrate it; this is the copy to keep before the upgrade",
+            info.schema
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn restore(
+    home: &Home,
+    actor: &Actor,
+    file: &Path,
+    accept_loss: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let done = home.restore(file, accept_loss, actor).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "restored the store from {} ({} audit records, head {}); the audit chain goes on from there",
+        done.backup.path,
+        done.backup.audit_records,
+        done.backup.audit_head_hash.as_deref().unwrap_or("none"),
+    );
+    if let Some(previous) = &done.previous {
+        println!("the store it replaced is kept at {previous}");
+    }
+    if let (Some(from), Some(to)) = (done.lost_from, done.lost_to) {
+        println!(
+            "audit records {from} to {to} are lost, as --accept-loss allowed (recorded); witnesses that hold checkpoints of them will show it in `audit verify`"
+        );
+    }
+    if let Some(moved) = &done.signed_checkpoint_moved_to {
+        println!("this home's last signed checkpoint, which covered them, is kept at {moved}");
+    }
+    let p = &done.prepared;
+    println!(
+        "console sessions cleared: {}; tokens revoked again (revoked after the backup): {}",
+        p.sessions_cleared,
+        p.tokens_revoked_again.len()
+    );
+    if done.switch_engaged {
+        println!(
+            "the big red switch is ENGAGED: {} runs were in flight in the backup; check them (firedrill runs list), then `firedrill switch off --reason ...`",
+            p.runs_in_flight
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

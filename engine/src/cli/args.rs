@@ -101,6 +101,30 @@ pub enum Command {
     /// Alert triggers.
     #[command(subcommand)]
     Trigger(TriggerCommand),
+    /// Write a consistent copy of the SQLite store to a new file while it is
+    /// in use (`serve` may run); recorded in the audit log. PostgreSQL: use
+    /// pg_dump.
+    Backup {
+        /// The new file; an existing file is never replaced.
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the store with a backup, after checking it (integrity, schema,
+    /// audit chain and the checkpoints this home holds). Stop `serve` and
+    /// every other command first; the current store is moved aside, never
+    /// deleted.
+    Restore {
+        /// A file written by `firedrill backup`.
+        file: PathBuf,
+        /// Restore although a checkpoint this home holds proves the backup
+        /// lacks newer audit records: they are lost, and the loss is
+        /// recorded in the restored log.
+        #[arg(long)]
+        accept_loss: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

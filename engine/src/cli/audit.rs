@@ -38,26 +38,13 @@ pub(super) async fn audit(
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Verify {
-            mut checkpoints,
-            mut witness_dirs,
+            checkpoints,
+            witness_dirs,
             json,
         } => {
-            // The last checkpoint this home signed is a copy outside the
-            // database too.
-            let signed = home.dir().join("audit").join("signed");
-            if signed.is_file() && !checkpoints.contains(&signed) {
-                checkpoints.push(signed);
-            }
-            let (origin, trusted) = tlog::trusted(home.dir(), config)?;
-            for w in &config.witnesses {
-                if let crate::audit::WitnessConfig::Directory { path } = w
-                    && !witness_dirs.contains(path)
-                {
-                    witness_dirs.push(path.clone());
-                }
-            }
-            let held = tlog::gather(&checkpoints, &witness_dirs, Some(store.as_ref())).await?;
-            let report = tlog::verify(store.as_ref(), &origin, &trusted, &held).await?;
+            let report = home
+                .verify_audit(store.as_ref(), checkpoints, witness_dirs)
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

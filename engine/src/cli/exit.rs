@@ -39,6 +39,16 @@ pub(crate) fn code_of(e: &anyhow::Error) -> ExitCode {
             || cause
                 .downcast_ref::<PublishError>()
                 .is_some_and(|p| !matches!(p, PublishError::Store(_)))
+            || cause
+                .downcast_ref::<crate::home::RestoreError>()
+                .is_some_and(crate::home::RestoreError::refused)
+            || cause
+                .downcast_ref::<crate::store::StoreError>()
+                .is_some_and(crate::store::StoreError::is_refusal)
+            // `HomeError::Store` is transparent: its chain skips the store error.
+            || cause
+                .downcast_ref::<crate::home::HomeError>()
+                .is_some_and(|h| matches!(h, crate::home::HomeError::Store(s) if s.is_refusal()))
     });
     if refused {
         ExitCode::from(EXIT_INVALID)

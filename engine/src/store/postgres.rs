@@ -72,7 +72,22 @@ impl PgStore {
             .map_err(open)?
             .application_name("firedrill");
         let mut writer = PgConnection::connect_with(&options).await.map_err(open)?;
-        sqlx::migrate!("./migrations-pg").run(&mut writer).await?;
+        let migrations = sqlx::migrate!("./migrations-pg");
+        let migrated: bool =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&mut writer)
+                .await
+                .map_err(open)?;
+        let applied: Option<i64> = if migrated {
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut writer)
+                .await
+                .map_err(open)?
+        } else {
+            None
+        };
+        super::refuse_newer_schema(&redacted_url(url), applied, &migrations)?;
+        migrations.run(&mut writer).await?;
         let reads = PgPoolOptions::new()
             .max_connections(config.read_connections.max(1))
             .connect_with(options)

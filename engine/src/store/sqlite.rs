@@ -160,14 +160,45 @@ pub struct SqliteStore {
     reads: std::sync::Arc<super::direct::Readers>,
     writer: mpsc::Sender<(Batch, Reply)>,
     path: std::path::PathBuf,
+    /// The shared lock that keeps `firedrill restore` from replacing the
+    /// database while this process has it open (`backup.rs`).
+    _open: std::sync::Arc<std::fs::File>,
 }
 
 impl SqliteStore {
     /// Open (creating and migrating) the database at `path`.
     pub async fn open(path: &Path, config: &StoreConfig) -> Result<Self, StoreError> {
+        Self::open_with(path, config, None).await
+    }
+
+    /// [`SqliteStore::open`] by the process that holds the store's
+    /// exclusive lock (`lock`, from [`super::backup::lock_exclusive`]: a
+    /// restore), which the store keeps until it is dropped.
+    pub async fn open_holding(
+        path: &Path,
+        config: &StoreConfig,
+        lock: std::fs::File,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(path, config, Some(lock)).await
+    }
+
+    async fn open_with(
+        path: &Path,
+        config: &StoreConfig,
+        held: Option<std::fs::File>,
+    ) -> Result<Self, StoreError> {
         let open = |source| StoreError::Open {
             path: path.display().to_string(),
             source,
+        };
+        // First, so that a restore in progress is never raced.
+        let lock = match held {
+            Some(lock) => lock,
+            None => super::backup::lock_shared(path)
+                .map_err(|e| open(sqlx::Error::Io(e)))?
+                .ok_or_else(|| StoreError::Restoring {
+                    path: path.display().to_string(),
+                })?,
         };
         // The database (and the WAL and SHM files SQLite creates with the
         // database file's mode) holds the audit log and run history: owner
@@ -187,7 +218,10 @@ impl SqliteStore {
         let mut migrator = SqliteConnection::connect_with(&options)
             .await
             .map_err(open)?;
-        sqlx::migrate!("./migrations").run(&mut migrator).await?;
+        let migrations = sqlx::migrate!("./migrations");
+        let applied = applied_schema(&mut migrator).await.map_err(open)?;
+        super::refuse_newer_schema(&path.display().to_string(), applied, &migrations)?;
+        migrations.run(&mut migrator).await?;
         // SQLite has created the WAL and SHM files by now (the migration
         // connection stays open until the writer's is, so they stay).
         private_files(path).map_err(|e| open(sqlx::Error::Io(e)))?;
@@ -215,6 +249,7 @@ impl SqliteStore {
             reads: std::sync::Arc::new(reads),
             writer: tx,
             path: path.to_path_buf(),
+            _open: std::sync::Arc::new(lock),
         })
     }
 
@@ -415,6 +450,30 @@ pub(super) fn scan_audit(
 /// SQLite takes statements as written.
 fn q(sql: &'static str) -> &'static str {
     sql
+}
+
+/// The newest schema migration this binary has for SQLite.
+pub fn known_schema() -> i64 {
+    sqlx::migrate!("./migrations")
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The newest migration applied to the database (`None`: a new one).
+async fn applied_schema(conn: &mut SqliteConnection) -> Result<Option<i64>, sqlx::Error> {
+    let table: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if table.is_none() {
+        return Ok(None);
+    }
+    sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+        .fetch_one(conn)
+        .await
 }
 
 /// The write lock already serialises writers: no row locks needed.
