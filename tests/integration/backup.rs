@@ -246,7 +246,14 @@ async fn restore_refuses_an_open_store_a_bad_backup_and_an_unaccepted_loss_chang
     let db2 = home2.path().join("firedrill.db");
     // A WAL left behind by someone who removed the database by hand: it
     // must not be replayed onto the restored one.
-    std::fs::write(home2.path().join("firedrill.db-wal"), vec![0x7f; 8192]).expect("wal");
+    // A real one, with frames: the live store's own.
+    let wal = std::fs::read(env.home.path().join("firedrill.db-wal")).expect("live WAL");
+    assert!(
+        wal.len() > 32 + 24 + 4096,
+        "the live WAL has no frame: {}",
+        wal.len()
+    );
+    std::fs::write(home2.path().join("firedrill.db-wal"), wal).expect("wal");
     let variant = |name: &str| {
         let path = dir.path().join(name);
         std::fs::copy(&backup, &path).expect("copy");
@@ -286,10 +293,23 @@ async fn restore_refuses_an_open_store_a_bad_backup_and_an_unaccepted_loss_chang
         ],
     )
     .await;
+    let listing = |home: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(home)
+            .expect("home")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let newer_said = format!(
+        "the backup {} was written by a newer firedrill",
+        std::fs::canonicalize(&newer).expect("path").display()
+    );
+    let mut first = None;
     for (path, needle) in [
         (&damaged, "is not a usable firedrill store"),
         (&edited, "fails the audit check"),
-        (&newer, "written by a newer firedrill"),
+        (&newer, newer_said.as_str()),
     ] {
         refused(
             home2.path(),
@@ -297,6 +317,10 @@ async fn restore_refuses_an_open_store_a_bad_backup_and_an_unaccepted_loss_chang
             needle,
         );
         assert!(!db2.exists(), "{needle}: a store was installed");
+        // Nothing left behind: no staged copy, no scratch directory.
+        let now = listing(home2.path());
+        assert!(!now.iter().any(|n| n.starts_with(".firedrill")), "{now:?}");
+        assert_eq!(first.get_or_insert_with(|| now.clone()), &now, "{needle}");
     }
 
     // The good backup restores; the stale WAL is kept aside, not replayed.
@@ -323,13 +347,20 @@ async fn restore_refuses_an_open_store_a_bad_backup_and_an_unaccepted_loss_chang
         "the refused restore changed the store"
     );
 
-    // Accepted: the loss is recorded, the old store and checkpoint kept.
+    // Accepted: the loss is recorded, the old store and checkpoint kept,
+    // and a switch engaged meanwhile stays engaged.
+    let out = cli(
+        home2.path(),
+        &["switch", "on", "--reason", "db failover in progress"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let done = json(&cli(
         home2.path(),
         &["restore", backup_arg, "--accept-loss", "--json"],
     ));
     assert_eq!(done["lost_from"].as_u64(), Some(copied + 1), "{done}");
-    assert_eq!(done["lost_to"].as_u64(), Some(signed_size), "{done}");
+    assert_eq!(done["lost_to"].as_u64(), Some(signed_size + 1), "{done}");
+    assert_eq!(done["switch_engaged"], true, "{done}");
     let previous = done["previous"].as_str().expect("previous kept");
     assert!(Path::new(previous).is_file(), "{previous}");
     let moved = done["signed_checkpoint_moved_to"].as_str().expect("moved");
@@ -346,7 +377,8 @@ async fn restore_refuses_an_open_store_a_bad_backup_and_an_unaccepted_loss_chang
         .find(|t| t["name"] == "ci")
         .expect("ci");
     assert!(ci["revoked_at"].is_string(), "{ci}");
-    assert_eq!(verified(home2.path()), copied + 1);
+    // The restore's record, then the switch it kept engaged.
+    assert_eq!(verified(home2.path()), copied + 2);
     // The new history signs again; the kept checkpoint still proves the loss.
     let out = cli(home2.path(), &["audit", "checkpoint"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -367,4 +399,38 @@ async fn restore_refuses_an_open_store_a_bad_backup_and_an_unaccepted_loss_chang
         "{}",
         text(&out.stdout)
     );
+
+    // The newest backup restored in place needs no --accept-loss (its own
+    // `store.backed-up` is all the store holds past it), and a plain SQLite
+    // connection that holds the store, without the lock file, is seen.
+    let newest = dir.path().join("newest.backup");
+    let newest_arg = newest.to_str().expect("utf-8");
+    json(&cli(home3.path(), &["backup", newest_arg, "--json"]));
+    let mut holder = {
+        use sqlx::Connection as _;
+        sqlx::SqliteConnection::connect(&format!(
+            "sqlite://{}",
+            home3.path().join("firedrill.db").display()
+        ))
+        .await
+        .expect("connect")
+    };
+    sqlx::query("SELECT COUNT(*) FROM audit_events")
+        .execute(&mut holder)
+        .await
+        .expect("read");
+    let before = std::fs::read(home3.path().join("firedrill.db")).expect("db");
+    refused(
+        home3.path(),
+        &["restore", newest_arg],
+        "is open in another process",
+    );
+    assert_eq!(
+        std::fs::read(home3.path().join("firedrill.db")).expect("db"),
+        before
+    );
+    drop(holder);
+    let done = json(&cli(home3.path(), &["restore", newest_arg, "--json"]));
+    assert_eq!(done["lost_from"], serde_json::Value::Null, "{done}");
+    verified(home3.path());
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::{Home, HomeError};
 use crate::audit::{Action, Actor, NewEvent};
 use crate::store::backup::{self as copy, BackupError, CopyInfo};
-use crate::store::{Batch, SqliteStore, Store};
+use crate::store::{Batch, SqliteStore, Store, Write};
 use crate::tlog::{self, Finding, Report, TlogError};
 
 /// A backup or restore was refused or failed.
@@ -28,7 +28,7 @@ pub enum RestoreError {
     )]
     Postgres,
     #[error(
-        "the store at {0} is open in another process (`firedrill serve`, another command, or a sqlite3 shell; `fuser` on the file names it): stop it, then restore; nothing was changed"
+        "the store at {0} is open in another process (`firedrill serve`, another firedrill command, or a SQLite shell; `fuser -v` on it and its .lock file names the process): stop it, then restore; nothing was changed"
     )]
     InUse(String),
     #[error(
@@ -42,15 +42,21 @@ pub enum RestoreError {
     #[error("the backup {path} fails the audit check, so it was not restored (nothing was changed): {}", problems.join("; "))]
     AuditFails { path: String, problems: Vec<String> },
     #[error(
-        "the backup {path} ends at audit record {ends_at}, but {checkpoint} holds {size} records: restoring it loses records {from} to {size}, and witnesses that hold checkpoints of them will show the loss; nothing was changed. Restore a newer backup, or pass --accept-loss to restore this one anyway (the loss is recorded)",
-        from = ends_at + 1
+        "the backup {path} ends at audit record {ends_at}, but {evidence} holds records {from} to {to} that it lacks: restoring it loses them, and witnesses that hold checkpoints of them will show the loss; nothing was changed. Restore a newer backup, or pass --accept-loss to restore this one anyway (the loss is recorded)"
     )]
     WouldLose {
         path: String,
         ends_at: u64,
-        size: u64,
-        checkpoint: String,
+        from: u64,
+        to: u64,
+        evidence: String,
     },
+    #[error(
+        "the store to replace, {path}, cannot be read ({reason}), so what it holds beyond the backup is unknown; nothing was changed: pass --accept-loss to restore anyway (it is kept aside, not deleted)"
+    )]
+    UnknownLoss { path: String, reason: String },
+    #[error("cannot read the store to replace, {path}: {reason}; nothing was changed")]
+    Current { path: String, reason: String },
     #[error(
         "the backup was installed (the store it replaced is kept at {previous}), but then: {reason}; run `firedrill audit verify`, and restore again or move the kept store back if it says so"
     )]
@@ -71,7 +77,8 @@ impl RestoreError {
             | RestoreError::InUse(_)
             | RestoreError::NewerSchema { .. }
             | RestoreError::AuditFails { .. }
-            | RestoreError::WouldLose { .. } => true,
+            | RestoreError::WouldLose { .. }
+            | RestoreError::UnknownLoss { .. } => true,
             RestoreError::Copy(c) => !matches!(c, BackupError::Copy { .. }),
             RestoreError::Home(HomeError::Store(s)) => s.is_refusal(),
             _ => false,
@@ -94,8 +101,14 @@ pub struct Restored {
     pub signed_checkpoint_moved_to: Option<String>,
     #[serde(flatten)]
     pub prepared: copy::Prepared,
-    /// The big red switch was engaged: runs were in flight in the backup.
+    /// The global big red switch is engaged in the restored store (runs
+    /// were in flight in the backup, or it was engaged in the replaced one).
     pub switch_engaged: bool,
+    /// Every switch scope engaged by the restore.
+    pub switches_kept: Vec<String>,
+    /// Why the replaced store could not be read (`--accept-loss`): what it
+    /// held beyond the backup, and revocations since, are not carried.
+    pub previous_unreadable: Option<String>,
 }
 
 /// What `backup` wrote.
@@ -150,22 +163,34 @@ impl Home {
     /// as it is and not recorded: recording would migrate it.
     pub async fn backup(&self, to: &Path, actor: &Actor) -> Result<Backup, RestoreError> {
         let db = self.sqlite_only()?;
+        let failed = |reason: String| BackupError::Copy {
+            path: to.display().to_string(),
+            reason,
+        };
+        // Held for the copy: a restore cannot start under it.
+        let _open = copy::lock_shared(&db)
+            .map_err(|e| failed(e.to_string()))?
+            .ok_or_else(|| {
+                HomeError::from(crate::store::StoreError::Restoring {
+                    path: db.display().to_string(),
+                })
+            })?;
+        let known = crate::store::known_schema();
+        if let Some(found) = copy::schema_of(&db).map_err(failed)?
+            && found > known
+        {
+            return Err(HomeError::from(crate::store::StoreError::NewerSchema {
+                path: db.display().to_string(),
+                found,
+                known,
+            })
+            .into());
+        }
         let busy = self.config().store.busy_timeout_ms;
         let (from, dest) = (db.clone(), to.to_path_buf());
         let info = tokio::task::spawn_blocking(move || copy::copy_to(&from, &dest, busy))
             .await
-            .map_err(|e| BackupError::Copy {
-                path: to.display().to_string(),
-                reason: e.to_string(),
-            })??;
-        let known = crate::store::known_schema();
-        if info.schema > known {
-            return Err(RestoreError::NewerSchema {
-                path: info.path,
-                found: info.schema,
-                known,
-            });
-        }
+            .map_err(|e| failed(e.to_string()))??;
         if info.schema < known {
             return Ok(Backup {
                 copy: info,
@@ -215,6 +240,19 @@ impl Home {
         else {
             return Err(RestoreError::InUse(db.display().to_string()));
         };
+        // What a restore killed midway left (a full copy each): ours now.
+        for entry in std::fs::read_dir(self.dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".firedrill.db.restoring-") {
+                let _ = std::fs::remove_file(entry.path());
+            } else if name.starts_with(".firedrill-restore-check-") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         // One copy into the home: what is checked is what is installed.
         let (dir, from_) = (self.dir().to_path_buf(), from.to_path_buf());
         let (staged, info) = tokio::task::spawn_blocking(move || copy::stage(&from_, &dir))
@@ -259,63 +297,74 @@ impl Home {
                 problems,
             });
         }
-        // Evidence of records the backup lacks: checkpoints larger than it,
-        // and the store it replaces (read with every other connection out).
-        let mut lost: Vec<(u64, String)> = report
+        // Evidence of records the backup lacks: checkpoints larger than
+        // it, and the store it replaces (read, not changed, for now).
+        let mut lost: Vec<(u64, u64, String)> = report
             .findings
             .iter()
             .filter_map(|f| match f {
                 Finding::Truncated { size, source, .. } => {
-                    Some((*size, format!("the checkpoint {source}")))
+                    Some((ends_at + 1, *size, format!("the checkpoint {source}")))
                 }
                 _ => None,
             })
             .collect();
-        let quiet = {
-            let (path, head) = (db.clone(), info.audit_head_seq);
-            tokio::task::spawn_blocking(move || copy::quiesce(&path, head))
+        let busy = |b: copy::Busy| match b {
+            copy::Busy::InUse(_) => RestoreError::InUse(db.display().to_string()),
+            copy::Busy::Failed(reason) => RestoreError::Current {
+                path: db.display().to_string(),
+                reason,
+            },
+        };
+        let current = {
+            let (path, staged_path) = (db.clone(), staged.to_path_buf());
+            tokio::task::spawn_blocking(move || copy::read_current(&path, &staged_path))
                 .await
                 .map_err(|e| copy_error(&db, e.to_string()))?
-                .map_err(|_| RestoreError::InUse(db.display().to_string()))?
+                .map_err(busy)?
         };
-        let mut prefix_matches = false;
-        let mut revoked = Vec::new();
-        if let copy::Quiet::Read(current) = &quiet {
-            prefix_matches = info.audit_head_hash.is_some()
-                && current.hash_at_backup_head == info.audit_head_hash;
-            let records = u64::try_from(current.audit_records).unwrap_or(0);
-            if records > ends_at || !prefix_matches && records > 0 {
-                lost.push((records, format!("the store it replaces ({})", db.display())));
+        let (mut revoked, mut engaged, mut shared) = (Vec::new(), Vec::new(), None);
+        match &current {
+            copy::Quiet::Read(c) => {
+                if let Some((from, to)) = c.lost {
+                    lost.push((
+                        u64::try_from(from).unwrap_or(0),
+                        u64::try_from(to).unwrap_or(0),
+                        format!("the store it replaces ({})", db.display()),
+                    ));
+                }
+                revoked.clone_from(&c.revoked);
+                engaged.clone_from(&c.engaged);
+                shared = Some(c.shared);
             }
-            revoked.clone_from(&current.revoked);
+            copy::Quiet::Unreadable(reason) if !accept_loss => {
+                return Err(RestoreError::UnknownLoss {
+                    path: db.display().to_string(),
+                    reason: reason.clone(),
+                });
+            }
+            copy::Quiet::Unreadable(_) | copy::Quiet::Missing => {}
         }
-        let lost_to = lost.iter().map(|(size, _)| *size).max();
-        if let Some(size) = lost_to {
+        let lost_range = lost
+            .iter()
+            .map(|(from, _, _)| *from)
+            .min()
+            .zip(lost.iter().map(|(_, to, _)| *to).max());
+        if let Some((from, to)) = lost_range
+            && !accept_loss
+        {
             let evidence = lost
                 .iter()
-                .find(|(s, _)| *s == size)
-                .map(|(_, source)| source.clone())
+                .find(|(_, t, _)| *t == to)
+                .map(|(_, _, e)| e.clone())
                 .unwrap_or_default();
-            if !accept_loss {
-                return Err(RestoreError::WouldLose {
-                    path: shown,
-                    ends_at,
-                    size,
-                    checkpoint: evidence,
-                });
-            }
-            // What vouches for the history the backup keeps: a checkpoint
-            // it matches, or the replaced store holding the same record at
-            // its head.
-            if report.matched_up_to == 0 && !prefix_matches {
-                return Err(RestoreError::AuditFails {
-                    path: shown,
-                    problems: vec![format!(
-                        "nothing vouches for its history: no checkpoint this home holds matches it, and the store it replaces has another record at its head (seq {})",
-                        info.audit_head_seq.unwrap_or(0)
-                    )],
-                });
-            }
+            return Err(RestoreError::WouldLose {
+                path: shown,
+                ends_at,
+                from,
+                to,
+                evidence,
+            });
         }
         let prepared = {
             let (path, revoked) = (staged.to_path_buf(), revoked.clone());
@@ -324,6 +373,15 @@ impl Home {
                 .map_err(|e| copy_error(&db, e.to_string()))?
                 .map_err(|e| copy_error(&db, e))?
         };
+        // Last, so that a refused restore changed nothing: with every
+        // other connection out, the old store's WAL folded into it.
+        {
+            let path = db.clone();
+            tokio::task::spawn_blocking(move || copy::quiesce(&path))
+                .await
+                .map_err(|e| copy_error(&db, e.to_string()))?
+                .map_err(busy)?;
+        }
 
         let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
             .to_string()
@@ -341,59 +399,78 @@ impl Home {
         // restored log lacks: kept beside it as evidence, out of the way of
         // the next checkpoint (which must extend the last one signed).
         let signed = self.dir().join("audit").join("signed");
-        let signed_shown = signed.display().to_string();
-        let signed_aside = if lost
-            .iter()
-            .any(|(_, source)| *source == format!("the checkpoint {signed_shown}"))
-        {
+        let signed_named = format!("the checkpoint {}", signed.display());
+        let signed_aside = if lost.iter().any(|(_, _, e)| *e == signed_named) {
             let to = signed.with_file_name(format!("signed.{suffix}"));
             std::fs::rename(&signed, &to).map_err(|e| after(e.to_string()))?;
             Some(to.display().to_string())
         } else {
             None
         };
-        let lost_from = lost_to.map(|_| ends_at + 1);
-        // Recorded before any other process may open the restored store:
-        // the first record after the backup's last.
-        let store = SqliteStore::open_holding(&db, &self.config().store, exclusive)
-            .await
-            .map_err(|e| after(e.to_string()))?;
-        store
-            .apply(Batch::new().event(
-                NewEvent::new(actor, Action::StoreRestored, format!("store:{shown}")).details(
-                    serde_json::json!({
-                        "backup_audit_records": info.audit_records,
-                        "backup_audit_head_hash": info.audit_head_hash,
-                        "backup_schema": info.schema,
-                        "previous": previous,
-                        "lost_from": lost_from,
-                        "lost_to": lost_to,
-                        "signed_checkpoint_moved_to": signed_aside,
-                        "sessions_cleared": prepared.sessions_cleared,
-                        "tokens_revoked_again": prepared.tokens_revoked_again,
-                        "runs_in_flight": prepared.runs_in_flight,
-                    }),
-                ),
-            ))
-            .await
-            .map_err(|e| after(e.to_string()))?;
-        // Runs the backup holds in flight would be taken over and go on
-        // from what the backup knew, repeating what they did after it.
-        let halted = prepared.runs_in_flight > 0;
-        if halted {
-            crate::switch::flip(
-                &store,
-                None,
-                true,
-                &format!(
+        let (lost_from, lost_to) = lost_range.unzip();
+        let unreadable = match &current {
+            copy::Quiet::Unreadable(reason) => Some(reason.clone()),
+            _ => None,
+        };
+        // One transaction, before any other process may open the restored
+        // store: the record (the first after the backup's last) and the
+        // switches: those engaged in the store it replaces stay engaged,
+        // and runs in flight in the backup halt live automation.
+        let now = crate::audit::now_rfc3339();
+        let mut halts: Vec<(String, String)> = engaged
+            .iter()
+            .map(|(scope, reason)| (scope.clone(), format!("kept through a restore: {reason}")))
+            .collect();
+        if prepared.runs_in_flight > 0 {
+            halts.retain(|(scope, _)| scope != crate::switch::GLOBAL);
+            halts.push((
+                crate::switch::GLOBAL.to_string(),
+                format!(
                     "restored from a backup with {} runs in flight: what they did after it was taken is unknown; check them (firedrill runs list), then release the switch",
                     prepared.runs_in_flight
                 ),
-                actor,
-            )
+            ));
+        }
+        let mut batch = Batch::new().event(
+            NewEvent::new(actor, Action::StoreRestored, format!("store:{shown}")).details(
+                serde_json::json!({
+                    "backup_audit_records": info.audit_records,
+                    "backup_audit_head_hash": info.audit_head_hash,
+                    "backup_schema": info.schema,
+                    "previous": previous,
+                    "previous_unreadable": unreadable,
+                    "shared_with_previous": shared,
+                    "checkpoint_matched_up_to": report.matched_up_to,
+                    "lost_from": lost_from,
+                    "lost_to": lost_to,
+                    "signed_checkpoint_moved_to": signed_aside,
+                    "sessions_cleared": prepared.sessions_cleared,
+                    "tokens_revoked_again": prepared.tokens_revoked_again,
+                    "runs_in_flight": prepared.runs_in_flight,
+                }),
+            ),
+        );
+        for (scope, reason) in &halts {
+            batch = batch
+                .write(Write::SetSwitch(crate::store::SwitchRow {
+                    scope: scope.clone(),
+                    engaged: true,
+                    reason: reason.clone(),
+                    actor: actor.to_string(),
+                    changed_at: now.clone(),
+                }))
+                .event(
+                    NewEvent::new(actor, Action::SwitchEngaged, format!("switch:{scope}"))
+                        .details(serde_json::json!({"reason": reason, "by": "restore"})),
+                );
+        }
+        let store = SqliteStore::open_holding(&db, &self.config().store, exclusive)
             .await
             .map_err(|e| after(e.to_string()))?;
-        }
+        store.apply(batch).await.map_err(|e| after(e.to_string()))?;
+        let switch_engaged = halts
+            .iter()
+            .any(|(scope, _)| scope == crate::switch::GLOBAL);
         Ok(Restored {
             backup: info,
             previous,
@@ -401,7 +478,9 @@ impl Home {
             lost_to,
             signed_checkpoint_moved_to: signed_aside,
             prepared,
-            switch_engaged: halted,
+            switch_engaged,
+            switches_kept: halts.into_iter().map(|(scope, _)| scope).collect(),
+            previous_unreadable: unreadable,
         })
     }
 }

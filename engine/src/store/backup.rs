@@ -59,7 +59,7 @@ fn open_lock(db: &Path) -> std::io::Result<std::fs::File> {
 
 /// The shared lock on the store at `db`, held for as long as the file
 /// lives; `None` when a restore holds it.
-pub(super) fn lock_shared(db: &Path) -> std::io::Result<Option<std::fs::File>> {
+pub fn lock_shared(db: &Path) -> std::io::Result<Option<std::fs::File>> {
     let file = open_lock(db)?;
     match file.try_lock_shared() {
         Ok(()) => Ok(Some(file)),
@@ -183,6 +183,31 @@ pub fn inspect(path: &Path) -> Result<CopyInfo, BackupError> {
     })
 }
 
+/// The newest schema migration applied to the database at `db`, read
+/// without changing anything (`None`: no database, or not migrated yet).
+pub fn schema_of(db: &Path) -> Result<Option<i64>, String> {
+    if std::fs::metadata(db).map(|m| m.len()).unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    let conn = read_only(db).map_err(|e| e.to_string())?;
+    let migrated: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| e.to_string())?;
+    if migrated == 0 {
+        return Ok(None);
+    }
+    conn.query_row(
+        "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// `VACUUM INTO` a new owner-only file in `dir` named `prefix…`, from a
 /// read-only connection on `db` (so with what its WAL holds), synced.
 fn vacuum_into(
@@ -243,16 +268,19 @@ pub fn stage(from: &Path, dir: &Path) -> Result<(tempfile::TempPath, CopyInfo), 
     ))
 }
 
-/// What the store about to be replaced holds, read with every other
-/// process kept out.
+/// What the store about to be replaced holds beyond the backup.
 #[derive(Debug)]
 pub struct Current {
     pub audit_records: i64,
-    /// The hash of its record at the backup's head seq (`None`: it has no
-    /// such record).
-    pub hash_at_backup_head: Option<String>,
+    /// Records the two share from the start (the same hashes).
+    pub shared: i64,
+    /// Its records the backup lacks (`None`: none), `from..=to`: past
+    /// what they share; not counting the backup's own `store.backed-up`.
+    pub lost: Option<(i64, i64)>,
     /// Tokens revoked in it (id, when).
     pub revoked: Vec<(String, String)>,
+    /// Its engaged switches (scope, reason).
+    pub engaged: Vec<(String, String)>,
 }
 
 /// How the store about to be replaced stands.
@@ -260,72 +288,151 @@ pub struct Current {
 pub enum Quiet {
     /// There is none.
     Missing,
-    /// It opened: its WAL is folded into it, and no other connection is open.
     Read(Current),
-    /// It cannot be read (damaged: the usual reason to restore).
+    /// It cannot be read as a database (damaged: the usual reason to restore).
     Unreadable(String),
 }
 
+/// Why the store about to be replaced could not be read or quiesced.
+#[derive(Debug)]
+pub enum Busy {
+    /// Another connection has it open.
+    InUse(String),
+    /// Anything else (permissions, I/O, a full disk): nothing is assumed.
+    Failed(String),
+}
+
+fn classify(e: &rusqlite::Error) -> Option<Busy> {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            Some(Busy::InUse(e.to_string()))
+        }
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => None,
+        _ => Some(Busy::Failed(e.to_string())),
+    }
+}
+
+/// Read, without changing it, what the store at `db` holds that the
+/// staged backup at `staged` lacks, and what a restore carries over.
+pub fn read_current(db: &Path, staged: &Path) -> Result<Quiet, Busy> {
+    match std::fs::symlink_metadata(db) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Quiet::Missing),
+        Err(e) => return Err(Busy::Failed(e.to_string())),
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Busy::Failed(format!(
+                "{} is a symbolic link; restore into the directory it points to",
+                db.display()
+            )));
+        }
+        Ok(_) => {}
+    }
+    let fail = |e: rusqlite::Error| match classify(&e) {
+        Some(b) => Err(b),
+        None => Ok(Quiet::Unreadable(e.to_string())),
+    };
+    let conn = match read_only(db) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let _ = conn.busy_timeout(std::time::Duration::from_millis(1_000));
+    let backup = read_only(staged).map_err(|e| Busy::Failed(e.to_string()))?;
+    match compare(&conn, &backup) {
+        Ok(c) => Ok(Quiet::Read(c)),
+        Err(e) => fail(e),
+    }
+}
+
+fn compare(conn: &Connection, backup: &Connection) -> rusqlite::Result<Current> {
+    let count = |c: &Connection| {
+        c.query_row("SELECT COUNT(*) FROM audit_events", [], |r| {
+            r.get::<_, i64>(0)
+        })
+    };
+    let hash = |c: &Connection, seq: i64| -> rusqlite::Result<Option<String>> {
+        match c.query_row("SELECT hash FROM audit_events WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        }) {
+            Ok(h) => Ok(Some(h)),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    let (k, n) = (count(conn)?, count(backup)?);
+    // The chain is hash-linked: one shared hash at `s` means the first `s`
+    // records are the same. The largest such `s`, by bisection.
+    let m = k.min(n);
+    let same = |s: i64| -> rusqlite::Result<bool> {
+        Ok(s == 0 || hash(conn, s)?.is_some_and(|h| hash(backup, s).ok().flatten() == Some(h)))
+    };
+    let shared = if same(m)? {
+        m
+    } else {
+        let (mut lo, mut hi) = (0, m);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if same(mid)? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    };
+    // The newest backup restored in place: the only record past it is the
+    // `store.backed-up` that names it.
+    let own_record = shared == n
+        && k == n + 1
+        && {
+            let head = hash(backup, n)?.unwrap_or_default();
+            conn.query_row(
+            "SELECT action = 'store.backed-up' AND instr(details, ?2) > 0 FROM audit_events WHERE seq = ?1",
+            rusqlite::params![k, head],
+            |r| r.get::<_, bool>(0),
+        )?
+        };
+    let lost = (k > shared && !own_record).then_some((shared + 1, k));
+    let mut stmt =
+        conn.prepare("SELECT id, revoked_at FROM tokens WHERE revoked_at IS NOT NULL")?;
+    let revoked = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = conn.prepare("SELECT scope, reason FROM switches WHERE engaged")?;
+    let engaged = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Current {
+        audit_records: k,
+        shared,
+        lost,
+        revoked,
+        engaged,
+    })
+}
+
 /// Fold the WAL of the store at `db` into it (`journal_mode = DELETE`),
-/// which SQLite refuses while any other connection is open, from any
-/// process, with or without the lock file; then read what a restore
-/// compares. `Err`: another connection is open.
-pub fn quiesce(db: &Path, backup_head: Option<i64>) -> Result<Quiet, String> {
+/// just before it is replaced, so the copy kept aside stands alone. SQLite
+/// refuses while another connection that has read it is open (from any
+/// process, with or without the lock file): `Busy::InUse`. A damaged store
+/// is left as it is.
+pub fn quiesce(db: &Path) -> Result<(), Busy> {
     if !db.exists() {
-        return Ok(Quiet::Missing);
+        return Ok(());
     }
     let conn = match Connection::open_with_flags(
         db,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     ) {
         Ok(c) => c,
-        Err(e) => return Ok(Quiet::Unreadable(e.to_string())),
-    };
-    let busy = |e: &rusqlite::Error| {
-        matches!(
-            e.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-        )
+        Err(e) => return classify(&e).map_or(Ok(()), Err),
     };
     let _ = conn.busy_timeout(std::time::Duration::from_millis(1_000));
     match conn.query_row("PRAGMA journal_mode = DELETE", [], |r| {
         r.get::<_, String>(0)
     }) {
-        Ok(mode) if mode.eq_ignore_ascii_case("delete") => {}
-        Ok(mode) => return Err(format!("its journal stayed in {mode} mode")),
-        Err(e) if busy(&e) => return Err(e.to_string()),
-        Err(e) => return Ok(Quiet::Unreadable(e.to_string())),
+        Ok(mode) if mode.eq_ignore_ascii_case("delete") => Ok(()),
+        Ok(mode) => Err(Busy::InUse(format!("its journal stayed in {mode} mode"))),
+        Err(e) => classify(&e).map_or(Ok(()), Err),
     }
-    let read = || -> rusqlite::Result<Current> {
-        let audit_records =
-            conn.query_row("SELECT COUNT(*) FROM audit_events", [], |r| r.get(0))?;
-        let hash_at_backup_head = match backup_head {
-            Some(seq) => conn
-                .query_row("SELECT hash FROM audit_events WHERE seq = ?1", [seq], |r| {
-                    r.get(0)
-                })
-                .map(Some)
-                .or_else(|e| match e {
-                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                    e => Err(e),
-                })?,
-            None => None,
-        };
-        let mut stmt =
-            conn.prepare("SELECT id, revoked_at FROM tokens WHERE revoked_at IS NOT NULL")?;
-        let revoked = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Current {
-            audit_records,
-            hash_at_backup_head,
-            revoked,
-        })
-    };
-    Ok(match read() {
-        Ok(c) => Quiet::Read(c),
-        Err(e) => Quiet::Unreadable(e.to_string()),
-    })
 }
 
 /// What [`prepare`] changed in a staged copy before it was installed.
@@ -352,9 +459,22 @@ pub fn prepare(staged: &Path, revoked: &[(String, String)]) -> Result<Prepared, 
     .map_err(|e| e.to_string())?;
     let run = || -> rusqlite::Result<Prepared> {
         let tx = conn.unchecked_transaction()?;
-        let sessions_cleared = tx.execute("DELETE FROM sessions", [])? as u64;
+        // A backup of an older schema may lack a table (migrated on open).
+        let has = |table: &str| -> rusqlite::Result<bool> {
+            tx.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+        };
+        let sessions_cleared = if has("sessions")? {
+            tx.execute("DELETE FROM sessions", [])? as u64
+        } else {
+            0
+        };
         let mut tokens_revoked_again = Vec::new();
-        for (id, at) in revoked {
+        for (id, at) in revoked.iter().filter(|_| has("tokens").unwrap_or(false)) {
             if tx.execute(
                 "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
                 [id, at],

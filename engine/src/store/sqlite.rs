@@ -203,6 +203,10 @@ impl SqliteStore {
         // The database (and the WAL and SHM files SQLite creates with the
         // database file's mode) holds the audit log and run history: owner
         // only, whatever the umask or the directory's mode.
+        // Before anything opens it read-write (which would set WAL mode).
+        let migrations = sqlx::migrate!("./migrations");
+        let applied = super::backup::schema_of(path).map_err(|e| open(sqlx::Error::Protocol(e)))?;
+        super::refuse_newer_schema(&path.display().to_string(), applied, &migrations)?;
         private_files(path).map_err(|e| open(sqlx::Error::Io(e)))?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(open)?
@@ -218,9 +222,6 @@ impl SqliteStore {
         let mut migrator = SqliteConnection::connect_with(&options)
             .await
             .map_err(open)?;
-        let migrations = sqlx::migrate!("./migrations");
-        let applied = applied_schema(&mut migrator).await.map_err(open)?;
-        super::refuse_newer_schema(&path.display().to_string(), applied, &migrations)?;
         migrations.run(&mut migrator).await?;
         // SQLite has created the WAL and SHM files by now (the migration
         // connection stays open until the writer's is, so they stay).
@@ -459,21 +460,6 @@ pub fn known_schema() -> i64 {
         .map(|m| m.version)
         .max()
         .unwrap_or(0)
-}
-
-/// The newest migration applied to the database (`None`: a new one).
-async fn applied_schema(conn: &mut SqliteConnection) -> Result<Option<i64>, sqlx::Error> {
-    let table: Option<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if table.is_none() {
-        return Ok(None);
-    }
-    sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-        .fetch_one(conn)
-        .await
 }
 
 /// The write lock already serialises writers: no row locks needed.
