@@ -117,9 +117,10 @@ pub enum Command {
     Restore {
         /// A file written by `firedrill backup`.
         file: PathBuf,
-        /// Restore although a checkpoint this home holds proves the backup
-        /// lacks newer audit records: they are lost, and the loss is
-        /// recorded in the restored log.
+        /// Restore although the store it replaces, or a checkpoint this
+        /// home holds, has audit records the backup lacks (or the store
+        /// cannot be read): they are lost, and the loss is recorded in the
+        /// restored log.
         #[arg(long)]
         accept_loss: bool,
         #[arg(long)]

@@ -92,8 +92,8 @@ pub struct Restored {
     pub backup: CopyInfo,
     /// Where the store it replaced now is (`None`: the home had none).
     pub previous: Option<String>,
-    /// Audit records a held checkpoint proves the backup lacks
-    /// (`--accept-loss`): from this record up to `lost_to`.
+    /// Audit records the backup lacks (`--accept-loss`), as the replaced
+    /// store or a held checkpoint shows: from this record up to `lost_to`.
     pub lost_from: Option<u64>,
     pub lost_to: Option<u64>,
     /// Where this home's last signed checkpoint (`audit/signed`) was moved
@@ -119,6 +119,20 @@ pub struct Backup {
     /// Recorded in the audit log (`false`: the store's schema is older
     /// than this binary's, and recording would migrate it).
     pub recorded: bool,
+}
+
+/// `f` on tokio's blocking pool (file copies and SQLite scans); a panic
+/// in it is a copy error about `path`.
+async fn blocking<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, BackupError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BackupError::Copy {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 impl Home {
@@ -188,9 +202,7 @@ impl Home {
         }
         let busy = self.config().store.busy_timeout_ms;
         let (from, dest) = (db.clone(), to.to_path_buf());
-        let info = tokio::task::spawn_blocking(move || copy::copy_to(&from, &dest, busy))
-            .await
-            .map_err(|e| failed(e.to_string()))??;
+        let info = blocking(to, move || copy::copy_to(&from, &dest, busy)).await??;
         if info.schema < known {
             return Ok(Backup {
                 copy: info,
@@ -255,9 +267,7 @@ impl Home {
         }
         // One copy into the home: what is checked is what is installed.
         let (dir, from_) = (self.dir().to_path_buf(), from.to_path_buf());
-        let (staged, info) = tokio::task::spawn_blocking(move || copy::stage(&from_, &dir))
-            .await
-            .map_err(|e| copy_error(from, e.to_string()))??;
+        let (staged, info) = blocking(from, move || copy::stage(&from_, &dir)).await??;
         let shown = info.path.clone();
         let known = crate::store::known_schema();
         if info.schema > known {
@@ -318,9 +328,8 @@ impl Home {
         };
         let current = {
             let (path, staged_path) = (db.clone(), staged.to_path_buf());
-            tokio::task::spawn_blocking(move || copy::read_current(&path, &staged_path))
-                .await
-                .map_err(|e| copy_error(&db, e.to_string()))?
+            blocking(&db, move || copy::read_current(&path, &staged_path))
+                .await?
                 .map_err(busy)?
         };
         let (mut revoked, mut engaged, mut shared) = (Vec::new(), Vec::new(), None);
@@ -368,18 +377,16 @@ impl Home {
         }
         let prepared = {
             let (path, revoked) = (staged.to_path_buf(), revoked.clone());
-            tokio::task::spawn_blocking(move || copy::prepare(&path, &revoked))
-                .await
-                .map_err(|e| copy_error(&db, e.to_string()))?
+            blocking(&db, move || copy::prepare(&path, &revoked))
+                .await?
                 .map_err(|e| copy_error(&db, e))?
         };
         // Last, so that a refused restore changed nothing: with every
         // other connection out, the old store's WAL folded into it.
         {
             let path = db.clone();
-            tokio::task::spawn_blocking(move || copy::quiesce(&path))
-                .await
-                .map_err(|e| copy_error(&db, e.to_string()))?
+            blocking(&db, move || copy::quiesce(&path))
+                .await?
                 .map_err(busy)?;
         }
 

@@ -60,19 +60,21 @@ fn open_lock(db: &Path) -> std::io::Result<std::fs::File> {
 /// The shared lock on the store at `db`, held for as long as the file
 /// lives; `None` when a restore holds it.
 pub fn lock_shared(db: &Path) -> std::io::Result<Option<std::fs::File>> {
-    let file = open_lock(db)?;
-    match file.try_lock_shared() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
-    }
+    try_lock_with(db, std::fs::File::try_lock_shared)
 }
 
 /// The exclusive lock on the store at `db` (`None`: some process has the
 /// store open), held for as long as the file lives.
 pub fn lock_exclusive(db: &Path) -> std::io::Result<Option<std::fs::File>> {
+    try_lock_with(db, std::fs::File::try_lock)
+}
+
+fn try_lock_with(
+    db: &Path,
+    lock: fn(&std::fs::File) -> Result<(), std::fs::TryLockError>,
+) -> std::io::Result<Option<std::fs::File>> {
     let file = open_lock(db)?;
-    match file.try_lock() {
+    match lock(&file) {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => Err(e),
