@@ -130,7 +130,7 @@ function field(label, input) {
 
 function runsTable(runs, empty) {
   return table(["Run", "Runbook", "Mode", "Status", "Actor", "Started"],
-    runs.map((r) => [runLink(r.id), runbookLink(r.runbook), r.mode, badge(r.status), r.actor, r.started_at]), empty);
+    runs.map((r) => [runLink(r.run_id), runbookLink(r.runbook), r.mode, badge(r.status), r.actor, r.started_at]), empty);
 }
 
 function page(title, ...children) {

@@ -31,6 +31,7 @@ mod drills;
 mod exit;
 mod inventory;
 mod kernels;
+mod manual;
 mod progress;
 pub(crate) mod render;
 mod runbooks;
@@ -107,6 +108,12 @@ pub(crate) use exit::EXIT_INVALID;
 
 /// Run one parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Generated from the definitions alone: no home is opened or created.
+    match &cli.command {
+        Command::Completion { shell } => return manual::completion(*shell),
+        Command::Man { out } => return manual::man(out),
+        _ => {}
+    }
     let mut home = Home::open(&cli.home.unwrap_or_else(home::default_dir))?;
     if let Some(url) = cli.database.clone() {
         home.set_database(url);
@@ -140,8 +147,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Drill(cmd) => drill(&home, cmd).await,
-        Command::Approve { run, comment } => approve(&home, &actor, &run, true, &comment).await,
-        Command::Deny { run, comment } => approve(&home, &actor, &run, false, &comment).await,
+        Command::Approve { run, comment, json } => {
+            approve(&home, &actor, &run, true, &comment, json).await
+        }
+        Command::Deny { run, comment, json } => {
+            approve(&home, &actor, &run, false, &comment, json).await
+        }
         Command::Runbook(cmd) => runbook(&home, &actor, cmd).await,
         Command::Kernel(cmd) => kernel(&home, &actor, cmd).await,
         Command::Runs(cmd) => runs(&home, &actor, cmd).await,
@@ -157,17 +168,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             accept_loss,
             json,
         } => restore(&home, &actor, &file, accept_loss, json).await,
+        // Answered above without a home; the same answer here.
+        Command::Completion { shell } => manual::completion(shell),
+        Command::Man { out } => manual::man(&out),
         Command::Serve { listen, node_id } => {
             if let Some(id) = node_id {
                 home.set_node_id(id);
             }
             serve(&home, listen).await
         }
-        Command::Trigger(TriggerCommand::Reset { runbook, reason }) => {
+        Command::Trigger(TriggerCommand::Reset {
+            runbook,
+            reason,
+            json,
+        }) => {
             let service = home.service().await?;
             match crate::alerts::reset_breaker(&service, &runbook, &reason, &actor).await {
                 Ok(()) => {
-                    println!("circuit breaker of {runbook} reset: alerts may start it again");
+                    answer(
+                        json,
+                        &serde_json::json!({"runbook": runbook, "breaker_open": false}),
+                        || format!("circuit breaker of {runbook} reset: alerts may start it again"),
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -176,6 +198,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+    }
+}
+
+/// Print what an action did: its JSON answer (the same as the API's), or
+/// the line for people.
+fn answer(json: bool, value: &serde_json::Value, text: impl FnOnce() -> String) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{}", text());
     }
 }
 

@@ -55,7 +55,7 @@ pub use approval::{Decision, who_may_approve};
 pub use claim::Claim;
 pub use error::{ControlError, PublishError, RunError};
 pub use lease::{NodeConfig, PickUp, RunLease};
-pub use report::{PendingApproval, RunReport, StepReport, TargetReport};
+pub use report::{PendingApproval, RunReport, RunSummary, StepReport, TargetReport};
 pub use worker::{RunWatch, Worker};
 
 /// The id of the approval a `require-approval` readiness policy puts before

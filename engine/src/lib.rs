@@ -27,6 +27,7 @@ pub mod switch;
 pub mod term;
 pub mod tlog;
 pub mod transport;
+pub mod view;
 pub mod yaml;
 
 #[cfg(test)]

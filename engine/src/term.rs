@@ -107,9 +107,149 @@ pub fn clip(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// Whether to colour standard output: only on a terminal, and never when
+/// `NO_COLOR` is set to anything non-empty (no-color.org) or `TERM` is
+/// `dumb`.
+pub fn colour_stdout() -> bool {
+    use std::io::IsTerminal as _;
+    colour_for(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var_os("TERM").as_deref(),
+    )
+}
+
+fn colour_for(
+    terminal: bool,
+    no_color: Option<&std::ffi::OsStr>,
+    term: Option<&std::ffi::OsStr>,
+) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty()) && term.is_none_or(|t| t != "dumb")
+}
+
+/// `text` in the colour `sgr` (`"31"` red, `"32"` green, `"33"` yellow,
+/// `"1"` bold). Only for text the CLI writes itself, after [`output`]:
+/// colours are added to already-escaped lines, never taken from input.
+pub fn paint(sgr: &str, text: &str) -> String {
+    format!("\u{1b}[{sgr}m{text}\u{1b}[0m")
+}
+
+/// A table whose columns are as wide as their widest cell, up to a cap
+/// per column: a longer cell (a long actor, a long runbook name) is cut
+/// with `…` (the whole value is in `--json`), so the columns after it
+/// stay in place. Cells are escaped as [`field`]s.
+#[derive(Debug)]
+pub struct Table {
+    caps: Vec<usize>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// Columns named `headers`, each at most `cap` characters wide
+    /// (`usize::MAX`: never cut, for ids and digests).
+    pub fn new(headers: &[(&str, usize)]) -> Table {
+        Table {
+            caps: headers.iter().map(|(_, cap)| *cap).collect(),
+            rows: vec![headers.iter().map(|(h, _)| (*h).to_string()).collect()],
+        }
+    }
+
+    /// One row; missing cells are empty, extra cells are dropped.
+    pub fn row<S: AsRef<str>>(&mut self, cells: impl IntoIterator<Item = S>) {
+        let mut row: Vec<String> = cells
+            .into_iter()
+            .zip(&self.caps)
+            .map(|(cell, &cap)| {
+                let cell = field(cell.as_ref());
+                if cell.chars().count() <= cap {
+                    cell.into_owned()
+                } else {
+                    let mut cut: String = cell.chars().take(cap.saturating_sub(1)).collect();
+                    cut.push('…');
+                    cut
+                }
+            })
+            .collect();
+        row.resize(self.caps.len(), String::new());
+        self.rows.push(row);
+    }
+
+    /// The table, a line per row, columns two spaces apart; the last
+    /// column is not padded.
+    pub fn render(&self) -> String {
+        let widths: Vec<usize> = (0..self.caps.len())
+            .map(|i| {
+                self.rows
+                    .iter()
+                    .map(|r| r[i].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color_or_a_dumb_term() {
+        use std::ffi::OsStr;
+        assert!(colour_for(true, None, Some(OsStr::new("xterm"))));
+        assert!(
+            colour_for(true, Some(OsStr::new("")), None),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!colour_for(false, None, None), "not a terminal");
+        assert!(!colour_for(true, Some(OsStr::new("1")), None), "NO_COLOR");
+        assert!(
+            !colour_for(true, None, Some(OsStr::new("dumb"))),
+            "TERM=dumb"
+        );
+    }
+
+    #[test]
+    fn table_columns_stay_in_place_with_long_and_hostile_cells() {
+        let mut t = Table::new(&[("RUN", usize::MAX), ("ACTOR", 12), ("STATUS", 10)]);
+        t.row(["01A", "alice", "succeeded"]);
+        t.row(["01B", &"m".repeat(200), "failed"]);
+        t.row(["01C", "eve\u{1b}[2J\nfake", "halted"]);
+        let text = t.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        // Where the status column starts, in characters.
+        let at: Vec<usize> = lines
+            .iter()
+            .map(|l| {
+                let byte = ["STATUS", "succeeded", "failed", "halted"]
+                    .iter()
+                    .find_map(|s| l.find(s))
+                    .expect("status");
+                l[..byte].chars().count()
+            })
+            .collect();
+        assert!(
+            at.iter().all(|&a| a == at[0]),
+            "the status column moved:\n{text}"
+        );
+        assert!(lines[2].contains(&format!("{}…", "m".repeat(11))), "{text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
+    }
 
     #[test]
     fn escapes_what_a_terminal_would_act_on() {

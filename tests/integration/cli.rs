@@ -327,7 +327,7 @@ fn kill_9_during_a_live_run_leaves_a_store_that_opens_and_a_chain_that_verifies(
         &[
             "runs",
             "show",
-            runs[0]["id"].as_str().expect("id"),
+            runs[0]["run_id"].as_str().expect("id"),
             "--json",
         ],
     );

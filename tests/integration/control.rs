@@ -352,7 +352,7 @@ async fn runs_are_listed_in_pages_and_runbooks_by_version() {
         assert!(runs.len() <= 2);
         seen.extend(
             runs.iter()
-                .map(|r| r["id"].as_str().expect("id").to_string()),
+                .map(|r| r["run_id"].as_str().expect("id").to_string()),
         );
         match page["next"].as_str() {
             Some(next) => path = format!("/api/v1/runs?limit=2&before={next}"),

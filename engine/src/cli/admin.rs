@@ -107,6 +107,7 @@ pub(super) async fn token(
             role,
             runbooks,
             owner,
+            json,
         } => match crate::auth::create(
             store.as_ref(),
             crate::auth::TokenSpec {
@@ -120,6 +121,10 @@ pub(super) async fn token(
         )
         .await
         {
+            Ok((row, token)) if json => {
+                println!("{}", crate::view::token_created(&row, &token));
+                Ok(ExitCode::SUCCESS)
+            }
             Ok((row, token)) => {
                 eprintln!(
                     "created token {:?} (role {}, owner {}, id {}); it is shown once and only its hash is kept:",
@@ -142,41 +147,51 @@ pub(super) async fn token(
                     "no tokens; create one with `firedrill token create --name N --role R --owner PERSON`"
                 );
             } else {
+                let mut table = term::Table::new(&[
+                    ("NAME", 32),
+                    ("ROLE", usize::MAX),
+                    ("STATE", usize::MAX),
+                    ("OWNER", 32),
+                    ("RUNBOOKS", 40),
+                    ("CREATED", usize::MAX),
+                    ("BY", 32),
+                    ("REVOKED", usize::MAX),
+                ]);
                 for t in &tokens {
-                    println!(
-                        "{:<24} {:<9} {:<8} owner {} {} created {} by {}{}",
-                        t.name,
-                        t.role.as_str(),
+                    table.row([
+                        t.name.clone(),
+                        t.role.as_str().to_string(),
                         if t.revoked_at.is_some() {
                             "revoked"
                         } else {
                             "live"
-                        },
+                        }
+                        .to_string(),
                         if t.owner.is_empty() {
-                            "(none)"
+                            "(none)".to_string()
                         } else {
-                            &t.owner
+                            t.owner.clone()
                         },
                         if t.runbooks.is_empty() {
                             "all runbooks".to_string()
                         } else {
                             t.runbooks.join(",")
                         },
-                        t.created_at,
-                        t.created_by,
-                        t.revoked_at
-                            .as_ref()
-                            .map(|r| format!(", revoked {r}"))
-                            .unwrap_or_default()
-                    );
+                        t.created_at.clone(),
+                        t.created_by.clone(),
+                        t.revoked_at.clone().unwrap_or_else(|| "-".into()),
+                    ]);
                 }
+                print!("{}", table.render());
             }
             Ok(ExitCode::SUCCESS)
         }
-        TokenCommand::Revoke { token } => {
+        TokenCommand::Revoke { token, json } => {
             match crate::auth::revoke(store.as_ref(), &token, None, actor).await {
                 Ok(row) => {
-                    println!("revoked token {:?} ({})", row.name, row.id);
+                    answer(json, &crate::view::token_revoked(&row), || {
+                        format!("revoked token {:?} ({})", row.name, row.id)
+                    });
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => refused(e),
@@ -191,7 +206,7 @@ pub(super) async fn switch(
     cmd: SwitchCommand,
 ) -> anyhow::Result<ExitCode> {
     let store = home.store().await?;
-    let (runbook, engaged, reason) = match cmd {
+    let (runbook, engaged, reason, json) = match cmd {
         SwitchCommand::Status { json } => {
             let switches = store.switches().await?;
             if json {
@@ -206,19 +221,30 @@ pub(super) async fn switch(
             }
             return Ok(ExitCode::SUCCESS);
         }
-        SwitchCommand::On { runbook, reason } => (runbook, true, reason),
-        SwitchCommand::Off { runbook, reason } => (runbook, false, reason),
+        SwitchCommand::On {
+            runbook,
+            reason,
+            json,
+        } => (runbook, true, reason, json),
+        SwitchCommand::Off {
+            runbook,
+            reason,
+            json,
+        } => (runbook, false, reason, json),
     };
     match crate::switch::flip(store.as_ref(), runbook.as_deref(), engaged, &reason, actor).await {
         Ok(row) => {
-            if row.engaged {
-                println!(
-                    "ENGAGED {}: live runs are refused and running ones halt before their next step; dry-runs still run",
-                    row.scope
-                );
-            } else {
-                println!("released {}: live runs may start again", row.scope);
-            }
+            // The API answers with the switch as it now is.
+            answer(json, &serde_json::to_value(&row)?, || {
+                if row.engaged {
+                    format!(
+                        "ENGAGED {}: live runs are refused and running ones halt before their next step; dry-runs still run",
+                        row.scope
+                    )
+                } else {
+                    format!("released {}: live runs may start again", row.scope)
+                }
+            });
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ (crate::switch::SwitchError::Reason | crate::switch::SwitchError::Scope(_))) => {

@@ -49,6 +49,7 @@ pub enum Command {
         /// its max_age (audited).
         #[arg(long)]
         force_untested: bool,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -57,15 +58,25 @@ pub enum Command {
     Drill(DrillCommand),
     /// Approve the approval step a run is waiting at (not your own run).
     Approve {
+        /// The run's id.
         run: String,
+        /// Why you approve (required; recorded in the audit log).
         #[arg(long)]
         comment: String,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Deny the approval step a run is waiting at: the step fails.
     Deny {
+        /// The run's id.
         run: String,
+        /// Why you deny (required; recorded in the audit log).
         #[arg(long)]
         comment: String,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Validate, publish, list and show runbooks.
     #[command(subcommand)]
@@ -107,6 +118,7 @@ pub enum Command {
     Backup {
         /// The new file; an existing file is never replaced.
         file: PathBuf,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -123,8 +135,24 @@ pub enum Command {
         /// restored log.
         #[arg(long)]
         accept_loss: bool,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
+    },
+    /// Print a shell completion script to standard output, e.g.
+    /// `firedrill completion bash > /etc/bash_completion.d/firedrill`.
+    Completion {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (firedrill.1 and one page per subcommand) into a
+    /// directory, e.g. `firedrill man --out /usr/local/share/man/man1`.
+    Man {
+        /// The directory to write into (created if missing; pages of the
+        /// same name are replaced).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -133,9 +161,14 @@ pub enum TriggerCommand {
     /// Close a runbook's circuit breakers (opened by consecutive failed
     /// triggered runs; every key's), so alerts may start it again.
     Reset {
+        /// The runbook's name.
         runbook: String,
+        /// Why (required; recorded in the audit log).
         #[arg(long)]
         reason: String,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -143,8 +176,10 @@ pub enum TriggerCommand {
 pub enum TokenCommand {
     /// Create a token; it is printed once and only its hash is kept.
     Create {
+        /// A name for the token, unique among live tokens (`ci-deploy`).
         #[arg(long)]
         name: String,
+        /// What the token may do.
         #[arg(long, value_enum)]
         role: crate::auth::Role,
         /// Limit the token to these runbooks (repeatable; default all).
@@ -154,19 +189,32 @@ pub enum TokenCommand {
         /// named in the audit log).
         #[arg(long)]
         owner: String,
+        /// Print JSON (with the token) instead of text.
+        #[arg(long)]
+        json: bool,
     },
+    /// Every token: name, id, role, owner, runbooks, created, revoked (never
+    /// the token itself).
     List {
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
     /// Revoke a live token by name or id.
-    Revoke { token: String },
+    Revoke {
+        /// The token's name or id.
+        token: String,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SwitchCommand {
     /// Every switch and whether it is engaged.
     Status {
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -179,13 +227,21 @@ pub enum SwitchCommand {
         /// Why (required; recorded in the audit log).
         #[arg(long)]
         reason: String,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Release: live runs may start again.
     Off {
+        /// Only this runbook's switch (default: the global one).
         #[arg(long)]
         runbook: Option<String>,
+        /// Why (required; recorded in the audit log).
         #[arg(long)]
         reason: String,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -194,8 +250,10 @@ pub enum InventoryCommand {
     /// Validate inventory.yaml; with --probe, run `true` on every target
     /// (observe only) and report which are reachable. Exit 1 on any problem.
     Check {
+        /// Also connect to every target and run `true` (observe only).
         #[arg(long)]
         probe: bool,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -205,28 +263,49 @@ pub enum InventoryCommand {
 pub enum RunbookCommand {
     /// Check a runbook file; lists every problem with file:line:column.
     Validate {
+        /// The runbook file (YAML).
         file: PathBuf,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
     /// Validate and store a runbook version (immutable).
-    Publish { file: PathBuf },
+    Publish {
+        /// The runbook file (YAML).
+        file: PathBuf,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// List published runbook versions.
     List {
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
     /// Print a published runbook's source (`name` or `name@version`).
-    Show { runbook: String },
+    Show {
+        /// `name` (the current version) or `name@version`.
+        runbook: String,
+        /// Print JSON (name, version, digest, source, ...) instead of the source.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of the runbook format (for editors).
     Schema,
     /// Make an earlier version current again (until a new one is published).
     Rollback {
+        /// The runbook's name.
         name: String,
+        /// The published version to make current.
         #[arg(long)]
         to: i64,
+        /// Why (required; recorded in the audit log).
         #[arg(long)]
         reason: String,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -234,12 +313,15 @@ pub enum RunbookCommand {
 pub enum DrillCommand {
     /// Readiness of every runbook: state, last drill, age, last failure.
     Status {
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
     /// Drill a runbook now, here (as `scheduler:drill`, with its drill inputs and mode).
     Run {
+        /// A published runbook's name (its current version is drilled).
         runbook: String,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -249,18 +331,23 @@ pub enum DrillCommand {
 pub enum KernelCommand {
     /// Load a component and print its manifest, digest and the limits it runs under.
     Inspect {
+        /// The component file (`.wasm`).
         file: PathBuf,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
     /// Validate a component and store it under the name@version its manifest declares.
     Publish {
+        /// The component file (`.wasm`).
         file: PathBuf,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
     /// List published kernels.
     List {
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -272,6 +359,7 @@ pub enum KernelCommand {
     New {
         /// Kernel name: lower-case letters, digits and '-'.
         name: String,
+        /// The language to write it in.
         #[arg(long, value_enum)]
         lang: author::Lang,
         /// Where to create the project (must not exist or be empty).
@@ -280,6 +368,9 @@ pub enum KernelCommand {
         /// The SDK's directory, for Rust (default: the sdk/ this binary was built from).
         #[arg(long)]
         sdk: Option<PathBuf>,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -287,36 +378,49 @@ pub enum KernelCommand {
 pub enum RunsCommand {
     /// Runs, newest first.
     List {
+        /// Only runs of this runbook.
         #[arg(long)]
         runbook: Option<String>,
         /// queued, running, awaiting-approval, needs-attention, succeeded,
         /// failed, interrupted, halted, cancelled, abandoned
         #[arg(long)]
         status: Option<String>,
+        /// At most this many runs.
         #[arg(long, default_value_t = 20)]
         limit: i64,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
     /// One run: steps, host calls, outputs, and its audit trail.
     Show {
+        /// The run's id.
         id: String,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
     /// Ask a running run (in this process or `firedrill serve`) to stop at
     /// its next step boundary.
     Cancel {
+        /// The run's id.
         id: String,
+        /// Why (required; recorded in the audit log).
         #[arg(long)]
         reason: String,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Continue a halted run from the step where it stopped, or a run that
     /// needs attention by running its unfinished step again, here and now.
     Resume {
+        /// The run's id.
         id: String,
+        /// Why (required; recorded in the audit log).
         #[arg(long)]
         reason: String,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -324,17 +428,25 @@ pub enum RunsCommand {
     /// marking that step skipped (you checked it made its change), here
     /// and now.
     Skip {
+        /// The run's id.
         id: String,
+        /// Why (required; recorded in the audit log).
         #[arg(long)]
         reason: String,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
     /// Close a halted, interrupted or needs-attention run for good.
     Abandon {
+        /// The run's id.
         id: String,
+        /// Why (required; recorded in the audit log).
         #[arg(long)]
         reason: String,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -342,6 +454,7 @@ pub enum RunsCommand {
 pub enum AuditCommand {
     /// Audit records, oldest first (the newest `--limit`).
     List {
+        /// Only records of this run.
         #[arg(long)]
         run: Option<String>,
         /// `alice` or `kind:id`
@@ -353,8 +466,10 @@ pub enum AuditCommand {
         /// RFC 3339 time, e.g. 2026-11-23T00:00:00Z
         #[arg(long)]
         since: Option<String>,
+        /// At most this many records (the newest).
         #[arg(long, default_value_t = 100)]
         limit: i64,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -373,6 +488,7 @@ pub enum AuditCommand {
         #[arg(long = "witness-dir", value_name = "DIR")]
         witness_dirs: Vec<std::path::PathBuf>,
         /// Print the report as JSON.
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -380,6 +496,7 @@ pub enum AuditCommand {
     /// configured witnesses, and print it (a C2SP signed note).
     Checkpoint {
         /// Print it as JSON (size, root, note).
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -404,6 +521,9 @@ pub enum AuditCommand {
     Key {
         #[command(subcommand)]
         command: Option<AuditKeyCommand>,
+        /// Print JSON instead of text (field names are stable: docs/cli.md).
+        #[arg(long, global = true)]
+        json: bool,
     },
     /// Every record as a JSON line (schema `firedrill-audit/1`, see
     /// docs/audit.md), for security tooling.
@@ -431,4 +551,104 @@ pub(super) fn parse_input(text: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    /// Commands that print something and have no `--json`, with why.
+    const NO_JSON: &[(&str, &str)] = &[
+        (
+            "firedrill serve",
+            "runs until stopped; its one line is the address",
+        ),
+        ("firedrill completion", "prints a shell script"),
+        ("firedrill man", "writes files"),
+        ("firedrill runbook schema", "prints JSON already"),
+        ("firedrill audit prove", "prints JSON already"),
+        ("firedrill audit consistency", "prints JSON already"),
+        ("firedrill audit export", "prints JSON lines already"),
+    ];
+
+    /// Every command with its full name, depth first.
+    fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
+        let path = if path.is_empty() {
+            cmd.get_name().to_string()
+        } else {
+            format!("{path} {}", cmd.get_name())
+        };
+        out.push((path.clone(), cmd.clone()));
+        // clap's own `help` subcommand tree.
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            walk(sub, &path, out);
+        }
+    }
+
+    fn commands() -> Vec<(String, clap::Command)> {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut out = Vec::new();
+        walk(&cmd, "", &mut out);
+        out
+    }
+
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        let mut missing = Vec::new();
+        for (path, cmd) in commands() {
+            if cmd.get_about().is_none() {
+                missing.push(format!("{path}: no about"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg
+                    .get_help()
+                    .is_none_or(|h| h.to_string().trim().is_empty())
+                {
+                    missing.push(format!("{path}: argument {id} has no help"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "write help text for:\n  {}",
+            missing.join("\n  ")
+        );
+    }
+
+    #[test]
+    fn every_command_that_prints_has_json_unless_listed_with_a_reason() {
+        let all = commands();
+        let mut missing = Vec::new();
+        for (path, cmd) in &all {
+            let leaf = !cmd.has_subcommands() || !cmd.is_subcommand_required_set();
+            if !leaf || path == "firedrill" {
+                continue;
+            }
+            let listed = NO_JSON.iter().any(|(p, _)| p == path);
+            let has = cmd.get_arguments().any(|a| a.get_id() == "json");
+            if has == listed {
+                missing.push(format!(
+                    "{path}: {}",
+                    if has {
+                        "has --json but is listed in NO_JSON"
+                    } else {
+                        "no --json"
+                    }
+                ));
+            }
+        }
+        for (p, _) in NO_JSON {
+            assert!(
+                all.iter().any(|(path, _)| path == p),
+                "NO_JSON names {p}, which is no command"
+            );
+        }
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
 }

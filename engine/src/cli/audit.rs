@@ -105,7 +105,7 @@ pub(super) async fn audit(
             };
             print_proof(tlog::consistency(store.as_ref(), &old, &new).await)
         }
-        AuditCommand::Key { command } => {
+        AuditCommand::Key { command, json } => {
             let rotate = matches!(command, Some(AuditKeyCommand::Rotate));
             let mut keys = keys(home, store.as_ref(), actor, rotate).await?;
             if rotate {
@@ -118,13 +118,24 @@ pub(super) async fn audit(
                     &new,
                 )
                 .await?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"verifier_key": keys.verifier().to_string(), "rotated": true, "key": new.label(), "previous_key": old.label()})
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
                 eprintln!(
                     "rotated the audit signing key: {} replaces {} (still trusted for older checkpoints); give verifiers the new key:",
                     new.label(),
                     old.label()
                 );
             }
-            println!("{}", keys.verifier());
+            answer(
+                json,
+                &serde_json::json!({"verifier_key": keys.verifier().to_string(), "rotated": false}),
+                || keys.verifier().to_string(),
+            );
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Export { after, follow } => {

@@ -38,22 +38,21 @@ pub(super) async fn kernel(
                 Published::New(e) => (e, true),
                 Published::AlreadyPresent(e) => (e, false),
             };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"name": entry.name, "version": entry.version, "digest": entry.digest, "new": new})
-                );
-            } else if new {
-                println!(
-                    "published {}@{} ({})",
-                    entry.name, entry.version, entry.digest
-                );
-            } else {
-                println!(
-                    "{}@{} is already published with these exact bytes ({})",
-                    entry.name, entry.version, entry.digest
-                );
-            }
+            let value =
+                crate::view::published(&entry.name, entry.version.clone(), &entry.digest, new);
+            answer(json, &value, || {
+                if new {
+                    format!(
+                        "published {}@{} ({})",
+                        entry.name, entry.version, entry.digest
+                    )
+                } else {
+                    format!(
+                        "{}@{} is already published with these exact bytes ({})",
+                        entry.name, entry.version, entry.digest
+                    )
+                }
+            });
         }
         KernelCommand::Test(args) => return author::test(home, args).await,
         KernelCommand::New {
@@ -61,15 +60,23 @@ pub(super) async fn kernel(
             lang,
             dir,
             sdk,
+            json,
         } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             let files = author::scaffold(lang, &name, &dir, sdk.as_deref())?;
-            println!(
-                "created {} ({} files); next: cd {} && ./test.sh",
-                dir.display(),
-                files.len(),
-                dir.display()
-            );
+            let value = serde_json::json!({
+                "name": name,
+                "dir": dir.display().to_string(),
+                "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            });
+            answer(json, &value, || {
+                format!(
+                    "created {} ({} files); next: cd {} && ./test.sh",
+                    dir.display(),
+                    files.len(),
+                    dir.display()
+                )
+            });
         }
         KernelCommand::List { json } => {
             let entries = home.store().await?.kernels().await?;
@@ -80,16 +87,16 @@ pub(super) async fn kernel(
                     "no kernels published; publish one with `firedrill kernel publish FILE.wasm`"
                 );
             } else {
-                println!(
-                    "{:<24} {:<10} {:<24} DIGEST",
-                    "NAME", "VERSION", "PUBLISHED BY"
-                );
+                let mut table = term::Table::new(&[
+                    ("NAME", 40),
+                    ("VERSION", 24),
+                    ("PUBLISHED BY", 32),
+                    ("DIGEST", usize::MAX),
+                ]);
                 for e in entries {
-                    println!(
-                        "{:<24} {:<10} {:<24} {}",
-                        e.name, e.version, e.published_by, e.digest
-                    );
+                    table.row([e.name, e.version, e.published_by, e.digest]);
                 }
+                print!("{}", table.render());
             }
         }
     }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::term::{field, sanitize_json, sanitized};
+use super::term::{self, Table, field, sanitize_json, sanitized};
 use crate::audit::AuditRecord;
 use crate::executor::planned_changes;
 use crate::kernel::{KernelHost, LoadedKernel};
@@ -214,32 +214,71 @@ pub fn run_text(
     s
 }
 
+/// The run view of [`run_text`], already escaped, with its markers in
+/// colour: planned and made changes yellow, failures and stops red,
+/// successes green. Only the CLI's own markers at the start of a line
+/// (after their indent) are coloured.
+pub fn coloured(text: &str) -> String {
+    const MARKS: &[(&str, &str)] = &[
+        ("      >> PLANNED CHANGE", "33"),
+        ("      >> CHANGED", "33"),
+        ("  ok     ", "32"),
+        ("  FAILED ", "31"),
+        ("LIVE RUN ", "1;33"),
+        ("dry-run FAILED", "31"),
+        ("run FAILED", "31"),
+        ("dry-run succeeded", "32"),
+        ("run succeeded", "32"),
+        ("NEEDS ATTENTION", "31"),
+        ("INTERRUPTED", "31"),
+        ("HALTED", "31"),
+        ("AWAITING APPROVAL", "33"),
+    ];
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.split_inclusive('\n') {
+        match MARKS.iter().find(|(mark, _)| line.starts_with(mark)) {
+            Some((mark, sgr)) => {
+                let indent = mark.len() - mark.trim_start().len();
+                out.push_str(&mark[..indent]);
+                out.push_str(&term::paint(sgr, mark.trim()));
+                // Keep the trailing space of a padded marker.
+                out.push_str(&mark[indent + mark.trim().len()..]);
+                out.push_str(&line[mark.len()..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
 pub fn runs_text(rows: &[RunRow]) -> String {
     if rows.is_empty() {
         return "no runs\n".into();
     }
-    let mut s = format!(
-        "{:<36}  {:<24} {:<8} {:<12} {:<20} STARTED\n",
-        "RUN", "RUNBOOK", "MODE", "STATUS", "ACTOR"
-    );
-    for r in rows.iter().map(sanitized) {
-        let _ = writeln!(
-            s,
-            "{:<36}  {:<24} {:<8} {:<12} {:<20} {}",
-            r.id,
+    let mut table = Table::new(&[
+        ("RUN", usize::MAX),
+        ("RUNBOOK", 40),
+        ("MODE", usize::MAX),
+        ("STATUS", usize::MAX),
+        ("ACTOR", 32),
+        ("STARTED", usize::MAX),
+    ]);
+    for r in rows {
+        table.row([
+            r.id.clone(),
             format!(
                 "{}@{}{}",
                 r.runbook,
                 r.runbook_version,
                 if r.draft { "*" } else { "" }
             ),
-            r.mode,
-            r.status.as_str(),
-            r.actor,
-            r.started_at
-        );
+            r.mode.clone(),
+            r.status.as_str().to_string(),
+            r.actor.clone(),
+            r.started_at.clone(),
+        ]);
     }
-    s
+    table.render()
 }
 
 pub fn audit_text(records: &[AuditRecord]) -> String {
@@ -248,7 +287,16 @@ pub fn audit_text(records: &[AuditRecord]) -> String {
         return "no audit records\n".into();
     }
     let _ = writeln!(s, "audit trail:");
-    for r in records.iter().map(sanitized) {
+    let mut table = Table::new(&[
+        ("SEQ", usize::MAX),
+        ("TIME", usize::MAX),
+        ("ACTOR", 32),
+        ("ACTION", usize::MAX),
+        ("SUBJECT", 40),
+        ("OUTCOME", 16),
+        ("WHAT", 80),
+    ]);
+    for r in records {
         let mut details: Value = serde_json::from_str(&r.details).unwrap_or(Value::Null);
         sanitize_json(&mut details);
         let what = match r.action.as_str() {
@@ -261,17 +309,18 @@ pub fn audit_text(records: &[AuditRecord]) -> String {
             "step.started" => str_of(&details, "kernel").to_string(),
             _ => String::new(),
         };
-        let _ = writeln!(
-            s,
-            "  #{:<6} {}  {:<20} {:<18} {:<26} {:<10} {}",
-            r.seq,
-            r.time,
+        table.row([
+            format!("#{}", r.seq),
+            r.time.clone(),
             format!("{}:{}", r.actor_kind, r.actor_id),
-            r.action,
-            r.subject,
-            r.outcome,
-            what.trim()
-        );
+            r.action.clone(),
+            r.subject.clone(),
+            r.outcome.clone(),
+            what.trim().to_string(),
+        ]);
+    }
+    for line in table.render().lines() {
+        let _ = writeln!(s, "  {line}");
     }
     s
 }
@@ -329,12 +378,14 @@ pub fn inspect_text(host: &KernelHost, kernel: &LoadedKernel) -> String {
 
 /// `firedrill drill status`.
 pub fn readiness_text(rows: &[crate::drill::ReadinessRow]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{:<28} {:>4}  {:<14} {:<32} {:>9}  LAST FAILURE",
-        "RUNBOOK", "VER", "STATE", "LAST DRILL", "AGE"
-    );
+    let mut table = Table::new(&[
+        ("RUNBOOK", 40),
+        ("VER", usize::MAX),
+        ("STATE", usize::MAX),
+        ("LAST DRILL", usize::MAX),
+        ("AGE", usize::MAX),
+        ("LAST FAILURE", 60),
+    ]);
     for r in rows {
         let age = r
             .age_s
@@ -348,19 +399,46 @@ pub fn readiness_text(rows: &[crate::drill::ReadinessRow]) -> String {
             _ if !r.drilled => "no drill declared".into(),
             _ => "-".into(),
         };
-        let failure: String = field(r.last_failure.as_deref().unwrap_or("-"))
-            .chars()
-            .take(60)
-            .collect();
-        let _ = writeln!(
-            s,
-            "{:<28} {:>4}  {:<14} {:<32} {:>9}  {failure}",
-            r.runbook,
-            r.version,
-            r.state.as_str(),
+        table.row([
+            r.runbook.clone(),
+            r.version.to_string(),
+            r.state.as_str().to_string(),
             last,
-            age
-        );
+            age,
+            r.last_failure.clone().unwrap_or_else(|| "-".into()),
+        ]);
     }
-    s
+    table.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_clis_own_markers_at_line_start_are_coloured() {
+        let text = "DRY-RUN web@1  run 01A  by alice\n  ok      check     service-status\n      >> PLANNED CHANGE  web-1  systemctl restart -- nginx  -> not performed (dry-run)\n      error: step FAILED ok\ndry-run succeeded in 0.10 s\n";
+        let out = coloured(text);
+        assert!(
+            out.contains("  \u{1b}[32mok\u{1b}[0m      check"),
+            "{out:?}"
+        );
+        assert!(
+            out.contains("      \u{1b}[33m>> PLANNED CHANGE\u{1b}[0m  web-1"),
+            "{out:?}"
+        );
+        assert!(
+            out.contains("      error: step FAILED ok\n"),
+            "text inside a line is left alone: {out:?}"
+        );
+        assert!(
+            out.contains("\u{1b}[32mdry-run succeeded\u{1b}[0m in 0.10 s"),
+            "{out:?}"
+        );
+        let plain: String = out
+            .replace("\u{1b}[32m", "")
+            .replace("\u{1b}[33m", "")
+            .replace("\u{1b}[0m", "");
+        assert_eq!(plain, text, "colour adds codes and nothing else");
+    }
 }

@@ -43,25 +43,28 @@ pub(super) async fn runbook(
                 }
             }
         }
-        RunbookCommand::Publish { file } => {
+        RunbookCommand::Publish { file, json } => {
             let text = read_text(&file, "runbook")?;
             let service = home.service().await?;
             match service
                 .publish_runbook(&file.display().to_string(), &text, actor)
                 .await
             {
-                Ok((row, true)) => {
-                    println!(
-                        "published runbook {}@{} ({})",
-                        row.name, row.version, row.digest
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Ok((row, false)) => {
-                    println!(
-                        "runbook {}@{} is already published with this exact content",
-                        row.name, row.version
-                    );
+                Ok((row, new)) => {
+                    let value = crate::view::published(&row.name, row.version, &row.digest, new);
+                    answer(json, &value, || {
+                        if new {
+                            format!(
+                                "published runbook {}@{} ({})",
+                                row.name, row.version, row.digest
+                            )
+                        } else {
+                            format!(
+                                "runbook {}@{} is already published with this exact content",
+                                row.name, row.version
+                            )
+                        }
+                    });
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e @ (PublishError::Invalid(_) | PublishError::Conflict { .. })) => {
@@ -84,20 +87,20 @@ pub(super) async fn runbook(
                     "no runbooks published; publish one with `firedrill runbook publish FILE`"
                 );
             } else {
-                println!(
-                    "{:<32} {:>7}  {:<24} DIGEST",
-                    "NAME", "VERSION", "PUBLISHED BY"
-                );
+                let mut table = term::Table::new(&[
+                    ("NAME", 40),
+                    ("VERSION", usize::MAX),
+                    ("PUBLISHED BY", 32),
+                    ("DIGEST", usize::MAX),
+                ]);
                 for r in rows {
-                    println!(
-                        "{:<32} {:>7}  {:<24} {}",
-                        r.name, r.version, r.published_by, r.digest
-                    );
+                    table.row([r.name, r.version.to_string(), r.published_by, r.digest]);
                 }
+                print!("{}", table.render());
             }
             Ok(ExitCode::SUCCESS)
         }
-        RunbookCommand::Show { runbook } => {
+        RunbookCommand::Show { runbook, json } => {
             let (name, version) = split_reference(&runbook)?;
             let row = home
                 .store()
@@ -105,17 +108,31 @@ pub(super) async fn runbook(
                 .runbook(&name, version)
                 .await?
                 .with_context(|| format!("runbook {runbook} is not published"))?;
-            print!("{}", row.source);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&crate::view::runbook_source(&row))?
+                );
+            } else {
+                print!("{}", row.source);
+            }
             Ok(ExitCode::SUCCESS)
         }
-        RunbookCommand::Rollback { name, to, reason } => {
+        RunbookCommand::Rollback {
+            name,
+            to,
+            reason,
+            json,
+        } => {
             let service = home.service().await?;
             match service.rollback_runbook(&name, to, actor, &reason).await {
                 Ok(row) => {
-                    println!(
-                        "{name}@{} is current again (digest {}); publishing a new version ends the rollback",
-                        row.version, row.digest
-                    );
+                    answer(json, &crate::view::rolled_back(&row), || {
+                        format!(
+                            "{name}@{} is current again (digest {}); publishing a new version ends the rollback",
+                            row.version, row.digest
+                        )
+                    });
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(crate::executor::ControlError::Store(e)) => Err(e.into()),

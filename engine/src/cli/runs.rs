@@ -123,6 +123,7 @@ pub(super) async fn approve(
     run: &str,
     yes: bool,
     comment: &str,
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let service = home.service().await?;
     let result = service
@@ -137,14 +138,20 @@ pub(super) async fn approve(
             },
             comment,
         )
-        .await
-        .map(|_| ());
-    control(result, || {
-        format!(
-            "{} recorded for run {run}",
-            if yes { "approval" } else { "denial" }
-        )
-    })
+        .await;
+    control(
+        result,
+        |step| {
+            (
+                crate::view::decided(run, &step, yes),
+                format!(
+                    "{} recorded for run {run} (step {step})",
+                    if yes { "approval" } else { "denial" }
+                ),
+            )
+        },
+        json,
+    )
 }
 
 /// Print run `id`'s report; `stream`: as the last of `run --json`'s JSON lines.
@@ -195,7 +202,14 @@ async fn print_run(
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
     } else {
-        print!("{}", render::run_text(&run, &steps, &targets, &calls));
+        // Escaped first, then coloured (on a terminal, without NO_COLOR):
+        // the colours are the CLI's own, never from input.
+        let text = term::output(&render::run_text(&run, &steps, &targets, &calls)).into_owned();
+        if term::colour_stdout() {
+            ::std::print!("{}", render::coloured(&text));
+        } else {
+            ::std::print!("{text}");
+        }
         if with_audit {
             print!("{}", render::audit_text(&trail));
         }
@@ -239,6 +253,7 @@ pub(super) async fn runs(home: &Home, actor: &Actor, cmd: RunsCommand) -> anyhow
                 })
                 .await?;
             if json {
+                let rows: Vec<_> = rows.iter().map(crate::executor::RunSummary::new).collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 print!("{}", render::runs_text(&rows));
@@ -249,17 +264,26 @@ pub(super) async fn runs(home: &Home, actor: &Actor, cmd: RunsCommand) -> anyhow
             let service = home.service().await?;
             show_run(&service, &id, json, true).await
         }
-        RunsCommand::Cancel { id, reason } => {
+        RunsCommand::Cancel { id, reason, json } => {
             let service = home.service().await?;
-            control(service.cancel(&id, actor, &reason).await, || {
-                format!("cancel requested: run {id} stops before its next step")
-            })
+            control(
+                service.cancel(&id, actor, &reason).await,
+                |()| {
+                    (
+                        crate::view::cancel_requested(&id),
+                        format!("cancel requested: run {id} stops before its next step"),
+                    )
+                },
+                json,
+            )
         }
-        RunsCommand::Abandon { id, reason } => {
+        RunsCommand::Abandon { id, reason, json } => {
             let service = home.service().await?;
-            control(service.abandon(&id, actor, &reason).await, || {
-                format!("run {id} abandoned")
-            })
+            control(
+                service.abandon(&id, actor, &reason).await,
+                |()| (crate::view::abandoned(&id), format!("run {id} abandoned")),
+                json,
+            )
         }
         RunsCommand::Resume { id, reason, json } | RunsCommand::Skip { id, reason, json } => {
             let service = home.service().await?;
@@ -270,7 +294,7 @@ pub(super) async fn runs(home: &Home, actor: &Actor, cmd: RunsCommand) -> anyhow
             };
             let prepared = match prepared {
                 Ok(p) => p,
-                Err(e) => return control(Err(e), String::new),
+                Err(e) => return control_refused(e),
             };
             service.execute_prepared(prepared).await?;
             show_run(&service, &id, json, false).await
@@ -278,20 +302,29 @@ pub(super) async fn runs(home: &Home, actor: &Actor, cmd: RunsCommand) -> anyhow
     }
 }
 
-/// Report a run control's result: the message, or the error and exit 2.
-pub(super) fn control(
-    result: Result<(), crate::executor::ControlError>,
-    done: impl FnOnce() -> String,
+/// Report a run control's result: its JSON answer or message, or the
+/// error and exit 2.
+pub(super) fn control<T>(
+    result: Result<T, crate::executor::ControlError>,
+    done: impl FnOnce(T) -> (serde_json::Value, String),
+    json: bool,
 ) -> anyhow::Result<ExitCode> {
     match result {
-        Ok(()) => {
-            println!("{}", done());
+        Ok(value) => {
+            let (value, text) = done(value);
+            answer(json, &value, || text);
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) if !exit::control_refused(&e) => Err(e.into()),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(EXIT_INVALID))
-        }
+        Err(e) => control_refused(e),
     }
+}
+
+/// A run control that failed: a refusal exits 2 with its reason; a store
+/// failure is an error.
+fn control_refused(e: crate::executor::ControlError) -> anyhow::Result<ExitCode> {
+    if !exit::control_refused(&e) {
+        return Err(e.into());
+    }
+    eprintln!("error: {e}");
+    Ok(ExitCode::from(EXIT_INVALID))
 }

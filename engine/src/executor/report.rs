@@ -12,15 +12,18 @@ use crate::store::{
     StoreError, TargetStatus,
 };
 
-/// A run, its steps with their targets and host calls, and the changes a
-/// dry-run planned.
+/// A run as lists show it (`runs list --json`, `GET /api/v1/runs`): the
+/// same fields, with the same names, as the top of its [`RunReport`].
 #[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
+pub struct RunSummary {
     pub run_id: String,
     pub runbook: String,
     pub runbook_version: i64,
     pub runbook_digest: String,
+    /// Run from a file without publishing.
     pub draft: bool,
+    /// Started by the drill scheduler (or `firedrill drill run`).
+    pub drill: bool,
     pub mode: String,
     pub actor: String,
     pub status: RunStatus,
@@ -32,6 +35,40 @@ pub struct RunReport {
     /// Who asked to cancel the run and why, while it is honoured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_requested: Option<String>,
+    /// The node holding the run's lease (none while queued or finished).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+impl RunSummary {
+    pub fn new(run: &RunRow) -> Self {
+        RunSummary {
+            run_id: run.id.clone(),
+            runbook: run.runbook.clone(),
+            runbook_version: run.runbook_version,
+            runbook_digest: run.runbook_digest.clone(),
+            draft: run.draft,
+            drill: run.drill,
+            mode: run.mode.clone(),
+            actor: run.actor.clone(),
+            status: run.status,
+            error: run.error.clone(),
+            inputs: run.inputs.clone(),
+            kernels: run.kernels.clone(),
+            started_at: run.started_at.clone(),
+            finished_at: run.finished_at.clone(),
+            cancel_requested: run.cancel_requested.clone(),
+            owner: run.owner.clone(),
+        }
+    }
+}
+
+/// A run, its steps with their targets and host calls, and the changes a
+/// dry-run planned.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    #[serde(flatten)]
+    pub run: RunSummary,
     pub steps: Vec<StepReport>,
     /// The simulated `change` calls: what a live run would do.
     pub planned_changes: Vec<Value>,
@@ -124,20 +161,7 @@ impl RunReport {
             })
             .collect();
         RunReport {
-            run_id: run.id.clone(),
-            runbook: run.runbook.clone(),
-            runbook_version: run.runbook_version,
-            runbook_digest: run.runbook_digest.clone(),
-            draft: run.draft,
-            mode: run.mode.clone(),
-            actor: run.actor.clone(),
-            status: run.status,
-            error: run.error.clone(),
-            inputs: run.inputs.clone(),
-            kernels: run.kernels.clone(),
-            started_at: run.started_at.clone(),
-            finished_at: run.finished_at.clone(),
-            cancel_requested: run.cancel_requested.clone(),
+            run: RunSummary::new(run),
             steps,
             planned_changes: planned_changes(calls)
                 .into_iter()

@@ -106,8 +106,11 @@ pub(super) async fn upload_kernel(
     };
     Ok((
         status,
-        Json(
-            json!({"name": row.name, "version": row.version, "digest": row.digest, "published": new}),
-        ),
+        Json(crate::view::published(
+            &row.name,
+            row.version.clone(),
+            &row.digest,
+            new,
+        )),
     ))
 }

@@ -96,9 +96,12 @@ pub(super) async fn publish_runbook(
         } else {
             StatusCode::OK
         },
-        Json(
-            json!({"name": row.name, "version": row.version, "digest": row.digest, "published": new}),
-        ),
+        Json(crate::view::published(
+            &row.name,
+            row.version,
+            &row.digest,
+            new,
+        )),
     ))
 }
 
@@ -126,14 +129,7 @@ pub(super) async fn get_runbook(
             Some(v) => ApiError::not_found(format!("no runbook {name}@{v}")),
             None => ApiError::not_found(format!("no runbook {name:?}")),
         })?;
-    // The parsed definition (steps, kernels, targets, triggers, drill), for
-    // readers that should not parse YAML themselves.
-    let definition = crate::runbook::parse_runbook(&row.name, &row.source).ok();
-    Ok(Json(json!({
-        "name": row.name, "version": row.version, "digest": row.digest,
-        "source": row.source, "published_at": row.published_at, "published_by": row.published_by,
-        "definition": definition,
-    })))
+    Ok(Json(crate::view::runbook_source(&row)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,9 +153,7 @@ pub(super) async fn rollback_runbook(
         .service
         .rollback_runbook(&name, body.version, &who.0.actor(), &body.reason)
         .await?;
-    Ok(Json(
-        json!({"name": row.name, "current_version": row.version, "digest": row.digest}),
-    ))
+    Ok(Json(crate::view::rolled_back(&row)))
 }
 
 pub(super) async fn runbook_versions(

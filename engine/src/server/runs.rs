@@ -15,7 +15,7 @@ use super::principal::Principal;
 use super::state::AppState;
 use crate::Mode;
 use crate::auth::Action;
-use crate::executor::{RunReport, RunRequest, RunbookSource};
+use crate::executor::{RunReport, RunRequest, RunSummary, RunbookSource};
 use crate::store::{RunFilter, RunStatus};
 
 #[derive(Debug, Deserialize)]
@@ -261,8 +261,9 @@ pub(super) async fn list_runs(
         None
     };
     let visible: Vec<_> = runs
-        .into_iter()
+        .iter()
         .filter(|r| who.0.covers(&r.runbook))
+        .map(RunSummary::new)
         .collect();
     Ok(Json(json!({"runs": visible, "next": next})))
 }
@@ -287,10 +288,10 @@ pub(super) async fn run_view(
     let Some(report) = RunReport::load(state.service.store().as_ref(), id).await? else {
         return Err(missing());
     };
-    if !who.0.covers(&report.runbook) {
+    if !who.0.covers(&report.run.runbook) {
         return Err(missing());
     }
-    Ok((report.status, report.to_json()))
+    Ok((report.run.status, report.to_json()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,9 +334,7 @@ pub(super) async fn cancel_run(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(
-            json!({"run_id": id, "cancel_requested": true, "note": "the step in progress finishes; nothing after it starts"}),
-        ),
+        Json(crate::view::cancel_requested(&id)),
     ))
 }
 
@@ -404,7 +403,7 @@ pub(super) async fn abandon_run(
         .service
         .abandon(&id, &who.0.actor(), &body.reason)
         .await?;
-    Ok(Json(json!({"run_id": id, "status": "abandoned"})))
+    Ok(Json(crate::view::abandoned(&id)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -437,9 +436,7 @@ pub(super) async fn decide(
             &body.comment,
         )
         .await?;
-    Ok(Json(
-        json!({"run_id": id, "step": step, "decision": if approve { "approve" } else { "deny" }}),
-    ))
+    Ok(Json(crate::view::decided(id, &step, approve)))
 }
 
 /// `POST /api/v1/runs/{id}/approve {comment}`.

@@ -84,10 +84,7 @@ pub(super) async fn create_token(
     })?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"token": token, "id": row.id, "name": row.name, "role": row.role, "runbooks": row.runbooks, "owner": row.owner,
-            "note": "the token is shown once; store it now"}),
-        ),
+        Json(crate::view::token_created(&row, &token)),
     ))
 }
 
@@ -109,7 +106,5 @@ pub(super) async fn revoke_token(
         crate::auth::TokenError::NotFound(_) => ApiError::not_found(e.to_string()),
         other => ApiError::bad_request(other.to_string()),
     })?;
-    Ok(Json(
-        json!({"revoked": row.name, "id": row.id, "revoked_at": row.revoked_at}),
-    ))
+    Ok(Json(crate::view::token_revoked(&row)))
 }
