@@ -13,6 +13,7 @@ mod cache;
 mod cli;
 mod console;
 mod control;
+mod conventions;
 mod drills;
 mod examples;
 mod fanout;
