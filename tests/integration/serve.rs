@@ -413,7 +413,7 @@ async fn runbook_limited_tokens_see_nothing_else() {
     let (_, page) = s
         .call("GET", "/api/v1/runs?limit=1", Some(&token), None)
         .await;
-    assert_eq!(page["runs"][0]["id"], mine.as_str(), "{page}");
+    assert_eq!(page["runs"][0]["run_id"], mine.as_str(), "{page}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
