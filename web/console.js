@@ -250,7 +250,7 @@ async function overview() {
     ...["running", "awaiting-approval", "queued", "needs-attention"].map((s) => api("GET", "/api/v1/runs" + q({ status: s, limit: 50 }))),
   ]);
   const sw = switches.find((s) => s.scope === "global") || { scope: "global", engaged: false };
-  const inProgress = pending.flatMap((p) => p.runs).sort((a, b) => (a.id < b.id ? 1 : -1));
+  const inProgress = pending.flatMap((p) => p.runs).sort((a, b) => (a.run_id < b.run_id ? 1 : -1));
   // Runs started by an alert carry the alert source as actor ("alert-source:alertmanager").
   const alertRuns = recent.runs.filter((r) => String(r.actor).startsWith("alert-source:")).slice(0, 10);
   // Each trigger's own breaker: per key (the keys paused) or per runbook.

@@ -18,6 +18,7 @@ mod drills;
 mod examples;
 mod fanout;
 mod fleet;
+mod guide;
 mod hostile;
 mod http;
 mod languages;

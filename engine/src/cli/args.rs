@@ -365,7 +365,9 @@ pub enum KernelCommand {
         /// Where to create the project (must not exist or be empty).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The SDK's directory, for Rust (default: the sdk/ this binary was built from).
+        /// Rust: build against the SDK in this directory (a firedrill
+        /// checkout's sdk/). Default: a copy of the SDK this binary was
+        /// built with, written into the project as firedrill-sdk/.
         #[arg(long)]
         sdk: Option<PathBuf>,
         /// Print JSON instead of text (field names are stable: docs/cli.md).

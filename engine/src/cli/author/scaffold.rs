@@ -34,7 +34,59 @@ const GITIGNORE: &str = include_str!("templates/common/gitignore");
 /// (path in the project, contents, executable)
 type File = (&'static str, &'static str, bool);
 
-fn files(lang: Lang) -> Vec<File> {
+/// The SDK this binary was built with, written into a Rust project as
+/// `firedrill-sdk/` unless `--sdk` names another: the project then builds
+/// on any machine, against the contract this firedrill runs.
+const SDK: &[File] = &[
+    (
+        "firedrill-sdk/Cargo.toml",
+        include_str!("templates/rust/sdk-Cargo.toml"),
+        false,
+    ),
+    (
+        "firedrill-sdk/README.md",
+        include_str!("../../../../sdk/README.md"),
+        false,
+    ),
+    ("firedrill-sdk/wit/kernel.wit", WIT, false),
+    (
+        "firedrill-sdk/src/lib.rs",
+        include_str!("../../../../sdk/src/lib.rs"),
+        false,
+    ),
+    (
+        "firedrill-sdk/src/capability.rs",
+        include_str!("../../../../sdk/src/capability.rs"),
+        false,
+    ),
+    (
+        "firedrill-sdk/src/guest.rs",
+        include_str!("../../../../sdk/src/guest.rs"),
+        false,
+    ),
+    (
+        "firedrill-sdk/src/kernel.rs",
+        include_str!("../../../../sdk/src/kernel.rs"),
+        false,
+    ),
+    (
+        "firedrill-sdk/src/manifest.rs",
+        include_str!("../../../../sdk/src/manifest.rs"),
+        false,
+    ),
+    (
+        "firedrill-sdk/src/pattern.rs",
+        include_str!("../../../../sdk/src/pattern.rs"),
+        false,
+    ),
+    (
+        "firedrill-sdk/src/testing.rs",
+        include_str!("../../../../sdk/src/testing.rs"),
+        false,
+    ),
+];
+
+fn files(lang: Lang, vendored_sdk: bool) -> Vec<File> {
     let mut files: Vec<File> = vec![
         ("test.sh", TEST_SH, true),
         ("tests/input.json", INPUT, false),
@@ -73,17 +125,15 @@ fn files(lang: Lang) -> Vec<File> {
             ("wit/kernel.wit", WIT, false),
         ]),
     }
+    if lang == Lang::Rust && vendored_sdk {
+        files.extend(SDK.iter().copied());
+    }
     files
 }
 
-/// The SDK a Rust kernel builds against: `--sdk`, else the `sdk/` of the
-/// source tree this binary was built from, if it is still there.
-fn sdk_dir(sdk: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let dir = match sdk {
-        Some(dir) => dir.to_path_buf(),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk"),
-    };
-    let dir = std::fs::canonicalize(&dir).with_context(|| {
+/// The SDK directory `--sdk` names, checked.
+fn sdk_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = std::fs::canonicalize(dir).with_context(|| {
         format!(
             "the firedrill SDK is not at {}; pass --sdk with the sdk/ directory of a firedrill checkout",
             dir.display()
@@ -122,10 +172,12 @@ pub fn scaffold(
         );
         std::fs::remove_dir(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
     }
-    let sdk = match lang {
-        Lang::Rust => Some(sdk_dir(sdk)?),
+    // Rust: the SDK named by --sdk, else the copy written into the project.
+    let sdk = match (lang, sdk) {
+        (Lang::Rust, Some(dir)) => Some(sdk_dir(dir)?),
         _ => None,
     };
+    let vendored = lang == Lang::Rust && sdk.is_none();
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -137,13 +189,14 @@ pub fn scaffold(
         .tempdir_in(&parent)
         .with_context(|| format!("cannot write in {}", parent.display()))?;
     let crate_name = name.replace('-', "_");
-    let sdk_text = sdk
-        .as_deref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    let sdk_text = match &sdk {
+        Some(p) => p.display().to_string(),
+        None => "firedrill-sdk".to_string(),
+    };
     let mut written = Vec::new();
-    for (path, text, executable) in files(lang) {
+    for (path, text, executable) in files(lang, vendored) {
         let text = text
+            .replace("{{sdk_version}}", env!("CARGO_PKG_VERSION"))
             .replace("{{name}}", name)
             .replace("{{crate}}", &crate_name)
             .replace("{{lang}}", lang.label())
@@ -170,6 +223,140 @@ pub fn scaffold(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The SDK copy is the whole SDK: every file of sdk/ but its build
+    /// output, and its manifest asks for the workspace's versions.
+    #[test]
+    fn the_sdk_copy_is_the_whole_sdk_with_the_workspaces_versions() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut on_disk = Vec::new();
+        let mut stack = vec![root.join("sdk")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("sdk dir") {
+                let p = e.expect("entry").path();
+                let rel = p
+                    .strip_prefix(root.join("sdk"))
+                    .expect("inside")
+                    .to_path_buf();
+                if rel.starts_with("target") {
+                    continue;
+                }
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    on_disk.push(format!("firedrill-sdk/{}", rel.display()));
+                }
+            }
+        }
+        on_disk.sort();
+        let mut copied: Vec<String> = SDK.iter().map(|(p, _, _)| (*p).to_string()).collect();
+        copied.sort();
+        assert_eq!(
+            copied, on_disk,
+            "SDK (scaffold.rs) must list every file of sdk/"
+        );
+        for (path, text, _) in SDK.iter().filter(|(p, _, _)| !p.ends_with("Cargo.toml")) {
+            let original = root
+                .join("sdk")
+                .join(path.trim_start_matches("firedrill-sdk/"));
+            assert_eq!(
+                *text,
+                std::fs::read_to_string(original).expect("read"),
+                "{path}"
+            );
+        }
+        let workspace = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+        let sdk_manifest = std::fs::read_to_string(root.join("sdk/Cargo.toml")).expect("sdk");
+        let template = SDK[0].1;
+        for line in sdk_manifest
+            .lines()
+            .filter(|l| l.contains(".workspace = true") || l.contains("workspace = true, optional"))
+        {
+            let dep = line.split(['.', ' ']).next().expect("name");
+            if matches!(dep, "edition" | "rust-version" | "license") {
+                continue;
+            }
+            let wanted = workspace
+                .lines()
+                .find(|l| l.starts_with(&format!("{dep} =")))
+                .unwrap_or_else(|| panic!("{dep} is not a workspace dependency"));
+            let spec = wanted.split_once(" = ").expect("spec").1;
+            let copied = template
+                .lines()
+                .find(|l| l.starts_with(&format!("{dep} =")))
+                .unwrap_or_else(|| panic!("the SDK copy's Cargo.toml lacks {dep}"));
+            let expected = if line.contains("optional") {
+                match spec.strip_suffix(" }") {
+                    Some(table) => format!("{dep} = {table}, optional = true }}"),
+                    None => format!("{dep} = {{ version = {spec}, optional = true }}"),
+                }
+            } else {
+                format!("{dep} = {spec}")
+            };
+            assert_eq!(
+                copied, expected,
+                "the SDK copy's {dep} differs from the workspace's"
+            );
+        }
+        let version = sdk_manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("version = "))
+            .expect("sdk version");
+        assert_eq!(
+            version.trim_matches('"'),
+            env!("CARGO_PKG_VERSION"),
+            "the SDK's version is firedrill's"
+        );
+    }
+
+    #[test]
+    fn a_rust_project_carries_its_sdk_and_no_path_of_the_build_machine() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("mine");
+        let files = scaffold(Lang::Rust, "mine", &dir, None).expect("scaffold");
+        assert!(files.contains(&dir.join("firedrill-sdk/wit/kernel.wit")));
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml");
+        assert!(
+            manifest.contains(r#"firedrill-sdk = { path = "firedrill-sdk" }"#),
+            "{manifest}"
+        );
+        let build_machine = std::fs::canonicalize(env!("CARGO_MANIFEST_DIR")).expect("dir");
+        let build_machine = build_machine.parent().expect("root").display().to_string();
+        for f in &files {
+            let text = std::fs::read_to_string(f).expect("read");
+            assert!(
+                !text.contains(&build_machine),
+                "{} names {build_machine}",
+                f.display()
+            );
+        }
+        // A directory the user chooses instead.
+        let other = tmp.path().join("theirs");
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+        let files = scaffold(Lang::Rust, "theirs", &other, Some(&sdk)).expect("scaffold");
+        assert!(
+            !files
+                .iter()
+                .any(|f| f.starts_with(other.join("firedrill-sdk")))
+        );
+        let manifest = std::fs::read_to_string(other.join("Cargo.toml")).expect("Cargo.toml");
+        let sdk = std::fs::canonicalize(sdk).expect("sdk");
+        assert!(
+            manifest.contains(&format!("path = \"{}\"", sdk.display())),
+            "{manifest}"
+        );
+        let err = scaffold(
+            Lang::Rust,
+            "nope",
+            &tmp.path().join("nope"),
+            Some(tmp.path()),
+        )
+        .expect_err("not an SDK");
+        assert!(
+            err.to_string().contains("is not the firedrill SDK"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn every_language_gets_a_build_a_test_and_its_name() {
