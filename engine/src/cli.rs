@@ -211,6 +211,21 @@ fn answer(json: bool, value: &serde_json::Value, text: impl FnOnce() -> String) 
     }
 }
 
+/// The line for a [`crate::view::published`] answer: `published
+/// {what}NAME@VERSION (DIGEST)`, or that the same `content` was there.
+fn published_line(what: &str, value: &serde_json::Value, content: &str) -> String {
+    let field = |k: &str| match &value[k] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let (name, version, digest) = (field("name"), field("version"), field("digest"));
+    if value["published"] == true {
+        format!("published {what}{name}@{version} ({digest})")
+    } else {
+        format!("{what}{name}@{version} is already published with {content} ({digest})")
+    }
+}
+
 /// Read a runbook file, refusing one larger than the runbook limit without
 /// reading it all.
 fn read_text(path: &Path, what: &str) -> anyhow::Result<String> {

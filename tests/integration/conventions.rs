@@ -12,6 +12,13 @@ use serde_json::{Value, json};
 
 const RUNBOOK: &str = "apiVersion: firedrill/v1\nname: conv\nversion: 1\ninputs: { type: object, properties: { unit: { type: string } } }\nsteps:\n  - id: restart\n    kernel: restart-service@1.0.0\n    targets: [demo-host]\n    with: { unit: \"{{ inputs.unit }}\" }\n";
 
+/// RUNBOOK written into `home`; its path.
+fn runbook_file(home: &Path) -> String {
+    let file = home.join("conv.yaml");
+    std::fs::write(&file, RUNBOOK).expect("runbook");
+    file.to_str().expect("utf8").to_string()
+}
+
 fn ok(out: &Output) -> String {
     assert!(out.status.success(), "{}", output_text(out));
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -44,9 +51,8 @@ async fn json_answers_carry_the_apis_field_names_and_a_run_is_named_alike_in_lis
         let (http, base, admin) = (http.clone(), base.clone(), admin.clone());
         async move { api_call(&http, &base, method, &path, Some(&admin), body).await }
     };
-    let file = home.join("conv.yaml");
-    std::fs::write(&file, RUNBOOK).expect("runbook");
-    let file = file.to_str().expect("utf8");
+    let file = runbook_file(home);
+    let file = file.as_str();
 
     // Publish: the CLI's answer and the API's, for the same content.
     let cli = json_of(&run_firedrill(
@@ -273,9 +279,8 @@ fn on_a_terminal(home: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
 async fn colour_only_on_a_terminal_and_never_with_no_color() {
     let env = TestEnv::new().await;
     let home = env.home.path();
-    let file = home.join("conv.yaml");
-    std::fs::write(&file, RUNBOOK).expect("runbook");
-    let run = ["run", file.to_str().expect("utf8"), "-i", "unit=web"];
+    let file = runbook_file(home);
+    let run = ["run", file.as_str(), "-i", "unit=web"];
 
     let tty = on_a_terminal(home, &run, &[]);
     assert!(
@@ -316,9 +321,8 @@ async fn colour_only_on_a_terminal_and_never_with_no_color() {
 async fn tables_keep_their_columns_with_long_actors() {
     let env = TestEnv::new().await;
     let home = env.home.path();
-    let file = home.join("conv.yaml");
-    std::fs::write(&file, RUNBOOK).expect("runbook");
-    let file = file.to_str().expect("utf8");
+    let file = runbook_file(home);
+    let file = file.as_str();
     let long = format!("a-{}", "very-long-name-".repeat(8));
     for actor in ["al", long.as_str()] {
         ok(&run_firedrill(

@@ -41,17 +41,7 @@ pub(super) async fn kernel(
             let value =
                 crate::view::published(&entry.name, entry.version.clone(), &entry.digest, new);
             answer(json, &value, || {
-                if new {
-                    format!(
-                        "published {}@{} ({})",
-                        entry.name, entry.version, entry.digest
-                    )
-                } else {
-                    format!(
-                        "{}@{} is already published with these exact bytes ({})",
-                        entry.name, entry.version, entry.digest
-                    )
-                }
+                published_line("", &value, "these exact bytes")
             });
         }
         KernelCommand::Test(args) => return author::test(home, args).await,

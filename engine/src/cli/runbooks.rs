@@ -53,17 +53,7 @@ pub(super) async fn runbook(
                 Ok((row, new)) => {
                     let value = crate::view::published(&row.name, row.version, &row.digest, new);
                     answer(json, &value, || {
-                        if new {
-                            format!(
-                                "published runbook {}@{} ({})",
-                                row.name, row.version, row.digest
-                            )
-                        } else {
-                            format!(
-                                "runbook {}@{} is already published with this exact content",
-                                row.name, row.version
-                            )
-                        }
+                        published_line("runbook ", &value, "this exact content")
                     });
                     Ok(ExitCode::SUCCESS)
                 }
