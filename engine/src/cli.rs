@@ -108,10 +108,18 @@ pub(crate) use exit::EXIT_INVALID;
 
 /// Run one parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    // Generated from the definitions alone: no home is opened or created.
+    // No home is opened or created for these: generated from the
+    // definitions alone, or written into a directory of the user's.
     match &cli.command {
         Command::Completion { shell } => return manual::completion(*shell),
         Command::Man { out } => return manual::man(out),
+        Command::Kernel(KernelCommand::New {
+            name,
+            lang,
+            dir,
+            sdk,
+            json,
+        }) => return kernels::new_project(name, *lang, dir.clone(), sdk.as_deref(), *json),
         _ => {}
     }
     let mut home = Home::open(&cli.home.unwrap_or_else(home::default_dir))?;

@@ -87,6 +87,31 @@ pub fn warn_if_shared(path: &Path, what: &str) {
     }
 }
 
+/// Warn when the home belongs to another user (root working on the
+/// service's `/var/lib/firedrill`, say): files this process creates there
+/// are its own, owner-only, and the owner's `firedrill serve` cannot read
+/// them.
+fn warn_if_not_mine(dir: &Path) {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid()))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| meta.uid().to_string());
+        tracing::warn!(
+            path = %dir.display(),
+            owner = %owner,
+            "the firedrill home belongs to {owner}, not to this user: files written now will be this user's alone and {owner}'s firedrill may not read them; run as {owner} (`sudo -u {owner} FIREDRILL_HOME={} firedrill ...`)",
+            dir.display()
+        );
+    }
+}
+
 /// The default home: `$HOME/.firedrill`, or `./.firedrill` without `$HOME`.
 pub fn default_dir() -> PathBuf {
     std::env::var_os("HOME")
@@ -109,6 +134,7 @@ impl Home {
             .create(dir)
             .map_err(io)?;
         warn_if_shared(dir, "the firedrill home");
+        warn_if_not_mine(dir);
         let config_path = dir.join("firedrill.toml");
         let config = match std::fs::read_to_string(&config_path) {
             Ok(text) => toml::from_str(&text).map_err(|e| HomeError::Config {

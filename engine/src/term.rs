@@ -134,10 +134,12 @@ pub fn paint(sgr: &str, text: &str) -> String {
     format!("\u{1b}[{sgr}m{text}\u{1b}[0m")
 }
 
-/// A table whose columns are as wide as their widest cell, up to a cap
-/// per column: a longer cell (a long actor, a long runbook name) is cut
-/// with `…` (the whole value is in `--json`), so the columns after it
-/// stay in place. Cells are escaped as [`field`]s.
+/// A table whose columns are as wide as their widest cell (in terminal
+/// columns: a wide character counts two), up to a cap per column: a
+/// longer cell (a long actor) is cut with `…` (the whole value is in
+/// `--json`), so the columns after it stay in place. Identifiers (ids,
+/// names, digests) are never cut: people copy them into commands. Cells
+/// are escaped as [`field`]s.
 #[derive(Debug)]
 pub struct Table {
     caps: Vec<usize>,
@@ -160,14 +162,23 @@ impl Table {
             .into_iter()
             .zip(&self.caps)
             .map(|(cell, &cap)| {
+                use unicode_width::UnicodeWidthChar as _;
                 let cell = field(cell.as_ref());
-                if cell.chars().count() <= cap {
-                    cell.into_owned()
-                } else {
-                    let mut cut: String = cell.chars().take(cap.saturating_sub(1)).collect();
-                    cut.push('…');
-                    cut
+                if width(&cell) <= cap {
+                    return cell.into_owned();
                 }
+                let mut cut = String::new();
+                let mut used = 0;
+                for c in cell.chars() {
+                    let w = c.width().unwrap_or(0);
+                    if used + w + 1 > cap {
+                        break;
+                    }
+                    used += w;
+                    cut.push(c);
+                }
+                cut.push('…');
+                cut
             })
             .collect();
         row.resize(self.caps.len(), String::new());
@@ -178,13 +189,7 @@ impl Table {
     /// column is not padded.
     pub fn render(&self) -> String {
         let widths: Vec<usize> = (0..self.caps.len())
-            .map(|i| {
-                self.rows
-                    .iter()
-                    .map(|r| r[i].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
+            .map(|i| self.rows.iter().map(|r| width(&r[i])).max().unwrap_or(0))
             .collect();
         let mut out = String::new();
         for row in &self.rows {
@@ -193,7 +198,9 @@ impl Table {
                 if i + 1 == row.len() {
                     line.push_str(cell);
                 } else {
-                    let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+                    // Padded by display width, not by characters.
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(widths[i] - width(cell) + 2));
                 }
             }
             out.push_str(line.trim_end());
@@ -203,9 +210,28 @@ impl Table {
     }
 }
 
+/// The columns `text` takes on a terminal.
+fn width(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wide_characters_count_two_columns() {
+        let mut t = Table::new(&[("ACTOR", 10), ("STATUS", usize::MAX)]);
+        t.row(["ab", "ok"]);
+        t.row(["日本語の名前です", "failed"]);
+        let text = t.render();
+        let at: Vec<usize> = text
+            .lines()
+            .map(|l| width(&l[..l.rfind("  ").expect("gap") + 2]))
+            .collect();
+        assert!(at.iter().all(|&a| a == at[0]), "{text}");
+        assert!(text.contains("日本語の…"), "cut at 10 columns: {text}");
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color_or_a_dumb_term() {

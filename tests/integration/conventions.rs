@@ -222,9 +222,14 @@ fn completions_and_man_pages_come_from_the_command_tree_and_need_no_home() {
         "firedrill-restore.1",
         "firedrill-audit-key-rotate.1",
     ] {
-        let path = man.join(page);
-        assert!(path.exists(), "{page} missing; {said}");
-        // groff checks the page: every warning class on, none may fire.
+        assert!(man.join(page).exists(), "{page} missing; {said}");
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    for entry in std::fs::read_dir(&man).expect("man dir") {
+        let path = entry.expect("entry").path();
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{} is for everyone to read", path.display());
+        // groff checks every page: every warning class on, none may fire.
         let out = Command::new("groff")
             .args(["-man", "-Tutf8", "-ww", "-z"])
             .arg(&path)
@@ -232,10 +237,27 @@ fn completions_and_man_pages_come_from_the_command_tree_and_need_no_home() {
             .expect("groff");
         assert!(
             out.status.success() && out.stderr.is_empty(),
-            "{page}: {}",
+            "{}: {}",
+            path.display(),
             output_text(&out)
         );
     }
+    let mode = std::fs::metadata(&man).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o755,
+        "a man directory created by `man` is for everyone"
+    );
+    // A symlink planted under a page's name is replaced, not written through.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "keep me").expect("victim");
+    std::fs::remove_file(man.join("firedrill-serve.1")).expect("rm");
+    std::os::unix::fs::symlink(&victim, man.join("firedrill-serve.1")).expect("symlink");
+    ok(&bare(
+        &["man", "--out", man.to_str().expect("utf8")],
+        &nowhere,
+    ));
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "keep me");
+    assert!(!man.join("firedrill-serve.1").is_symlink());
     let out = Command::new("man")
         .arg("-l")
         .arg(man.join("firedrill-restore.1"))

@@ -79,6 +79,8 @@ fn the_guide_runs_as_written_from_an_empty_home_to_a_live_run() {
         .output();
     let log = output_text(&out);
     assert!(out.status.success(), "the guide failed:\n{log}");
+    // Followed as written, nothing in it draws a warning.
+    assert!(!log.contains(" WARN "), "the guide draws a warning:\n{log}");
     // What the guide says the reader will see.
     assert!(log.contains("all kernel tests passed"), "{log}");
     assert!(log.contains("published restart-unit@0.1.0"), "{log}");

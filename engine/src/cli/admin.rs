@@ -148,7 +148,7 @@ pub(super) async fn token(
                 );
             } else {
                 let mut table = term::Table::new(&[
-                    ("NAME", 32),
+                    ("NAME", usize::MAX),
                     ("ROLE", usize::MAX),
                     ("STATE", usize::MAX),
                     ("OWNER", 32),

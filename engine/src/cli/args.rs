@@ -102,7 +102,7 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
         /// This node's id in leases and the audit log (overrides `[node] id`;
-        /// default: a random `node-…`), e.g. the host or pod name.
+        /// default: a random `node-...`), e.g. the host or pod name.
         #[arg(long, env = "FIREDRILL_NODE_ID")]
         node_id: Option<String>,
     },
@@ -489,8 +489,7 @@ pub enum AuditCommand {
         /// repeatable.
         #[arg(long = "witness-dir", value_name = "DIR")]
         witness_dirs: Vec<std::path::PathBuf>,
-        /// Print the report as JSON.
-        /// Print JSON instead of text (field names are stable: docs/cli.md).
+        /// Print the report as JSON (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -498,7 +497,6 @@ pub enum AuditCommand {
     /// configured witnesses, and print it (a C2SP signed note).
     Checkpoint {
         /// Print it as JSON (size, root, note).
-        /// Print JSON instead of text (field names are stable: docs/cli.md).
         #[arg(long)]
         json: bool,
     },
@@ -603,6 +601,16 @@ mod tests {
             if cmd.get_about().is_none() {
                 missing.push(format!("{path}: no about"));
             }
+            let about = format!(
+                "{}{}",
+                cmd.get_about().map(|h| h.to_string()).unwrap_or_default(),
+                cmd.get_long_about()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default()
+            );
+            if !about.is_ascii() {
+                missing.push(format!("{path}: its about is not ASCII"));
+            }
             for arg in cmd.get_arguments() {
                 let id = arg.get_id().as_str();
                 if matches!(id, "help" | "version") {
@@ -613,6 +621,17 @@ mod tests {
                     .is_none_or(|h| h.to_string().trim().is_empty())
                 {
                     missing.push(format!("{path}: argument {id} has no help"));
+                }
+                // Man pages are roff: a non-ASCII character is a warning there.
+                let text = format!(
+                    "{}{}",
+                    arg.get_help().map(|h| h.to_string()).unwrap_or_default(),
+                    arg.get_long_help()
+                        .map(|h| h.to_string())
+                        .unwrap_or_default()
+                );
+                if !text.is_ascii() {
+                    missing.push(format!("{path}: argument {id}'s help is not ASCII"));
                 }
             }
         }

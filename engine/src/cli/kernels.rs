@@ -51,23 +51,7 @@ pub(super) async fn kernel(
             dir,
             sdk,
             json,
-        } => {
-            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let files = author::scaffold(lang, &name, &dir, sdk.as_deref())?;
-            let value = serde_json::json!({
-                "name": name,
-                "dir": dir.display().to_string(),
-                "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
-            });
-            answer(json, &value, || {
-                format!(
-                    "created {} ({} files); next: cd {} && ./test.sh",
-                    dir.display(),
-                    files.len(),
-                    dir.display()
-                )
-            });
-        }
+        } => return new_project(&name, lang, dir, sdk.as_deref(), json),
         KernelCommand::List { json } => {
             let entries = home.store().await?.kernels().await?;
             if json {
@@ -78,8 +62,8 @@ pub(super) async fn kernel(
                 );
             } else {
                 let mut table = term::Table::new(&[
-                    ("NAME", 40),
-                    ("VERSION", 24),
+                    ("NAME", usize::MAX),
+                    ("VERSION", usize::MAX),
                     ("PUBLISHED BY", 32),
                     ("DIGEST", usize::MAX),
                 ]);
@@ -102,4 +86,30 @@ pub(super) fn inspect_json(host: &KernelHost, kernel: &LoadedKernel) -> serde_js
         "manifest": kernel.manifest,
         "limits": host.config().limits,
     })
+}
+
+/// `kernel new`: needs no home, and opens none.
+pub(super) fn new_project(
+    name: &str,
+    lang: author::Lang,
+    dir: Option<PathBuf>,
+    sdk: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let files = author::scaffold(lang, name, &dir, sdk)?;
+    let value = serde_json::json!({
+        "name": name,
+        "dir": dir.display().to_string(),
+        "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+    });
+    answer(json, &value, || {
+        format!(
+            "created {} ({} files); next: cd {} && ./test.sh",
+            dir.display(),
+            files.len(),
+            dir.display()
+        )
+    });
+    Ok(ExitCode::SUCCESS)
 }

@@ -22,19 +22,48 @@ pub(super) fn completion(shell: clap_complete::Shell) -> anyhow::Result<ExitCode
 }
 
 /// Write `firedrill.1` and a page per subcommand (`firedrill-runs-list.1`)
-/// into `dir`.
+/// into `dir`. Man pages are for everyone: the pages are 0644 and a
+/// directory created here 0755, whatever this process's umask. Each page
+/// is written to a temporary file and renamed over its name, so a symlink
+/// planted under that name is replaced, never written through.
 pub(super) fn man(dir: &Path) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the man page directory {}", dir.display()))?;
-    clap_mangen::generate_to(Cli::command(), dir)
-        .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
-    let pages = std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".1"))
-                .count()
-        })
-        .unwrap_or(0);
-    println!("wrote {pages} man pages into {}", dir.display());
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| format!("cannot create the man page directory {}", dir.display()))?;
+        // The umask (077 for this process) narrows the mode given above.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let mut root = Cli::command().disable_help_subcommand(true);
+    root.build();
+    let mut pages = Vec::new();
+    collect(&root, &mut pages);
+    for cmd in &pages {
+        let page = clap_mangen::Man::new(cmd.clone());
+        let mut text = Vec::new();
+        page.render(&mut text)?;
+        let mut file = tempfile::Builder::new()
+            .prefix(".firedrill-man-")
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+        file.write_all(&text)?;
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        let target = dir.join(page.get_filename());
+        file.persist(&target)
+            .with_context(|| format!("cannot write {}", target.display()))?;
+    }
+    println!("wrote {} man pages into {}", pages.len(), dir.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cmd` and every visible subcommand under it, depth first.
+fn collect(cmd: &clap::Command, out: &mut Vec<clap::Command>) {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        collect(sub, out);
+    }
+    out.push(cmd.clone());
 }

@@ -257,7 +257,7 @@ pub fn runs_text(rows: &[RunRow]) -> String {
     }
     let mut table = Table::new(&[
         ("RUN", usize::MAX),
-        ("RUNBOOK", 40),
+        ("RUNBOOK", usize::MAX),
         ("MODE", usize::MAX),
         ("STATUS", usize::MAX),
         ("ACTOR", 32),
@@ -379,7 +379,7 @@ pub fn inspect_text(host: &KernelHost, kernel: &LoadedKernel) -> String {
 /// `firedrill drill status`.
 pub fn readiness_text(rows: &[crate::drill::ReadinessRow]) -> String {
     let mut table = Table::new(&[
-        ("RUNBOOK", 40),
+        ("RUNBOOK", usize::MAX),
         ("VER", usize::MAX),
         ("STATE", usize::MAX),
         ("LAST DRILL", usize::MAX),

@@ -78,7 +78,7 @@ pub(super) async fn runbook(
                 );
             } else {
                 let mut table = term::Table::new(&[
-                    ("NAME", 40),
+                    ("NAME", usize::MAX),
                     ("VERSION", usize::MAX),
                     ("PUBLISHED BY", 32),
                     ("DIGEST", usize::MAX),

@@ -35,7 +35,8 @@ pub struct RunSummary {
     /// Who asked to cancel the run and why, while it is honoured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_requested: Option<String>,
-    /// The node holding the run's lease (none while queued or finished).
+    /// The node holding the run's lease, or the last one that held it
+    /// (none while queued).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
 }
