@@ -594,6 +594,17 @@ mod tests {
         out
     }
 
+    /// Man pages are roff: a non-ASCII character is a warning there.
+    fn ascii(
+        short: Option<&clap::builder::StyledStr>,
+        long: Option<&clap::builder::StyledStr>,
+    ) -> bool {
+        [short, long]
+            .into_iter()
+            .flatten()
+            .all(|h| h.to_string().is_ascii())
+    }
+
     #[test]
     fn every_command_and_argument_has_help_text() {
         let mut missing = Vec::new();
@@ -601,14 +612,7 @@ mod tests {
             if cmd.get_about().is_none() {
                 missing.push(format!("{path}: no about"));
             }
-            let about = format!(
-                "{}{}",
-                cmd.get_about().map(|h| h.to_string()).unwrap_or_default(),
-                cmd.get_long_about()
-                    .map(|h| h.to_string())
-                    .unwrap_or_default()
-            );
-            if !about.is_ascii() {
+            if !ascii(cmd.get_about(), cmd.get_long_about()) {
                 missing.push(format!("{path}: its about is not ASCII"));
             }
             for arg in cmd.get_arguments() {
@@ -622,15 +626,7 @@ mod tests {
                 {
                     missing.push(format!("{path}: argument {id} has no help"));
                 }
-                // Man pages are roff: a non-ASCII character is a warning there.
-                let text = format!(
-                    "{}{}",
-                    arg.get_help().map(|h| h.to_string()).unwrap_or_default(),
-                    arg.get_long_help()
-                        .map(|h| h.to_string())
-                        .unwrap_or_default()
-                );
-                if !text.is_ascii() {
+                if !ascii(arg.get_help(), arg.get_long_help()) {
                     missing.push(format!("{path}: argument {id}'s help is not ASCII"));
                 }
             }
