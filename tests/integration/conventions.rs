@@ -403,3 +403,33 @@ async fn tables_keep_their_columns_with_long_actors() {
         "the ACTION column moved:\n{audit}"
     );
 }
+
+/// Root working on a home that belongs to another user (the service's
+/// `/var/lib/firedrill`) is warned: files it writes there would be root's
+/// alone. The owner working on its own home is not.
+#[test]
+fn working_on_another_users_home_draws_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).expect("home");
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let out = run_firedrill(&home, &["runbook", "list"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        !output_text(&out).contains("belongs to"),
+        "{}",
+        output_text(&out)
+    );
+    if !nix::unistd::geteuid().is_root() {
+        // Only root can give the home to another user; CI runs as root.
+        return;
+    }
+    nix::unistd::chown(&home, Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown");
+    let out = run_firedrill(&home, &["runbook", "list"]);
+    let text = output_text(&out);
+    assert!(
+        text.contains("the firedrill home belongs to") && text.contains("sudo -u"),
+        "{text}"
+    );
+}
